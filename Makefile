@@ -1,0 +1,55 @@
+# subcog: make setup | build | test | demo | eval | bench | lint
+# Two cargo invocations on purpose: the extension (feature `ext`, rusqlite's
+# loadable_extension) and the in-process tests (feature `bundled`) must never share a build.
+SHELL := /bin/bash
+CARGO ?= cargo
+EXT := target/release/libsubcog.so
+PY := .venv/bin/python
+export SUBCOG_EXT := $(CURDIR)/target/release/libsubcog
+
+.PHONY: setup venv build test test-rust test-py test-shell demo eval bench lint clean
+
+## setup: ONNX Runtime, the model and its tokenizer into ~/.local/share/subcog (checksummed)
+setup:
+	@scripts/setup.sh
+
+venv:
+	@scripts/venv.sh
+
+## build: target/release/libsubcog.so
+build:
+	$(CARGO) build --release --lib
+
+$(EXT): build
+
+## test: set-up, build, then every test (Rust unit/in-process, Python, sqlite3 shell)
+test: setup venv build test-rust test-py test-shell
+
+test-rust:
+	$(CARGO) test --no-default-features --features bundled
+
+test-py: venv build
+	SUBCOG_REQUIRE_EXT=1 $(PY) -m pytest -q tests/py
+
+test-shell: build
+	tests/shell/test_sqlite3_cli.sh
+
+## demo: set-up, build, then a memory database from examples/memories.jsonl and a few searches
+demo: setup build
+	/usr/bin/python3 examples/demo.py
+
+## eval: LoCoMo recall@k of KNN, keyword and hybrid search (../shared/data/locomo-dev.json)
+eval: setup build
+	/usr/bin/python3 examples/locomo_eval.py
+
+## bench: criterion-free benchmark against sqlite-vec, measured in the same run
+bench: setup venv build
+	$(PY) benches/bench_knn.py
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --lib -- -D warnings
+	$(CARGO) clippy --no-default-features --features bundled --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,328 @@
+//! Nearest-neighbour search that is exactly as consistent as the table.
+//!
+//! The HNSW graph (usearch) lives in memory, one copy per connection, loaded from the
+//! snapshot in `<table>_hnsw`. It is never trusted on its own:
+//!
+//! * **Invariant.** For every id *not* in `<table>_pending`, the snapshot of the current
+//!   `generation` holds exactly the row's current vector and namespace (or nothing, if the
+//!   row has no vector). Every write that changes a vector or a namespace adds the id to
+//!   `<table>_pending` in the same transaction, so ROLLBACK, ROLLBACK TO and a crash undo
+//!   both together.
+//! * **Search** = HNSW over the snapshot, skipping pending ids (and other namespaces)
+//!   *during* the graph traversal, plus an exact scan of the pending ids' stored vectors;
+//!   the two lists are merged. A transaction therefore sees its own writes, and nothing
+//!   rolled back is ever returned.
+//! * **Checkpoint** (when the pending list outgrows `max(1024, size / 8)`): fold the pending
+//!   ids into the graph, write the snapshot under a new random generation and empty the
+//!   pending list, all inside the writer's transaction. A connection whose in-memory graph
+//!   has another generation than the one it reads from `<table>_config` (another
+//!   connection checkpointed, or a checkpoint was rolled back) reloads the snapshot first.
+//! * Searches over at most `exact_max` vectors (a small table or a small namespace) are
+//!   exact scans, so a filter never leaves a KNN query short of `k` results.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::vector::{self, Metric};
+
+/// Pending ids allowed before a checkpoint, at least.
+const PENDING_MIN: usize = 1024;
+
+/// One neighbour: `(id, distance)`.
+pub type Hit = (i64, f32);
+
+/// The in-memory HNSW graph of one table on one connection.
+pub struct Ann {
+    index: Option<Index>,
+    generation: u64,
+    /// Namespace of each id in the snapshot, as a small integer.
+    ns_of: HashMap<u64, u32>,
+    ns_ids: HashMap<String, u32>,
+}
+
+impl Default for Ann {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn metric_kind(m: Metric) -> MetricKind {
+    match m {
+        Metric::Cosine => MetricKind::Cos,
+        Metric::L2 => MetricKind::L2sq,
+        Metric::Ip => MetricKind::IP,
+    }
+}
+
+fn random_generation() -> u64 {
+    // RandomState is seeded from the OS; a zero generation means "no snapshot".
+    RandomState::new().hash_one(std::time::SystemTime::now()) | 1
+}
+
+impl Ann {
+    /// An empty, unloaded graph.
+    pub fn new() -> Self {
+        Ann { index: None, generation: 0, ns_of: HashMap::new(), ns_ids: HashMap::new() }
+    }
+
+    fn new_index(store: &Store) -> Result<Index> {
+        let o = &store.opts;
+        let index = Index::new(&IndexOptions {
+            dimensions: o.dim,
+            metric: metric_kind(o.metric),
+            quantization: ScalarKind::F32,
+            connectivity: o.m,
+            expansion_add: o.ef_construction,
+            expansion_search: o.ef_search,
+            multi: false,
+        })?;
+        Ok(index)
+    }
+
+    /// Drops the in-memory graph; the next search reloads it.
+    pub fn invalidate(&mut self) {
+        self.index = None;
+        self.generation = 0;
+    }
+
+    /// Makes the in-memory graph the snapshot of the generation stored in the table.
+    fn ensure_loaded(&mut self, store: &Store) -> Result<()> {
+        let g = store.generation()?;
+        if self.index.is_some() && self.generation == g {
+            return Ok(());
+        }
+        self.invalidate();
+        let index = Self::new_index(store)?;
+        if g != 0 {
+            let blob = store.hnsw_blob()?;
+            if !blob.is_empty() {
+                index.load_from_buffer(&blob).map_err(|e| {
+                    Error::Corrupt(format!(
+                        "memories table {}: the HNSW snapshot in {}_hnsw does not load ({}); \
+                         rebuild it with INSERT INTO {}({}) VALUES ('rebuild')",
+                        store.table,
+                        store.table,
+                        e.what(),
+                        store.table,
+                        store.table
+                    ))
+                })?;
+                // load_from_buffer restores the saved search expansion; use the table's.
+                index.change_expansion_search(store.opts.ef_search);
+            }
+        }
+        self.ns_of.clear();
+        self.ns_ids.clear();
+        for (id, ns) in store.namespaces()? {
+            let next = self.ns_ids.len() as u32;
+            let n = *self.ns_ids.entry(ns).or_insert(next);
+            self.ns_of.insert(id as u64, n);
+        }
+        self.index = Some(index);
+        self.generation = g;
+        Ok(())
+    }
+
+    /// Exact KNN by scanning stored vectors, optionally of one namespace.
+    pub fn exact(store: &Store, query: &[f32], k: usize, namespace: Option<&str>) -> Result<Vec<Hit>> {
+        let metric = store.opts.metric;
+        let dim = store.opts.dim;
+        let mut hits: Vec<Hit> = Vec::new();
+        store.scan_vectors(namespace, |id, blob| {
+            if let Some(v) = vector::decode_stored(blob, dim) {
+                hits.push((id, metric.distance(query, &v)));
+            }
+        })?;
+        Ok(top_k(hits, k))
+    }
+
+    /// KNN of `query` (`dim` float32) among the table's vectors: up to `k` `(id, distance)`
+    /// pairs, nearest first, ties by id. Exact when the searched set has at most
+    /// `exact_max` vectors, otherwise HNSW plus the pending ids (see the module docs).
+    ///
+    /// # Errors
+    /// SQLite errors, or [`Error::Index`] from usearch.
+    pub fn search(&mut self, store: &Store, query: &[f32], k: usize, namespace: Option<&str>) -> Result<Vec<Hit>> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        // A small namespace is scanned exactly without touching the graph.
+        let ns_count = match namespace {
+            Some(ns) => Some(store.count(Some(ns))?),
+            None => None,
+        };
+        if ns_count.is_some_and(|n| n <= store.opts.exact_max) {
+            return Self::exact(store, query, k, namespace);
+        }
+        self.ensure_loaded(store)?;
+        let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
+        let searched = ns_count
+            .unwrap_or_else(|| self.index.as_ref().map_or(0, |i| i.size()) + pending.len());
+        if searched <= store.opts.exact_max {
+            return Self::exact(store, query, k, namespace);
+        }
+        let Some(index) = self.index.as_ref() else {
+            return Self::exact(store, query, k, namespace);
+        };
+        let ns_filter: Option<Option<u32>> = namespace.map(|ns| self.ns_ids.get(ns).copied());
+        let mut hits: Vec<Hit> = Vec::new();
+        if index.size() > 0 && ns_filter != Some(None) {
+            let ef = store.opts.ef_search.max(k);
+            if index.expansion_search() != ef {
+                index.change_expansion_search(ef);
+            }
+            let matches = index.filtered_search(query, k, |key: u64| {
+                !pending.contains(&(key as i64))
+                    && match ns_filter {
+                        None => true,
+                        Some(want) => self.ns_of.get(&key).copied() == want,
+                    }
+            })?;
+            // Exact distances from the stored vectors, so both paths rank alike.
+            for key in matches.keys {
+                let id = key as i64;
+                if let Some(v) = store.embedding(id)? {
+                    hits.push((id, store.opts.metric.distance(query, &v)));
+                }
+            }
+        }
+        for &id in &pending {
+            let Some(v) = store.embedding(id)? else { continue };
+            if let Some(ns) = namespace {
+                match store.get(id)? {
+                    Some(row) if row.namespace == ns => {}
+                    _ => continue,
+                }
+            }
+            hits.push((id, store.opts.metric.distance(query, &v)));
+        }
+        let hits = top_k(hits, k);
+        if hits.len() < k.min(searched) {
+            // The filter starved the graph walk: fall back to an exact scan.
+            return Self::exact(store, query, k, namespace);
+        }
+        Ok(hits)
+    }
+
+    /// Folds the pending ids into the graph and saves a new snapshot when the pending list
+    /// is longer than `max(1024, size / 8)`, or always when `force`.
+    ///
+    /// # Errors
+    /// SQLite or usearch errors; the in-memory graph is then dropped and reloaded later.
+    pub fn maybe_checkpoint(&mut self, store: &Store, force: bool) -> Result<bool> {
+        let pending = store.pending_count()?;
+        if pending == 0 {
+            return Ok(false);
+        }
+        if !force {
+            let size = self.index.as_ref().map_or(0, |i| i.size());
+            if pending < PENDING_MIN.max(size / 8) {
+                return Ok(false);
+            }
+        }
+        let r = self.checkpoint(store);
+        if r.is_err() {
+            self.invalidate();
+        }
+        r.map(|_| true)
+    }
+
+    fn checkpoint(&mut self, store: &Store) -> Result<()> {
+        self.ensure_loaded(store)?;
+        let ids = store.pending_ids()?;
+        let Some(index) = self.index.as_ref() else {
+            return Err(Error::Index("graph not loaded".into()));
+        };
+        let needed = index.size() + ids.len();
+        if index.capacity() < needed {
+            index.reserve(needed.max(index.capacity() * 3 / 2).max(1024))?;
+        }
+        for id in ids {
+            let key = id as u64;
+            if index.contains(key) {
+                index.remove(key)?;
+            }
+            self.ns_of.remove(&key);
+            let Some(v) = store.embedding(id)? else { continue };
+            index.add(key, &v)?;
+            if let Some(row) = store.get(id)? {
+                let next = self.ns_ids.len() as u32;
+                let n = *self.ns_ids.entry(row.namespace).or_insert(next);
+                self.ns_of.insert(key, n);
+            }
+        }
+        let mut buf = vec![0u8; index.serialized_length()];
+        index.save_to_buffer(&mut buf)?;
+        let generation = random_generation();
+        store.save_hnsw(&buf, generation)?;
+        self.generation = generation;
+        Ok(())
+    }
+
+    /// Rebuilds the graph from the stored vectors and saves a new snapshot.
+    ///
+    /// # Errors
+    /// SQLite or usearch errors.
+    pub fn rebuild(&mut self, store: &Store) -> Result<()> {
+        self.invalidate();
+        let index = Self::new_index(store)?;
+        let mut items: Vec<(i64, Vec<f32>)> = Vec::new();
+        store.scan_vectors(None, |id, blob| {
+            if let Some(v) = vector::decode_stored(blob, store.opts.dim) {
+                items.push((id, v));
+            }
+        })?;
+        index.reserve(items.len().max(1024))?;
+        for (id, v) in &items {
+            index.add(*id as u64, v)?;
+        }
+        let mut buf = vec![0u8; index.serialized_length()];
+        index.save_to_buffer(&mut buf)?;
+        let generation = random_generation();
+        store.save_hnsw(&buf, generation)?;
+        self.index = Some(index);
+        self.generation = generation;
+        self.ns_of.clear();
+        self.ns_ids.clear();
+        for (id, ns) in store.namespaces()? {
+            let next = self.ns_ids.len() as u32;
+            let n = *self.ns_ids.entry(ns).or_insert(next);
+            self.ns_of.insert(id as u64, n);
+        }
+        Ok(())
+    }
+
+    /// Number of vectors in the in-memory graph (0 when not loaded).
+    pub fn size(&self) -> usize {
+        self.index.as_ref().map_or(0, |i| i.size())
+    }
+}
+
+/// The `k` nearest of `hits`, nearest first, ties broken by id.
+pub fn top_k(mut hits: Vec<Hit>, k: usize) -> Vec<Hit> {
+    hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    hits.truncate(k);
+    hits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_and_breaks_ties_by_id() {
+        let h = top_k(vec![(3, 0.5), (1, 0.5), (2, 0.1), (4, 0.9)], 3);
+        assert_eq!(h, vec![(2, 0.1), (1, 0.5), (3, 0.5)]);
+    }
+
+    #[test]
+    fn generations_are_nonzero_and_differ() {
+        let a = random_generation();
+        let b = random_generation();
+        assert!(a != 0 && b != 0 && a != b);
+    }
+}

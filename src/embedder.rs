@@ -1,0 +1,367 @@
+//! Sentence embeddings with all-MiniLM-L6-v2 through ONNX Runtime, inside the host process.
+//!
+//! Pipeline (sentence-transformers' recipe for this model): WordPiece tokenization with
+//! `[CLS]`/`[SEP]`, truncated to 256 tokens; one ONNX run giving `last_hidden_state`
+//! `[batch, seq, 384]`; mean pooling of the token vectors weighted by the attention mask;
+//! division by the L2 norm. The result is a unit-norm `[f32; 384]`.
+//!
+//! The ONNX Runtime library is opened at run time (`ort`'s `load-dynamic`), and the
+//! session is created lazily on the first call, once per process, and shared by every
+//! connection behind a mutex. Nothing is downloaded: [`ModelPaths`] says where
+//! `make setup` put the files.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use lru::LruCache;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::error::{Error, Result};
+
+/// Output dimension of all-MiniLM-L6-v2.
+pub const MODEL_DIM: usize = 384;
+/// Maximum sequence length, in tokens including `[CLS]` and `[SEP]`, that the model was
+/// trained with (sentence-transformers' `max_seq_length` for all-MiniLM-L6-v2).
+pub const MAX_TOKENS: usize = 256;
+/// Name reported by `subcog_info()`.
+pub const MODEL_NAME: &str = "all-MiniLM-L6-v2 (int8 ONNX)";
+/// File name of the ONNX Runtime shared library installed by `make setup`.
+pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
+/// Texts per ONNX run in [`embed_batch`]; larger batches pad more.
+const BATCH: usize = 32;
+/// Entries in the process-wide embedding cache (text -> vector), about 1.6 KB each.
+const CACHE_ENTRIES: usize = 4096;
+
+/// Where the model and the runtime are looked for.
+///
+/// * `SUBCOG_HOME` (default `$XDG_DATA_HOME/subcog`, else `~/.local/share/subcog`) is the
+///   install root of `make setup`;
+/// * `SUBCOG_MODEL_DIR` (default `$SUBCOG_HOME/models/all-MiniLM-L6-v2`) holds
+///   `model.onnx` and `tokenizer.json`;
+/// * `SUBCOG_ORT_LIB`, then `ORT_DYLIB_PATH` (default
+///   `$SUBCOG_HOME/lib/libonnxruntime.so.1.31.1`) is the ONNX Runtime library.
+#[derive(Debug, Clone)]
+pub struct ModelPaths {
+    /// `model.onnx`.
+    pub model: PathBuf,
+    /// `tokenizer.json`.
+    pub tokenizer: PathBuf,
+    /// ONNX Runtime shared library.
+    pub runtime: PathBuf,
+}
+
+impl ModelPaths {
+    /// Resolves the paths from the environment (read on every call).
+    pub fn from_env() -> Self {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let home = env("SUBCOG_HOME").unwrap_or_else(|| {
+            env("XDG_DATA_HOME")
+                .or_else(|| env("HOME").map(|h| h.join(".local/share")))
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("subcog")
+        });
+        let model_dir =
+            env("SUBCOG_MODEL_DIR").unwrap_or_else(|| home.join("models/all-MiniLM-L6-v2"));
+        let runtime = env("SUBCOG_ORT_LIB")
+            .or_else(|| env("ORT_DYLIB_PATH"))
+            .unwrap_or_else(|| home.join("lib").join(ORT_LIB_NAME));
+        ModelPaths {
+            model: model_dir.join("model.onnx"),
+            tokenizer: model_dir.join("tokenizer.json"),
+            runtime,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        for (what, p) in [
+            ("the embedding model", &self.model),
+            ("the tokenizer", &self.tokenizer),
+            ("the ONNX Runtime library", &self.runtime),
+        ] {
+            if !p.is_file() {
+                return Err(Error::Model(format!(
+                    "{what} is not installed: {} not found. Run `make setup` in the subcog \
+                     repository (scripts/setup.sh), or point SUBCOG_MODEL_DIR / SUBCOG_ORT_LIB \
+                     at existing files",
+                    p.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A loaded model: tokenizer plus ONNX session.
+pub struct Embedder {
+    tokenizer: Tokenizer,
+    session: Mutex<Session>,
+    paths: ModelPaths,
+    cache: Mutex<LruCache<String, Arc<[f32]>>>,
+}
+
+/// The process-wide embedder: `None` until first use; a load failure of ONNX Runtime
+/// itself is kept (ONNX Runtime cannot be initialised twice in one process), while
+/// missing files are re-checked on every call so that `make setup` after loading works.
+static EMBEDDER: OnceLock<std::result::Result<Arc<Embedder>, String>> = OnceLock::new();
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Returns the shared embedder, loading it on first use (~0.3 s).
+///
+/// # Errors
+/// [`Error::Model`] if a file is missing (with the command that installs it) or ONNX
+/// Runtime / the model fails to load.
+pub fn get() -> Result<Arc<Embedder>> {
+    if let Some(r) = EMBEDDER.get() {
+        return r.clone().map_err(Error::Model);
+    }
+    let _lock = INIT_LOCK.lock().map_err(|_| Error::Model("embedder lock poisoned".into()))?;
+    if let Some(r) = EMBEDDER.get() {
+        return r.clone().map_err(Error::Model);
+    }
+    let paths = ModelPaths::from_env();
+    paths.check()?;
+    let loaded = Embedder::load(paths).map(Arc::new).map_err(|e| e.to_string());
+    let r = EMBEDDER.get_or_init(|| loaded);
+    r.clone().map_err(Error::Model)
+}
+
+/// The embedder if it is already loaded (never loads it).
+pub fn loaded() -> Option<Arc<Embedder>> {
+    EMBEDDER.get().and_then(|r| r.as_ref().ok().cloned())
+}
+
+fn threads() -> usize {
+    std::env::var("SUBCOG_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get().min(2))
+                .unwrap_or(1)
+        })
+}
+
+impl Embedder {
+    fn load(paths: ModelPaths) -> Result<Self> {
+        let model_err = |what: &str, e: &dyn std::fmt::Display| {
+            Error::Model(format!("loading {what}: {e}"))
+        };
+        let mut tokenizer = Tokenizer::from_file(&paths.tokenizer)
+            .map_err(|e| model_err(&paths.tokenizer.display().to_string(), &e))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..Default::default()
+            }))
+            .map_err(|e| model_err("tokenizer truncation", &e))?;
+        let env = ensure_runtime(&paths.runtime)?;
+        let what = paths.model.display().to_string();
+        let session = Session::builder(env)
+            .map_err(|e| model_err(&what, &e))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| model_err(&what, &e))?
+            .with_intra_threads(threads())
+            .map_err(|e| model_err(&what, &e))?
+            .commit_from_file(&paths.model)
+            .map_err(|e| model_err(&what, &e))?;
+        let cache = LruCache::new(NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN));
+        Ok(Embedder {
+            tokenizer,
+            session: Mutex::new(session),
+            paths,
+            cache: Mutex::new(cache),
+        })
+    }
+
+    /// The files this embedder was loaded from.
+    pub fn paths(&self) -> &ModelPaths {
+        &self.paths
+    }
+
+    /// Embeds one text: a unit-norm `[f32; 384]` (see the module docs for the pipeline).
+    ///
+    /// # Errors
+    /// [`Error::Inference`] if tokenization or the ONNX run fails.
+    pub fn embed(&self, text: &str) -> Result<Arc<[f32]>> {
+        let mut v = self.embed_batch(&[text])?;
+        v.pop().ok_or_else(|| Error::Inference("no output".into()))
+    }
+
+    /// Embeds many texts, `BATCH` per ONNX run, consulting the cache first.
+    /// Output `i` is the embedding of `texts[i]`.
+    ///
+    /// # Errors
+    /// [`Error::Inference`] if tokenization or an ONNX run fails.
+    pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Arc<[f32]>>> {
+        let mut out: Vec<Option<Arc<[f32]>>> = vec![None; texts.len()];
+        let mut todo: Vec<usize> = Vec::new();
+        if let Ok(mut cache) = self.cache.lock() {
+            for (i, t) in texts.iter().enumerate() {
+                match cache.get(*t) {
+                    Some(v) => out[i] = Some(v.clone()),
+                    None => todo.push(i),
+                }
+            }
+        } else {
+            todo.extend(0..texts.len());
+        }
+        for chunk in todo.chunks(BATCH) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            let vecs = self.run(&batch)?;
+            let mut cache = self.cache.lock().ok();
+            for (&i, v) in chunk.iter().zip(vecs) {
+                let v: Arc<[f32]> = v.into();
+                if let Some(c) = cache.as_mut() {
+                    c.put(texts[i].to_string(), v.clone());
+                }
+                out[i] = Some(v);
+            }
+        }
+        out.into_iter()
+            .map(|v| v.ok_or_else(|| Error::Inference("missing output".into())))
+            .collect()
+    }
+
+    /// Tokenizes, pads to the longest text of the batch, runs the model and pools.
+    fn run(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let inf = |e: &dyn std::fmt::Display| Error::Inference(e.to_string());
+        let encodings: Vec<_> = texts
+            .iter()
+            .map(|t| self.tokenizer.encode(*t, true).map_err(|e| inf(&e)))
+            .collect::<Result<_>>()?;
+        let batch = encodings.len();
+        let seq = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![0i64; batch * seq];
+        let mut mask = vec![0i64; batch * seq];
+        let mut types = vec![0i64; batch * seq];
+        for (b, e) in encodings.iter().enumerate() {
+            for (j, ((&id, &m), &t)) in e
+                .get_ids()
+                .iter()
+                .zip(e.get_attention_mask())
+                .zip(e.get_type_ids())
+                .enumerate()
+            {
+                ids[b * seq + j] = id as i64;
+                mask[b * seq + j] = m as i64;
+                types[b * seq + j] = t as i64;
+            }
+        }
+        let shape = [batch, seq];
+        let t_ids = Tensor::from_array((shape, ids)).map_err(|e| inf(&e))?;
+        let t_mask = Tensor::from_array((shape, mask.clone())).map_err(|e| inf(&e))?;
+        let t_types = Tensor::from_array((shape, types)).map_err(|e| inf(&e))?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| Error::Inference("session lock poisoned".into()))?;
+        let outputs = session
+            .run(ort::inputs![
+                "input_ids" => t_ids,
+                "attention_mask" => t_mask,
+                "token_type_ids" => t_types,
+            ])
+            .map_err(|e| inf(&e))?;
+        let (out_shape, hidden) = outputs["last_hidden_state"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| inf(&e))?;
+        let dims: Vec<i64> = out_shape.iter().copied().collect();
+        if dims != [batch as i64, seq as i64, MODEL_DIM as i64] {
+            return Err(Error::Inference(format!(
+                "unexpected output shape {dims:?}, expected [{batch}, {seq}, {MODEL_DIM}]"
+            )));
+        }
+        Ok((0..batch)
+            .map(|b| {
+                let h = &hidden[b * seq * MODEL_DIM..(b + 1) * seq * MODEL_DIM];
+                let m = &mask[b * seq..(b + 1) * seq];
+                normalize(mean_pool(h, m, MODEL_DIM))
+            })
+            .collect())
+    }
+}
+
+/// Opens ONNX Runtime once per process.
+fn ensure_runtime(path: &Path) -> Result<&'static ort::environment::Environment> {
+    static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> =
+        OnceLock::new();
+    let r = ENV.get_or_init(|| {
+        ort::init_from(path)
+            .map_err(|e| format!("loading ONNX Runtime from {}: {e}", path.display()))
+            .and_then(|b| {
+                b.with_name("subcog")
+                    .build()
+                    .map_err(|e| format!("creating the ONNX Runtime environment: {e}"))
+            })
+    });
+    r.as_ref().map_err(|e| Error::Model(e.clone()))
+}
+
+/// Mean of the token vectors of one sequence, weighted by the attention mask.
+///
+/// `hidden` is `[seq, dim]` row-major, `mask` is `[seq]` (1 = real token, 0 = padding).
+/// Returns `[dim]`; all zeros when the mask is all zero.
+pub fn mean_pool(hidden: &[f32], mask: &[i64], dim: usize) -> Vec<f32> {
+    let mut sum = vec![0f32; dim];
+    let mut count = 0f32;
+    for (row, &m) in hidden.chunks_exact(dim).zip(mask) {
+        if m == 0 {
+            continue;
+        }
+        let w = m as f32;
+        for (s, x) in sum.iter_mut().zip(row) {
+            *s += w * x;
+        }
+        count += w;
+    }
+    // sentence-transformers clamps the denominator at 1e-9.
+    let denom = count.max(1e-9);
+    sum.iter_mut().for_each(|s| *s /= denom);
+    sum
+}
+
+/// Divides `v` by its L2 norm (clamped at 1e-12, as `torch.nn.functional.normalize`).
+pub fn normalize(mut v: Vec<f32>) -> Vec<f32> {
+    let n = crate::vector::norm(&v).max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_ignores_padding() {
+        // two real tokens and one padding token, dim 2
+        let hidden = [1.0, 2.0, 3.0, 4.0, 100.0, 100.0];
+        let pooled = mean_pool(&hidden, &[1, 1, 0], 2);
+        assert_eq!(pooled, vec![2.0, 3.0]);
+    }
+
+    #[test]
+    fn pooling_all_masked_is_zero() {
+        assert_eq!(mean_pool(&[1.0, 2.0], &[0], 2), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn normalize_gives_unit_norm() {
+        let v = normalize(vec![3.0, 4.0]);
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        assert_eq!(normalize(vec![0.0, 0.0]), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn paths_follow_environment() {
+        // Only reads the environment; SUBCOG_MODEL_DIR wins over SUBCOG_HOME.
+        let p = ModelPaths::from_env();
+        assert!(p.model.ends_with("model.onnx"));
+        assert!(p.tokenizer.ends_with("tokenizer.json"));
+    }
+}

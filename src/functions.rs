@@ -1,0 +1,176 @@
+//! Scalar SQL functions: `embed`, `vec_f32`, `vec_to_json`, `vec_distance`,
+//! `subcog_fts_query`, `subcog_info`.
+
+use rusqlite::functions::{Context, FunctionFlags};
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+use crate::vector::{self, Metric};
+use crate::{embedder, text};
+
+/// Version of this extension (the crate version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Registers every scalar function on `conn`.
+///
+/// # Errors
+/// SQLite errors from `sqlite3_create_function_v2`.
+pub fn register(conn: &Connection) -> rusqlite::Result<()> {
+    let det = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("embed", 1, det, |ctx| Ok(embed(ctx)?))?;
+    conn.create_scalar_function("vec_f32", 1, det | FunctionFlags::SQLITE_INNOCUOUS, |ctx| {
+        Ok(vec_f32(ctx)?)
+    })?;
+    conn.create_scalar_function("vec_to_json", 1, det | FunctionFlags::SQLITE_INNOCUOUS, |ctx| {
+        Ok(vec_to_json(ctx)?)
+    })?;
+    for n in [2, 3] {
+        conn.create_scalar_function("vec_distance", n, det | FunctionFlags::SQLITE_INNOCUOUS, |ctx| {
+            Ok(vec_distance(ctx)?)
+        })?;
+    }
+    conn.create_scalar_function(
+        "subcog_fts_query",
+        1,
+        det | FunctionFlags::SQLITE_INNOCUOUS,
+        |ctx| Ok(fts_query(ctx)?),
+    )?;
+    conn.create_scalar_function("subcog_info", 0, FunctionFlags::SQLITE_UTF8, |ctx| {
+        Ok(info(ctx)?)
+    })?;
+    Ok(())
+}
+
+fn type_name(v: &ValueRef<'_>) -> &'static str {
+    match v {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "INTEGER",
+        ValueRef::Real(_) => "REAL",
+        ValueRef::Text(_) => "TEXT",
+        ValueRef::Blob(_) => "BLOB",
+    }
+}
+
+/// `embed(text)` -> BLOB of 384 little-endian float32, unit-norm; NULL for NULL.
+///
+/// # Errors
+/// Non-TEXT argument; model missing (with the command that installs it); inference errors.
+fn embed(ctx: &Context<'_>) -> Result<Option<Vec<u8>>> {
+    let text = match ctx.get_raw(0) {
+        ValueRef::Null => return Ok(None),
+        ValueRef::Text(t) => std::str::from_utf8(t)
+            .map_err(|_| Error::invalid("embed(text): expected UTF-8 TEXT, got invalid UTF-8"))?,
+        other => {
+            return Err(Error::invalid(format!(
+                "embed(text): expected TEXT, got {}",
+                type_name(&other)
+            )));
+        }
+    };
+    let e = embedder::get().map_err(|e| Error::Model(format!("embed(): {e}")))?;
+    Ok(Some(vector::encode(&e.embed(text)?)))
+}
+
+/// Reads a vector argument: a BLOB of float32 or a JSON array of numbers.
+fn vector_arg(v: ValueRef<'_>, what: &str) -> Result<Vec<f32>> {
+    match v {
+        ValueRef::Blob(b) => {
+            if b.len() % 4 != 0 || b.is_empty() {
+                return Err(Error::invalid(format!(
+                    "{what}: expected a BLOB of float32 (a multiple of 4 bytes), got {} bytes",
+                    b.len()
+                )));
+            }
+            vector::decode(b, b.len() / 4, what)
+        }
+        ValueRef::Text(t) => vector::from_json(&String::from_utf8_lossy(t)),
+        other => Err(Error::invalid(format!(
+            "{what}: expected a BLOB of float32 or a JSON array, got {}",
+            type_name(&other)
+        ))),
+    }
+}
+
+/// `vec_f32(json_or_blob)` -> BLOB of float32.
+fn vec_f32(ctx: &Context<'_>) -> Result<Option<Vec<u8>>> {
+    if let ValueRef::Null = ctx.get_raw(0) {
+        return Ok(None);
+    }
+    Ok(Some(vector::encode(&vector_arg(ctx.get_raw(0), "vec_f32(vector)")?)))
+}
+
+/// `vec_to_json(blob)` -> JSON array text.
+fn vec_to_json(ctx: &Context<'_>) -> Result<Option<String>> {
+    if let ValueRef::Null = ctx.get_raw(0) {
+        return Ok(None);
+    }
+    let v = vector_arg(ctx.get_raw(0), "vec_to_json(vector)")?;
+    Ok(Some(serde_json::Value::from(v).to_string()))
+}
+
+/// `vec_distance(a, b [, metric])` -> distance under `metric` (default cosine).
+fn vec_distance(ctx: &Context<'_>) -> Result<Option<f64>> {
+    if matches!(ctx.get_raw(0), ValueRef::Null) || matches!(ctx.get_raw(1), ValueRef::Null) {
+        return Ok(None);
+    }
+    let a = vector_arg(ctx.get_raw(0), "vec_distance(a)")?;
+    let b = vector_arg(ctx.get_raw(1), "vec_distance(b)")?;
+    if a.len() != b.len() {
+        return Err(Error::invalid(format!(
+            "vec_distance: vectors differ in length ({} and {})",
+            a.len(),
+            b.len()
+        )));
+    }
+    let metric = if ctx.len() > 2 {
+        match ctx.get_raw(2) {
+            ValueRef::Text(t) => Metric::parse(&String::from_utf8_lossy(t))?,
+            other => {
+                return Err(Error::invalid(format!(
+                    "vec_distance(metric): expected TEXT, got {}",
+                    type_name(&other)
+                )));
+            }
+        }
+    } else {
+        Metric::Cosine
+    };
+    Ok(Some(metric.distance(&a, &b) as f64))
+}
+
+/// `subcog_fts_query(text)` -> the FTS5 query hybrid search builds from free text.
+fn fts_query(ctx: &Context<'_>) -> Result<Option<String>> {
+    match ctx.get_raw(0) {
+        ValueRef::Text(t) => Ok(text::fts_query(&String::from_utf8_lossy(t))),
+        ValueRef::Null => Ok(None),
+        other => Err(Error::invalid(format!(
+            "subcog_fts_query(text): expected TEXT, got {}",
+            type_name(&other)
+        ))),
+    }
+}
+
+/// `subcog_info()` -> JSON: version, model, dimension, file locations, whether they
+/// exist, whether the model is loaded in this process, and the host's SQLite version.
+fn info(_ctx: &Context<'_>) -> Result<String> {
+    let loaded = embedder::loaded();
+    let paths = loaded
+        .as_ref()
+        .map(|e| e.paths().clone())
+        .unwrap_or_else(embedder::ModelPaths::from_env);
+    let v = serde_json::json!({
+        "version": VERSION,
+        "model": embedder::MODEL_NAME,
+        "dim": embedder::MODEL_DIM,
+        "max_tokens": embedder::MAX_TOKENS,
+        "model_path": paths.model.display().to_string(),
+        "model_present": paths.model.is_file(),
+        "tokenizer_path": paths.tokenizer.display().to_string(),
+        "runtime_path": paths.runtime.display().to_string(),
+        "runtime_present": paths.runtime.is_file(),
+        "model_loaded": loaded.is_some(),
+        "sqlite_version": crate::host_sqlite_version(),
+    });
+    Ok(v.to_string())
+}

@@ -1,0 +1,46 @@
+//! subcog: persistent memory for AI agents, as a SQLite extension.
+//!
+//! Loaded into any SQLite host (`.load libsubcog`), it registers:
+//! * the `memories` virtual table ([`vtab`]): rows with content, namespace, tags,
+//!   metadata, importance and an embedding; KNN, keyword (FTS5 BM25) and hybrid (RRF)
+//!   search; state in shadow tables ([`store`]) with an HNSW index ([`ann`]) that is
+//!   exactly consistent with them;
+//! * `embed(text)` ([`embedder`]): all-MiniLM-L6-v2 through ONNX Runtime, in-process;
+//! * `vec_search(table, vector, k)` ([`vec_search`]) and helper functions ([`functions`]).
+//!
+//! See ARCHITECTURE.md for the seams between these modules.
+
+pub mod ann;
+pub mod embedder;
+#[cfg(feature = "ext")]
+pub mod entry;
+pub mod error;
+pub mod functions;
+pub mod options;
+pub mod planner;
+pub mod row;
+pub mod search;
+pub mod store;
+pub mod text;
+pub mod vec_search;
+pub mod vector;
+pub mod vtab;
+
+/// Registers the `memories` module, `vec_search` and every SQL function on `conn`.
+///
+/// Used by the extension entry point and by hosts that link subcog statically (the
+/// `subcog` binary, the in-process tests).
+///
+/// # Errors
+/// SQLite errors from registering a module or function.
+pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    functions::register(conn)?;
+    vtab::register(conn)?;
+    vec_search::register(conn)?;
+    Ok(())
+}
+
+/// The host's SQLite version string (e.g. `3.40.1`), as `sqlite_version()` reports it.
+pub fn host_sqlite_version() -> String {
+    rusqlite::version().to_string()
+}

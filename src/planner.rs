@@ -1,0 +1,259 @@
+//! xBestIndex for `memories`: which WHERE terms the table consumes, and how they reach
+//! xFilter.
+//!
+//! `idxNum` is a bit set of the consumed terms (see the `bit` constants); their values are
+//! passed to xFilter in `argv` in ascending bit order: the MATCH operand, `k`, `namespace`,
+//! the rowid, `LIMIT`, `OFFSET`. `idxStr` is a readable summary shown by EXPLAIN QUERY PLAN
+//! (e.g. `knn k namespace`).
+//!
+//! | WHERE                                   | plan      | idxNum bits            |
+//! |-----------------------------------------|-----------|------------------------|
+//! | `embedding MATCH ?v AND k = ?`          | KNN       | `KNN | K`              |
+//! | `content MATCH ?q [AND k = ?]`          | keyword   | `KEYWORD [| K]`        |
+//! | `<table> MATCH ?text AND k = ?`         | hybrid    | `HYBRID | K`           |
+//! | any of the above `AND namespace = ?`    | filtered  | `... | NAMESPACE`      |
+//! | `id = ?` / `rowid = ?`                  | point     | `ROWID`                |
+//! | `namespace = ?`                         | ns scan   | `NAMESPACE`            |
+//! | nothing usable                          | full scan | `0`                    |
+//!
+//! `LIMIT`/`OFFSET` (SQLite >= 3.38 passes them when the whole query is on this table) are
+//! consumed as values only: SQLite still applies them, and a search without `k` uses
+//! `LIMIT + OFFSET` as its `k`.
+
+use crate::row::col;
+
+/// Bits of `idxNum`.
+pub mod bit {
+    /// `embedding MATCH ?`: KNN.
+    pub const KNN: i32 = 1;
+    /// `content MATCH ?`: FTS5 keyword search.
+    pub const KEYWORD: i32 = 2;
+    /// `<table> MATCH ?`: hybrid search.
+    pub const HYBRID: i32 = 4;
+    /// `k = ?`.
+    pub const K: i32 = 8;
+    /// `namespace = ?`.
+    pub const NAMESPACE: i32 = 16;
+    /// `id = ?` or `rowid = ?`.
+    pub const ROWID: i32 = 32;
+    /// `LIMIT ?`.
+    pub const LIMIT: i32 = 64;
+    /// `OFFSET ?`.
+    pub const OFFSET: i32 = 128;
+    /// More than one MATCH term: an error at xFilter.
+    pub const CONFLICT: i32 = 256;
+    /// All bits that take an argv value, in argv order.
+    pub const ARGS: [i32; 8] = [KNN, KEYWORD, HYBRID, K, NAMESPACE, ROWID, LIMIT, OFFSET];
+}
+
+/// The operator of a WHERE term, as far as the planner cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `=`
+    Eq,
+    /// `MATCH`
+    Match,
+    /// `LIMIT` (SQLite >= 3.38)
+    Limit,
+    /// `OFFSET` (SQLite >= 3.38)
+    Offset,
+    /// Anything else: left to SQLite.
+    Other,
+}
+
+/// One WHERE term offered to xBestIndex.
+#[derive(Debug, Clone, Copy)]
+pub struct Term {
+    /// Column index (-1 = rowid).
+    pub column: i32,
+    /// Operator.
+    pub op: Op,
+    /// Whether its right-hand side is available for this plan.
+    pub usable: bool,
+}
+
+/// The planner's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Bit set of consumed terms.
+    pub idx_num: i32,
+    /// For each offered term: `Some((argv_index starting at 1, omit))` when consumed.
+    pub usage: Vec<Option<(i32, bool)>>,
+    /// Whether the rows come out in the ORDER BY order asked for.
+    pub order_by_consumed: bool,
+    /// Estimated cost (arbitrary units, relative).
+    pub cost: f64,
+    /// Estimated rows.
+    pub rows: i64,
+    /// Summary for EXPLAIN QUERY PLAN.
+    pub idx_str: String,
+}
+
+/// `None` when a MATCH on one of our columns is not usable in this combination (the
+/// caller answers SQLITE_CONSTRAINT so SQLite tries another), else the plan.
+pub fn plan(terms: &[Term], order_by: &[(i32, bool)]) -> Option<Decision> {
+    let mut chosen: [Option<usize>; 8] = [None; 8];
+    let mut matches = 0;
+    for (i, t) in terms.iter().enumerate() {
+        let b = match (t.column, t.op) {
+            (col::EMBEDDING, Op::Match) => bit::KNN,
+            (col::CONTENT, Op::Match) => bit::KEYWORD,
+            (col::TABLE, Op::Match) => bit::HYBRID,
+            (col::K, Op::Eq) => bit::K,
+            (col::NAMESPACE, Op::Eq) => bit::NAMESPACE,
+            (col::ID | -1, Op::Eq) => bit::ROWID,
+            (_, Op::Limit) => bit::LIMIT,
+            (_, Op::Offset) => bit::OFFSET,
+            _ => continue,
+        };
+        if !t.usable {
+            if t.op == Op::Match {
+                return None;
+            }
+            continue;
+        }
+        let slot = bit::ARGS.iter().position(|&x| x == b).unwrap_or(0);
+        if matches!(b, bit::KNN | bit::KEYWORD | bit::HYBRID) {
+            matches += 1;
+        }
+        if chosen[slot].is_none() {
+            chosen[slot] = Some(i);
+        }
+    }
+    let mut idx_num = 0;
+    for (slot, c) in chosen.iter().enumerate() {
+        if c.is_some() {
+            idx_num |= bit::ARGS[slot];
+        }
+    }
+    let search = idx_num & (bit::KNN | bit::KEYWORD | bit::HYBRID);
+    if matches > 1 {
+        idx_num |= bit::CONFLICT;
+    }
+    // A point lookup beats everything but a search (a search with id = ? is rare; the id
+    // term is then left to SQLite).
+    if search != 0 && idx_num & bit::ROWID != 0 {
+        idx_num &= !bit::ROWID;
+        chosen[5] = None;
+    }
+    let mut usage = vec![None; terms.len()];
+    let mut argv = 0;
+    for (slot, c) in chosen.iter().enumerate() {
+        let Some(i) = *c else { continue };
+        argv += 1;
+        // LIMIT/OFFSET stay SQLite's job; everything else we enforce ourselves.
+        let omit = !matches!(bit::ARGS[slot], bit::LIMIT | bit::OFFSET);
+        usage[i] = Some((argv, omit));
+    }
+    let order_by_consumed = match order_by {
+        [] => true,
+        [(c, desc)] => {
+            if search != 0 {
+                (*c == col::DISTANCE && !desc && search == bit::KNN)
+                    || (*c == col::SCORE && *desc)
+            } else {
+                (*c == col::ID || *c == -1) && !desc
+            }
+        }
+        _ => false,
+    };
+    let (cost, rows) = if search != 0 {
+        (if idx_num & bit::NAMESPACE != 0 { 10.0 } else { 20.0 }, 10)
+    } else if idx_num & bit::ROWID != 0 {
+        (1.0, 1)
+    } else if idx_num & bit::NAMESPACE != 0 {
+        (1_000.0, 1_000)
+    } else {
+        (1_000_000.0, 100_000)
+    };
+    let mut words: Vec<&str> = Vec::new();
+    for (b, w) in [
+        (bit::KNN, "knn"),
+        (bit::KEYWORD, "keyword"),
+        (bit::HYBRID, "hybrid"),
+        (bit::K, "k"),
+        (bit::NAMESPACE, "namespace"),
+        (bit::ROWID, "rowid"),
+        (bit::LIMIT, "limit"),
+        (bit::OFFSET, "offset"),
+    ] {
+        if idx_num & b != 0 {
+            words.push(w);
+        }
+    }
+    if words.is_empty() {
+        words.push("fullscan");
+    }
+    Some(Decision {
+        idx_num,
+        usage,
+        order_by_consumed,
+        cost,
+        rows,
+        idx_str: words.join(" "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(column: i32, op: Op) -> Term {
+        Term { column, op, usable: true }
+    }
+
+    #[test]
+    fn knn_with_k_and_namespace() {
+        let d = plan(
+            &[t(col::NAMESPACE, Op::Eq), t(col::EMBEDDING, Op::Match), t(col::K, Op::Eq)],
+            &[(col::DISTANCE, false)],
+        );
+        let d = d.unwrap_or_else(|| panic!("no plan"));
+        assert_eq!(d.idx_num, bit::KNN | bit::K | bit::NAMESPACE);
+        // argv order: MATCH, k, namespace
+        assert_eq!(d.usage, vec![Some((3, true)), Some((1, true)), Some((2, true))]);
+        assert!(d.order_by_consumed);
+        assert_eq!(d.idx_str, "knn k namespace");
+    }
+
+    #[test]
+    fn limit_is_passed_but_not_omitted() {
+        let d = plan(&[t(col::TABLE, Op::Match), t(-1, Op::Limit)], &[]).unwrap_or_else(|| panic!());
+        assert_eq!(d.idx_num, bit::HYBRID | bit::LIMIT);
+        assert_eq!(d.usage, vec![Some((1, true)), Some((2, false))]);
+    }
+
+    #[test]
+    fn unusable_match_rejects_the_plan() {
+        let terms = [Term { column: col::EMBEDDING, op: Op::Match, usable: false }];
+        assert!(plan(&terms, &[]).is_none());
+    }
+
+    #[test]
+    fn two_matches_conflict() {
+        let d = plan(&[t(col::EMBEDDING, Op::Match), t(col::CONTENT, Op::Match)], &[])
+            .unwrap_or_else(|| panic!());
+        assert!(d.idx_num & bit::CONFLICT != 0);
+    }
+
+    #[test]
+    fn rowid_lookup_and_scans() {
+        let d = plan(&[t(col::ID, Op::Eq)], &[]).unwrap_or_else(|| panic!());
+        assert_eq!(d.idx_num, bit::ROWID);
+        assert_eq!(d.rows, 1);
+        let d = plan(&[t(col::IMPORTANCE, Op::Other)], &[(col::ID, false)]).unwrap_or_else(|| panic!());
+        assert_eq!(d.idx_num, 0);
+        assert_eq!(d.usage, vec![None]);
+        assert!(d.order_by_consumed);
+        let d = plan(&[], &[(col::CREATED_AT, true)]).unwrap_or_else(|| panic!());
+        assert!(!d.order_by_consumed);
+    }
+
+    #[test]
+    fn order_by_score_desc_is_consumed_for_searches() {
+        let d = plan(&[t(col::CONTENT, Op::Match)], &[(col::SCORE, true)]).unwrap_or_else(|| panic!());
+        assert!(d.order_by_consumed);
+        let d = plan(&[t(col::CONTENT, Op::Match)], &[(col::DISTANCE, false)]).unwrap_or_else(|| panic!());
+        assert!(!d.order_by_consumed);
+    }
+}

@@ -1,0 +1,304 @@
+//! One memory: the columns of a `memories` table, and validation of user-supplied values.
+
+use rusqlite::types::ValueRef;
+
+use crate::error::{Error, Result};
+use crate::vector::clip;
+
+/// Column positions in the declared schema of a `memories` table (also the order of the
+/// values SQLite passes to xUpdate after the two rowids).
+pub mod col {
+    /// `id INTEGER`: the rowid.
+    pub const ID: i32 = 0;
+    /// `content TEXT`: the memory text (required, non-empty).
+    pub const CONTENT: i32 = 1;
+    /// `namespace TEXT`: partition of memories (default `'default'`).
+    pub const NAMESPACE: i32 = 2;
+    /// `tags TEXT`: JSON array of strings (default `'[]'`).
+    pub const TAGS: i32 = 3;
+    /// `metadata TEXT`: JSON object (default `'{}'`).
+    pub const METADATA: i32 = 4;
+    /// `source TEXT`: where the memory came from (nullable).
+    pub const SOURCE: i32 = 5;
+    /// `importance REAL` in 0..=1 (default 0.5).
+    pub const IMPORTANCE: i32 = 6;
+    /// `created_at INTEGER`: milliseconds since the Unix epoch.
+    pub const CREATED_AT: i32 = 7;
+    /// `updated_at INTEGER`: milliseconds since the Unix epoch.
+    pub const UPDATED_AT: i32 = 8;
+    /// `embedding BLOB`: `dim` little-endian float32.
+    pub const EMBEDDING: i32 = 9;
+    /// `distance REAL HIDDEN`: KNN distance of this row to the query vector.
+    pub const DISTANCE: i32 = 10;
+    /// `score REAL HIDDEN`: relevance, higher is better (see the README).
+    pub const SCORE: i32 = 11;
+    /// `k INTEGER HIDDEN`: number of results wanted by a search.
+    pub const K: i32 = 12;
+    /// The hidden column named after the table: hybrid search (`WHERE mem MATCH ?`).
+    pub const TABLE: i32 = 13;
+}
+
+/// Namespace used when none is given.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Importance used when none is given.
+pub const DEFAULT_IMPORTANCE: f64 = 0.5;
+/// Largest accepted `content`, in bytes (SQLite's default SQLITE_MAX_LENGTH is 1e9; memories
+/// are meant to be short, and embeddings only see the first 256 tokens).
+pub const MAX_CONTENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// The declared schema of a `memories` table named `table`.
+pub fn declare_sql(table: &str) -> String {
+    format!(
+        "CREATE TABLE x(id INTEGER, content TEXT, namespace TEXT, tags TEXT, metadata TEXT, \
+         source TEXT, importance REAL, created_at INTEGER, updated_at INTEGER, embedding BLOB, \
+         distance REAL HIDDEN, score REAL HIDDEN, k INTEGER HIDDEN, \"{}\" HIDDEN)",
+        table.replace('"', "\"\"")
+    )
+}
+
+/// The stored columns of one memory (everything but the embedding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Rowid.
+    pub id: i64,
+    /// Memory text.
+    pub content: String,
+    /// Namespace.
+    pub namespace: String,
+    /// JSON array text, compact.
+    pub tags: String,
+    /// JSON object text, compact.
+    pub metadata: String,
+    /// Optional source.
+    pub source: Option<String>,
+    /// 0..=1.
+    pub importance: f64,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: i64,
+}
+
+/// Current time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn type_name(v: &ValueRef<'_>) -> &'static str {
+    match v {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "INTEGER",
+        ValueRef::Real(_) => "REAL",
+        ValueRef::Text(_) => "TEXT",
+        ValueRef::Blob(_) => "BLOB",
+    }
+}
+
+fn text<'a>(v: &ValueRef<'a>, column: &str) -> Result<Option<&'a str>> {
+    match *v {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(t) => std::str::from_utf8(t).map(Some).map_err(|_| {
+            Error::invalid(format!("column {column}: expected UTF-8 TEXT, got invalid UTF-8"))
+        }),
+        ref other => Err(Error::invalid(format!(
+            "column {column}: expected TEXT, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+/// Validates `content`: non-NULL, non-empty TEXT of at most [`MAX_CONTENT_BYTES`].
+pub fn content(v: &ValueRef<'_>) -> Result<String> {
+    let t = text(v, "content")?
+        .ok_or_else(|| Error::invalid("column content: expected TEXT, got NULL (content is required)"))?;
+    if t.trim().is_empty() {
+        return Err(Error::invalid("column content: expected non-empty TEXT, got an empty string"));
+    }
+    if t.len() > MAX_CONTENT_BYTES {
+        return Err(Error::invalid(format!(
+            "column content: expected at most {MAX_CONTENT_BYTES} bytes, got {}",
+            t.len()
+        )));
+    }
+    Ok(t.to_string())
+}
+
+/// Validates `namespace`: NULL means [`DEFAULT_NAMESPACE`]; otherwise non-empty TEXT.
+pub fn namespace(v: &ValueRef<'_>) -> Result<String> {
+    match text(v, "namespace")? {
+        None => Ok(DEFAULT_NAMESPACE.to_string()),
+        Some(t) if t.is_empty() => Err(Error::invalid(
+            "column namespace: expected non-empty TEXT or NULL, got an empty string",
+        )),
+        Some(t) => Ok(t.to_string()),
+    }
+}
+
+/// Validates `tags`: NULL means `[]`; otherwise a JSON array of strings. Returns compact JSON.
+pub fn tags(v: &ValueRef<'_>) -> Result<String> {
+    let Some(t) = text(v, "tags")? else {
+        return Ok("[]".to_string());
+    };
+    let parsed: serde_json::Value = serde_json::from_str(t).map_err(|e| {
+        Error::invalid(format!("column tags: expected a JSON array of strings, got invalid JSON '{}' ({e})", clip(t)))
+    })?;
+    let arr = parsed.as_array().ok_or_else(|| {
+        Error::invalid(format!("column tags: expected a JSON array of strings, got '{}'", clip(t)))
+    })?;
+    if let Some(bad) = arr.iter().find(|x| !x.is_string()) {
+        return Err(Error::invalid(format!(
+            "column tags: expected a JSON array of strings, got element {bad}"
+        )));
+    }
+    Ok(parsed.to_string())
+}
+
+/// Validates `metadata`: NULL means `{}`; otherwise a JSON object. Returns compact JSON.
+pub fn metadata(v: &ValueRef<'_>) -> Result<String> {
+    let Some(t) = text(v, "metadata")? else {
+        return Ok("{}".to_string());
+    };
+    let parsed: serde_json::Value = serde_json::from_str(t).map_err(|e| {
+        Error::invalid(format!("column metadata: expected a JSON object, got invalid JSON '{}' ({e})", clip(t)))
+    })?;
+    if !parsed.is_object() {
+        return Err(Error::invalid(format!(
+            "column metadata: expected a JSON object, got '{}'",
+            clip(t)
+        )));
+    }
+    Ok(parsed.to_string())
+}
+
+/// Validates `source`: NULL or TEXT.
+pub fn source(v: &ValueRef<'_>) -> Result<Option<String>> {
+    Ok(text(v, "source")?.map(str::to_string))
+}
+
+/// Validates `importance`: NULL means [`DEFAULT_IMPORTANCE`]; otherwise a number in 0..=1.
+pub fn importance(v: &ValueRef<'_>) -> Result<f64> {
+    let x = match *v {
+        ValueRef::Null => return Ok(DEFAULT_IMPORTANCE),
+        ValueRef::Integer(i) => i as f64,
+        ValueRef::Real(r) => r,
+        ref other => {
+            return Err(Error::invalid(format!(
+                "column importance: expected a number in 0..1, got {}",
+                type_name(other)
+            )));
+        }
+    };
+    if !(0.0..=1.0).contains(&x) {
+        return Err(Error::invalid(format!(
+            "column importance: expected a number in 0..1, got {x}"
+        )));
+    }
+    Ok(x)
+}
+
+/// Validates a timestamp column: NULL means `None` (the table sets it); otherwise an
+/// INTEGER of milliseconds since the Unix epoch.
+pub fn timestamp(v: &ValueRef<'_>, column: &str) -> Result<Option<i64>> {
+    match *v {
+        ValueRef::Null => Ok(None),
+        ValueRef::Integer(i) => Ok(Some(i)),
+        ref other => Err(Error::invalid(format!(
+            "column {column}: expected INTEGER milliseconds since the Unix epoch, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+/// Validates the `id` / rowid: NULL means "assign one"; otherwise an INTEGER.
+pub fn id(v: &ValueRef<'_>) -> Result<Option<i64>> {
+    match *v {
+        ValueRef::Null => Ok(None),
+        ValueRef::Integer(i) => Ok(Some(i)),
+        ref other => Err(Error::invalid(format!(
+            "column id: expected INTEGER or NULL, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+/// Reads the `embedding` value: NULL means "none supplied"; otherwise a BLOB of `dim`
+/// float32 (checked by [`crate::vector::decode`]).
+pub fn embedding(v: &ValueRef<'_>, dim: usize) -> Result<Option<Vec<f32>>> {
+    match *v {
+        ValueRef::Null => Ok(None),
+        ValueRef::Blob(b) => crate::vector::decode(b, dim, "column embedding").map(Some),
+        ref other => Err(Error::invalid(format!(
+            "column embedding: expected a BLOB of {dim} float32 ({} bytes) or NULL, got {}",
+            dim * 4,
+            type_name(other)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> ValueRef<'_> {
+        ValueRef::Text(s.as_bytes())
+    }
+
+    fn err<T: std::fmt::Debug>(r: Result<T>) -> String {
+        r.err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn tags_validation() {
+        assert_eq!(tags(&ValueRef::Null).ok().as_deref(), Some("[]"));
+        assert_eq!(tags(&t("[ \"a\", \"b\" ]")).ok().as_deref(), Some("[\"a\",\"b\"]"));
+        assert!(err(tags(&t("{\"a\":1}"))).contains("JSON array"));
+        assert!(err(tags(&t("[1]"))).contains("element 1"));
+        assert!(err(tags(&t("[oops"))).contains("invalid JSON"));
+        assert!(err(tags(&ValueRef::Integer(3))).contains("got INTEGER"));
+    }
+
+    #[test]
+    fn metadata_validation() {
+        assert_eq!(metadata(&ValueRef::Null).ok().as_deref(), Some("{}"));
+        assert_eq!(metadata(&t("{ \"a\" : [1, 2] }")).ok().as_deref(), Some("{\"a\":[1,2]}"));
+        assert!(err(metadata(&t("[1]"))).contains("JSON object"));
+        assert!(err(metadata(&t("{"))).contains("invalid JSON"));
+    }
+
+    #[test]
+    fn content_validation() {
+        assert!(err(content(&ValueRef::Null)).contains("content is required"));
+        assert!(err(content(&t("  "))).contains("empty"));
+        assert!(err(content(&ValueRef::Blob(&[0xff, 0xfe]))).contains("got BLOB"));
+        assert!(err(content(&ValueRef::Text(&[0xff, 0xfe]))).contains("UTF-8"));
+        assert_eq!(content(&t("hi")).ok().as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn importance_range() {
+        assert_eq!(importance(&ValueRef::Null).ok(), Some(0.5));
+        assert_eq!(importance(&ValueRef::Integer(1)).ok(), Some(1.0));
+        assert!(err(importance(&ValueRef::Real(2.0))).contains("got 2"));
+        assert!(err(importance(&t("high"))).contains("got TEXT"));
+    }
+
+    #[test]
+    fn namespace_default() {
+        assert_eq!(namespace(&ValueRef::Null).ok().as_deref(), Some("default"));
+        assert!(namespace(&t("")).is_err());
+    }
+
+    #[test]
+    fn embedding_types() {
+        assert!(err(embedding(&t("[1,2]"), 2)).contains("got TEXT"));
+        assert_eq!(embedding(&ValueRef::Null, 2).ok(), Some(None));
+    }
+
+    #[test]
+    fn declared_schema_quotes_table() {
+        assert!(declare_sql("we\"ird").contains("\"we\"\"ird\" HIDDEN"));
+    }
+}

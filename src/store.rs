@@ -1,0 +1,551 @@
+//! The shadow tables of a `memories` table and every SQL statement run against them.
+//!
+//! For a table `mem` in schema `main`:
+//!
+//! | shadow table      | holds                                                           |
+//! |-------------------|-----------------------------------------------------------------|
+//! | `mem_config`      | options, on-disk format version, HNSW `generation`             |
+//! | `mem_content`     | one row per memory: every column but the embedding             |
+//! | `mem_fts`         | FTS5 index over `content` (external content = `mem_content`)   |
+//! | `mem_vectors`     | `id -> embedding` BLOB (dim float32), rows with a vector only  |
+//! | `mem_pending`     | ids whose vector changed since the HNSW snapshot was taken     |
+//! | `mem_hnsw`        | the serialized usearch HNSW snapshot, in 1 MiB chunks          |
+//!
+//! All of it is ordinary SQLite data, so transactions, savepoints, the rollback journal
+//! or WAL cover it. The HNSW snapshot is derived data; see [`crate::ann`] for how it
+//! stays exact.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Error, Result};
+use crate::options::TableOptions;
+use crate::row::Row;
+use crate::vector;
+
+/// On-disk format of the shadow tables written by this build.
+pub const FORMAT_VERSION: i64 = 1;
+/// Size of one `<table>_hnsw` chunk, in bytes.
+const CHUNK: usize = 1 << 20;
+
+/// The shadow tables of one `memories` table, reached through the connection that owns it.
+pub struct Store {
+    conn: Connection,
+    /// Table name as the user wrote it.
+    pub table: String,
+    /// Options the table was created with.
+    pub opts: TableOptions,
+    q: Names,
+}
+
+/// Quoted, schema-qualified names of the shadow tables.
+struct Names {
+    schema: String,
+    config: String,
+    content: String,
+    fts: String,
+    fts_bare: String,
+    vectors: String,
+    pending: String,
+    hnsw: String,
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The suffixes of the shadow tables (without FTS5's own `_fts_*` tables).
+pub const SHADOW_SUFFIXES: &[&str] = &["config", "content", "fts", "vectors", "pending", "hnsw"];
+
+impl Names {
+    fn new(schema: &str, table: &str) -> Self {
+        let s = quote(schema);
+        let n = |suffix: &str| format!("{s}.{}", quote(&format!("{table}_{suffix}")));
+        Names {
+            config: n("config"),
+            content: n("content"),
+            fts: n("fts"),
+            fts_bare: quote(&format!("{table}_fts")),
+            vectors: n("vectors"),
+            pending: n("pending"),
+            hnsw: n("hnsw"),
+            schema: s,
+        }
+    }
+}
+
+impl Store {
+    /// Creates the shadow tables for a new table and records its options.
+    ///
+    /// # Errors
+    /// SQLite errors (e.g. a shadow table name already taken).
+    pub fn create(conn: Connection, schema: &str, table: &str, opts: TableOptions) -> Result<Store> {
+        let q = Names::new(schema, table);
+        let content_bare = format!("{table}_content").replace('\'', "''");
+        let sql = format!(
+            "CREATE TABLE {config}(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+             CREATE TABLE {content}(id INTEGER PRIMARY KEY, content TEXT NOT NULL,
+                namespace TEXT NOT NULL, tags TEXT NOT NULL, metadata TEXT NOT NULL,
+                source TEXT, importance REAL NOT NULL, created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL);
+             CREATE INDEX {schema}.{ns_index} ON {content_name}(namespace, id);
+             CREATE VIRTUAL TABLE {fts} USING fts5(content, content='{content_bare}',
+                content_rowid='id', tokenize='porter unicode61 remove_diacritics 2');
+             CREATE TABLE {vectors}(id INTEGER PRIMARY KEY, embedding BLOB NOT NULL);
+             CREATE TABLE {pending}(id INTEGER PRIMARY KEY);
+             CREATE TABLE {hnsw}(chunk INTEGER PRIMARY KEY, data BLOB NOT NULL);",
+            config = q.config,
+            content = q.content,
+            schema = q.schema,
+            ns_index = quote(&format!("{table}_content_ns")),
+            content_name = quote(&format!("{table}_content")),
+            fts = q.fts,
+            vectors = q.vectors,
+            pending = q.pending,
+            hnsw = q.hnsw,
+        );
+        conn.execute_batch(&sql)?;
+        let store = Store { conn, table: table.to_string(), opts, q };
+        store.config_set("format", &FORMAT_VERSION.to_string())?;
+        for (k, v) in store.opts.to_pairs() {
+            store.config_set(k, &v)?;
+        }
+        store.config_set("generation", "0")?;
+        Ok(store)
+    }
+
+    /// Opens the shadow tables of an existing table, reading its options back.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the shadow tables are missing or were written by an
+    /// incompatible (newer) format.
+    pub fn connect(conn: Connection, schema: &str, table: &str) -> Result<Store> {
+        let q = Names::new(schema, table);
+        let sql = format!("SELECT key, value FROM {}", q.config);
+        let pairs: Vec<(String, String)> = conn
+            .prepare(&sql)
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, rusqlite::types::Value>(1)?)))?
+                    .map(|r| {
+                        r.map(|(k, v)| {
+                            let v = match v {
+                                rusqlite::types::Value::Integer(i) => i.to_string(),
+                                rusqlite::types::Value::Real(f) => f.to_string(),
+                                rusqlite::types::Value::Text(t) => t,
+                                _ => String::new(),
+                            };
+                            (k, v)
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(|e| {
+                Error::Corrupt(format!(
+                    "memories table {table}: cannot read its shadow table {table}_config ({e}); \
+                     was it created by subcog?"
+                ))
+            })?;
+        let format: i64 = pairs
+            .iter()
+            .find(|(k, _)| k == "format")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        if format != FORMAT_VERSION {
+            return Err(Error::Corrupt(format!(
+                "memories table {table}: on-disk format {format}, this build of subcog reads format \
+                 {FORMAT_VERSION}; open it with the build that wrote it, or export and re-import"
+            )));
+        }
+        let opt_args: Vec<String> = pairs
+            .iter()
+            .filter(|(k, _)| k != "format" && k != "generation")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let opts = TableOptions::parse(&opt_args)?;
+        Ok(Store { conn, table: table.to_string(), opts, q })
+    }
+
+    /// Drops every shadow table (FTS5 drops its own).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn destroy(&self) -> Result<()> {
+        let q = &self.q;
+        self.conn.execute_batch(&format!(
+            "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
+             DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+            q.fts, q.content, q.vectors, q.pending, q.hnsw, q.config
+        ))?;
+        Ok(())
+    }
+
+    /// The connection (for statements owned by other modules).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Reads a config value.
+    pub fn config_get(&self, key: &str) -> Result<Option<String>> {
+        let sql = format!("SELECT CAST(value AS TEXT) FROM {} WHERE key = ?1", self.q.config);
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([key], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// Writes a config value.
+    pub fn config_set(&self, key: &str, value: &str) -> Result<()> {
+        let sql = format!("INSERT OR REPLACE INTO {}(key, value) VALUES (?1, ?2)", self.q.config);
+        self.conn.prepare_cached(&sql)?.execute(params![key, value])?;
+        Ok(())
+    }
+
+    /// Whether a memory with this id exists.
+    pub fn exists(&self, id: i64) -> Result<bool> {
+        let sql = format!("SELECT 1 FROM {} WHERE id = ?1", self.q.content);
+        Ok(self.conn.prepare_cached(&sql)?.exists([id])?)
+    }
+
+    /// Reads one memory (without its embedding).
+    pub fn get(&self, id: i64) -> Result<Option<Row>> {
+        let sql = format!(
+            "SELECT id, content, namespace, tags, metadata, source, importance, created_at, \
+             updated_at FROM {} WHERE id = ?1",
+            self.q.content
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([id], |r| {
+                Ok(Row {
+                    id: r.get(0)?,
+                    content: r.get(1)?,
+                    namespace: r.get(2)?,
+                    tags: r.get(3)?,
+                    metadata: r.get(4)?,
+                    source: r.get(5)?,
+                    importance: r.get(6)?,
+                    created_at: r.get(7)?,
+                    updated_at: r.get(8)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Reads the stored embedding BLOB of one memory.
+    pub fn embedding_blob(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        let sql = format!("SELECT embedding FROM {} WHERE id = ?1", self.q.vectors);
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Reads the stored embedding of one memory as float32.
+    pub fn embedding(&self, id: i64) -> Result<Option<Vec<f32>>> {
+        Ok(self
+            .embedding_blob(id)?
+            .and_then(|b| vector::decode_stored(&b, self.opts.dim)))
+    }
+
+    /// The id an INSERT without one gets (as SQLite's rowid allocation: max + 1).
+    pub fn next_id(&self) -> Result<i64> {
+        let sql = format!("SELECT coalesce(max(id), 0) + 1 FROM {}", self.q.content);
+        Ok(self.conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))?)
+    }
+
+    /// Inserts a memory, its FTS5 entry and (if any) its vector; marks it pending.
+    pub fn insert(&self, row: &Row, vec: Option<&[f32]>) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {}(id, content, namespace, tags, metadata, source, importance, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            self.q.content
+        );
+        self.conn.prepare_cached(&sql)?.execute(params![
+            row.id,
+            row.content,
+            row.namespace,
+            row.tags,
+            row.metadata,
+            row.source,
+            row.importance,
+            row.created_at,
+            row.updated_at
+        ])?;
+        self.fts_insert(row.id, &row.content)?;
+        if let Some(v) = vec {
+            self.set_vector(row.id, v)?;
+        }
+        self.mark_pending(row.id)
+    }
+
+    /// Replaces the columns of memory `old.id` with `new` (same id) and, per `vec`, its vector.
+    pub fn update(&self, old: &Row, new: &Row, vec: VectorChange<'_>) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET content = ?2, namespace = ?3, tags = ?4, metadata = ?5, source = ?6, \
+             importance = ?7, created_at = ?8, updated_at = ?9 WHERE id = ?1",
+            self.q.content
+        );
+        if old.content != new.content {
+            self.fts_delete(old.id, &old.content)?;
+        }
+        self.conn.prepare_cached(&sql)?.execute(params![
+            new.id,
+            new.content,
+            new.namespace,
+            new.tags,
+            new.metadata,
+            new.source,
+            new.importance,
+            new.created_at,
+            new.updated_at
+        ])?;
+        if old.content != new.content {
+            self.fts_insert(new.id, &new.content)?;
+        }
+        match vec {
+            VectorChange::Keep => {}
+            VectorChange::Set(v) => self.set_vector(new.id, v)?,
+            VectorChange::Remove => self.remove_vector(new.id)?,
+        }
+        if old.namespace != new.namespace || !matches!(vec, VectorChange::Keep) {
+            self.mark_pending(new.id)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a memory, its FTS5 entry and its vector; marks it pending.
+    pub fn delete(&self, old: &Row) -> Result<()> {
+        self.fts_delete(old.id, &old.content)?;
+        let sql = format!("DELETE FROM {} WHERE id = ?1", self.q.content);
+        self.conn.prepare_cached(&sql)?.execute([old.id])?;
+        self.remove_vector(old.id)?;
+        self.mark_pending(old.id)
+    }
+
+    fn fts_insert(&self, id: i64, content: &str) -> Result<()> {
+        let sql = format!("INSERT INTO {}(rowid, content) VALUES (?1, ?2)", self.q.fts);
+        self.conn.prepare_cached(&sql)?.execute(params![id, content])?;
+        Ok(())
+    }
+
+    fn fts_delete(&self, id: i64, content: &str) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {}({}, rowid, content) VALUES ('delete', ?1, ?2)",
+            self.q.fts, self.q.fts_bare
+        );
+        self.conn.prepare_cached(&sql)?.execute(params![id, content])?;
+        Ok(())
+    }
+
+    fn set_vector(&self, id: i64, v: &[f32]) -> Result<()> {
+        let sql = format!("INSERT OR REPLACE INTO {}(id, embedding) VALUES (?1, ?2)", self.q.vectors);
+        self.conn.prepare_cached(&sql)?.execute(params![id, vector::encode(v)])?;
+        Ok(())
+    }
+
+    fn remove_vector(&self, id: i64) -> Result<()> {
+        let sql = format!("DELETE FROM {} WHERE id = ?1", self.q.vectors);
+        self.conn.prepare_cached(&sql)?.execute([id])?;
+        Ok(())
+    }
+
+    fn mark_pending(&self, id: i64) -> Result<()> {
+        let sql = format!("INSERT OR IGNORE INTO {}(id) VALUES (?1)", self.q.pending);
+        self.conn.prepare_cached(&sql)?.execute([id])?;
+        Ok(())
+    }
+
+    /// Ids whose vector or namespace changed since the HNSW snapshot.
+    pub fn pending_ids(&self) -> Result<Vec<i64>> {
+        let sql = format!("SELECT id FROM {}", self.q.pending);
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let ids = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
+    }
+
+    /// Number of pending ids.
+    pub fn pending_count(&self) -> Result<usize> {
+        let sql = format!("SELECT count(*) FROM {}", self.q.pending);
+        let n: i64 = self.conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
+    /// Empties the pending list (after a checkpoint folded it into the snapshot).
+    pub fn clear_pending(&self) -> Result<()> {
+        self.conn.execute(&format!("DELETE FROM {}", self.q.pending), [])?;
+        Ok(())
+    }
+
+    /// Number of memories in `namespace` (all memories when `None`).
+    pub fn count(&self, namespace: Option<&str>) -> Result<usize> {
+        let n: i64 = match namespace {
+            Some(ns) => {
+                let sql = format!("SELECT count(*) FROM {} WHERE namespace = ?1", self.q.content);
+                self.conn.prepare_cached(&sql)?.query_row([ns], |r| r.get(0))?
+            }
+            None => {
+                let sql = format!("SELECT count(*) FROM {}", self.q.content);
+                self.conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))?
+            }
+        };
+        Ok(n as usize)
+    }
+
+    /// Ids of all memories, optionally of one namespace, in id order.
+    pub fn ids(&self, namespace: Option<&str>) -> Result<Vec<i64>> {
+        let mut out = Vec::new();
+        match namespace {
+            Some(ns) => {
+                let sql = format!("SELECT id FROM {} WHERE namespace = ?1 ORDER BY id", self.q.content);
+                let mut st = self.conn.prepare_cached(&sql)?;
+                for r in st.query_map([ns], |r| r.get(0))? {
+                    out.push(r?);
+                }
+            }
+            None => {
+                let sql = format!("SELECT id FROM {} ORDER BY id", self.q.content);
+                let mut st = self.conn.prepare_cached(&sql)?;
+                for r in st.query_map([], |r| r.get(0))? {
+                    out.push(r?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `(id, namespace)` of every memory (used to filter HNSW searches by namespace).
+    pub fn namespaces(&self) -> Result<Vec<(i64, String)>> {
+        let sql = format!("SELECT id, namespace FROM {}", self.q.content);
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let v = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
+    /// Calls `f(id, embedding_blob)` for every stored vector, optionally of one namespace.
+    pub fn scan_vectors(
+        &self,
+        namespace: Option<&str>,
+        mut f: impl FnMut(i64, &[u8]),
+    ) -> Result<()> {
+        match namespace {
+            Some(ns) => {
+                let sql = format!(
+                    "SELECT v.id, v.embedding FROM {} c JOIN {} v ON v.id = c.id WHERE c.namespace = ?1",
+                    self.q.content, self.q.vectors
+                );
+                let mut st = self.conn.prepare_cached(&sql)?;
+                let mut rows = st.query([ns])?;
+                while let Some(r) = rows.next()? {
+                    if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(1)? {
+                        f(r.get(0)?, b);
+                    }
+                }
+            }
+            None => {
+                let sql = format!("SELECT id, embedding FROM {}", self.q.vectors);
+                let mut st = self.conn.prepare_cached(&sql)?;
+                let mut rows = st.query([])?;
+                while let Some(r) = rows.next()? {
+                    if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(1)? {
+                        f(r.get(0)?, b);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keyword search: FTS5 `query`, best BM25 first, at most `limit` rows, optionally in
+    /// one namespace. Returns `(id, bm25)`; FTS5's bm25 is negative, lower is better.
+    ///
+    /// # Errors
+    /// FTS5 syntax errors, prefixed with what was searched.
+    pub fn keyword(&self, query: &str, namespace: Option<&str>, limit: usize) -> Result<Vec<(i64, f64)>> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let wrap = |e: rusqlite::Error| {
+            Error::invalid(format!("content MATCH '{}': {e}", vector::clip(query)))
+        };
+        let mut out = Vec::new();
+        match namespace {
+            Some(ns) => {
+                let sql = format!(
+                    "SELECT {bare}.rowid, bm25({bare}) FROM {fts} JOIN {content} c ON c.id = {bare}.rowid \
+                     WHERE {bare} MATCH ?1 AND c.namespace = ?2 ORDER BY bm25({bare}) LIMIT ?3",
+                    fts = self.q.fts,
+                    bare = self.q.fts_bare,
+                    content = self.q.content
+                );
+                let mut st = self.conn.prepare_cached(&sql)?;
+                let rows = st.query_map(params![query, ns, limit], |r| Ok((r.get(0)?, r.get(1)?))).map_err(wrap)?;
+                for r in rows {
+                    out.push(r.map_err(wrap)?);
+                }
+            }
+            None => {
+                let sql = format!(
+                    "SELECT rowid, bm25({bare}) FROM {fts} WHERE {bare} MATCH ?1 ORDER BY bm25({bare}) LIMIT ?2",
+                    fts = self.q.fts,
+                    bare = self.q.fts_bare
+                );
+                let mut st = self.conn.prepare_cached(&sql)?;
+                let rows = st.query_map(params![query, limit], |r| Ok((r.get(0)?, r.get(1)?))).map_err(wrap)?;
+                for r in rows {
+                    out.push(r.map_err(wrap)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The HNSW snapshot's generation: 0 when there is no snapshot.
+    pub fn generation(&self) -> Result<u64> {
+        Ok(self
+            .config_get("generation")?
+            .and_then(|g| g.parse::<i64>().ok())
+            .map(|g| g as u64)
+            .unwrap_or(0))
+    }
+
+    /// Reads the serialized HNSW snapshot (empty if none).
+    pub fn hnsw_blob(&self) -> Result<Vec<u8>> {
+        let sql = format!("SELECT data FROM {} ORDER BY chunk", self.q.hnsw);
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)? {
+                out.extend_from_slice(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the HNSW snapshot with `data`, tagged `generation`, and empties the
+    /// pending list: one step, inside the caller's transaction.
+    pub fn save_hnsw(&self, data: &[u8], generation: u64) -> Result<()> {
+        self.conn.execute(&format!("DELETE FROM {}", self.q.hnsw), [])?;
+        let sql = format!("INSERT INTO {}(chunk, data) VALUES (?1, ?2)", self.q.hnsw);
+        let mut st = self.conn.prepare_cached(&sql)?;
+        for (i, c) in data.chunks(CHUNK).enumerate() {
+            st.execute(params![i as i64, c])?;
+        }
+        self.config_set("generation", &(generation as i64).to_string())?;
+        self.clear_pending()
+    }
+}
+
+/// What an UPDATE does to the stored vector.
+#[derive(Debug, Clone, Copy)]
+pub enum VectorChange<'a> {
+    /// Leave it as it is.
+    Keep,
+    /// Store this vector.
+    Set(&'a [f32]),
+    /// Remove the vector (the memory is then found by keyword search only).
+    Remove,
+}

@@ -1,0 +1,564 @@
+//! The `memories` virtual table: xCreate/xConnect, xBestIndex, the cursor, and xUpdate.
+//!
+//! The table owns no state of its own beyond caches: rows live in the shadow tables
+//! ([`crate::store`]), the in-memory HNSW graph ([`crate::ann`]) is checked against them
+//! on every search. Planning is in [`crate::planner`], the searches in [`crate::search`].
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_int};
+use std::marker::PhantomData;
+
+use rusqlite::types::{Null, ValueRef};
+use rusqlite::vtab::{
+    Context, CreateVTab, Filters, IndexConstraintOp, IndexInfo, Inserts, Module, UpdateVTab,
+    Updates, VTab, VTabConnection, VTabCursor, VTabKind, Values,
+};
+use rusqlite::{Connection, ffi};
+
+use crate::ann::Ann;
+use crate::error::{Error, Result, guard};
+use crate::options::TableOptions;
+use crate::planner::{self, Op, Term, bit};
+use crate::row::{self, Row, col};
+use crate::search::{self, Found};
+use crate::store::{Store, VectorChange};
+use crate::{embedder, vector};
+
+/// Name of the module in `CREATE VIRTUAL TABLE ... USING memories(...)`.
+pub const MODULE_NAME: &CStr = c"memories";
+
+/// Registers the `memories` module on `conn`.
+///
+/// # Errors
+/// SQLite errors from `sqlite3_create_module_v2`.
+pub fn register(conn: &Connection) -> rusqlite::Result<()> {
+    const MODULE: Module<MemoriesTab> = Module::update_module();
+    conn.create_module(MODULE_NAME, &MODULE, None)
+}
+
+/// One `memories` table on one connection.
+#[repr(C)]
+pub struct MemoriesTab {
+    /// Base class; must be first.
+    base: ffi::sqlite3_vtab,
+    store: Store,
+    ann: RefCell<Ann>,
+}
+
+/// Argument `i` of xUpdate / xFilter.
+fn arg<'a>(values: &'a Values<'a>, i: usize) -> Result<ValueRef<'a>> {
+    values
+        .iter()
+        .nth(i)
+        .ok_or_else(|| Error::invalid(format!("missing argument {i}")))
+}
+
+fn utf8(b: &[u8], what: &str) -> Result<String> {
+    String::from_utf8(b.to_vec()).map_err(|_| Error::invalid(format!("{what} is not UTF-8")))
+}
+
+impl MemoriesTab {
+    fn open_store(
+        db: &mut VTabConnection,
+        schema: &[u8],
+        table: &[u8],
+        args: &[&[u8]],
+        create: bool,
+    ) -> Result<(Cow<'static, CStr>, Self)> {
+        let schema = utf8(schema, "schema name")?;
+        let table = utf8(table, "table name")?;
+        let args: Vec<String> = args.iter().map(|a| utf8(a, "option")).collect::<Result<_>>()?;
+        // SAFETY: the handle is the connection running this CREATE/connect; `from_handle`
+        // does not take ownership, so dropping the Connection leaves it open.
+        let conn = unsafe { Connection::from_handle(db.handle()) }?;
+        let store = if create {
+            let opts = TableOptions::parse(&args)?;
+            Store::create(conn, &schema, &table, opts)?
+        } else {
+            Store::connect(conn, &schema, &table)?
+        };
+        let sql = CString::new(row::declare_sql(&table))
+            .map_err(|_| Error::invalid("table name contains a NUL byte"))?;
+        Ok((
+            Cow::Owned(sql),
+            MemoriesTab { base: ffi::sqlite3_vtab::default(), store, ann: RefCell::new(Ann::new()) },
+        ))
+    }
+
+    /// Inserts one memory from xUpdate arguments; returns its id.
+    fn insert_row(&mut self, args: &Inserts<'_>) -> Result<i64> {
+        let v = |c: i32| arg(args, (c + 2) as usize);
+        let command = arg(args, (col::TABLE + 2) as usize);
+        if !matches!(command, Ok(ValueRef::Null)) {
+            return self.command(command?).map(|_| 0);
+        }
+        let explicit = match row::id(&v(col::ID)?)? {
+            Some(id) => Some(id),
+            None => row::id(&arg(args, 1)?)?,
+        };
+        let content = row::content(&v(col::CONTENT)?)?;
+        let now = row::now_ms();
+        let created_at = row::timestamp(&v(col::CREATED_AT)?, "created_at")?.unwrap_or(now);
+        let updated_at = row::timestamp(&v(col::UPDATED_AT)?, "updated_at")?.unwrap_or(created_at);
+        let mut row = Row {
+            id: 0,
+            namespace: row::namespace(&v(col::NAMESPACE)?)?,
+            tags: row::tags(&v(col::TAGS)?)?,
+            metadata: row::metadata(&v(col::METADATA)?)?,
+            source: row::source(&v(col::SOURCE)?)?,
+            importance: row::importance(&v(col::IMPORTANCE)?)?,
+            created_at,
+            updated_at,
+            content,
+        };
+        let vec = self.embedding_for(&v(col::EMBEDDING)?, &row.content)?;
+        let store = &self.store;
+        row.id = match explicit {
+            Some(id) if store.exists(id)? => {
+                // SAFETY: called inside xUpdate on this table's connection.
+                let mode = unsafe { args.on_conflict(store.conn().handle()) };
+                match mode {
+                    rusqlite::vtab::ConflictMode::Replace => {
+                        if let Some(old) = store.get(id)? {
+                            store.delete(&old)?;
+                        }
+                        id
+                    }
+                    rusqlite::vtab::ConflictMode::Ignore => return Ok(id),
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "UNIQUE constraint failed: {}.id (a memory with id {id} exists; use \
+                             INSERT OR REPLACE or UPDATE)",
+                            store.table
+                        )));
+                    }
+                }
+            }
+            Some(id) => id,
+            None => store.next_id()?,
+        };
+        store.insert(&row, vec.as_deref())?;
+        self.ann.borrow_mut().maybe_checkpoint(store, false)?;
+        Ok(row.id)
+    }
+
+    /// The vector to store for a row: the supplied one, or the model's embedding of
+    /// `content` when none is supplied and auto_embed is on.
+    fn embedding_for(&self, supplied: &ValueRef<'_>, content: &str) -> Result<Option<Vec<f32>>> {
+        let opts = &self.store.opts;
+        let v = match row::embedding(supplied, opts.dim)? {
+            Some(v) => Some(v),
+            None if opts.auto_embed => Some(
+                embedder::get()
+                    .map_err(|e| {
+                        Error::Model(format!(
+                            "{}: no embedding was supplied and auto_embed is on, so the content \
+                             must be embedded, but {e}",
+                            self.store.table
+                        ))
+                    })?
+                    .embed(content)?
+                    .to_vec(),
+            ),
+            None => None,
+        };
+        if let Some(v) = &v {
+            if opts.metric == vector::Metric::Cosine && vector::norm(v) == 0.0 {
+                return Err(Error::invalid(
+                    "column embedding: expected a non-zero vector for metric=cosine, got all zeros",
+                ));
+            }
+        }
+        Ok(v)
+    }
+
+    /// FTS5-style commands: `INSERT INTO mem(mem) VALUES ('rebuild' | 'optimize')`.
+    fn command(&mut self, cmd: ValueRef<'_>) -> Result<()> {
+        let name = match cmd {
+            ValueRef::Text(t) => String::from_utf8_lossy(t).to_ascii_lowercase(),
+            _ => String::new(),
+        };
+        match name.as_str() {
+            // Rebuild both derived indexes from the content and vector tables.
+            "rebuild" => {
+                let fts = format!("\"{}_fts\"", self.store.table.replace('"', "\"\""));
+                self.store
+                    .conn()
+                    .execute(&format!("INSERT INTO {fts}({fts}) VALUES ('rebuild')"), [])?;
+                self.ann.borrow_mut().rebuild(&self.store)
+            }
+            // Fold pending vectors into the HNSW snapshot now.
+            "optimize" => self.ann.borrow_mut().maybe_checkpoint(&self.store, true).map(|_| ()),
+            _ => Err(Error::invalid(format!(
+                "column {}: expected a command ('rebuild' or 'optimize'), got {}",
+                self.store.table,
+                match cmd {
+                    ValueRef::Text(t) => format!("'{}'", String::from_utf8_lossy(t)),
+                    other => format!("{other:?}"),
+                }
+            ))),
+        }
+    }
+
+    fn update_row(&mut self, args: &Updates<'_>) -> Result<()> {
+        let v = |c: i32| arg(args, (c + 2) as usize);
+        let old_id = row::id(&arg(args, 0)?)?.unwrap_or(0);
+        let new_id = row::id(&arg(args, 1)?)?.unwrap_or(old_id);
+        let col_id = row::id(&v(col::ID)?)?.unwrap_or(new_id);
+        if new_id != old_id || col_id != old_id {
+            return Err(Error::invalid(format!(
+                "column id: changing the id of a memory is not supported (from {old_id} to {})",
+                if new_id != old_id { new_id } else { col_id }
+            )));
+        }
+        let store = &self.store;
+        let Some(old) = store.get(old_id)? else {
+            return Ok(());
+        };
+        let content = row::content(&v(col::CONTENT)?)?;
+        let new = Row {
+            id: old_id,
+            namespace: row::namespace(&v(col::NAMESPACE)?)?,
+            tags: row::tags(&v(col::TAGS)?)?,
+            metadata: row::metadata(&v(col::METADATA)?)?,
+            source: row::source(&v(col::SOURCE)?)?,
+            importance: row::importance(&v(col::IMPORTANCE)?)?,
+            created_at: row::timestamp(&v(col::CREATED_AT)?, "created_at")?.unwrap_or(old.created_at),
+            updated_at: row::now_ms(),
+            content,
+        };
+        let content_changed = new.content != old.content;
+        let vec: Option<Vec<f32>>;
+        let change = if args.no_change((col::EMBEDDING + 2) as usize) {
+            if content_changed && store.opts.auto_embed {
+                vec = self.embedding_for(&ValueRef::Null, &new.content)?;
+                vec.as_deref().map_or(VectorChange::Remove, VectorChange::Set)
+            } else {
+                VectorChange::Keep
+            }
+        } else {
+            vec = self.embedding_for(&v(col::EMBEDDING)?, &new.content)?;
+            vec.as_deref().map_or(VectorChange::Remove, VectorChange::Set)
+        };
+        store.update(&old, &new, change)?;
+        self.ann.borrow_mut().maybe_checkpoint(store, false)?;
+        Ok(())
+    }
+}
+
+unsafe impl<'vtab> VTab<'vtab> for MemoriesTab {
+    type Aux = ();
+    type Cursor = MemCursor<'vtab>;
+
+    fn connect(
+        db: &mut VTabConnection,
+        _aux: Option<&()>,
+        _module: &[u8],
+        schema: &[u8],
+        table: &[u8],
+        args: &[&[u8]],
+    ) -> rusqlite::Result<(Cow<'static, CStr>, Self)> {
+        guard(|| Self::open_store(db, schema, table, args, false))
+    }
+
+    fn best_index(&self, info: &mut IndexInfo) -> rusqlite::Result<bool> {
+        guard(|| {
+            let terms: Vec<Term> = info
+                .constraints()
+                .map(|c| Term {
+                    column: c.column(),
+                    op: match c.operator() {
+                        IndexConstraintOp::SQLITE_INDEX_CONSTRAINT_EQ => Op::Eq,
+                        IndexConstraintOp::SQLITE_INDEX_CONSTRAINT_MATCH => Op::Match,
+                        IndexConstraintOp::SQLITE_INDEX_CONSTRAINT_LIMIT => Op::Limit,
+                        IndexConstraintOp::SQLITE_INDEX_CONSTRAINT_OFFSET => Op::Offset,
+                        _ => Op::Other,
+                    },
+                    usable: c.is_usable(),
+                })
+                .collect();
+            let order_by: Vec<(i32, bool)> =
+                info.order_bys().map(|o| (o.column(), o.is_order_by_desc())).collect();
+            let Some(d) = planner::plan(&terms, &order_by) else {
+                return Ok(false);
+            };
+            for (i, u) in d.usage.iter().enumerate() {
+                if let Some((argv, omit)) = u {
+                    let mut usage = info.constraint_usage(i);
+                    usage.set_argv_index(*argv);
+                    usage.set_omit(*omit);
+                }
+            }
+            info.set_idx_num(d.idx_num);
+            info.set_idx_str(&d.idx_str);
+            info.set_order_by_consumed(d.order_by_consumed);
+            info.set_estimated_cost(d.cost);
+            info.set_estimated_rows(d.rows);
+            Ok(true)
+        })
+    }
+
+    fn open(&'vtab mut self) -> rusqlite::Result<MemCursor<'vtab>> {
+        Ok(MemCursor {
+            base: ffi::sqlite3_vtab_cursor::default(),
+            results: Vec::new(),
+            pos: 0,
+            row: None,
+            k: None,
+            phantom: PhantomData,
+        })
+    }
+}
+
+impl CreateVTab<'_> for MemoriesTab {
+    const KIND: VTabKind = VTabKind::Default;
+
+    fn create(
+        db: &mut VTabConnection,
+        _aux: Option<&()>,
+        _module: &[u8],
+        schema: &[u8],
+        table: &[u8],
+        args: &[&[u8]],
+    ) -> rusqlite::Result<(Cow<'static, CStr>, Self)> {
+        guard(|| Self::open_store(db, schema, table, args, true))
+    }
+
+    fn destroy(&self) -> rusqlite::Result<()> {
+        guard(|| self.store.destroy())
+    }
+}
+
+impl UpdateVTab<'_> for MemoriesTab {
+    fn delete(&mut self, arg: ValueRef<'_>) -> rusqlite::Result<()> {
+        guard(|| {
+            let Some(id) = row::id(&arg)? else { return Ok(()) };
+            if let Some(old) = self.store.get(id)? {
+                self.store.delete(&old)?;
+                self.ann.borrow_mut().maybe_checkpoint(&self.store, false)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn insert(&mut self, args: &Inserts<'_>) -> rusqlite::Result<i64> {
+        guard(|| self.insert_row(args))
+    }
+
+    fn update(&mut self, args: &Updates<'_>) -> rusqlite::Result<()> {
+        guard(|| self.update_row(args))
+    }
+}
+
+/// A cursor over the result of one plan: the ids found, each row read when reached.
+#[repr(C)]
+pub struct MemCursor<'vtab> {
+    /// Base class; must be first.
+    base: ffi::sqlite3_vtab_cursor,
+    results: Vec<Found>,
+    pos: usize,
+    row: Option<Row>,
+    k: Option<i64>,
+    phantom: PhantomData<&'vtab MemoriesTab>,
+}
+
+impl MemCursor<'_> {
+    fn tab<'t>(&self) -> &'t MemoriesTab {
+        // SAFETY: SQLite sets pVtab to the table that opened this cursor, which outlives it
+        // (the cursor is closed before its table is disconnected).
+        unsafe { &*(self.base.pVtab as *const MemoriesTab) }
+    }
+
+    /// Moves to the first result at or after `pos` whose row still exists.
+    fn settle(&mut self) -> Result<()> {
+        self.row = None;
+        while self.pos < self.results.len() {
+            if let Some(r) = self.tab().store.get(self.results[self.pos].id)? {
+                self.row = Some(r);
+                return Ok(());
+            }
+            self.pos += 1;
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, idx_num: c_int, args: &Filters<'_>) -> Result<Vec<Found>> {
+        if idx_num & bit::CONFLICT != 0 {
+            return Err(Error::invalid(
+                "memories: a query may have only one MATCH (embedding, content or the table \
+                 column); combine searches with a subquery",
+            ));
+        }
+        let mut vals: [Option<ValueRef<'_>>; 8] = [None; 8];
+        let mut next = 0;
+        for (slot, b) in bit::ARGS.iter().enumerate() {
+            if idx_num & b != 0 {
+                vals[slot] = Some(arg(args, next)?);
+                next += 1;
+            }
+        }
+        let [knn, keyword, hybrid, k, ns, rowid, limit, offset] = vals;
+        let int = |v: Option<ValueRef<'_>>, what: &str| -> Result<Option<i64>> {
+            match v {
+                None | Some(ValueRef::Null) => Ok(None),
+                Some(ValueRef::Integer(i)) => Ok(Some(i)),
+                Some(ValueRef::Real(r)) if r.fract() == 0.0 => Ok(Some(r as i64)),
+                Some(other) => Err(Error::invalid(format!(
+                    "{what}: expected an INTEGER, got {}",
+                    match other {
+                        ValueRef::Text(t) => format!("TEXT '{}'", String::from_utf8_lossy(t)),
+                        ValueRef::Blob(_) => "a BLOB".into(),
+                        ValueRef::Real(r) => format!("{r}"),
+                        _ => "NULL".into(),
+                    }
+                ))),
+            }
+        };
+        let ns: Option<String> = match ns {
+            None => None,
+            Some(ValueRef::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
+            Some(ValueRef::Null) => return Ok(Vec::new()),
+            Some(other) => Some(format!("{other:?}")),
+        };
+        let k_val = int(k, "k")?;
+        let limit = int(limit, "LIMIT")?;
+        let offset = int(offset, "OFFSET")?.unwrap_or(0).max(0);
+        let table = &self.tab().store.table;
+        let k_for = |needed: bool| -> Result<Option<usize>> {
+            match (k_val, limit) {
+                (Some(k), _) => search::check_k(k, "k").map(Some),
+                (None, Some(l)) if l >= 0 => {
+                    search::check_k((l + offset).clamp(1, search::MAX_K), "LIMIT").map(Some)
+                }
+                _ if needed => Err(Error::invalid(format!(
+                    "{table}: a KNN or hybrid search needs k, as in `AND k = 10` (a bare LIMIT n \
+                     works too where the host SQLite passes LIMIT to virtual tables with MATCH; \
+                     SQLite {} does not)",
+                    crate::host_sqlite_version()
+                ))),
+                _ => Ok(None),
+            }
+        };
+        let tab = self.tab();
+        let store = &tab.store;
+        if let Some(q) = knn {
+            let k = k_for(true)?.unwrap_or(10);
+            self.k = Some(k as i64);
+            let query = match q {
+                ValueRef::Blob(b) => vector::decode(b, store.opts.dim, "embedding MATCH")?,
+                ValueRef::Text(t) if t.first() == Some(&b'[') => {
+                    let v = vector::from_json(&String::from_utf8_lossy(t))?;
+                    if v.len() != store.opts.dim {
+                        return Err(Error::invalid(format!(
+                            "embedding MATCH: expected {} numbers, got {}",
+                            store.opts.dim,
+                            v.len()
+                        )));
+                    }
+                    v
+                }
+                other => {
+                    return Err(Error::invalid(format!(
+                        "embedding MATCH: expected a BLOB of {} float32 or a JSON array, got {}; \
+                         to search by text use embedding MATCH embed('...') or {table} MATCH '...'",
+                        store.opts.dim,
+                        match other {
+                            ValueRef::Text(_) => "TEXT",
+                            ValueRef::Null => "NULL",
+                            ValueRef::Integer(_) => "INTEGER",
+                            _ => "REAL",
+                        }
+                    )));
+                }
+            };
+            return search::knn(store, &mut tab.ann.borrow_mut(), &query, k, ns.as_deref());
+        }
+        if let Some(q) = keyword {
+            let k = k_for(false)?.unwrap_or(usize::MAX);
+            self.k = k_val;
+            let q = match q {
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                _ => return Err(Error::invalid("content MATCH: expected an FTS5 query as TEXT")),
+            };
+            return search::keyword(store, &q, k, ns.as_deref());
+        }
+        if let Some(q) = hybrid {
+            let k = k_for(true)?.unwrap_or(10);
+            self.k = Some(k as i64);
+            let text = match q {
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "{table} MATCH: expected the search text as TEXT"
+                    )));
+                }
+            };
+            return search::hybrid(store, &mut tab.ann.borrow_mut(), &text, k, ns.as_deref());
+        }
+        if k_val.is_some() {
+            return Err(Error::invalid(format!(
+                "k: only meaningful with a search (embedding MATCH, content MATCH or {table} MATCH)"
+            )));
+        }
+        let ids = match int(rowid, "id")? {
+            Some(id) => vec![id],
+            None if rowid.is_some() => Vec::new(),
+            None => store.ids(ns.as_deref())?,
+        };
+        Ok(ids.into_iter().map(|id| Found { id, distance: None, score: None }).collect())
+    }
+}
+
+unsafe impl VTabCursor for MemCursor<'_> {
+    fn filter(&mut self, idx_num: c_int, _idx_str: Option<&str>, args: &Filters<'_>) -> rusqlite::Result<()> {
+        guard(|| {
+            self.k = None;
+            self.results = self.run(idx_num, args)?;
+            self.pos = 0;
+            self.settle()
+        })
+    }
+
+    fn next(&mut self) -> rusqlite::Result<()> {
+        guard(|| {
+            self.pos += 1;
+            self.settle()
+        })
+    }
+
+    fn eof(&self) -> bool {
+        self.row.is_none()
+    }
+
+    fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
+        let Some(r) = &self.row else { return ctx.set_result(Null) };
+        let found = self.results.get(self.pos);
+        match i {
+            col::ID => ctx.set_result(r.id),
+            col::CONTENT => ctx.set_result(&r.content),
+            col::NAMESPACE => ctx.set_result(&r.namespace),
+            col::TAGS => ctx.set_result(&r.tags),
+            col::METADATA => ctx.set_result(&r.metadata),
+            col::SOURCE => ctx.set_result(&r.source),
+            col::IMPORTANCE => ctx.set_result(r.importance),
+            col::CREATED_AT => ctx.set_result(r.created_at),
+            col::UPDATED_AT => ctx.set_result(r.updated_at),
+            col::EMBEDDING => {
+                if ctx.no_change() {
+                    return Ok(());
+                }
+                let blob = guard(|| self.tab().store.embedding_blob(r.id))?;
+                ctx.set_result(&blob)
+            }
+            col::DISTANCE => ctx.set_result(found.and_then(|f| f.distance)),
+            col::SCORE => ctx.set_result(found.and_then(|f| f.score)),
+            col::K => ctx.set_result(self.k),
+            _ => ctx.set_result(Null),
+        }
+    }
+
+    fn rowid(&self) -> rusqlite::Result<i64> {
+        Ok(self.row.as_ref().map_or(0, |r| r.id))
+    }
+}
