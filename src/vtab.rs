@@ -399,6 +399,10 @@ impl MemCursor<'_> {
             }
         }
         let [knn, keyword, hybrid, k, ns, rowid, limit, offset] = vals;
+        // `x MATCH NULL` matches nothing, as any comparison with NULL.
+        if [knn, keyword, hybrid].iter().any(|m| matches!(m, Some(ValueRef::Null))) {
+            return Ok(Vec::new());
+        }
         let int = |v: Option<ValueRef<'_>>, what: &str| -> Result<Option<i64>> {
             match v {
                 None | Some(ValueRef::Null) => Ok(None),
