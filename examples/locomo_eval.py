@@ -29,6 +29,7 @@ import json
 import math
 import re
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,7 @@ def parse_args():
     p.add_argument("--json", metavar="OUT", help="write the results (and per-question hits) here")
     p.add_argument("--date", choices=("prefix", "suffix", "none"), default="prefix",
                    help="where to put the session date in each memory's content")
+    p.add_argument("--worker", choices=list(MODES), help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -206,6 +208,24 @@ def mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+# ---------------------------------------------------------------- search
+
+def worker(args, data):
+    """Run one mode over all questions; print {"ids": [[rowid...]...], "latencies": [ms...]}."""
+    questions, _ = collect_questions(data)
+    conn = connect(args.db, args.ext)
+    conn.execute("SELECT embed('warm up the model before timing')").fetchone()
+    sql = MODES[args.worker]
+    out = {"ids": [], "latencies": []}
+    for q in questions:
+        t0 = time.perf_counter()
+        ids = [r[0] for r in conn.execute(sql, {"q": q["question"], "k": K, "ns": q["conv"]})]
+        out["latencies"].append((time.perf_counter() - t0) * 1000)
+        out["ids"].append(ids)
+    conn.close()
+    json.dump(out, sys.stdout)
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -215,6 +235,9 @@ def main():
         sys.exit(f"LoCoMo data not found at {data_path} (see --data)")
     data = json.loads(data_path.read_text(encoding="utf-8"))
     n_turns = sum(1 for conv in data for _ in iter_turns(conv))
+
+    if args.worker:
+        return worker(args, data)
 
     db = Path(args.db)
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -241,16 +264,22 @@ def main():
     by_id = turn_index(conn)
     questions, stats = collect_questions(data)
 
-    # One pass per mode, all questions in the same order.
+    # One pass per mode, each in its own process so that the extension's process-wide
+    # embedding cache never serves one mode the question vectors computed by another.
+    conn.close()
     results = {m: [] for m in MODES}
     latencies = {m: [] for m in MODES}
     short_results = collections.Counter()
     foreign_results = collections.Counter()
-    for mode, sql in MODES.items():
-        for q in questions:
-            t0 = time.perf_counter()
-            ids = [r[0] for r in conn.execute(sql, {"q": q["question"], "k": K, "ns": q["conv"]})]
-            latencies[mode].append((time.perf_counter() - t0) * 1000)
+    for mode in MODES:
+        child = subprocess.run(
+            [sys.executable, __file__, "--worker", mode, "--ext", args.ext, "--data", args.data,
+             "--db", str(db)], capture_output=True, text=True)
+        if child.returncode != 0:
+            sys.exit(f"{mode} pass failed:\n{child.stderr}")
+        raw = json.loads(child.stdout)
+        latencies[mode] = raw["latencies"]
+        for q, ids in zip(questions, raw["ids"]):
             if len(ids) < K:
                 short_results[mode] += 1
             hits = []
@@ -312,9 +341,9 @@ def main():
               f"({load_info['rows_per_second']:.0f} rows/s, one transaction, embeddings included)")
     else:
         print(f"\nLoad: skipped (--reuse, {db} already holds {n_turns} rows)")
-    print("Latency includes embedding the question (knn, hybrid); modes run one after another "
-          "over the same questions, so an embedding cache in the extension can favour the "
-          "later embedding modes.")
+    print("Latency: one query per question, wall time in Python including embedding the "
+          "question (knn, hybrid); each mode runs in its own process after one warm-up embed, "
+          "so no mode reuses another's cached question vectors.")
 
     if args.json:
         out = {
@@ -331,7 +360,6 @@ def main():
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1), encoding="utf-8")
         print(f"results written to {args.json}")
-    conn.close()
 
 
 if __name__ == "__main__":

@@ -66,7 +66,12 @@ fn random_generation() -> u64 {
 impl Ann {
     /// An empty, unloaded graph.
     pub fn new() -> Self {
-        Ann { index: None, generation: 0, ns_of: HashMap::new(), ns_ids: HashMap::new() }
+        Ann {
+            index: None,
+            generation: 0,
+            ns_of: HashMap::new(),
+            ns_ids: HashMap::new(),
+        }
     }
 
     fn new_index(store: &Store) -> Result<Index> {
@@ -128,7 +133,12 @@ impl Ann {
     }
 
     /// Exact KNN by scanning stored vectors, optionally of one namespace.
-    pub fn exact(store: &Store, query: &[f32], k: usize, namespace: Option<&str>) -> Result<Vec<Hit>> {
+    pub fn exact(
+        store: &Store,
+        query: &[f32],
+        k: usize,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Hit>> {
         let metric = store.opts.metric;
         let dim = store.opts.dim;
         let mut hits: Vec<Hit> = Vec::new();
@@ -146,7 +156,13 @@ impl Ann {
     ///
     /// # Errors
     /// SQLite errors, or [`Error::Index`] from usearch.
-    pub fn search(&mut self, store: &Store, query: &[f32], k: usize, namespace: Option<&str>) -> Result<Vec<Hit>> {
+    pub fn search(
+        &mut self,
+        store: &Store,
+        query: &[f32],
+        k: usize,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Hit>> {
         if k == 0 {
             return Ok(Vec::new());
         }
@@ -160,8 +176,8 @@ impl Ann {
         }
         self.ensure_loaded(store)?;
         let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
-        let searched = ns_count
-            .unwrap_or_else(|| self.index.as_ref().map_or(0, |i| i.size()) + pending.len());
+        let searched =
+            ns_count.unwrap_or_else(|| self.index.as_ref().map_or(0, |i| i.size()) + pending.len());
         if searched <= store.opts.exact_max {
             return Self::exact(store, query, k, namespace);
         }
@@ -191,7 +207,9 @@ impl Ann {
             }
         }
         for &id in &pending {
-            let Some(v) = store.embedding(id)? else { continue };
+            let Some(v) = store.embedding(id)? else {
+                continue;
+            };
             if let Some(ns) = namespace {
                 match store.get(id)? {
                     Some(row) if row.namespace == ns => {}
@@ -247,7 +265,9 @@ impl Ann {
                 index.remove(key)?;
             }
             self.ns_of.remove(&key);
-            let Some(v) = store.embedding(id)? else { continue };
+            let Some(v) = store.embedding(id)? else {
+                continue;
+            };
             index.add(key, &v)?;
             if let Some(row) = store.get(id)? {
                 let next = self.ns_ids.len() as u32;

@@ -57,7 +57,11 @@ pub struct ModelPaths {
 impl ModelPaths {
     /// Resolves the paths from the environment (read on every call).
     pub fn from_env() -> Self {
-        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let home = env("SUBCOG_HOME").unwrap_or_else(|| {
             env("XDG_DATA_HOME")
                 .or_else(|| env("HOME").map(|h| h.join(".local/share")))
@@ -118,13 +122,17 @@ pub fn get() -> Result<Arc<Embedder>> {
     if let Some(r) = EMBEDDER.get() {
         return r.clone().map_err(Error::Model);
     }
-    let _lock = INIT_LOCK.lock().map_err(|_| Error::Model("embedder lock poisoned".into()))?;
+    let _lock = INIT_LOCK
+        .lock()
+        .map_err(|_| Error::Model("embedder lock poisoned".into()))?;
     if let Some(r) = EMBEDDER.get() {
         return r.clone().map_err(Error::Model);
     }
     let paths = ModelPaths::from_env();
     paths.check()?;
-    let loaded = Embedder::load(paths).map(Arc::new).map_err(|e| e.to_string());
+    let loaded = Embedder::load(paths)
+        .map(Arc::new)
+        .map_err(|e| e.to_string());
     let r = EMBEDDER.get_or_init(|| loaded);
     r.clone().map_err(Error::Model)
 }
@@ -148,9 +156,8 @@ fn threads() -> usize {
 
 impl Embedder {
     fn load(paths: ModelPaths) -> Result<Self> {
-        let model_err = |what: &str, e: &dyn std::fmt::Display| {
-            Error::Model(format!("loading {what}: {e}"))
-        };
+        let model_err =
+            |what: &str, e: &dyn std::fmt::Display| Error::Model(format!("loading {what}: {e}"));
         let mut tokenizer = Tokenizer::from_file(&paths.tokenizer)
             .map_err(|e| model_err(&paths.tokenizer.display().to_string(), &e))?;
         tokenizer.with_padding(None);
@@ -236,7 +243,12 @@ impl Embedder {
             .map(|t| self.tokenizer.encode(*t, true).map_err(|e| inf(&e)))
             .collect::<Result<_>>()?;
         let batch = encodings.len();
-        let seq = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
+        let seq = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let mut ids = vec![0i64; batch * seq];
         let mut mask = vec![0i64; batch * seq];
         let mut types = vec![0i64; batch * seq];

@@ -39,7 +39,9 @@ pub fn real_version_number() -> Option<c_int> {
 }
 
 unsafe extern "C" fn libversion_shim() -> c_int {
-    real_version_number().unwrap_or(0).max(ffi::SQLITE_VERSION_NUMBER)
+    real_version_number()
+        .unwrap_or(0)
+        .max(ffi::SQLITE_VERSION_NUMBER)
 }
 
 /// Bytes of the 3.45.3 table that a host of `version` fills in.
@@ -93,8 +95,12 @@ unsafe fn set_error(p_api: *const Api, pz_err_msg: *mut *mut c_char, msg: &str) 
     if pz_err_msg.is_null() || p_api.is_null() {
         return;
     }
-    let Some(mprintf) = (unsafe { (*p_api).mprintf }) else { return };
-    let Ok(msg) = CString::new(msg.replace('\0', " ")) else { return };
+    let Some(mprintf) = (unsafe { (*p_api).mprintf }) else {
+        return;
+    };
+    let Ok(msg) = CString::new(msg.replace('\0', " ")) else {
+        return;
+    };
     // SAFETY: sqlite3_mprintf("%s", msg) allocates with sqlite3_malloc as SQLite expects.
     unsafe { *pz_err_msg = mprintf(c"%s".as_ptr(), msg.as_ptr()) };
 }

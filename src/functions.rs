@@ -1,9 +1,9 @@
 //! Scalar SQL functions: `embed`, `vec_f32`, `vec_to_json`, `vec_distance`,
 //! `subcog_fts_query`, `subcog_info`.
 
+use rusqlite::Connection;
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
-use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 use crate::vector::{self, Metric};
@@ -22,13 +22,19 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function("vec_f32", 1, det | FunctionFlags::SQLITE_INNOCUOUS, |ctx| {
         Ok(vec_f32(ctx)?)
     })?;
-    conn.create_scalar_function("vec_to_json", 1, det | FunctionFlags::SQLITE_INNOCUOUS, |ctx| {
-        Ok(vec_to_json(ctx)?)
-    })?;
+    conn.create_scalar_function(
+        "vec_to_json",
+        1,
+        det | FunctionFlags::SQLITE_INNOCUOUS,
+        |ctx| Ok(vec_to_json(ctx)?),
+    )?;
     for n in [2, 3] {
-        conn.create_scalar_function("vec_distance", n, det | FunctionFlags::SQLITE_INNOCUOUS, |ctx| {
-            Ok(vec_distance(ctx)?)
-        })?;
+        conn.create_scalar_function(
+            "vec_distance",
+            n,
+            det | FunctionFlags::SQLITE_INNOCUOUS,
+            |ctx| Ok(vec_distance(ctx)?),
+        )?;
     }
     conn.create_scalar_function(
         "subcog_fts_query",
@@ -97,7 +103,10 @@ fn vec_f32(ctx: &Context<'_>) -> Result<Option<Vec<u8>>> {
     if let ValueRef::Null = ctx.get_raw(0) {
         return Ok(None);
     }
-    Ok(Some(vector::encode(&vector_arg(ctx.get_raw(0), "vec_f32(vector)")?)))
+    Ok(Some(vector::encode(&vector_arg(
+        ctx.get_raw(0),
+        "vec_f32(vector)",
+    )?)))
 }
 
 /// `vec_to_json(blob)` -> JSON array text.

@@ -175,7 +175,16 @@ mod tests {
         assert_eq!((o.m, o.ef_construction, o.ef_search), (32, 200, 100));
         assert!(!o.auto_embed);
         assert_eq!(o.exact_max, 0);
-        assert_eq!(TableOptions::parse(&o.to_pairs().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()).ok(), Some(o));
+        assert_eq!(
+            TableOptions::parse(
+                &o.to_pairs()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+            )
+            .ok(),
+            Some(o)
+        );
     }
 
     #[test]
@@ -187,7 +196,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_option() {
-        let msg = |a: &[&str]| TableOptions::parse(a).err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = |a: &[&str]| {
+            TableOptions::parse(a)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
         assert!(msg(&["colour=red"]).contains("unknown option 'colour'"));
         assert!(msg(&["dim=0"]).contains("dim"));
         assert!(msg(&["dim=abc"]).contains("'abc'"));

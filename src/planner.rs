@@ -149,8 +149,7 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)]) -> Option<Decision> {
         [] => true,
         [(c, desc)] => {
             if search != 0 {
-                (*c == col::DISTANCE && !desc && search == bit::KNN)
-                    || (*c == col::SCORE && *desc)
+                (*c == col::DISTANCE && !desc && search == bit::KNN) || (*c == col::SCORE && *desc)
             } else {
                 (*c == col::ID || *c == -1) && !desc
             }
@@ -158,7 +157,14 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)]) -> Option<Decision> {
         _ => false,
     };
     let (cost, rows) = if search != 0 {
-        (if idx_num & bit::NAMESPACE != 0 { 10.0 } else { 20.0 }, 10)
+        (
+            if idx_num & bit::NAMESPACE != 0 {
+                10.0
+            } else {
+                20.0
+            },
+            10,
+        )
     } else if idx_num & bit::ROWID != 0 {
         (1.0, 1)
     } else if idx_num & bit::NAMESPACE != 0 {
@@ -199,40 +205,59 @@ mod tests {
     use super::*;
 
     fn t(column: i32, op: Op) -> Term {
-        Term { column, op, usable: true }
+        Term {
+            column,
+            op,
+            usable: true,
+        }
     }
 
     #[test]
     fn knn_with_k_and_namespace() {
         let d = plan(
-            &[t(col::NAMESPACE, Op::Eq), t(col::EMBEDDING, Op::Match), t(col::K, Op::Eq)],
+            &[
+                t(col::NAMESPACE, Op::Eq),
+                t(col::EMBEDDING, Op::Match),
+                t(col::K, Op::Eq),
+            ],
             &[(col::DISTANCE, false)],
         );
         let d = d.unwrap_or_else(|| panic!("no plan"));
         assert_eq!(d.idx_num, bit::KNN | bit::K | bit::NAMESPACE);
         // argv order: MATCH, k, namespace
-        assert_eq!(d.usage, vec![Some((3, true)), Some((1, true)), Some((2, true))]);
+        assert_eq!(
+            d.usage,
+            vec![Some((3, true)), Some((1, true)), Some((2, true))]
+        );
         assert!(d.order_by_consumed);
         assert_eq!(d.idx_str, "knn k namespace");
     }
 
     #[test]
     fn limit_is_passed_but_not_omitted() {
-        let d = plan(&[t(col::TABLE, Op::Match), t(-1, Op::Limit)], &[]).unwrap_or_else(|| panic!());
+        let d =
+            plan(&[t(col::TABLE, Op::Match), t(-1, Op::Limit)], &[]).unwrap_or_else(|| panic!());
         assert_eq!(d.idx_num, bit::HYBRID | bit::LIMIT);
         assert_eq!(d.usage, vec![Some((1, true)), Some((2, false))]);
     }
 
     #[test]
     fn unusable_match_rejects_the_plan() {
-        let terms = [Term { column: col::EMBEDDING, op: Op::Match, usable: false }];
+        let terms = [Term {
+            column: col::EMBEDDING,
+            op: Op::Match,
+            usable: false,
+        }];
         assert!(plan(&terms, &[]).is_none());
     }
 
     #[test]
     fn two_matches_conflict() {
-        let d = plan(&[t(col::EMBEDDING, Op::Match), t(col::CONTENT, Op::Match)], &[])
-            .unwrap_or_else(|| panic!());
+        let d = plan(
+            &[t(col::EMBEDDING, Op::Match), t(col::CONTENT, Op::Match)],
+            &[],
+        )
+        .unwrap_or_else(|| panic!());
         assert!(d.idx_num & bit::CONFLICT != 0);
     }
 
@@ -241,7 +266,8 @@ mod tests {
         let d = plan(&[t(col::ID, Op::Eq)], &[]).unwrap_or_else(|| panic!());
         assert_eq!(d.idx_num, bit::ROWID);
         assert_eq!(d.rows, 1);
-        let d = plan(&[t(col::IMPORTANCE, Op::Other)], &[(col::ID, false)]).unwrap_or_else(|| panic!());
+        let d =
+            plan(&[t(col::IMPORTANCE, Op::Other)], &[(col::ID, false)]).unwrap_or_else(|| panic!());
         assert_eq!(d.idx_num, 0);
         assert_eq!(d.usage, vec![None]);
         assert!(d.order_by_consumed);
@@ -251,9 +277,11 @@ mod tests {
 
     #[test]
     fn order_by_score_desc_is_consumed_for_searches() {
-        let d = plan(&[t(col::CONTENT, Op::Match)], &[(col::SCORE, true)]).unwrap_or_else(|| panic!());
+        let d =
+            plan(&[t(col::CONTENT, Op::Match)], &[(col::SCORE, true)]).unwrap_or_else(|| panic!());
         assert!(d.order_by_consumed);
-        let d = plan(&[t(col::CONTENT, Op::Match)], &[(col::DISTANCE, false)]).unwrap_or_else(|| panic!());
+        let d = plan(&[t(col::CONTENT, Op::Match)], &[(col::DISTANCE, false)])
+            .unwrap_or_else(|| panic!());
         assert!(!d.order_by_consumed);
     }
 }

@@ -101,7 +101,9 @@ fn text<'a>(v: &ValueRef<'a>, column: &str) -> Result<Option<&'a str>> {
     match *v {
         ValueRef::Null => Ok(None),
         ValueRef::Text(t) => std::str::from_utf8(t).map(Some).map_err(|_| {
-            Error::invalid(format!("column {column}: expected UTF-8 TEXT, got invalid UTF-8"))
+            Error::invalid(format!(
+                "column {column}: expected UTF-8 TEXT, got invalid UTF-8"
+            ))
         }),
         ref other => Err(Error::invalid(format!(
             "column {column}: expected TEXT, got {}",
@@ -112,10 +114,13 @@ fn text<'a>(v: &ValueRef<'a>, column: &str) -> Result<Option<&'a str>> {
 
 /// Validates `content`: non-NULL, non-empty TEXT of at most [`MAX_CONTENT_BYTES`].
 pub fn content(v: &ValueRef<'_>) -> Result<String> {
-    let t = text(v, "content")?
-        .ok_or_else(|| Error::invalid("column content: expected TEXT, got NULL (content is required)"))?;
+    let t = text(v, "content")?.ok_or_else(|| {
+        Error::invalid("column content: expected TEXT, got NULL (content is required)")
+    })?;
     if t.trim().is_empty() {
-        return Err(Error::invalid("column content: expected non-empty TEXT, got an empty string"));
+        return Err(Error::invalid(
+            "column content: expected non-empty TEXT, got an empty string",
+        ));
     }
     if t.len() > MAX_CONTENT_BYTES {
         return Err(Error::invalid(format!(
@@ -130,7 +135,7 @@ pub fn content(v: &ValueRef<'_>) -> Result<String> {
 pub fn namespace(v: &ValueRef<'_>) -> Result<String> {
     match text(v, "namespace")? {
         None => Ok(DEFAULT_NAMESPACE.to_string()),
-        Some(t) if t.is_empty() => Err(Error::invalid(
+        Some("") => Err(Error::invalid(
             "column namespace: expected non-empty TEXT or NULL, got an empty string",
         )),
         Some(t) => Ok(t.to_string()),
@@ -143,10 +148,16 @@ pub fn tags(v: &ValueRef<'_>) -> Result<String> {
         return Ok("[]".to_string());
     };
     let parsed: serde_json::Value = serde_json::from_str(t).map_err(|e| {
-        Error::invalid(format!("column tags: expected a JSON array of strings, got invalid JSON '{}' ({e})", clip(t)))
+        Error::invalid(format!(
+            "column tags: expected a JSON array of strings, got invalid JSON '{}' ({e})",
+            clip(t)
+        ))
     })?;
     let arr = parsed.as_array().ok_or_else(|| {
-        Error::invalid(format!("column tags: expected a JSON array of strings, got '{}'", clip(t)))
+        Error::invalid(format!(
+            "column tags: expected a JSON array of strings, got '{}'",
+            clip(t)
+        ))
     })?;
     if let Some(bad) = arr.iter().find(|x| !x.is_string()) {
         return Err(Error::invalid(format!(
@@ -162,7 +173,10 @@ pub fn metadata(v: &ValueRef<'_>) -> Result<String> {
         return Ok("{}".to_string());
     };
     let parsed: serde_json::Value = serde_json::from_str(t).map_err(|e| {
-        Error::invalid(format!("column metadata: expected a JSON object, got invalid JSON '{}' ({e})", clip(t)))
+        Error::invalid(format!(
+            "column metadata: expected a JSON object, got invalid JSON '{}' ({e})",
+            clip(t)
+        ))
     })?;
     if !parsed.is_object() {
         return Err(Error::invalid(format!(
@@ -253,7 +267,10 @@ mod tests {
     #[test]
     fn tags_validation() {
         assert_eq!(tags(&ValueRef::Null).ok().as_deref(), Some("[]"));
-        assert_eq!(tags(&t("[ \"a\", \"b\" ]")).ok().as_deref(), Some("[\"a\",\"b\"]"));
+        assert_eq!(
+            tags(&t("[ \"a\", \"b\" ]")).ok().as_deref(),
+            Some("[\"a\",\"b\"]")
+        );
         assert!(err(tags(&t("{\"a\":1}"))).contains("JSON array"));
         assert!(err(tags(&t("[1]"))).contains("element 1"));
         assert!(err(tags(&t("[oops"))).contains("invalid JSON"));
@@ -263,7 +280,10 @@ mod tests {
     #[test]
     fn metadata_validation() {
         assert_eq!(metadata(&ValueRef::Null).ok().as_deref(), Some("{}"));
-        assert_eq!(metadata(&t("{ \"a\" : [1, 2] }")).ok().as_deref(), Some("{\"a\":[1,2]}"));
+        assert_eq!(
+            metadata(&t("{ \"a\" : [1, 2] }")).ok().as_deref(),
+            Some("{\"a\":[1,2]}")
+        );
         assert!(err(metadata(&t("[1]"))).contains("JSON object"));
         assert!(err(metadata(&t("{"))).contains("invalid JSON"));
     }

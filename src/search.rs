@@ -34,17 +34,29 @@ pub struct Found {
 /// [`Error::Invalid`] unless `1 <= k <= MAX_K`.
 pub fn check_k(k: i64, what: &str) -> Result<usize> {
     if !(1..=MAX_K).contains(&k) {
-        return Err(Error::invalid(format!("{what}: expected an integer in 1..={MAX_K}, got {k}")));
+        return Err(Error::invalid(format!(
+            "{what}: expected an integer in 1..={MAX_K}, got {k}"
+        )));
     }
     Ok(k as usize)
 }
 
 /// KNN: the `k` nearest memories to `query`.
-pub fn knn(store: &Store, ann: &mut Ann, query: &[f32], k: usize, ns: Option<&str>) -> Result<Vec<Found>> {
+pub fn knn(
+    store: &Store,
+    ann: &mut Ann,
+    query: &[f32],
+    k: usize,
+    ns: Option<&str>,
+) -> Result<Vec<Found>> {
     Ok(ann
         .search(store, query, k, ns)?
         .into_iter()
-        .map(|(id, d)| Found { id, distance: Some(d as f64), score: Some(1.0 - d as f64) })
+        .map(|(id, d)| Found {
+            id,
+            distance: Some(d as f64),
+            score: Some(1.0 - d as f64),
+        })
         .collect())
 }
 
@@ -53,7 +65,11 @@ pub fn keyword(store: &Store, query: &str, k: usize, ns: Option<&str>) -> Result
     Ok(store
         .keyword(query, ns, k)?
         .into_iter()
-        .map(|(id, bm25)| Found { id, distance: None, score: Some(-bm25) })
+        .map(|(id, bm25)| Found {
+            id,
+            distance: None,
+            score: Some(-bm25),
+        })
         .collect())
 }
 
@@ -63,7 +79,13 @@ pub fn keyword(store: &Store, query: &str, k: usize, ns: Option<&str>) -> Result
 /// # Errors
 /// [`Error::Model`] if the model is missing, [`Error::Invalid`] if the table's dimension
 /// is not the model's.
-pub fn hybrid(store: &Store, ann: &mut Ann, text: &str, k: usize, ns: Option<&str>) -> Result<Vec<Found>> {
+pub fn hybrid(
+    store: &Store,
+    ann: &mut Ann,
+    text: &str,
+    k: usize,
+    ns: Option<&str>,
+) -> Result<Vec<Found>> {
     if store.opts.dim != embedder::MODEL_DIM {
         return Err(Error::invalid(format!(
             "{} MATCH: hybrid search embeds the text with the model ({} dimensions), but this \
@@ -91,10 +113,17 @@ pub fn hybrid(store: &Store, ann: &mut Ann, text: &str, k: usize, ns: Option<&st
     }
     let mut out: Vec<Found> = fused
         .into_iter()
-        .map(|(id, (score, distance))| Found { id, distance, score: Some(score) })
+        .map(|(id, (score, distance))| Found {
+            id,
+            distance,
+            score: Some(score),
+        })
         .collect();
     out.sort_by(|a, b| {
-        b.score.unwrap_or(0.0).total_cmp(&a.score.unwrap_or(0.0)).then(a.id.cmp(&b.id))
+        b.score
+            .unwrap_or(0.0)
+            .total_cmp(&a.score.unwrap_or(0.0))
+            .then(a.id.cmp(&b.id))
     });
     out.truncate(k);
     Ok(out)

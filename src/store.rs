@@ -78,7 +78,12 @@ impl Store {
     ///
     /// # Errors
     /// SQLite errors (e.g. a shadow table name already taken).
-    pub fn create(conn: Connection, schema: &str, table: &str, opts: TableOptions) -> Result<Store> {
+    pub fn create(
+        conn: Connection,
+        schema: &str,
+        table: &str,
+        opts: TableOptions,
+    ) -> Result<Store> {
         let q = Names::new(schema, table);
         let content_bare = format!("{table}_content").replace('\'', "''");
         let sql = format!(
@@ -104,7 +109,12 @@ impl Store {
             hnsw = q.hnsw,
         );
         conn.execute_batch(&sql)?;
-        let store = Store { conn, table: table.to_string(), opts, q };
+        let store = Store {
+            conn,
+            table: table.to_string(),
+            opts,
+            q,
+        };
         store.config_set("format", &FORMAT_VERSION.to_string())?;
         for (k, v) in store.opts.to_pairs() {
             store.config_set(k, &v)?;
@@ -124,19 +134,24 @@ impl Store {
         let pairs: Vec<(String, String)> = conn
             .prepare(&sql)
             .and_then(|mut st| {
-                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, rusqlite::types::Value>(1)?)))?
-                    .map(|r| {
-                        r.map(|(k, v)| {
-                            let v = match v {
-                                rusqlite::types::Value::Integer(i) => i.to_string(),
-                                rusqlite::types::Value::Real(f) => f.to_string(),
-                                rusqlite::types::Value::Text(t) => t,
-                                _ => String::new(),
-                            };
-                            (k, v)
-                        })
+                st.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, rusqlite::types::Value>(1)?,
+                    ))
+                })?
+                .map(|r| {
+                    r.map(|(k, v)| {
+                        let v = match v {
+                            rusqlite::types::Value::Integer(i) => i.to_string(),
+                            rusqlite::types::Value::Real(f) => f.to_string(),
+                            rusqlite::types::Value::Text(t) => t,
+                            _ => String::new(),
+                        };
+                        (k, v)
                     })
-                    .collect()
+                })
+                .collect()
             })
             .map_err(|e| {
                 Error::Corrupt(format!(
@@ -161,7 +176,12 @@ impl Store {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let opts = TableOptions::parse(&opt_args)?;
-        Ok(Store { conn, table: table.to_string(), opts, q })
+        Ok(Store {
+            conn,
+            table: table.to_string(),
+            opts,
+            q,
+        })
     }
 
     /// Drops every shadow table (FTS5 drops its own).
@@ -185,7 +205,10 @@ impl Store {
 
     /// Reads a config value.
     pub fn config_get(&self, key: &str) -> Result<Option<String>> {
-        let sql = format!("SELECT CAST(value AS TEXT) FROM {} WHERE key = ?1", self.q.config);
+        let sql = format!(
+            "SELECT CAST(value AS TEXT) FROM {} WHERE key = ?1",
+            self.q.config
+        );
         Ok(self
             .conn
             .prepare_cached(&sql)?
@@ -196,8 +219,13 @@ impl Store {
 
     /// Writes a config value.
     pub fn config_set(&self, key: &str, value: &str) -> Result<()> {
-        let sql = format!("INSERT OR REPLACE INTO {}(key, value) VALUES (?1, ?2)", self.q.config);
-        self.conn.prepare_cached(&sql)?.execute(params![key, value])?;
+        let sql = format!(
+            "INSERT OR REPLACE INTO {}(key, value) VALUES (?1, ?2)",
+            self.q.config
+        );
+        self.conn
+            .prepare_cached(&sql)?
+            .execute(params![key, value])?;
         Ok(())
     }
 
@@ -253,7 +281,10 @@ impl Store {
     /// The id an INSERT without one gets (as SQLite's rowid allocation: max + 1).
     pub fn next_id(&self) -> Result<i64> {
         let sql = format!("SELECT coalesce(max(id), 0) + 1 FROM {}", self.q.content);
-        Ok(self.conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Inserts a memory, its FTS5 entry and (if any) its vector; marks it pending.
@@ -327,7 +358,9 @@ impl Store {
 
     fn fts_insert(&self, id: i64, content: &str) -> Result<()> {
         let sql = format!("INSERT INTO {}(rowid, content) VALUES (?1, ?2)", self.q.fts);
-        self.conn.prepare_cached(&sql)?.execute(params![id, content])?;
+        self.conn
+            .prepare_cached(&sql)?
+            .execute(params![id, content])?;
         Ok(())
     }
 
@@ -336,13 +369,20 @@ impl Store {
             "INSERT INTO {}({}, rowid, content) VALUES ('delete', ?1, ?2)",
             self.q.fts, self.q.fts_bare
         );
-        self.conn.prepare_cached(&sql)?.execute(params![id, content])?;
+        self.conn
+            .prepare_cached(&sql)?
+            .execute(params![id, content])?;
         Ok(())
     }
 
     fn set_vector(&self, id: i64, v: &[f32]) -> Result<()> {
-        let sql = format!("INSERT OR REPLACE INTO {}(id, embedding) VALUES (?1, ?2)", self.q.vectors);
-        self.conn.prepare_cached(&sql)?.execute(params![id, vector::encode(v)])?;
+        let sql = format!(
+            "INSERT OR REPLACE INTO {}(id, embedding) VALUES (?1, ?2)",
+            self.q.vectors
+        );
+        self.conn
+            .prepare_cached(&sql)?
+            .execute(params![id, vector::encode(v)])?;
         Ok(())
     }
 
@@ -362,20 +402,26 @@ impl Store {
     pub fn pending_ids(&self) -> Result<Vec<i64>> {
         let sql = format!("SELECT id FROM {}", self.q.pending);
         let mut st = self.conn.prepare_cached(&sql)?;
-        let ids = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        let ids = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(ids)
     }
 
     /// Number of pending ids.
     pub fn pending_count(&self) -> Result<usize> {
         let sql = format!("SELECT count(*) FROM {}", self.q.pending);
-        let n: i64 = self.conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))?;
+        let n: i64 = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([], |r| r.get(0))?;
         Ok(n as usize)
     }
 
     /// Empties the pending list (after a checkpoint folded it into the snapshot).
     pub fn clear_pending(&self) -> Result<()> {
-        self.conn.execute(&format!("DELETE FROM {}", self.q.pending), [])?;
+        self.conn
+            .execute(&format!("DELETE FROM {}", self.q.pending), [])?;
         Ok(())
     }
 
@@ -383,12 +429,19 @@ impl Store {
     pub fn count(&self, namespace: Option<&str>) -> Result<usize> {
         let n: i64 = match namespace {
             Some(ns) => {
-                let sql = format!("SELECT count(*) FROM {} WHERE namespace = ?1", self.q.content);
-                self.conn.prepare_cached(&sql)?.query_row([ns], |r| r.get(0))?
+                let sql = format!(
+                    "SELECT count(*) FROM {} WHERE namespace = ?1",
+                    self.q.content
+                );
+                self.conn
+                    .prepare_cached(&sql)?
+                    .query_row([ns], |r| r.get(0))?
             }
             None => {
                 let sql = format!("SELECT count(*) FROM {}", self.q.content);
-                self.conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))?
+                self.conn
+                    .prepare_cached(&sql)?
+                    .query_row([], |r| r.get(0))?
             }
         };
         Ok(n as usize)
@@ -399,7 +452,10 @@ impl Store {
         let mut out = Vec::new();
         match namespace {
             Some(ns) => {
-                let sql = format!("SELECT id FROM {} WHERE namespace = ?1 ORDER BY id", self.q.content);
+                let sql = format!(
+                    "SELECT id FROM {} WHERE namespace = ?1 ORDER BY id",
+                    self.q.content
+                );
                 let mut st = self.conn.prepare_cached(&sql)?;
                 for r in st.query_map([ns], |r| r.get(0))? {
                     out.push(r?);
@@ -465,7 +521,12 @@ impl Store {
     ///
     /// # Errors
     /// FTS5 syntax errors, prefixed with what was searched.
-    pub fn keyword(&self, query: &str, namespace: Option<&str>, limit: usize) -> Result<Vec<(i64, f64)>> {
+    pub fn keyword(
+        &self,
+        query: &str,
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(i64, f64)>> {
         let limit = limit.min(i64::MAX as usize) as i64;
         let wrap = |e: rusqlite::Error| {
             Error::invalid(format!("content MATCH '{}': {e}", vector::clip(query)))
@@ -481,7 +542,9 @@ impl Store {
                     content = self.q.content
                 );
                 let mut st = self.conn.prepare_cached(&sql)?;
-                let rows = st.query_map(params![query, ns, limit], |r| Ok((r.get(0)?, r.get(1)?))).map_err(wrap)?;
+                let rows = st
+                    .query_map(params![query, ns, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(wrap)?;
                 for r in rows {
                     out.push(r.map_err(wrap)?);
                 }
@@ -493,7 +556,9 @@ impl Store {
                     bare = self.q.fts_bare
                 );
                 let mut st = self.conn.prepare_cached(&sql)?;
-                let rows = st.query_map(params![query, limit], |r| Ok((r.get(0)?, r.get(1)?))).map_err(wrap)?;
+                let rows = st
+                    .query_map(params![query, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(wrap)?;
                 for r in rows {
                     out.push(r.map_err(wrap)?);
                 }
@@ -528,7 +593,8 @@ impl Store {
     /// Replaces the HNSW snapshot with `data`, tagged `generation`, and empties the
     /// pending list: one step, inside the caller's transaction.
     pub fn save_hnsw(&self, data: &[u8], generation: u64) -> Result<()> {
-        self.conn.execute(&format!("DELETE FROM {}", self.q.hnsw), [])?;
+        self.conn
+            .execute(&format!("DELETE FROM {}", self.q.hnsw), [])?;
         let sql = format!("INSERT INTO {}(chunk, data) VALUES (?1, ?2)", self.q.hnsw);
         let mut st = self.conn.prepare_cached(&sql)?;
         for (i, c) in data.chunks(CHUNK).enumerate() {

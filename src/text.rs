@@ -10,13 +10,13 @@
 /// Common English function words dropped from keyword queries.
 const STOPWORDS: &[&str] = &[
     "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be",
-    "been", "before", "being", "but", "by", "can", "could", "did", "do", "does", "doing",
-    "for", "from", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his",
-    "how", "i", "if", "in", "into", "is", "it", "its", "just", "me", "my", "of", "on", "or",
-    "our", "ours", "she", "should", "so", "some", "than", "that", "the", "their", "theirs",
-    "them", "then", "there", "these", "they", "this", "those", "to", "too", "us", "very",
-    "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why",
-    "will", "with", "would", "you", "your", "yours", "s", "t",
+    "been", "before", "being", "but", "by", "can", "could", "did", "do", "does", "doing", "for",
+    "from", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i",
+    "if", "in", "into", "is", "it", "its", "just", "me", "my", "of", "on", "or", "our", "ours",
+    "she", "should", "so", "some", "than", "that", "the", "their", "theirs", "them", "then",
+    "there", "these", "they", "this", "those", "to", "too", "us", "very", "was", "we", "were",
+    "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would",
+    "you", "your", "yours", "s", "t",
 ];
 
 /// The words of `text`: maximal runs of alphanumeric characters (Unicode), lowercased,
@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn only_stopwords_keeps_them() {
-        assert_eq!(fts_query("who was it").as_deref(), Some("\"who\" OR \"was\" OR \"it\""));
+        assert_eq!(
+            fts_query("who was it").as_deref(),
+            Some("\"who\" OR \"was\" OR \"it\"")
+        );
     }
 
     #[test]
@@ -95,6 +98,9 @@ mod tests {
 
     #[test]
     fn unicode_words() {
-        assert_eq!(fts_query("café naïve").as_deref(), Some("\"café\" OR \"naïve\""));
+        assert_eq!(
+            fts_query("café naïve").as_deref(),
+            Some("\"café\" OR \"naïve\"")
+        );
     }
 }

@@ -81,7 +81,10 @@ unsafe impl<'vtab> VTab<'vtab> for VecSearchTab {
             u.set_argv_index(n);
             u.set_omit(true);
         }
-        let mask = slots.iter().enumerate().fold(0, |m, (i, s)| if s.is_some() { m | (1 << i) } else { m });
+        let mask = slots
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, s)| if s.is_some() { m | (1 << i) } else { m });
         info.set_idx_num(mask);
         info.set_estimated_cost(if mask == 7 { 10.0 } else { 1e12 });
         Ok(true)
@@ -126,13 +129,20 @@ impl VecSearchCursor<'_> {
         let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         let sql: Option<String> = conn
             .query_row(
-                &format!("SELECT sql FROM {}.sqlite_master WHERE type = 'table' AND name = ?1", q(&schema)),
+                &format!(
+                    "SELECT sql FROM {}.sqlite_master WHERE type = 'table' AND name = ?1",
+                    q(&schema)
+                ),
                 [&name],
                 |r| r.get(0),
             )
             .ok();
         let is_memories = sql.is_some_and(|s| {
-            s.to_ascii_lowercase().split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w[0] == "using" && w[1].starts_with("memories"))
+            s.to_ascii_lowercase()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .any(|w| w[0] == "using" && w[1].starts_with("memories"))
         });
         if !is_memories {
             return Err(Error::invalid(format!(
@@ -148,7 +158,9 @@ impl VecSearchCursor<'_> {
         );
         let mut st = conn.prepare(&sql)?;
         let rows = st
-            .query_map(rusqlite::params![owned(vector), owned(k)], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(rusqlite::params![owned(vector), owned(k)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
@@ -166,7 +178,12 @@ fn owned(v: ValueRef<'_>) -> rusqlite::types::Value {
 }
 
 unsafe impl VTabCursor for VecSearchCursor<'_> {
-    fn filter(&mut self, idx_num: c_int, _idx_str: Option<&str>, args: &Filters<'_>) -> rusqlite::Result<()> {
+    fn filter(
+        &mut self,
+        idx_num: c_int,
+        _idx_str: Option<&str>,
+        args: &Filters<'_>,
+    ) -> rusqlite::Result<()> {
         guard(|| {
             self.rows = self.run(idx_num, args)?;
             self.pos = 0;
@@ -184,7 +201,9 @@ unsafe impl VTabCursor for VecSearchCursor<'_> {
     }
 
     fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
-        let Some(&(id, d)) = self.rows.get(self.pos) else { return Ok(()) };
+        let Some(&(id, d)) = self.rows.get(self.pos) else {
+            return Ok(());
+        };
         match i {
             0 => ctx.set_result(id),
             1 => ctx.set_result(d),

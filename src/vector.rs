@@ -83,7 +83,7 @@ pub fn decode(blob: &[u8], dim: usize, what: &str) -> Result<Vec<f32>> {
             "{what}: expected a BLOB of {dim} float32 ({} bytes), got {} bytes{}",
             dim * 4,
             blob.len(),
-            if blob.len() % 4 == 0 {
+            if blob.len().is_multiple_of(4) {
                 format!(" ({} float32)", blob.len() / 4)
             } else {
                 String::new()
@@ -179,14 +179,18 @@ mod tests {
 
     #[test]
     fn wrong_size_names_sizes() {
-        let e = decode(&[0u8; 8], 3, "column embedding").err().map(|e| e.to_string());
+        let e = decode(&[0u8; 8], 3, "column embedding")
+            .err()
+            .map(|e| e.to_string());
         let e = e.unwrap_or_default();
         assert!(e.contains("column embedding") && e.contains("12 bytes") && e.contains("got 8"));
     }
 
     #[test]
     fn nan_rejected() {
-        let e = decode(&encode(&[1.0, f32::NAN]), 2, "v").err().map(|e| e.to_string());
+        let e = decode(&encode(&[1.0, f32::NAN]), 2, "v")
+            .err()
+            .map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("element 1"));
         assert!(decode(&encode(&[f32::INFINITY]), 1, "v").is_err());
     }

@@ -68,7 +68,10 @@ impl MemoriesTab {
     ) -> Result<(Cow<'static, CStr>, Self)> {
         let schema = utf8(schema, "schema name")?;
         let table = utf8(table, "table name")?;
-        let args: Vec<String> = args.iter().map(|a| utf8(a, "option")).collect::<Result<_>>()?;
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| utf8(a, "option"))
+            .collect::<Result<_>>()?;
         // SAFETY: the handle is the connection running this CREATE/connect; `from_handle`
         // does not take ownership, so dropping the Connection leaves it open.
         let conn = unsafe { Connection::from_handle(db.handle()) }?;
@@ -82,7 +85,11 @@ impl MemoriesTab {
             .map_err(|_| Error::invalid("table name contains a NUL byte"))?;
         Ok((
             Cow::Owned(sql),
-            MemoriesTab { base: ffi::sqlite3_vtab::default(), store, ann: RefCell::new(Ann::new()) },
+            MemoriesTab {
+                base: ffi::sqlite3_vtab::default(),
+                store,
+                ann: RefCell::new(Ann::new()),
+            },
         ))
     }
 
@@ -163,12 +170,13 @@ impl MemoriesTab {
             ),
             None => None,
         };
-        if let Some(v) = &v {
-            if opts.metric == vector::Metric::Cosine && vector::norm(v) == 0.0 {
-                return Err(Error::invalid(
-                    "column embedding: expected a non-zero vector for metric=cosine, got all zeros",
-                ));
-            }
+        if let Some(v) = &v
+            && opts.metric == vector::Metric::Cosine
+            && vector::norm(v) == 0.0
+        {
+            return Err(Error::invalid(
+                "column embedding: expected a non-zero vector for metric=cosine, got all zeros",
+            ));
         }
         Ok(v)
     }
@@ -189,7 +197,11 @@ impl MemoriesTab {
                 self.ann.borrow_mut().rebuild(&self.store)
             }
             // Fold pending vectors into the HNSW snapshot now.
-            "optimize" => self.ann.borrow_mut().maybe_checkpoint(&self.store, true).map(|_| ()),
+            "optimize" => self
+                .ann
+                .borrow_mut()
+                .maybe_checkpoint(&self.store, true)
+                .map(|_| ()),
             _ => Err(Error::invalid(format!(
                 "column {}: expected a command ('rebuild' or 'optimize'), got {}",
                 self.store.table,
@@ -224,7 +236,8 @@ impl MemoriesTab {
             metadata: row::metadata(&v(col::METADATA)?)?,
             source: row::source(&v(col::SOURCE)?)?,
             importance: row::importance(&v(col::IMPORTANCE)?)?,
-            created_at: row::timestamp(&v(col::CREATED_AT)?, "created_at")?.unwrap_or(old.created_at),
+            created_at: row::timestamp(&v(col::CREATED_AT)?, "created_at")?
+                .unwrap_or(old.created_at),
             updated_at: row::now_ms(),
             content,
         };
@@ -233,13 +246,15 @@ impl MemoriesTab {
         let change = if args.no_change((col::EMBEDDING + 2) as usize) {
             if content_changed && store.opts.auto_embed {
                 vec = self.embedding_for(&ValueRef::Null, &new.content)?;
-                vec.as_deref().map_or(VectorChange::Remove, VectorChange::Set)
+                vec.as_deref()
+                    .map_or(VectorChange::Remove, VectorChange::Set)
             } else {
                 VectorChange::Keep
             }
         } else {
             vec = self.embedding_for(&v(col::EMBEDDING)?, &new.content)?;
-            vec.as_deref().map_or(VectorChange::Remove, VectorChange::Set)
+            vec.as_deref()
+                .map_or(VectorChange::Remove, VectorChange::Set)
         };
         store.update(&old, &new, change)?;
         self.ann.borrow_mut().maybe_checkpoint(store, false)?;
@@ -278,8 +293,10 @@ unsafe impl<'vtab> VTab<'vtab> for MemoriesTab {
                     usable: c.is_usable(),
                 })
                 .collect();
-            let order_by: Vec<(i32, bool)> =
-                info.order_bys().map(|o| (o.column(), o.is_order_by_desc())).collect();
+            let order_by: Vec<(i32, bool)> = info
+                .order_bys()
+                .map(|o| (o.column(), o.is_order_by_desc()))
+                .collect();
             let Some(d) = planner::plan(&terms, &order_by) else {
                 return Ok(false);
             };
@@ -333,7 +350,9 @@ impl CreateVTab<'_> for MemoriesTab {
 impl UpdateVTab<'_> for MemoriesTab {
     fn delete(&mut self, arg: ValueRef<'_>) -> rusqlite::Result<()> {
         guard(|| {
-            let Some(id) = row::id(&arg)? else { return Ok(()) };
+            let Some(id) = row::id(&arg)? else {
+                return Ok(());
+            };
             if let Some(old) = self.store.get(id)? {
                 self.store.delete(&old)?;
                 self.ann.borrow_mut().maybe_checkpoint(&self.store, false)?;
@@ -400,7 +419,10 @@ impl MemCursor<'_> {
         }
         let [knn, keyword, hybrid, k, ns, rowid, limit, offset] = vals;
         // `x MATCH NULL` matches nothing, as any comparison with NULL.
-        if [knn, keyword, hybrid].iter().any(|m| matches!(m, Some(ValueRef::Null))) {
+        if [knn, keyword, hybrid]
+            .iter()
+            .any(|m| matches!(m, Some(ValueRef::Null)))
+        {
             return Ok(Vec::new());
         }
         let int = |v: Option<ValueRef<'_>>, what: &str| -> Result<Option<i64>> {
@@ -483,7 +505,11 @@ impl MemCursor<'_> {
             self.k = k_val;
             let q = match q {
                 ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                _ => return Err(Error::invalid("content MATCH: expected an FTS5 query as TEXT")),
+                _ => {
+                    return Err(Error::invalid(
+                        "content MATCH: expected an FTS5 query as TEXT",
+                    ));
+                }
             };
             return search::keyword(store, &q, k, ns.as_deref());
         }
@@ -510,12 +536,24 @@ impl MemCursor<'_> {
             None if rowid.is_some() => Vec::new(),
             None => store.ids(ns.as_deref())?,
         };
-        Ok(ids.into_iter().map(|id| Found { id, distance: None, score: None }).collect())
+        Ok(ids
+            .into_iter()
+            .map(|id| Found {
+                id,
+                distance: None,
+                score: None,
+            })
+            .collect())
     }
 }
 
 unsafe impl VTabCursor for MemCursor<'_> {
-    fn filter(&mut self, idx_num: c_int, _idx_str: Option<&str>, args: &Filters<'_>) -> rusqlite::Result<()> {
+    fn filter(
+        &mut self,
+        idx_num: c_int,
+        _idx_str: Option<&str>,
+        args: &Filters<'_>,
+    ) -> rusqlite::Result<()> {
         guard(|| {
             self.k = None;
             self.results = self.run(idx_num, args)?;
@@ -536,7 +574,9 @@ unsafe impl VTabCursor for MemCursor<'_> {
     }
 
     fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
-        let Some(r) = &self.row else { return ctx.set_result(Null) };
+        let Some(r) = &self.row else {
+            return ctx.set_result(Null);
+        };
         let found = self.results.get(self.pos);
         match i {
             col::ID => ctx.set_result(r.id),
