@@ -144,10 +144,16 @@ def conn():
     c.close()
 
 
-@pytest.fixture
-def mem(conn):
-    """A default table with three rows carrying supplied (basis) vectors."""
-    conn.execute("CREATE VIRTUAL TABLE mem USING memories()")
+@pytest.fixture(params=["exact", "hnsw"])
+def mem(conn, request):
+    """A table with three rows carrying supplied (basis) vectors. The "hnsw" variant adds
+    exact_max=0 (an extension option beyond the contract) so that even tiny searches go
+    through the ANN index; if the option is unknown it is the default table again."""
+    if request.param == "hnsw":
+        if not create_table(conn, "", optional="exact_max=0"):
+            pytest.skip("extension has no exact_max option")
+    else:
+        conn.execute("CREATE VIRTUAL TABLE mem USING memories()")
     conn.executemany(
         "INSERT INTO mem(content, namespace, tags, metadata, importance, embedding) "
         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -294,6 +300,16 @@ def test_update_embedding_alone_keeps_content(mem):
     assert ids(knn(mem, basis(9), k=1)) == [1]
     # the old vector is gone from the index: nothing is at distance 0 from basis(0) any more
     assert all(d == pytest.approx(1, abs=1e-5) for _, d in knn(mem, basis(0), k=3))
+
+
+def test_insert_or_replace_existing_id(mem):
+    mem.execute("INSERT OR REPLACE INTO mem(id, content, embedding) VALUES (1, 'replaced', ?)",
+                (pack(basis(60)),))
+    assert mem.execute("SELECT count(*) FROM mem").fetchone()[0] == 3
+    assert mem.execute("SELECT content FROM mem WHERE id = 1").fetchone() == ("replaced",)
+    assert ids(knn(mem, basis(60), k=1)) == [1]
+    assert ids(keyword(mem, "apples")) == []
+    assert ids(keyword(mem, "replaced")) == [1]
 
 
 def test_update_content_and_embedding_uses_supplied_vector(mem):
@@ -909,3 +925,121 @@ def test_knn_recall_on_a_larger_table(conn):
         recalls.append(len(set(got) & set(truth)) / 10)
         assert ids(knn(conn, vecs[qi], k=1)) == [qi + 1]
     assert sum(recalls) / len(recalls) >= 0.9, recalls
+
+
+# ---------------------------------------------------------------- more edges
+
+def test_importance_bounds_are_inclusive(mem):
+    for value in (0, 0.0, 1, 1.0):
+        mem.execute("INSERT INTO mem(content, importance, embedding) VALUES ('b', ?, ?)",
+                    (value, pack(basis(70))))
+    assert [r[0] for r in mem.execute("SELECT importance FROM mem WHERE content = 'b'")] == \
+        [0, 0, 1, 1]
+
+
+def test_update_rowid(mem):
+    mem.execute("UPDATE mem SET id = 100 WHERE id = 1")
+    assert mem.execute("SELECT content FROM mem WHERE id = 100").fetchone() == \
+        ("alpha memory about apples",)
+    assert mem.execute("SELECT count(*) FROM mem WHERE id = 1").fetchone()[0] == 0
+    assert ids(knn(mem, basis(0), k=1)) == [100]
+    assert ids(keyword(mem, "apples")) == [100]
+
+
+def test_two_tables_are_independent(conn):
+    conn.execute("CREATE VIRTUAL TABLE mem USING memories()")
+    conn.execute("CREATE VIRTUAL TABLE other USING memories(metric=l2)")
+    conn.execute("INSERT INTO mem(content, embedding) VALUES ('in mem', ?)", (pack(basis(0)),))
+    conn.execute("INSERT INTO other(content, embedding) VALUES ('in other', ?)", (pack(basis(0)),))
+    conn.execute("INSERT INTO other(content, embedding) VALUES ('second other', ?)",
+                 (pack(basis(1)),))
+    assert len(knn(conn, basis(0), table="mem")) == 1
+    assert len(knn(conn, basis(0), table="other")) == 2
+    assert conn.execute("SELECT count(*) FROM vec_search('other', ?, 10)",
+                        (pack(basis(0)),)).fetchone()[0] == 2
+    assert ids(keyword(conn, "other", table="mem")) == []
+    conn.execute("DROP TABLE other")
+    assert len(knn(conn, basis(0), table="mem")) == 1
+
+
+def test_table_name_needing_quotes(conn):
+    conn.execute('CREATE VIRTUAL TABLE "my mem-1" USING memories()')
+    conn.execute('INSERT INTO "my mem-1"(content, embedding) VALUES (\'quoted heron\', ?)',
+                 (pack(basis(0)),))
+    assert conn.execute('SELECT id FROM "my mem-1" WHERE embedding MATCH ? AND k = 1',
+                        (pack(basis(0)),)).fetchall() == [(1,)]
+    assert conn.execute('SELECT id FROM "my mem-1" WHERE content MATCH \'heron\' AND k = 1'
+                        ).fetchall() == [(1,)]
+    assert conn.execute('SELECT id FROM "my mem-1" WHERE "my mem-1" MATCH \'heron\' AND k = 1'
+                        ).fetchall() == [(1,)]
+    assert conn.execute("SELECT id FROM vec_search('my mem-1', ?, 1)",
+                        (pack(basis(0)),)).fetchall() == [(1,)]
+    conn.execute('DROP TABLE "my mem-1"')
+    assert schema_names(conn, "my mem-1") == []
+
+
+def test_table_in_attached_database(conn, tmp_path):
+    conn.execute("ATTACH ? AS aux", (str(tmp_path / "aux.db"),))
+    conn.execute("CREATE VIRTUAL TABLE aux.mem USING memories()")
+    conn.execute("INSERT INTO aux.mem(content, embedding) VALUES ('attached ibis', ?)",
+                 (pack(basis(0)),))
+    assert conn.execute("SELECT id FROM aux.mem WHERE embedding MATCH ? AND k = 1",
+                        (pack(basis(0)),)).fetchall() == [(1,)]
+    assert conn.execute("SELECT id FROM aux.mem WHERE content MATCH 'ibis' AND k = 1"
+                        ).fetchall() == [(1,)]
+    assert conn.execute("SELECT id FROM aux.mem WHERE mem MATCH 'ibis' AND k = 1"
+                        ).fetchall() == [(1,)]
+    assert conn.execute("SELECT count(*) FROM aux.sqlite_master WHERE name GLOB 'mem_*'"
+                        ).fetchone()[0] > 0
+    assert conn.execute("SELECT count(*) FROM main.sqlite_master").fetchone()[0] == 0
+    conn.execute("DROP TABLE aux.mem")
+    assert conn.execute("SELECT count(*) FROM aux.sqlite_master WHERE name = 'mem' "
+                        "OR name GLOB 'mem_*'").fetchone()[0] == 0
+
+
+def test_rename_table_keeps_working_or_is_refused(tmp_path):
+    path = tmp_path / "rename.db"
+    conn = open_db(path)
+    conn.execute("CREATE VIRTUAL TABLE mem USING memories()")
+    conn.execute("INSERT INTO mem(content, embedding) VALUES ('renamed puffin', ?)",
+                 (pack(basis(0)),))
+    try:
+        conn.execute("ALTER TABLE mem RENAME TO mem2")
+    except sqlite3.Error:
+        assert ids(keyword(conn, "puffin")) == [1]  # refused: the old name still works
+        return
+    conn.close()
+    conn = open_db(path)
+    assert ids(knn(conn, basis(0), k=1, table="mem2")) == [1]
+    assert ids(keyword(conn, "puffin", table="mem2")) == [1]
+    conn.execute("INSERT INTO mem2(content, embedding) VALUES ('after rename', ?)",
+                 (pack(basis(1)),))
+    assert ids(hybrid(conn, "puffin", k=1, table="mem2")) == [1]
+    conn.execute("DROP TABLE mem2")
+    assert schema_names(conn, "mem") == [] and schema_names(conn, "mem2") == []
+    conn.close()
+
+
+def test_uncommitted_writes_are_invisible_to_other_connections(tmp_path):
+    path = tmp_path / "iso.db"
+    a = open_db(path)
+    a.execute("PRAGMA journal_mode=WAL")
+    a.execute("CREATE VIRTUAL TABLE mem USING memories()")
+    a.execute("INSERT INTO mem(content, embedding) VALUES ('committed', ?)", (pack(basis(0)),))
+    b = open_db(path)
+    assert ids(knn(b, basis(0), k=1)) == [1]
+    a.execute("BEGIN")
+    rid = a.execute("INSERT INTO mem(content, embedding) VALUES ('uncommitted pelican', ?)",
+                    (pack(basis(1)),)).lastrowid
+    a.execute("DELETE FROM mem WHERE id = 1")
+    assert ids(knn(a, basis(1), k=1)) == [rid]
+    # b reads the last committed state: row 1 present, the new row absent, in every search
+    assert rid not in ids(knn(b, basis(1), k=10))
+    assert ids(knn(b, basis(0), k=1)) == [1]
+    assert ids(keyword(b, "pelican")) == []
+    assert b.execute("SELECT count(*) FROM mem").fetchone()[0] == 1
+    a.execute("ROLLBACK")
+    assert ids(knn(b, basis(0), k=1)) == [1]
+    assert rid not in ids(knn(a, basis(1), k=10))
+    a.close()
+    b.close()
