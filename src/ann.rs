@@ -259,6 +259,7 @@ impl Ann {
         if index.capacity() < needed {
             index.reserve(needed.max(index.capacity() * 3 / 2).max(1024))?;
         }
+        let mut items: Vec<(u64, Vec<f32>)> = Vec::with_capacity(ids.len());
         for id in ids {
             let key = id as u64;
             if index.contains(key) {
@@ -268,13 +269,14 @@ impl Ann {
             let Some(v) = store.embedding(id)? else {
                 continue;
             };
-            index.add(key, &v)?;
             if let Some(row) = store.get(id)? {
                 let next = self.ns_ids.len() as u32;
                 let n = *self.ns_ids.entry(row.namespace).or_insert(next);
                 self.ns_of.insert(key, n);
             }
+            items.push((key, v));
         }
+        add_parallel(index, &items)?;
         let mut buf = vec![0u8; index.serialized_length()];
         index.save_to_buffer(&mut buf)?;
         let generation = random_generation();
@@ -297,9 +299,8 @@ impl Ann {
             }
         })?;
         index.reserve(items.len().max(1024))?;
-        for (id, v) in &items {
-            index.add(*id as u64, v)?;
-        }
+        let items: Vec<(u64, Vec<f32>)> = items.into_iter().map(|(id, v)| (id as u64, v)).collect();
+        add_parallel(&index, &items)?;
         let mut buf = vec![0u8; index.serialized_length()];
         index.save_to_buffer(&mut buf)?;
         let generation = random_generation();
@@ -320,6 +321,39 @@ impl Ann {
     pub fn size(&self) -> usize {
         self.index.as_ref().map_or(0, |i| i.size())
     }
+}
+
+/// Adds `items` to `index` from up to 4 threads (usearch's dense index takes concurrent
+/// adds after `reserve`, which sizes its per-thread contexts to the hardware threads).
+fn add_parallel(index: &Index, items: &[(u64, Vec<f32>)]) -> Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    if threads == 1 || items.len() < 256 {
+        for (key, v) in items {
+            index.add(*key, v)?;
+        }
+        return Ok(());
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || -> Result<()> {
+                    for (key, v) in part {
+                        index.add(*key, v)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| Error::Index("an HNSW insert thread panicked".into()))??;
+        }
+        Ok(())
+    })
 }
 
 /// The `k` nearest of `hits`, nearest first, ties broken by id.

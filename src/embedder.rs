@@ -18,6 +18,7 @@ use lru::LruCache;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
+use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::error::{Error, Result};
@@ -33,8 +34,13 @@ pub const MODEL_NAME: &str = "all-MiniLM-L6-v2 (int8 ONNX)";
 pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
 /// Texts per ONNX run in [`embed_batch`]; larger batches pad more.
 const BATCH: usize = 32;
-/// Entries in the process-wide embedding cache (text -> vector), about 1.6 KB each.
+/// Entries in the process-wide embedding cache (SHA-256 of text -> vector), ~1.6 KB each.
 const CACHE_ENTRIES: usize = 4096;
+/// Texts are cut to this many characters before tokenization. 256 WordPiece tokens cover
+/// at most 256 words of at most 100 characters (the tokenizer's `max_input_chars_per_word`)
+/// plus separators, so only pathological runs of whitespace could reach past it; without
+/// the cut a 1 MB text costs ~0.8 s to tokenize.
+pub const MAX_CHARS: usize = 32 * 1024;
 
 /// Where the model and the runtime are looked for.
 ///
@@ -104,7 +110,7 @@ pub struct Embedder {
     tokenizer: Tokenizer,
     session: Mutex<Session>,
     paths: ModelPaths,
-    cache: Mutex<LruCache<String, Arc<[f32]>>>,
+    cache: Mutex<LruCache<[u8; 32], Arc<[f32]>>>,
 }
 
 /// The process-wide embedder: `None` until first use; a load failure of ONNX Runtime
@@ -206,11 +212,16 @@ impl Embedder {
     /// # Errors
     /// [`Error::Inference`] if tokenization or an ONNX run fails.
     pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Arc<[f32]>>> {
+        let texts: Vec<&str> = texts.iter().map(|t| truncate_chars(t, MAX_CHARS)).collect();
+        let keys: Vec<[u8; 32]> = texts
+            .iter()
+            .map(|t| Sha256::digest(t.as_bytes()).into())
+            .collect();
         let mut out: Vec<Option<Arc<[f32]>>> = vec![None; texts.len()];
         let mut todo: Vec<usize> = Vec::new();
         if let Ok(mut cache) = self.cache.lock() {
-            for (i, t) in texts.iter().enumerate() {
-                match cache.get(*t) {
+            for (i, key) in keys.iter().enumerate() {
+                match cache.get(key) {
                     Some(v) => out[i] = Some(v.clone()),
                     None => todo.push(i),
                 }
@@ -225,7 +236,7 @@ impl Embedder {
             for (&i, v) in chunk.iter().zip(vecs) {
                 let v: Arc<[f32]> = v.into();
                 if let Some(c) = cache.as_mut() {
-                    c.put(texts[i].to_string(), v.clone());
+                    c.put(keys[i], v.clone());
                 }
                 out[i] = Some(v);
             }
@@ -299,6 +310,14 @@ impl Embedder {
     }
 }
 
+/// The longest prefix of `s` with at most `max` characters.
+fn truncate_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
 /// Opens ONNX Runtime once per process.
 fn ensure_runtime(path: &Path) -> Result<&'static ort::environment::Environment> {
     static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> =
@@ -360,6 +379,12 @@ mod tests {
     #[test]
     fn pooling_all_masked_is_zero() {
         assert_eq!(mean_pool(&[1.0, 2.0], &[0], 2), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate_chars("héllo", 2), "hé");
+        assert_eq!(truncate_chars("abc", 10), "abc");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! |-------------------|-----------------------------------------------------------------|
 //! | `mem_config`      | options, on-disk format version, HNSW `generation`             |
 //! | `mem_content`     | one row per memory: every column but the embedding             |
-//! | `mem_fts`         | FTS5 index over `content` (external content = `mem_content`)   |
+//! | `mem_fts`         | contentless FTS5 index over `content` (text is in `mem_content`) |
 //! | `mem_vectors`     | `id -> embedding` BLOB (dim float32), rows with a vector only  |
 //! | `mem_pending`     | ids whose vector changed since the HNSW snapshot was taken     |
 //! | `mem_hnsw`        | the serialized usearch HNSW snapshot, in 1 MiB chunks          |
@@ -39,6 +39,7 @@ pub struct Store {
 
 /// Quoted, schema-qualified names of the shadow tables.
 struct Names {
+    raw_schema: String,
     schema: String,
     config: String,
     content: String,
@@ -68,6 +69,7 @@ impl Names {
             vectors: n("vectors"),
             pending: n("pending"),
             hnsw: n("hnsw"),
+            raw_schema: schema.to_string(),
             schema: s,
         }
     }
@@ -85,24 +87,19 @@ impl Store {
         opts: TableOptions,
     ) -> Result<Store> {
         let q = Names::new(schema, table);
-        let content_bare = format!("{table}_content").replace('\'', "''");
         let sql = format!(
             "CREATE TABLE {config}(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
              CREATE TABLE {content}(id INTEGER PRIMARY KEY, content TEXT NOT NULL,
                 namespace TEXT NOT NULL, tags TEXT NOT NULL, metadata TEXT NOT NULL,
                 source TEXT, importance REAL NOT NULL, created_at INTEGER NOT NULL,
-                updated_at INTEGER NOT NULL);
-             CREATE INDEX {schema}.{ns_index} ON {content_name}(namespace, id);
-             CREATE VIRTUAL TABLE {fts} USING fts5(content, content='{content_bare}',
-                content_rowid='id', tokenize='porter unicode61 remove_diacritics 2');
+                updated_at INTEGER NOT NULL, UNIQUE (namespace, id));
+             CREATE VIRTUAL TABLE {fts} USING fts5(content, content='',
+                tokenize='porter unicode61 remove_diacritics 2');
              CREATE TABLE {vectors}(id INTEGER PRIMARY KEY, embedding BLOB NOT NULL);
              CREATE TABLE {pending}(id INTEGER PRIMARY KEY);
              CREATE TABLE {hnsw}(chunk INTEGER PRIMARY KEY, data BLOB NOT NULL);",
             config = q.config,
             content = q.content,
-            schema = q.schema,
-            ns_index = quote(&format!("{table}_content_ns")),
-            content_name = quote(&format!("{table}_content")),
             fts = q.fts,
             vectors = q.vectors,
             pending = q.pending,
@@ -194,6 +191,43 @@ impl Store {
             "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
              DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
             q.fts, q.content, q.vectors, q.pending, q.hnsw, q.config
+        ))?;
+        Ok(())
+    }
+
+    /// Renames every shadow table to follow the table's new name (xRename).
+    ///
+    /// # Errors
+    /// SQLite errors, e.g. when a shadow table of the new name exists already.
+    pub fn rename(&mut self, new: &str) -> Result<()> {
+        let old = self.table.clone();
+        let s = &self.q.schema;
+        let mut sql = String::new();
+        for suffix in SHADOW_SUFFIXES {
+            sql.push_str(&format!(
+                "ALTER TABLE {s}.{} RENAME TO {};",
+                quote(&format!("{old}_{suffix}")),
+                quote(&format!("{new}_{suffix}"))
+            ));
+        }
+        self.conn.flush_prepared_statement_cache();
+        self.conn.execute_batch(&sql)?;
+        self.q = Names::new(&self.q.raw_schema.clone(), new);
+        self.table = new.to_string();
+        Ok(())
+    }
+
+    /// Rebuilds the FTS5 index from `<table>_content`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn rebuild_fts(&self) -> Result<()> {
+        self.conn.execute_batch(&format!(
+            "INSERT INTO {fts}({bare}) VALUES ('delete-all');
+             INSERT INTO {fts}(rowid, content) SELECT id, content FROM {content};",
+            fts = self.q.fts,
+            bare = self.q.fts_bare,
+            content = self.q.content
         ))?;
         Ok(())
     }

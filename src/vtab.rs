@@ -33,8 +33,47 @@ pub const MODULE_NAME: &CStr = c"memories";
 /// # Errors
 /// SQLite errors from `sqlite3_create_module_v2`.
 pub fn register(conn: &Connection) -> rusqlite::Result<()> {
-    const MODULE: Module<MemoriesTab> = Module::update_module();
+    const MODULE: Module<MemoriesTab> = module();
     conn.create_module(MODULE_NAME, &MODULE, None)
+}
+
+/// rusqlite's update module plus xRename (rusqlite leaves it NULL). `Module` is
+/// `#[repr(transparent)]` over `sqlite3_module`, so the transmutes only change the view.
+const fn module() -> Module<'static, MemoriesTab> {
+    let base: Module<MemoriesTab> = Module::update_module();
+    // SAFETY: same layout (repr(transparent)); we only fill in a NULL callback.
+    let mut raw: ffi::sqlite3_module = unsafe { std::mem::transmute(base) };
+    raw.xRename = Some(x_rename);
+    unsafe { std::mem::transmute(raw) }
+}
+
+/// xRename: ALTER TABLE ... RENAME TO renames the shadow tables too.
+unsafe extern "C" fn x_rename(vtab: *mut ffi::sqlite3_vtab, new: *const std::ffi::c_char) -> c_int {
+    if vtab.is_null() || new.is_null() {
+        return ffi::SQLITE_ERROR;
+    }
+    // SAFETY: SQLite passes the table it created through xCreate/xConnect (a MemoriesTab)
+    // and a NUL-terminated new name.
+    let (tab, new) = unsafe { (&mut *(vtab as *mut MemoriesTab), CStr::from_ptr(new)) };
+    let new = new.to_string_lossy().into_owned();
+    match guard(|| tab.store.rename(&new)) {
+        Ok(()) => ffi::SQLITE_OK,
+        Err(e) => {
+            if let Ok(msg) = CString::new(e.to_string().replace('\0', " ")) {
+                // SAFETY: zErrMsg is owned by SQLite and freed with sqlite3_free.
+                unsafe {
+                    ffi::sqlite3_free((*vtab).zErrMsg.cast());
+                    let bytes = msg.as_bytes_with_nul();
+                    let p = ffi::sqlite3_malloc64(bytes.len() as u64).cast::<u8>();
+                    if !p.is_null() {
+                        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+                    }
+                    (*vtab).zErrMsg = p.cast();
+                }
+            }
+            ffi::SQLITE_ERROR
+        }
+    }
 }
 
 /// One `memories` table on one connection.
@@ -190,10 +229,7 @@ impl MemoriesTab {
         match name.as_str() {
             // Rebuild both derived indexes from the content and vector tables.
             "rebuild" => {
-                let fts = format!("\"{}_fts\"", self.store.table.replace('"', "\"\""));
-                self.store
-                    .conn()
-                    .execute(&format!("INSERT INTO {fts}({fts}) VALUES ('rebuild')"), [])?;
+                self.store.rebuild_fts()?;
                 self.ann.borrow_mut().rebuild(&self.store)
             }
             // Fold pending vectors into the HNSW snapshot now.
@@ -218,19 +254,14 @@ impl MemoriesTab {
         let old_id = row::id(&arg(args, 0)?)?.unwrap_or(0);
         let new_id = row::id(&arg(args, 1)?)?.unwrap_or(old_id);
         let col_id = row::id(&v(col::ID)?)?.unwrap_or(new_id);
-        if new_id != old_id || col_id != old_id {
-            return Err(Error::invalid(format!(
-                "column id: changing the id of a memory is not supported (from {old_id} to {})",
-                if new_id != old_id { new_id } else { col_id }
-            )));
-        }
+        let new_id = if col_id != old_id { col_id } else { new_id };
         let store = &self.store;
         let Some(old) = store.get(old_id)? else {
             return Ok(());
         };
         let content = row::content(&v(col::CONTENT)?)?;
         let new = Row {
-            id: old_id,
+            id: new_id,
             namespace: row::namespace(&v(col::NAMESPACE)?)?,
             tags: row::tags(&v(col::TAGS)?)?,
             metadata: row::metadata(&v(col::METADATA)?)?,
@@ -256,7 +287,25 @@ impl MemoriesTab {
             vec.as_deref()
                 .map_or(VectorChange::Remove, VectorChange::Set)
         };
-        store.update(&old, &new, change)?;
+        if new_id == old_id {
+            store.update(&old, &new, change)?;
+        } else {
+            // A new id: the memory moves (delete + insert keep every index exact).
+            if store.exists(new_id)? {
+                return Err(Error::invalid(format!(
+                    "UNIQUE constraint failed: {}.id (cannot change id {old_id} to {new_id}: a \
+                     memory with id {new_id} exists)",
+                    store.table
+                )));
+            }
+            let vector = match change {
+                VectorChange::Keep => store.embedding(old_id)?,
+                VectorChange::Set(v) => Some(v.to_vec()),
+                VectorChange::Remove => None,
+            };
+            store.delete(&old)?;
+            store.insert(&new, vector.as_deref())?;
+        }
         self.ann.borrow_mut().maybe_checkpoint(store, false)?;
         Ok(())
     }
