@@ -494,7 +494,9 @@ impl MemCursor<'_> {
             None => None,
             Some(ValueRef::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
             Some(ValueRef::Null) => return Ok(Vec::new()),
-            Some(other) => Some(format!("{other:?}")),
+            Some(ValueRef::Integer(i)) => Some(i.to_string()),
+            Some(ValueRef::Real(r)) => Some(r.to_string()),
+            Some(ValueRef::Blob(b)) => Some(String::from_utf8_lossy(b).into_owned()),
         };
         let k_val = int(k, "k")?;
         let limit = int(limit, "LIMIT")?;
