@@ -7,7 +7,7 @@ EXT := target/release/libsubcog.so
 PY := .venv/bin/python
 export SUBCOG_EXT := $(CURDIR)/target/release/libsubcog
 
-.PHONY: setup venv build test test-rust test-py test-shell demo eval bench lint clean
+.PHONY: setup venv build test test-rust test-py test-shell demo eval bench lint clean stress
 
 ## setup: ONNX Runtime, the model and its tokenizer into ~/.local/share/subcog (checksummed)
 setup:
@@ -53,3 +53,9 @@ lint:
 
 clean:
 	$(CARGO) clean
+
+## stress: the differential test, longer (20 seeds x 5000 operations, release build)
+stress:
+	SUBCOG_DIFF_OPS=$${SUBCOG_DIFF_OPS:-5000} SUBCOG_DIFF_SEEDS=$${SUBCOG_DIFF_SEEDS:-$$(seq -s, 1 20)} \
+	  $(CARGO) test --release --target-dir target/stress --no-default-features --features bundled \
+	  --test differential -- --nocapture

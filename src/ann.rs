@@ -39,9 +39,59 @@ pub type Hit = (i64, f32);
 pub struct Ann {
     index: Option<Index>,
     generation: u64,
-    /// Namespace of each id in the snapshot, as a small integer.
-    ns_of: HashMap<u64, u32>,
-    ns_ids: HashMap<String, u32>,
+    ns: Namespaces,
+}
+
+/// The namespace of each id in the snapshot, for filtering during the graph walk.
+///
+/// For an id that is not pending, the snapshot's namespace is the row's current one (the
+/// invariant), so it is read from `<table>_content`. Ids pending when the map was built
+/// may carry another namespace than the snapshot's; they are `unknown` and are read again
+/// once they stop being pending without a checkpoint (their change was rolled back).
+#[derive(Default)]
+struct Namespaces {
+    of: HashMap<u64, u32>,
+    ids: HashMap<String, u32>,
+    unknown: HashSet<i64>,
+}
+
+impl Namespaces {
+    fn set(&mut self, id: i64, ns: String) {
+        let next = self.ids.len() as u32;
+        let n = *self.ids.entry(ns).or_insert(next);
+        self.of.insert(id as u64, n);
+        self.unknown.remove(&id);
+    }
+
+    /// Rebuilds the map from the table, given the pending ids at this moment.
+    fn load(&mut self, store: &Store, pending: &HashSet<i64>) -> Result<()> {
+        *self = Namespaces::default();
+        for (id, ns) in store.namespaces()? {
+            if !pending.contains(&id) {
+                self.set(id, ns);
+            }
+        }
+        self.unknown = pending.clone();
+        Ok(())
+    }
+
+    /// Reads the namespace of ids that were pending at load and no longer are.
+    fn resolve(&mut self, store: &Store, pending: &HashSet<i64>) -> Result<()> {
+        let settled: Vec<i64> = self
+            .unknown
+            .iter()
+            .filter(|id| !pending.contains(id))
+            .copied()
+            .collect();
+        for id in settled {
+            self.unknown.remove(&id);
+            self.of.remove(&(id as u64));
+            if let Some(row) = store.get(id)? {
+                self.set(id, row.namespace);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Ann {
@@ -69,8 +119,7 @@ impl Ann {
         Ann {
             index: None,
             generation: 0,
-            ns_of: HashMap::new(),
-            ns_ids: HashMap::new(),
+            ns: Namespaces::default(),
         }
     }
 
@@ -120,13 +169,8 @@ impl Ann {
                 index.change_expansion_search(store.opts.ef_search);
             }
         }
-        self.ns_of.clear();
-        self.ns_ids.clear();
-        for (id, ns) in store.namespaces()? {
-            let next = self.ns_ids.len() as u32;
-            let n = *self.ns_ids.entry(ns).or_insert(next);
-            self.ns_of.insert(id as u64, n);
-        }
+        let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
+        self.ns.load(store, &pending)?;
         self.index = Some(index);
         self.generation = g;
         Ok(())
@@ -176,6 +220,7 @@ impl Ann {
         }
         self.ensure_loaded(store)?;
         let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
+        self.ns.resolve(store, &pending)?;
         let searched =
             ns_count.unwrap_or_else(|| self.index.as_ref().map_or(0, |i| i.size()) + pending.len());
         if searched <= store.opts.exact_max {
@@ -184,7 +229,7 @@ impl Ann {
         let Some(index) = self.index.as_ref() else {
             return Self::exact(store, query, k, namespace);
         };
-        let ns_filter: Option<Option<u32>> = namespace.map(|ns| self.ns_ids.get(ns).copied());
+        let ns_filter: Option<Option<u32>> = namespace.map(|ns| self.ns.ids.get(ns).copied());
         let mut hits: Vec<Hit> = Vec::new();
         if index.size() > 0 && ns_filter != Some(None) {
             let ef = store.opts.ef_search.max(k);
@@ -195,7 +240,7 @@ impl Ann {
                 !pending.contains(&(key as i64))
                     && match ns_filter {
                         None => true,
-                        Some(want) => self.ns_of.get(&key).copied() == want,
+                        Some(want) => self.ns.of.get(&key).copied() == want,
                     }
             })?;
             // Exact distances from the stored vectors, so both paths rank alike.
@@ -265,14 +310,13 @@ impl Ann {
             if index.contains(key) {
                 index.remove(key)?;
             }
-            self.ns_of.remove(&key);
+            self.ns.of.remove(&key);
+            self.ns.unknown.remove(&id);
             let Some(v) = store.embedding(id)? else {
                 continue;
             };
             if let Some(row) = store.get(id)? {
-                let next = self.ns_ids.len() as u32;
-                let n = *self.ns_ids.entry(row.namespace).or_insert(next);
-                self.ns_of.insert(key, n);
+                self.ns.set(id, row.namespace);
             }
             items.push((key, v));
         }
@@ -307,14 +351,52 @@ impl Ann {
         store.save_hnsw(&buf, generation)?;
         self.index = Some(index);
         self.generation = generation;
-        self.ns_of.clear();
-        self.ns_ids.clear();
-        for (id, ns) in store.namespaces()? {
-            let next = self.ns_ids.len() as u32;
-            let n = *self.ns_ids.entry(ns).or_insert(next);
-            self.ns_of.insert(id as u64, n);
-        }
+        self.ns.load(store, &HashSet::new())?;
         Ok(())
+    }
+
+    /// Compares the snapshot with the stored vectors (for `subcog_integrity`). Returns
+    /// `(nodes, missing, stale, extra)`: graph size; non-pending vectors absent from the
+    /// snapshot; non-pending vectors whose snapshot copy differs; snapshot entries that
+    /// are neither a stored vector nor pending.
+    ///
+    /// # Errors
+    /// SQLite errors, or a snapshot that does not load.
+    pub fn snapshot_check(
+        &mut self,
+        store: &Store,
+        pending: &HashSet<i64>,
+    ) -> Result<(usize, usize, usize, usize)> {
+        self.ensure_loaded(store)?;
+        let Some(index) = self.index.as_ref() else {
+            return Err(Error::Index("graph not loaded".into()));
+        };
+        let dim = store.opts.dim;
+        let (mut missing, mut stale, mut present) = (0usize, 0usize, 0usize);
+        let mut buf = vec![0f32; dim];
+        store.scan_vectors(None, |id, blob| {
+            if pending.contains(&id) {
+                return;
+            }
+            let key = id as u64;
+            if !index.contains(key) {
+                missing += 1;
+                return;
+            }
+            present += 1;
+            let same = matches!(index.get(key, &mut buf), Ok(n) if n >= 1)
+                && vector::decode_stored(blob, dim).is_some_and(|v| v == buf);
+            if !same {
+                stale += 1;
+            }
+        })?;
+        let pending_present = pending
+            .iter()
+            .filter(|id| index.contains(**id as u64))
+            .count();
+        let nodes = index.size();
+        let extra = nodes.saturating_sub(present + pending_present);
+        Ok((nodes, missing, stale, extra))
     }
 
     /// Number of vectors in the in-memory graph (0 when not loaded).

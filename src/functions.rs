@@ -45,6 +45,12 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function("subcog_info", 0, FunctionFlags::SQLITE_UTF8, |ctx| {
         Ok(info(ctx)?)
     })?;
+    conn.create_scalar_function(
+        "subcog_integrity",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY,
+        |ctx| Ok(integrity(ctx)?),
+    )?;
     Ok(())
 }
 
@@ -158,6 +164,25 @@ fn fts_query(ctx: &Context<'_>) -> Result<Option<String>> {
             type_name(&other)
         ))),
     }
+}
+
+/// `subcog_integrity(table)` -> JSON report of [`crate::integrity::check`].
+fn integrity(ctx: &Context<'_>) -> Result<String> {
+    let name = match ctx.get_raw(0) {
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        other => {
+            return Err(Error::invalid(format!(
+                "subcog_integrity(table): expected the table name as TEXT, got {}",
+                type_name(&other)
+            )));
+        }
+    };
+    // SAFETY: the connection running this function; `from_handle` does not take ownership.
+    let conn = unsafe {
+        let c = ctx.get_connection()?;
+        Connection::from_handle(c.handle())?
+    };
+    Ok(crate::integrity::check(conn, &name)?.to_string())
 }
 
 /// `subcog_info()` -> JSON: version, model, dimension, file locations, whether they

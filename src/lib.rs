@@ -16,6 +16,7 @@ pub mod embedder;
 pub mod entry;
 pub mod error;
 pub mod functions;
+pub mod integrity;
 pub mod options;
 pub mod planner;
 pub mod row;

@@ -217,6 +217,21 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes stored vectors that belong to no memory.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn delete_orphan_vectors(&self) -> Result<usize> {
+        Ok(self.conn.execute(
+            &format!(
+                "DELETE FROM {v} WHERE NOT EXISTS (SELECT 1 FROM {c} WHERE {c}.id = {v}.id)",
+                v = self.q.vectors,
+                c = self.q.content
+            ),
+            [],
+        )?)
+    }
+
     /// Rebuilds the FTS5 index from `<table>_content`.
     ///
     /// # Errors

@@ -37,14 +37,35 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_module(MODULE_NAME, &MODULE, None)
 }
 
-/// rusqlite's update module plus xRename (rusqlite leaves it NULL). `Module` is
-/// `#[repr(transparent)]` over `sqlite3_module`, so the transmutes only change the view.
+/// rusqlite's update module plus xRename and xShadowName (rusqlite leaves both NULL and
+/// declares iVersion 1). `Module` is `#[repr(transparent)]` over `sqlite3_module`, so the
+/// transmutes only change the view. iVersion 3 makes SQLite consult xShadowName; the
+/// version-2 savepoint methods stay NULL, which SQLite allows: all state is in shadow
+/// tables that the journal already covers.
 const fn module() -> Module<'static, MemoriesTab> {
     let base: Module<MemoriesTab> = Module::update_module();
-    // SAFETY: same layout (repr(transparent)); we only fill in a NULL callback.
+    // SAFETY: same layout (repr(transparent)); we only fill in NULL callbacks.
     let mut raw: ffi::sqlite3_module = unsafe { std::mem::transmute(base) };
+    raw.iVersion = 3;
     raw.xRename = Some(x_rename);
+    raw.xShadowName = Some(x_shadow_name);
     unsafe { std::mem::transmute(raw) }
+}
+
+/// xShadowName: which `<table>_<suffix>` tables are ours. In defensive mode
+/// (SQLITE_DBCONFIG_DEFENSIVE) SQLite then refuses ordinary SQL writes to them, while the
+/// table's own methods keep writing.
+unsafe extern "C" fn x_shadow_name(suffix: *const std::ffi::c_char) -> c_int {
+    if suffix.is_null() {
+        return 0;
+    }
+    // SAFETY: SQLite passes a NUL-terminated suffix.
+    let suffix = unsafe { CStr::from_ptr(suffix) }.to_bytes();
+    c_int::from(
+        crate::store::SHADOW_SUFFIXES
+            .iter()
+            .any(|s| s.as_bytes().eq_ignore_ascii_case(suffix)),
+    )
 }
 
 /// xRename: ALTER TABLE ... RENAME TO renames the shadow tables too.
@@ -229,6 +250,7 @@ impl MemoriesTab {
         match name.as_str() {
             // Rebuild both derived indexes from the content and vector tables.
             "rebuild" => {
+                self.store.delete_orphan_vectors()?;
                 self.store.rebuild_fts()?;
                 self.ann.borrow_mut().rebuild(&self.store)
             }

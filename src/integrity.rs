@@ -1,0 +1,162 @@
+//! `subcog_integrity('mem')`: do the table, the FTS5 index, the stored vectors and the
+//! HNSW snapshot agree?
+//!
+//! Checks, each reported as a count and, when wrong, as a problem line:
+//! * every `mem_vectors` row belongs to a memory (`orphan_vectors`);
+//! * the FTS5 index has exactly one document per memory (`fts_missing`, `fts_orphans`,
+//!   via FTS5's `mem_fts_docsize`) and passes FTS5's own `integrity-check`;
+//! * every pending id is a memory or a deleted one (always true) and, for every id *not*
+//!   pending, the HNSW snapshot holds its vector exactly (`hnsw_missing`, `hnsw_stale`),
+//!   and holds nothing else (`hnsw_extra`) — the invariant of [`crate::ann`].
+//!
+//! `INSERT INTO mem(mem) VALUES ('rebuild')` repairs everything it can report.
+
+use std::collections::HashSet;
+
+use rusqlite::Connection;
+use serde_json::json;
+
+use crate::ann::Ann;
+use crate::error::Result;
+use crate::store::Store;
+use crate::vector;
+
+fn q(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn count(conn: &Connection, sql: &str) -> Result<i64> {
+    Ok(conn.query_row(sql, [], |r| r.get(0))?)
+}
+
+/// Checks the `memories` table `table` (optionally `schema.table`) and returns the JSON
+/// report `{"table", "ok", "counts": {...}, "problems": [...]}`.
+///
+/// # Errors
+/// [`crate::error::Error::Invalid`] if `table` is not a `memories` table; SQLite errors.
+pub fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
+    let (schema, table) = match name.split_once('.') {
+        Some((s, t)) => (s.to_string(), t.to_string()),
+        None => ("main".to_string(), name.to_string()),
+    };
+    let store = Store::connect(conn, &schema, &table).map_err(|e| {
+        crate::error::Error::invalid(format!(
+            "subcog_integrity('{name}'): not a memories table ({e})"
+        ))
+    })?;
+    let c = store.conn();
+    let s = q(&schema);
+    let t = |suffix: &str| format!("{s}.{}", q(&format!("{table}_{suffix}")));
+    let mut problems: Vec<String> = Vec::new();
+
+    let memories = count(c, &format!("SELECT count(*) FROM {}", t("content")))?;
+    let vectors = count(c, &format!("SELECT count(*) FROM {}", t("vectors")))?;
+    let orphan_vectors = count(
+        c,
+        &format!(
+            "SELECT count(*) FROM {} v WHERE NOT EXISTS (SELECT 1 FROM {} c WHERE c.id = v.id)",
+            t("vectors"),
+            t("content")
+        ),
+    )?;
+    if orphan_vectors > 0 {
+        problems.push(format!(
+            "{orphan_vectors} stored vectors belong to no memory"
+        ));
+    }
+    let bad_vectors = {
+        let mut bad = 0i64;
+        store.scan_vectors(None, |_, blob| {
+            if vector::decode(blob, store.opts.dim, "stored vector").is_err() {
+                bad += 1;
+            }
+        })?;
+        bad
+    };
+    if bad_vectors > 0 {
+        problems.push(format!(
+            "{bad_vectors} stored vectors are not {} finite float32",
+            store.opts.dim
+        ));
+    }
+
+    let docsize = t("fts_docsize");
+    let fts_docs = count(c, &format!("SELECT count(*) FROM {docsize}"))?;
+    let fts_missing = count(
+        c,
+        &format!(
+            "SELECT count(*) FROM {} c WHERE NOT EXISTS (SELECT 1 FROM {docsize} d WHERE d.id = c.id)",
+            t("content")
+        ),
+    )?;
+    let fts_orphans = count(
+        c,
+        &format!(
+            "SELECT count(*) FROM {docsize} d WHERE NOT EXISTS (SELECT 1 FROM {} c WHERE c.id = d.id)",
+            t("content")
+        ),
+    )?;
+    if fts_missing > 0 {
+        problems.push(format!(
+            "{fts_missing} memories are missing from the FTS5 index"
+        ));
+    }
+    if fts_orphans > 0 {
+        problems.push(format!("{fts_orphans} FTS5 documents belong to no memory"));
+    }
+    let fts = q(&format!("{table}_fts"));
+    if let Err(e) = c.execute(
+        &format!("INSERT INTO {s}.{fts}({fts}, rank) VALUES ('integrity-check', 0)"),
+        [],
+    ) {
+        problems.push(format!("FTS5 integrity-check failed: {e}"));
+    }
+
+    let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
+    let generation = store.generation()?;
+    let mut ann = Ann::new();
+    let (nodes, missing, stale, extra) = match ann.snapshot_check(&store, &pending) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(format!("the HNSW snapshot does not load: {e}"));
+            (0, 0, 0, 0)
+        }
+    };
+    if missing > 0 {
+        problems.push(format!(
+            "{missing} vectors are neither pending nor in the HNSW snapshot"
+        ));
+    }
+    if stale > 0 {
+        problems.push(format!(
+            "{stale} vectors differ from their copy in the HNSW snapshot and are not pending"
+        ));
+    }
+    if extra > 0 {
+        problems.push(format!(
+            "the HNSW snapshot holds {extra} vectors of deleted memories that are not pending"
+        ));
+    }
+
+    Ok(json!({
+        "table": name,
+        "ok": problems.is_empty(),
+        "counts": {
+            "memories": memories,
+            "vectors": vectors,
+            "fts_documents": fts_docs,
+            "pending": pending.len(),
+            "hnsw_nodes": nodes,
+            "hnsw_generation": generation.to_string(),
+            "orphan_vectors": orphan_vectors,
+            "invalid_vectors": bad_vectors,
+            "fts_missing": fts_missing,
+            "fts_orphans": fts_orphans,
+            "hnsw_missing": missing,
+            "hnsw_stale": stale,
+            "hnsw_extra": extra,
+        },
+        "problems": problems,
+        "repair": format!("INSERT INTO {}({}) VALUES ('rebuild')", q(&table), q(&table)),
+    }))
+}
