@@ -1,0 +1,219 @@
+//! subcog_integrity, repair by 'rebuild', defensive mode, rename, VACUUM, DROP, and
+//! databases from another format version. Bundled SQLite, supplied vectors.
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, params};
+
+fn open(path: &str) -> Connection {
+    let c = Connection::open(path).unwrap_or_else(|e| panic!("open: {e}"));
+    subcog::register(&c).unwrap_or_else(|e| panic!("register: {e}"));
+    c
+}
+
+fn blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn report(c: &Connection, t: &str) -> serde_json::Value {
+    let s: String = c
+        .query_row("SELECT subcog_integrity(?1)", [t], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+/// 1,300 rows with vectors: a snapshot (1,024 folded in by the automatic checkpoint) plus
+/// pending rows.
+fn filled(c: &Connection, table: &str) {
+    c.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE {table} USING memories(dim=4, auto_embed=off, exact_max=0)"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
+    for i in 1..=1300i64 {
+        let f = i as f32;
+        c.execute(
+            &format!("INSERT INTO {table}(id, content, embedding) VALUES (?1, ?2, ?3)"),
+            params![
+                i,
+                format!("note number {i} about topic{}", i % 13),
+                blob(&[f.sin(), f.cos(), 1.0, (f * 0.1).sin()])
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn knn1(c: &Connection, table: &str, v: &[f32]) -> Vec<i64> {
+    c.prepare(&format!(
+        "SELECT id FROM {table} WHERE embedding MATCH ?1 AND k = 1"
+    ))
+    .and_then(|mut s| s.query_map([blob(v)], |r| r.get(0))?.collect())
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn integrity_is_clean_then_detects_damage_and_rebuild_repairs_it() {
+    let c = open(":memory:");
+    filled(&c, "m");
+    let r = report(&c, "m");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["counts"]["memories"], 1300);
+    assert_eq!(r["counts"]["hnsw_nodes"], 1024, "{r}");
+
+    // Damage every derived structure behind the table's back.
+    c.execute_batch(
+        "DELETE FROM m_pending WHERE id IN (SELECT id FROM m_pending LIMIT 5);
+         INSERT INTO m_vectors VALUES (99999, x'0000803f0000803f0000803f0000803f');
+         DELETE FROM m_fts_docsize WHERE id = 7;
+         UPDATE m_vectors SET embedding = x'000000400000004000000040000000c0' WHERE id = 3;",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = report(&c, "m");
+    assert_eq!(r["ok"], false, "{r}");
+    let problems = r["problems"].to_string();
+    assert!(problems.contains("belong to no memory"), "{problems}");
+    assert!(
+        problems.contains("missing from the FTS5 index"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("neither pending nor in the HNSW snapshot"),
+        "{problems}"
+    );
+    assert!(problems.contains("differ from their copy"), "{problems}");
+
+    c.execute_batch("INSERT INTO m(m) VALUES ('rebuild')")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = report(&c, "m");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["counts"]["pending"], 0);
+    assert_eq!(r["counts"]["hnsw_nodes"], 1300);
+    let n: i64 = c
+        .query_row(
+            "SELECT count(*) FROM m WHERE content MATCH 'topic7'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(n, 100);
+}
+
+#[test]
+fn integrity_of_a_missing_table_is_a_clear_error() {
+    let c = open(":memory:");
+    let e = c.query_row("SELECT subcog_integrity('nope')", [], |r| {
+        r.get::<_, String>(0)
+    });
+    let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("not a memories table"), "{msg}");
+}
+
+#[test]
+fn defensive_mode_protects_shadow_tables_but_not_the_table() {
+    let c = open(":memory:");
+    c.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch("CREATE VIRTUAL TABLE m USING memories(dim=2, auto_embed=off)")
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.execute(
+        "INSERT INTO m(content, embedding) VALUES ('kept', ?1)",
+        [blob(&[1.0, 0.0])],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    c.execute("UPDATE m SET content = 'kept too' WHERE id = 1", [])
+        .unwrap_or_else(|e| panic!("{e}"));
+    for sql in [
+        "INSERT INTO m_vectors VALUES (5, x'00')",
+        "DELETE FROM m_content",
+        "UPDATE m_config SET value = 'x' WHERE key = 'dim'",
+        "DELETE FROM m_pending",
+        "DELETE FROM m_hnsw",
+    ] {
+        let e = c.execute_batch(sql);
+        let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("may not be modified"), "{sql}: {msg}");
+    }
+    assert_eq!(report(&c, "m")["ok"], true);
+    // Reads stay allowed.
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM m_content", [], |r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(n, 1);
+    c.execute_batch("DROP TABLE m")
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn shadow_tables(c: &Connection, prefix: &str) -> Vec<String> {
+    c.prepare("SELECT name FROM sqlite_master WHERE name LIKE ?1 ORDER BY name")
+        .and_then(|mut s| s.query_map([format!("{prefix}%")], |r| r.get(0))?.collect())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn rename_vacuum_reopen_and_drop() {
+    let dir = std::env::temp_dir().join(format!("subcog-integrity-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("r.db").to_string_lossy().to_string();
+    let c = open(&path);
+    filled(&c, "notes");
+    let probe = [5f32.sin(), 5f32.cos(), 1.0, 0.5f32.sin()];
+    assert_eq!(knn1(&c, "notes", &probe), vec![5]);
+    c.execute_batch("ALTER TABLE notes RENAME TO memo")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        shadow_tables(&c, "notes").is_empty(),
+        "{:?}",
+        shadow_tables(&c, "notes")
+    );
+    assert_eq!(knn1(&c, "memo", &probe), vec![5]);
+    c.execute_batch("DELETE FROM memo WHERE id % 2 = 0; VACUUM;")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(knn1(&c, "memo", &probe), vec![5]);
+    assert_eq!(report(&c, "memo")["ok"], true);
+    drop(c);
+    let c = open(&path);
+    assert_eq!(knn1(&c, "memo", &probe), vec![5]);
+    assert_eq!(report(&c, "memo")["ok"], true);
+    c.execute_batch("DROP TABLE memo")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        shadow_tables(&c, "memo").is_empty(),
+        "{:?}",
+        shadow_tables(&c, "memo")
+    );
+    assert!(shadow_tables(&c, "sqlite_autoindex_memo").is_empty());
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_table_of_another_format_version_fails_clearly() {
+    let dir = std::env::temp_dir().join(format!("subcog-format-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("f.db").to_string_lossy().to_string();
+    let c = open(&path);
+    c.execute_batch(
+        "CREATE VIRTUAL TABLE m USING memories(dim=2, auto_embed=off);
+         INSERT INTO m(content) VALUES ('x');
+         UPDATE m_config SET value = '2' WHERE key = 'format';",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(c);
+    let c = open(&path);
+    let e = c.query_row("SELECT count(*) FROM m", [], |r| r.get::<_, i64>(0));
+    let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        msg.contains("on-disk format 2") && msg.contains("reads format 1"),
+        "{msg}"
+    );
+    // The data is still there for the build that wrote it.
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM m_content", [], |r| r.get(0))
+        .unwrap_or(0);
+    assert_eq!(n, 1);
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}
