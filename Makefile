@@ -16,9 +16,12 @@ setup:
 venv:
 	@scripts/venv.sh
 
-## build: target/release/libsubcog.so
+## build: target/release/libsubcog.so, and target/release/subcog (bundled SQLite, own cargo
+## invocation and target dir: `cli` implies `bundled`, which must not meet `ext`)
 build:
 	$(CARGO) build --release --lib
+	$(CARGO) build --release --no-default-features --features cli --target-dir target/cli --bin subcog
+	cp target/cli/release/subcog target/release/subcog
 
 $(EXT): build
 
@@ -50,6 +53,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --lib -- -D warnings
 	$(CARGO) clippy --no-default-features --features bundled --all-targets -- -D warnings
+	$(CARGO) clippy --no-default-features --features cli --bin subcog -- -D warnings
 
 clean:
 	$(CARGO) clean

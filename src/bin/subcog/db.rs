@@ -1,0 +1,170 @@
+//! Opening databases: the default per-user path, WAL mode, the busy timeout, retries on
+//! `SQLITE_BUSY`, and the `memories` table created on first use.
+//!
+//! Every connection the binary opens goes through [`open`], which registers the subcog
+//! extension (statically linked, same code as `libsubcog.so`) on it.
+
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+
+/// Name of the `memories` virtual table the MCP server, `import` and `export` use.
+pub const TABLE: &str = "memories";
+
+/// Environment variable that overrides the default database path.
+pub const DB_ENV: &str = "SUBCOG_DB";
+
+/// How long one SQLite call waits for a lock held by another connection.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long [`with_retry`] keeps retrying a whole operation that still hits a lock.
+pub const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// What [`open`] prepares in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepare {
+    /// Only register the extension and set the busy timeout (`subcog sql`, `subcog shell PATH`).
+    Plain,
+    /// Also switch to WAL and create the `memories` table if it is missing.
+    Memories,
+}
+
+/// The default database: `$SUBCOG_HOME/memory.db`, where `SUBCOG_HOME` defaults to
+/// `$XDG_DATA_HOME/subcog`, else `~/.local/share/subcog` (the directory `make setup`
+/// installs the model into).
+pub fn default_path() -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let home = env("SUBCOG_HOME").unwrap_or_else(|| {
+        env("XDG_DATA_HOME")
+            .or_else(|| env("HOME").map(|h| h.join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("subcog")
+    });
+    home.join("memory.db")
+}
+
+/// The database to use: the explicit path if any, else `$SUBCOG_DB`, else [`default_path`].
+pub fn resolve(explicit: Option<PathBuf>) -> PathBuf {
+    explicit
+        .or_else(|| {
+            std::env::var_os(DB_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(default_path)
+}
+
+/// Opens `path` (creating the file and its directory if needed), registers the subcog
+/// extension, sets the busy timeout and, with [`Prepare::Memories`], switches to WAL and
+/// creates the `memories` table.
+///
+/// # Errors
+/// A message naming the path and what failed.
+pub fn open(path: &Path, prepare: Prepare) -> Result<Connection, String> {
+    let shown = path.display();
+    let in_memory = path.as_os_str() == ":memory:" || path.as_os_str().is_empty();
+    if !in_memory
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))?;
+    }
+    let conn = Connection::open(path).map_err(|e| format!("cannot open {shown}: {e}"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| format!("{shown}: cannot set the busy timeout: {e}"))?;
+    subcog::register(&conn)
+        .map_err(|e| format!("{shown}: cannot register the subcog extension: {e}"))?;
+    if prepare == Prepare::Memories {
+        if !in_memory {
+            with_retry(|| {
+                conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            })
+            .map_err(|e| format!("{shown}: cannot switch to WAL mode: {e}"))?;
+            conn.execute_batch("PRAGMA synchronous = NORMAL")
+                .map_err(|e| format!("{shown}: {e}"))?;
+        }
+        ensure_table(&conn)
+            .map_err(|e| format!("{shown}: cannot create the {TABLE} table: {e}"))?;
+    }
+    Ok(conn)
+}
+
+/// Creates the `memories` table unless it exists (safe against concurrent creators).
+///
+/// # Errors
+/// SQLite errors other than a lock that outlasts [`RETRY_FOR`].
+pub fn ensure_table(conn: &Connection) -> rusqlite::Result<()> {
+    let exists = |c: &Connection| -> rusqlite::Result<bool> {
+        c.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [TABLE],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+    };
+    if with_retry(|| exists(conn))? {
+        return Ok(());
+    }
+    write(conn, |tx| {
+        tx.execute_batch(&format!(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING memories()"
+        ))
+    })
+}
+
+/// Whether the error is a lock held by another connection.
+pub fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    ) || {
+        // Errors raised inside the virtual table carry SQLite's message, not its code.
+        let msg = e.to_string();
+        msg.contains("database is locked") || msg.contains("database table is locked")
+    }
+}
+
+/// Runs `f` again (with a growing pause) while it fails with a lock error, for up to
+/// [`RETRY_FOR`]; the busy timeout already waited inside each attempt.
+///
+/// # Errors
+/// The last error of `f`.
+pub fn with_retry<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match f() {
+            Err(e) if is_busy(&e) && start.elapsed() < RETRY_FOR => {
+                // A little jitter so that competing processes do not retry in lock-step.
+                let jitter = u64::from(std::process::id() % 17);
+                sleep(pause + Duration::from_millis(jitter));
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs `f` inside a `BEGIN IMMEDIATE` transaction (the write lock is taken up front, so
+/// two writers never deadlock on a lock upgrade), retried as a whole on lock errors.
+///
+/// # Errors
+/// The error of `f`, or of BEGIN/COMMIT.
+pub fn write<T>(
+    conn: &Connection,
+    mut f: impl FnMut(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    with_retry(|| {
+        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    })
+}

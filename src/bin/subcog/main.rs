@@ -1,0 +1,158 @@
+//! `subcog`: persistent memory for AI agents in one binary.
+//!
+//! SQLite is bundled and the subcog extension is registered on every connection, so the
+//! binary needs no system SQLite. Subcommands: `mcp` (MCP server over stdio), `shell`
+//! (interactive SQL), `sql` (one-shot SQL), `import` / `export` (JSON lines). Every memory
+//! operation is SQL against the `memories` virtual table.
+
+mod db;
+mod mcp;
+mod ops;
+mod output;
+mod shell;
+mod transfer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::db::Prepare;
+use crate::output::{Format, OutputMode};
+
+/// Persistent memory for AI agents: SQLite with the subcog extension built in.
+#[derive(Debug, Parser)]
+#[command(name = "subcog", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the memory tools over MCP on stdin/stdout (logs go to stderr).
+    Mcp {
+        /// Memory database [default: $SUBCOG_DB, else ~/.local/share/subcog/memory.db].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+    /// Interactive SQL shell with the extension loaded.
+    Shell {
+        /// Database file [default: $SUBCOG_DB, else ~/.local/share/subcog/memory.db].
+        path: Option<PathBuf>,
+    },
+    /// Run SQL (one or more statements) and print the rows.
+    Sql {
+        /// Database file (created if missing; ":memory:" for a temporary one).
+        path: PathBuf,
+        /// The SQL text.
+        sql: String,
+        /// Output mode.
+        #[arg(long, value_enum, default_value_t = OutputMode::List)]
+        mode: OutputMode,
+        /// Print column names first (list and csv modes).
+        #[arg(long)]
+        header: bool,
+    },
+    /// Import memories from a JSON lines file (one object with at least "content" per line).
+    Import {
+        /// Memory database (the `memories` table is created if missing).
+        path: PathBuf,
+        /// JSON lines file.
+        file: PathBuf,
+        /// Keep the "id" of each line instead of assigning new ids.
+        #[arg(long)]
+        keep_ids: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Export all memories as JSON lines to stdout (without embeddings).
+    Export {
+        /// Memory database.
+        path: PathBuf,
+    },
+}
+
+/// Sends logs to stderr (stdout belongs to the MCP protocol and to query output).
+/// `RUST_LOG` sets the level, default `warn`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Mcp { db } => mcp::serve(db),
+        Command::Shell { path } => {
+            let (path, prepare) = match path {
+                Some(p) => (p, Prepare::Plain),
+                None => (db::resolve(None), Prepare::Memories),
+            };
+            let conn = db::open(&path, prepare)?;
+            shell::run(&conn, &path)
+        }
+        Command::Sql {
+            path,
+            sql,
+            mode,
+            header,
+        } => {
+            let conn = db::open(&path, Prepare::Plain)?;
+            let fmt = Format {
+                mode,
+                headers: header,
+            };
+            output::run_sql(&conn, &sql, fmt, &mut std::io::stdout().lock())
+        }
+        Command::Import {
+            path,
+            file,
+            keep_ids,
+            quiet,
+        } => {
+            let conn = db::open(&path, Prepare::Memories)?;
+            let started = std::time::Instant::now();
+            let s = transfer::import(&conn, &file, keep_ids, quiet)?;
+            let blank = match s.skipped {
+                0 => String::new(),
+                n => format!(" ({n} blank lines skipped)"),
+            };
+            eprintln!(
+                "imported {} memories into {} in {:.1} s{blank}",
+                s.stored,
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Export { path } => {
+            if !path.exists() {
+                return Err(format!("{}: no such database", path.display()));
+            }
+            let conn = db::open(&path, Prepare::Plain)?;
+            let n = transfer::export(&conn, &mut std::io::stdout().lock())?;
+            eprintln!("exported {n} memories from {}", path.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e == output::BROKEN_PIPE => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("subcog: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! `subcog mcp`: the MCP server over stdio (rmcp), with the memory tools.
+//!
+//! Each tool is a thin wrapper over [`crate::ops`], i.e. SQL against the `memories` table.
+//! Bad arguments come back as tool results with `isError: true` (rmcp turns argument
+//! deserialisation errors into such results; the checks in `ops` do the rest), so a
+//! model can correct the call and the server keeps serving.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::model::{
+    ClientRequest, ErrorCode, ErrorData, Implementation, JsonRpcMessage, ProtocolVersion,
+    ServerCapabilities, ServerConfig, ServerJsonRpcMessage,
+};
+use rmcp::service::{RequestContext, RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::{IntoTransport, Transport};
+use rmcp::{RoleServer, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+use rusqlite::Connection;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::db::{self, Prepare};
+use crate::ops::{self, Memory, Mode, Scored, Stats};
+
+/// The newest protocol revision served. Revisions up to and including this one start with
+/// `initialize`; `server/discover` (the newer, handshake-free revision) is answered with
+/// -32601 so that clients fall back to `initialize`.
+pub const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+
+const INSTRUCTIONS: &str = "Long-term memory that persists across conversations, stored in a \
+local SQLite database. Search it (memory_search) before answering questions about the user, \
+their projects or earlier decisions; store (memory_store) durable facts, preferences and \
+decisions as short self-contained sentences; update or delete memories that turn out wrong.";
+
+/// The MCP server: one SQLite connection to the memory database, used by one tool call
+/// at a time (calls run on Tokio's blocking pool).
+#[derive(Clone)]
+pub struct MemoryServer {
+    conn: Arc<Mutex<Connection>>,
+    path: Arc<str>,
+}
+
+/// Arguments of `memory_store`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreArgs {
+    /// The text to remember: one self-contained fact, preference, decision or event, written
+    /// so that it makes sense without the conversation (e.g. "The user prefers tabs, width 4,
+    /// in Go projects").
+    pub content: String,
+    /// Namespace to file it under, e.g. "user" or "project:shop". Default "default".
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Short tags, e.g. ["preference", "style"].
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Any JSON object with extra structured data.
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    /// How important it is, from 0 (trivia) to 1 (critical). Default 0.5.
+    #[serde(default)]
+    pub importance: Option<f64>,
+    /// Where it came from, e.g. a file, URL or "conversation".
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// Result of `memory_store`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StoreResult {
+    /// Id of the new memory.
+    pub id: i64,
+}
+
+fn default_k() -> u32 {
+    5
+}
+
+/// Arguments of `memory_search`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchArgs {
+    /// What to look for, in natural language (a question or a few keywords).
+    pub query: String,
+    /// How many memories to return, 1 to 100. Default 5.
+    #[serde(default = "default_k")]
+    #[schemars(range(min = 1, max = 100))]
+    pub k: u32,
+    /// Only search this namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// "hybrid" (default: keywords and meaning combined), "vector" (meaning only) or
+    /// "keyword" (exact words only).
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Result of `memory_search`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SearchResult {
+    /// Matching memories, most relevant first.
+    pub results: Vec<Scored>,
+}
+
+/// Arguments of `memory_get` and `memory_delete`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdArgs {
+    /// Id of the memory (from memory_store, memory_search or memory_list).
+    pub id: i64,
+}
+
+/// Arguments of `memory_update`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateArgs {
+    /// Id of the memory to change.
+    pub id: i64,
+    /// New text (replaces the old text).
+    #[serde(default)]
+    pub content: Option<String>,
+    /// New tags (replace the old tags).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// New metadata object (replaces the old one).
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    /// New importance, from 0 to 1.
+    #[serde(default)]
+    pub importance: Option<f64>,
+}
+
+/// Result of `memory_delete`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeleteResult {
+    /// Id of the deleted memory.
+    pub id: i64,
+    /// Always true (a failed delete is an error result).
+    pub deleted: bool,
+}
+
+fn default_limit() -> u32 {
+    20
+}
+
+/// Arguments of `memory_list`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    /// Only list this namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Page size, 1 to 1000. Default 20.
+    #[serde(default = "default_limit")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: u32,
+    /// How many of the newest memories to skip (for paging). Default 0.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// Result of `memory_list`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ListResult {
+    /// Memories, newest first.
+    pub memories: Vec<Memory>,
+}
+
+impl MemoryServer {
+    /// Wraps an open connection to the memory database at `path`.
+    pub fn new(conn: Connection, path: String) -> Self {
+        MemoryServer {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.into(),
+        }
+    }
+
+    /// Runs `f` with the connection on Tokio's blocking pool.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &str) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let conn = Arc::clone(&self.conn);
+        let path = Arc::clone(&self.path);
+        tokio::task::spawn_blocking(move || {
+            // A panic in an earlier call poisons the lock; the connection itself is fine.
+            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&guard, &path)
+        })
+        .await
+        .map_err(|e| format!("internal error: the tool call did not complete: {e}"))?
+    }
+}
+
+#[tool_router]
+impl MemoryServer {
+    /// `memory_store`.
+    #[tool(
+        name = "memory_store",
+        description = "Save a memory that should persist across conversations: a fact about \
+        the user, a preference, a decision, or a piece of project knowledge. Write `content` as \
+        one self-contained sentence. Returns the new memory's id.",
+        annotations(
+            title = "Store a memory",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_store(
+        &self,
+        Parameters(a): Parameters<StoreArgs>,
+    ) -> Result<Json<StoreResult>, String> {
+        let m = ops::NewMemory {
+            content: a.content,
+            namespace: a.namespace,
+            tags: a.tags,
+            metadata: a.metadata,
+            importance: a.importance,
+            source: a.source,
+        };
+        let id = self.run(move |c, _| ops::store(c, &m)).await?;
+        Ok(Json(StoreResult { id }))
+    }
+
+    /// `memory_search`.
+    #[tool(
+        name = "memory_search",
+        description = "Find stored memories relevant to a question or topic. Use it before \
+        answering anything that may depend on earlier conversations, the user's preferences or \
+        project history. Returns up to k memories, most relevant first, each with its id and a \
+        score (higher is better). mode: hybrid (default, keywords + meaning), vector (meaning \
+        only, finds paraphrases), keyword (exact words only).",
+        annotations(
+            title = "Search memories",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_search(
+        &self,
+        Parameters(a): Parameters<SearchArgs>,
+    ) -> Result<Json<SearchResult>, String> {
+        let results = self
+            .run(move |c, _| ops::search(c, &a.query, a.k, a.namespace.as_deref(), a.mode))
+            .await?;
+        Ok(Json(SearchResult { results }))
+    }
+
+    /// `memory_get`.
+    #[tool(
+        name = "memory_get",
+        description = "Read one memory by id, with all its fields (content, namespace, tags, \
+        metadata, source, importance, timestamps).",
+        annotations(title = "Get a memory", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn memory_get(&self, Parameters(a): Parameters<IdArgs>) -> Result<Json<Memory>, String> {
+        Ok(Json(self.run(move |c, _| ops::get(c, a.id)).await?))
+    }
+
+    /// `memory_update`.
+    #[tool(
+        name = "memory_update",
+        description = "Correct or refine a memory by id. Give only the fields to change; \
+        each one given replaces the old value (tags and metadata are replaced, not merged). \
+        Returns the memory as it is now.",
+        annotations(
+            title = "Update a memory",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_update(
+        &self,
+        Parameters(a): Parameters<UpdateArgs>,
+    ) -> Result<Json<Memory>, String> {
+        let changes = ops::Changes {
+            content: a.content,
+            tags: a.tags,
+            metadata: a.metadata,
+            importance: a.importance,
+        };
+        Ok(Json(
+            self.run(move |c, _| ops::update(c, a.id, &changes)).await?,
+        ))
+    }
+
+    /// `memory_delete`.
+    #[tool(
+        name = "memory_delete",
+        description = "Delete a memory by id, permanently. Use it for memories that are wrong, \
+        obsolete or that the user asked to forget.",
+        annotations(
+            title = "Delete a memory",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_delete(
+        &self,
+        Parameters(a): Parameters<IdArgs>,
+    ) -> Result<Json<DeleteResult>, String> {
+        let id = a.id;
+        self.run(move |c, _| ops::delete(c, id)).await?;
+        Ok(Json(DeleteResult { id, deleted: true }))
+    }
+
+    /// `memory_list`.
+    #[tool(
+        name = "memory_list",
+        description = "List stored memories, newest first, optionally in one namespace. Page \
+        with limit (default 20) and offset.",
+        annotations(
+            title = "List memories",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_list(
+        &self,
+        Parameters(a): Parameters<ListArgs>,
+    ) -> Result<Json<ListResult>, String> {
+        let memories = self
+            .run(move |c, _| ops::list(c, a.namespace.as_deref(), a.limit, a.offset))
+            .await?;
+        Ok(Json(ListResult { memories }))
+    }
+
+    /// `memory_stats`.
+    #[tool(
+        name = "memory_stats",
+        description = "Overview of the memory store: number of memories per namespace, the \
+        embedding model, and the database file's path and size.",
+        annotations(
+            title = "Memory statistics",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_stats(&self) -> Result<Json<Stats>, String> {
+        Ok(Json(self.run(ops::stats).await?))
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for MemoryServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("subcog", env!("CARGO_PKG_VERSION")))
+            .with_protocol_version(MAX_PROTOCOL)
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(ProtocolVersion::known_up_to(&MAX_PROTOCOL))
+    }
+
+    async fn discover(
+        &self,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::DiscoverResult, ErrorData> {
+        Err(ErrorData::method_not_found::<
+            rmcp::model::DiscoverRequestMethod,
+        >())
+    }
+}
+
+/// The stdio transport, with the answer a handshake-era server gives to methods it does
+/// not know, whatever state the session is in.
+///
+/// rmcp 3.9 also speaks the handshake-free 2026-07-28 revision: before `initialize` it
+/// treats any other request as an inline-versioned one and answers a request without the
+/// new `_meta` fields with -32602 (and `server/discover` at 2026-07-28 with -32022). This
+/// server serves 2025-11-25 and older only, so `server/discover` (at any time) and unknown
+/// methods (before `initialize`; after it rmcp itself answers -32601) get JSON-RPC -32601
+/// "Method not found", on which clients fall back to `initialize`. Every other message is
+/// passed to rmcp untouched; the messages are rmcp's own typed values.
+pub struct HandshakeOnly<T> {
+    inner: T,
+    initialized: bool,
+}
+
+impl<T> HandshakeOnly<T> {
+    /// Wraps a transport.
+    pub fn new(inner: T) -> Self {
+        HandshakeOnly {
+            inner,
+            initialized: false,
+        }
+    }
+
+    /// Whether `request` gets -32601 here instead of going to rmcp.
+    fn refuses(&self, request: &ClientRequest) -> bool {
+        match request {
+            ClientRequest::DiscoverRequest(_) => true,
+            ClientRequest::CustomRequest(_) => !self.initialized,
+            _ => false,
+        }
+    }
+}
+
+impl<T: Transport<RoleServer>> Transport<RoleServer> for HandshakeOnly<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        loop {
+            let msg = self.inner.receive().await?;
+            if let JsonRpcMessage::Request(req) = &msg {
+                if self.refuses(&req.request) {
+                    let method = req.request.method().to_string();
+                    tracing::debug!(%method, "method not found");
+                    let error = ErrorData::new(
+                        ErrorCode::METHOD_NOT_FOUND,
+                        format!("Method not found: {method}"),
+                        None,
+                    );
+                    let reply = ServerJsonRpcMessage::error(error, Some(req.id.clone()));
+                    if self.inner.send(reply).await.is_err() {
+                        return None;
+                    }
+                    continue;
+                }
+                if matches!(req.request, ClientRequest::InitializeRequest(_)) {
+                    self.initialized = true;
+                }
+            }
+            return Some(msg);
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
+}
+
+/// Serves MCP on stdin/stdout until the client closes the connection.
+///
+/// # Errors
+/// The database cannot be opened, or the transport fails.
+pub fn serve(db: Option<PathBuf>) -> Result<(), String> {
+    let path = db::resolve(db);
+    let conn = db::open(&path, Prepare::Memories)?;
+    let server = MemoryServer::new(conn, path.display().to_string());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async move {
+        tracing::info!(db = %path.display(), "subcog MCP server on stdio");
+        let running = server
+            .serve(HandshakeOnly::new(
+                IntoTransport::<RoleServer, _, _>::into_transport(rmcp::transport::stdio()),
+            ))
+            .await
+            .map_err(|e| format!("MCP handshake failed: {e}"))?;
+        running
+            .waiting()
+            .await
+            .map_err(|e| format!("MCP server stopped: {e}"))?;
+        Ok(())
+    })
+}

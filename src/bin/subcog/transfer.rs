@@ -1,0 +1,109 @@
+//! `subcog import` and `subcog export`: memories as JSON lines.
+//!
+//! One memory per line: `{"id", "content", "namespace", "tags", "metadata", "source",
+//! "importance", "created_at", "updated_at"}`, the shape of a `memories` row without its
+//! embedding (recomputed on import). An import needs only `content`; `id` is kept with
+//! `--keep-ids`, `created_at` is kept when present, `updated_at` is set by the table.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rusqlite::Connection;
+
+use crate::ops::{self, ImportRecord};
+use crate::output::io_err;
+
+/// Rows per write transaction: large enough to be fast, small enough that concurrent MCP
+/// servers on the same database wait at most a few seconds for the lock.
+const BATCH: usize = 64;
+
+/// What an import did.
+#[derive(Debug)]
+pub struct ImportSummary {
+    /// Memories stored.
+    pub stored: usize,
+    /// Blank lines skipped.
+    pub skipped: usize,
+}
+
+/// Reads every record of `file` (all are checked before anything is written).
+fn read_records(file: &Path) -> Result<(Vec<(usize, ImportRecord)>, usize), String> {
+    let f = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    let mut records = Vec::new();
+    let mut skipped = 0;
+    for (i, line) in BufReader::new(f).lines().enumerate() {
+        let n = i + 1;
+        let line = line.map_err(|e| format!("{}:{n}: cannot read: {e}", file.display()))?;
+        if line.trim().is_empty() {
+            skipped += 1;
+            continue;
+        }
+        let rec: ImportRecord = serde_json::from_str(&line).map_err(|e| {
+            format!(
+                "{}:{n}: not a memory ({e}); each line must be a JSON object with at least \"content\"",
+                file.display()
+            )
+        })?;
+        records.push((n, rec));
+    }
+    Ok((records, skipped))
+}
+
+/// Imports `file` into the `memories` table of `conn`, with a progress bar on stderr
+/// (when stderr is a terminal and `quiet` is off).
+///
+/// # Errors
+/// An unreadable file or invalid line (nothing is written then), or a failing batch
+/// (earlier batches stay committed; the message says how many).
+pub fn import(
+    conn: &Connection,
+    file: &Path,
+    keep_ids: bool,
+    quiet: bool,
+) -> Result<ImportSummary, String> {
+    let (records, skipped) = read_records(file)?;
+    let total = records.len() as u64;
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+    };
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} importing [{bar:40}] {pos}/{len} memories, {per_sec}, eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let mut stored = 0;
+    for chunk in records.chunks(BATCH) {
+        ops::store_batch(conn, chunk, keep_ids).map_err(|e| {
+            bar.abandon();
+            format!(
+                "{}: {e} ({stored} memories from earlier lines were imported)",
+                file.display()
+            )
+        })?;
+        stored += chunk.len();
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(ImportSummary { stored, skipped })
+}
+
+/// Writes every memory of `conn` as JSON lines to `out`, in id order; returns the count.
+///
+/// # Errors
+/// The table's error, or a write error.
+pub fn export(conn: &Connection, out: &mut dyn Write) -> Result<usize, String> {
+    let mut out = BufWriter::new(out);
+    let mut n = 0;
+    ops::for_each(conn, |m| {
+        serde_json::to_writer(&mut out, &m).map_err(|e| io_err(e.into()))?;
+        out.write_all(b"\n").map_err(io_err)?;
+        n += 1;
+        Ok(())
+    })?;
+    out.flush().map_err(io_err)?;
+    Ok(n)
+}
