@@ -10,6 +10,8 @@
 //!
 //! See ARCHITECTURE.md for the seams between these modules.
 
+#![warn(missing_docs)]
+
 pub mod ann;
 pub mod embedder;
 #[cfg(feature = "ext")]
