@@ -229,6 +229,8 @@ impl Embedder {
         } else {
             todo.extend(0..texts.len());
         }
+        // Similar lengths share a batch, so little is spent on padding.
+        todo.sort_by_key(|&i| texts[i].len());
         for chunk in todo.chunks(BATCH) {
             let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
             let vecs = self.run(&batch)?;

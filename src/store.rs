@@ -10,6 +10,7 @@
 //! | `mem_vectors`     | `id -> embedding` BLOB (dim float32), rows with a vector only  |
 //! | `mem_pending`     | ids whose vector changed since the HNSW snapshot was taken     |
 //! | `mem_hnsw`        | the serialized usearch HNSW snapshot, in 1 MiB chunks          |
+//! | `mem_unembedded`  | ids written in the open transaction that await their embedding |
 //!
 //! All of it is ordinary SQLite data, so transactions, savepoints, the rollback journal
 //! or WAL cover it. The HNSW snapshot is derived data; see [`crate::ann`] for how it
@@ -48,6 +49,7 @@ struct Names {
     vectors: String,
     pending: String,
     hnsw: String,
+    unembedded: String,
 }
 
 fn quote(s: &str) -> String {
@@ -55,7 +57,15 @@ fn quote(s: &str) -> String {
 }
 
 /// The suffixes of the shadow tables (without FTS5's own `_fts_*` tables).
-pub const SHADOW_SUFFIXES: &[&str] = &["config", "content", "fts", "vectors", "pending", "hnsw"];
+pub const SHADOW_SUFFIXES: &[&str] = &[
+    "config",
+    "content",
+    "fts",
+    "vectors",
+    "pending",
+    "hnsw",
+    "unembedded",
+];
 
 impl Names {
     fn new(schema: &str, table: &str) -> Self {
@@ -69,6 +79,7 @@ impl Names {
             vectors: n("vectors"),
             pending: n("pending"),
             hnsw: n("hnsw"),
+            unembedded: n("unembedded"),
             raw_schema: schema.to_string(),
             schema: s,
         }
@@ -97,13 +108,15 @@ impl Store {
                 tokenize='porter unicode61 remove_diacritics 2');
              CREATE TABLE {vectors}(id INTEGER PRIMARY KEY, embedding BLOB NOT NULL);
              CREATE TABLE {pending}(id INTEGER PRIMARY KEY);
-             CREATE TABLE {hnsw}(chunk INTEGER PRIMARY KEY, data BLOB NOT NULL);",
+             CREATE TABLE {hnsw}(chunk INTEGER PRIMARY KEY, data BLOB NOT NULL);
+             CREATE TABLE {unembedded}(id INTEGER PRIMARY KEY);",
             config = q.config,
             content = q.content,
             fts = q.fts,
             vectors = q.vectors,
             pending = q.pending,
             hnsw = q.hnsw,
+            unembedded = q.unembedded,
         );
         conn.execute_batch(&sql)?;
         let store = Store {
@@ -189,8 +202,9 @@ impl Store {
         let q = &self.q;
         self.conn.execute_batch(&format!(
             "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
-             DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
-            q.fts, q.content, q.vectors, q.pending, q.hnsw, q.config
+             DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
+             DROP TABLE IF EXISTS {};",
+            q.fts, q.content, q.vectors, q.pending, q.hnsw, q.unembedded, q.config
         ))?;
         Ok(())
     }
@@ -336,8 +350,9 @@ impl Store {
             .query_row([], |r| r.get(0))?)
     }
 
-    /// Inserts a memory, its FTS5 entry and (if any) its vector; marks it pending.
-    pub fn insert(&self, row: &Row, vec: Option<&[f32]>) -> Result<()> {
+    /// Inserts a memory, its FTS5 entry and, per `vec`, its vector (`Set`), a note that
+    /// it awaits embedding (`Defer`) or nothing; marks it pending.
+    pub fn insert(&self, row: &Row, vec: VectorChange<'_>) -> Result<()> {
         let sql = format!(
             "INSERT INTO {}(id, content, namespace, tags, metadata, source, importance, \
              created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -355,8 +370,10 @@ impl Store {
             row.updated_at
         ])?;
         self.fts_insert(row.id, &row.content)?;
-        if let Some(v) = vec {
-            self.set_vector(row.id, v)?;
+        match vec {
+            VectorChange::Set(v) => self.set_vector(row.id, v)?,
+            VectorChange::Defer => self.mark_unembedded(row.id)?,
+            VectorChange::Keep | VectorChange::Remove => {}
         }
         self.mark_pending(row.id)
     }
@@ -387,8 +404,18 @@ impl Store {
         }
         match vec {
             VectorChange::Keep => {}
-            VectorChange::Set(v) => self.set_vector(new.id, v)?,
-            VectorChange::Remove => self.remove_vector(new.id)?,
+            VectorChange::Set(v) => {
+                self.set_vector(new.id, v)?;
+                self.clear_unembedded(new.id)?;
+            }
+            VectorChange::Remove => {
+                self.remove_vector(new.id)?;
+                self.clear_unembedded(new.id)?;
+            }
+            VectorChange::Defer => {
+                self.remove_vector(new.id)?;
+                self.mark_unembedded(new.id)?;
+            }
         }
         if old.namespace != new.namespace || !matches!(vec, VectorChange::Keep) {
             self.mark_pending(new.id)?;
@@ -402,7 +429,59 @@ impl Store {
         let sql = format!("DELETE FROM {} WHERE id = ?1", self.q.content);
         self.conn.prepare_cached(&sql)?.execute([old.id])?;
         self.remove_vector(old.id)?;
+        self.clear_unembedded(old.id)?;
         self.mark_pending(old.id)
+    }
+
+    fn mark_unembedded(&self, id: i64) -> Result<()> {
+        let sql = format!(
+            "INSERT OR IGNORE INTO {}(id) VALUES (?1)",
+            self.q.unembedded
+        );
+        self.conn.prepare_cached(&sql)?.execute([id])?;
+        Ok(())
+    }
+
+    fn clear_unembedded(&self, id: i64) -> Result<()> {
+        let sql = format!("DELETE FROM {} WHERE id = ?1", self.q.unembedded);
+        self.conn.prepare_cached(&sql)?.execute([id])?;
+        Ok(())
+    }
+
+    /// Whether some memories written in this transaction still await their embedding.
+    pub fn has_unembedded(&self) -> Result<bool> {
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", self.q.unembedded);
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// Up to `limit` memories awaiting their embedding: `(id, content)`.
+    pub fn unembedded(&self, limit: usize) -> Result<Vec<(i64, String)>> {
+        let sql = format!(
+            "SELECT u.id, c.content FROM {} u JOIN {} c ON c.id = u.id ORDER BY u.id LIMIT ?1",
+            self.q.unembedded, self.q.content
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st
+            .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Stores the embedding of a memory that awaited it.
+    pub fn set_embedded(&self, id: i64, v: &[f32]) -> Result<()> {
+        self.set_vector(id, v)?;
+        self.clear_unembedded(id)?;
+        self.mark_pending(id)
+    }
+
+    /// Forgets every "awaits embedding" note (used by 'rebuild' after re-embedding).
+    pub fn clear_all_unembedded(&self) -> Result<()> {
+        self.conn
+            .execute(&format!("DELETE FROM {}", self.q.unembedded), [])?;
+        Ok(())
     }
 
     fn fts_insert(&self, id: i64, content: &str) -> Result<()> {
@@ -663,4 +742,7 @@ pub enum VectorChange<'a> {
     Set(&'a [f32]),
     /// Remove the vector (the memory is then found by keyword search only).
     Remove,
+    /// Remove the vector and note that the model must embed `content` before the next
+    /// search or the commit, whichever comes first (batched: see `vtab::flush`).
+    Defer,
 }

@@ -8,11 +8,12 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_int};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use rusqlite::types::{Null, ValueRef};
 use rusqlite::vtab::{
-    Context, CreateVTab, Filters, IndexConstraintOp, IndexInfo, Inserts, Module, UpdateVTab,
-    Updates, VTab, VTabConnection, VTabCursor, VTabKind, Values,
+    Context, CreateVTab, Filters, IndexConstraintOp, IndexInfo, Inserts, Module, TransactionVTab,
+    UpdateVTab, Updates, VTab, VTabConnection, VTabCursor, VTabKind, Values,
 };
 use rusqlite::{Connection, ffi};
 
@@ -37,13 +38,14 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_module(MODULE_NAME, &MODULE, None)
 }
 
-/// rusqlite's update module plus xRename and xShadowName (rusqlite leaves both NULL and
+/// rusqlite's update module (with xBegin/xSync/xCommit/xRollback: xSync embeds what
+/// awaits embedding) plus xRename and xShadowName (rusqlite leaves both NULL and
 /// declares iVersion 1). `Module` is `#[repr(transparent)]` over `sqlite3_module`, so the
 /// transmutes only change the view. iVersion 3 makes SQLite consult xShadowName; the
 /// version-2 savepoint methods stay NULL, which SQLite allows: all state is in shadow
 /// tables that the journal already covers.
 const fn module() -> Module<'static, MemoriesTab> {
-    let base: Module<MemoriesTab> = Module::update_module();
+    let base: Module<MemoriesTab> = Module::update_module_with_tx();
     // SAFETY: same layout (repr(transparent)); we only fill in NULL callbacks.
     let mut raw: ffi::sqlite3_module = unsafe { std::mem::transmute(base) };
     raw.iVersion = 3;
@@ -93,6 +95,33 @@ unsafe extern "C" fn x_rename(vtab: *mut ffi::sqlite3_vtab, new: *const std::ffi
                 }
             }
             ffi::SQLITE_ERROR
+        }
+    }
+}
+
+/// Memories embedded per ONNX batch by [`MemoriesTab::flush`] (the embedder runs them
+/// 32 per model call).
+const FLUSH_BATCH: usize = 256;
+
+/// The vector decided for a written row.
+enum Embedding {
+    /// Supplied by the user, validated.
+    Supplied(Vec<f32>),
+    /// To be computed by the model from `content` (batched, before the next search).
+    Deferred,
+    /// None (auto_embed off, or `SET embedding = NULL` with auto_embed off).
+    Absent,
+    /// Unchanged (UPDATE that touches neither content nor embedding).
+    Kept,
+}
+
+impl Embedding {
+    fn change(&self) -> VectorChange<'_> {
+        match self {
+            Embedding::Supplied(v) => VectorChange::Set(v),
+            Embedding::Deferred => VectorChange::Defer,
+            Embedding::Absent => VectorChange::Remove,
+            Embedding::Kept => VectorChange::Keep,
         }
     }
 }
@@ -179,7 +208,7 @@ impl MemoriesTab {
             updated_at,
             content,
         };
-        let vec = self.embedding_for(&v(col::EMBEDDING)?, &row.content)?;
+        let vec = self.embedding_for(&v(col::EMBEDDING)?)?;
         let store = &self.store;
         row.id = match explicit {
             Some(id) if store.exists(id)? => {
@@ -205,40 +234,68 @@ impl MemoriesTab {
             Some(id) => id,
             None => store.next_id()?,
         };
-        store.insert(&row, vec.as_deref())?;
+        store.insert(&row, vec.change())?;
         self.ann.borrow_mut().maybe_checkpoint(store, false)?;
         Ok(row.id)
     }
 
-    /// The vector to store for a row: the supplied one, or the model's embedding of
-    /// `content` when none is supplied and auto_embed is on.
-    fn embedding_for(&self, supplied: &ValueRef<'_>, content: &str) -> Result<Option<Vec<f32>>> {
+    /// What to store as a row's vector: the supplied one, or (no vector supplied,
+    /// auto_embed on) the model's embedding of `content`, computed in a batch before the
+    /// next search or the commit ([`MemoriesTab::flush`]). The model's presence is checked
+    /// here, so a missing model fails the INSERT itself.
+    fn embedding_for(&self, supplied: &ValueRef<'_>) -> Result<Embedding> {
         let opts = &self.store.opts;
-        let v = match row::embedding(supplied, opts.dim)? {
-            Some(v) => Some(v),
-            None if opts.auto_embed => Some(
-                embedder::get()
-                    .map_err(|e| {
-                        Error::Model(format!(
-                            "{}: no embedding was supplied and auto_embed is on, so the content \
-                             must be embedded, but {e}",
-                            self.store.table
-                        ))
-                    })?
-                    .embed(content)?
-                    .to_vec(),
-            ),
-            None => None,
-        };
-        if let Some(v) = &v
-            && opts.metric == vector::Metric::Cosine
-            && vector::norm(v) == 0.0
-        {
-            return Err(Error::invalid(
-                "column embedding: expected a non-zero vector for metric=cosine, got all zeros",
-            ));
+        match row::embedding(supplied, opts.dim)? {
+            Some(v) => {
+                if opts.metric == vector::Metric::Cosine && vector::norm(&v) == 0.0 {
+                    return Err(Error::invalid(
+                        "column embedding: expected a non-zero vector for metric=cosine, got all zeros",
+                    ));
+                }
+                Ok(Embedding::Supplied(v))
+            }
+            None if opts.auto_embed => {
+                self.require_model()?;
+                Ok(Embedding::Deferred)
+            }
+            None => Ok(Embedding::Absent),
         }
-        Ok(v)
+    }
+
+    fn require_model(&self) -> Result<Arc<embedder::Embedder>> {
+        embedder::get().map_err(|e| {
+            Error::Model(format!(
+                "{}: no embedding was supplied and auto_embed is on, so the content must be \
+                 embedded, but {e}",
+                self.store.table
+            ))
+        })
+    }
+
+    /// Embeds, in batches, every memory of the open transaction that awaits its
+    /// embedding. Called before every search on this table and at commit (xSync).
+    ///
+    /// # Errors
+    /// Model or inference errors; SQLite errors.
+    fn flush(&self) -> Result<()> {
+        let store = &self.store;
+        if !store.has_unembedded()? {
+            return Ok(());
+        }
+        let model = self.require_model()?;
+        loop {
+            let batch = store.unembedded(FLUSH_BATCH)?;
+            if batch.is_empty() {
+                break;
+            }
+            let texts: Vec<&str> = batch.iter().map(|(_, c)| c.as_str()).collect();
+            let vectors = model.embed_batch(&texts)?;
+            for ((id, _), v) in batch.iter().zip(vectors) {
+                store.set_embedded(*id, &v)?;
+            }
+        }
+        self.ann.borrow_mut().maybe_checkpoint(store, false)?;
+        Ok(())
     }
 
     /// FTS5-style commands: `INSERT INTO mem(mem) VALUES ('rebuild' | 'optimize')`.
@@ -250,16 +307,19 @@ impl MemoriesTab {
         match name.as_str() {
             // Rebuild both derived indexes from the content and vector tables.
             "rebuild" => {
+                self.flush()?;
                 self.store.delete_orphan_vectors()?;
                 self.store.rebuild_fts()?;
                 self.ann.borrow_mut().rebuild(&self.store)
             }
             // Fold pending vectors into the HNSW snapshot now.
-            "optimize" => self
-                .ann
-                .borrow_mut()
-                .maybe_checkpoint(&self.store, true)
-                .map(|_| ()),
+            "optimize" => {
+                self.flush()?;
+                self.ann
+                    .borrow_mut()
+                    .maybe_checkpoint(&self.store, true)
+                    .map(|_| ())
+            }
             _ => Err(Error::invalid(format!(
                 "column {}: expected a command ('rebuild' or 'optimize'), got {}",
                 self.store.table,
@@ -295,20 +355,17 @@ impl MemoriesTab {
             content,
         };
         let content_changed = new.content != old.content;
-        let vec: Option<Vec<f32>>;
-        let change = if args.no_change((col::EMBEDDING + 2) as usize) {
+        let planned = if args.no_change((col::EMBEDDING + 2) as usize) {
             if content_changed && store.opts.auto_embed {
-                vec = self.embedding_for(&ValueRef::Null, &new.content)?;
-                vec.as_deref()
-                    .map_or(VectorChange::Remove, VectorChange::Set)
+                self.require_model()?;
+                Embedding::Deferred
             } else {
-                VectorChange::Keep
+                Embedding::Kept
             }
         } else {
-            vec = self.embedding_for(&v(col::EMBEDDING)?, &new.content)?;
-            vec.as_deref()
-                .map_or(VectorChange::Remove, VectorChange::Set)
+            self.embedding_for(&v(col::EMBEDDING)?)?
         };
+        let change = planned.change();
         if new_id == old_id {
             store.update(&old, &new, change)?;
         } else {
@@ -320,13 +377,17 @@ impl MemoriesTab {
                     store.table
                 )));
             }
-            let vector = match change {
+            let kept = match change {
                 VectorChange::Keep => store.embedding(old_id)?,
-                VectorChange::Set(v) => Some(v.to_vec()),
-                VectorChange::Remove => None,
+                _ => None,
+            };
+            let change = match (&kept, change) {
+                (Some(v), _) => VectorChange::Set(v),
+                (None, VectorChange::Keep) if store.opts.auto_embed => VectorChange::Defer,
+                (None, c) => c,
             };
             store.delete(&old)?;
-            store.insert(&new, vector.as_deref())?;
+            store.insert(&new, change)?;
         }
         self.ann.borrow_mut().maybe_checkpoint(store, false)?;
         Ok(())
@@ -438,6 +499,13 @@ impl UpdateVTab<'_> for MemoriesTab {
 
     fn update(&mut self, args: &Updates<'_>) -> rusqlite::Result<()> {
         guard(|| self.update_row(args))
+    }
+}
+
+impl TransactionVTab<'_> for MemoriesTab {
+    /// xSync, at COMMIT: no memory is committed without its embedding.
+    fn sync(&mut self) -> rusqlite::Result<()> {
+        guard(|| self.flush())
     }
 }
 
@@ -629,6 +697,8 @@ unsafe impl VTabCursor for MemCursor<'_> {
     ) -> rusqlite::Result<()> {
         guard(|| {
             self.k = None;
+            // Searches see this transaction's writes, embeddings included.
+            self.tab().flush()?;
             self.results = self.run(idx_num, args)?;
             self.pos = 0;
             self.settle()

@@ -43,6 +43,39 @@ pub struct MemoryServer {
     path: Arc<str>,
 }
 
+/// Tool arguments of type `T` whose deserialisation errors name the offending field
+/// (`tags: invalid type: string "x", expected a sequence`), so that a model can fix the
+/// call. The JSON schema is `T`'s.
+#[derive(Debug)]
+pub struct Args<T>(pub T);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Args<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        serde_path_to_error::deserialize(value)
+            .map(Args)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path == "." {
+                    serde::de::Error::custom(inner)
+                } else {
+                    serde::de::Error::custom(format!("{path}: {inner}"))
+                }
+            })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Args<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
 /// Arguments of `memory_store`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -213,7 +246,7 @@ impl MemoryServer {
     )]
     async fn memory_store(
         &self,
-        Parameters(a): Parameters<StoreArgs>,
+        Parameters(Args(a)): Parameters<Args<StoreArgs>>,
     ) -> Result<Json<StoreResult>, String> {
         let m = ops::NewMemory {
             content: a.content,
@@ -243,7 +276,7 @@ impl MemoryServer {
     )]
     async fn memory_search(
         &self,
-        Parameters(a): Parameters<SearchArgs>,
+        Parameters(Args(a)): Parameters<Args<SearchArgs>>,
     ) -> Result<Json<SearchResult>, String> {
         let results = self
             .run(move |c, _| ops::search(c, &a.query, a.k, a.namespace.as_deref(), a.mode))
@@ -258,7 +291,7 @@ impl MemoryServer {
         metadata, source, importance, timestamps).",
         annotations(title = "Get a memory", read_only_hint = true, open_world_hint = false)
     )]
-    async fn memory_get(&self, Parameters(a): Parameters<IdArgs>) -> Result<Json<Memory>, String> {
+    async fn memory_get(&self, Parameters(Args(a)): Parameters<Args<IdArgs>>) -> Result<Json<Memory>, String> {
         Ok(Json(self.run(move |c, _| ops::get(c, a.id)).await?))
     }
 
@@ -278,7 +311,7 @@ impl MemoryServer {
     )]
     async fn memory_update(
         &self,
-        Parameters(a): Parameters<UpdateArgs>,
+        Parameters(Args(a)): Parameters<Args<UpdateArgs>>,
     ) -> Result<Json<Memory>, String> {
         let changes = ops::Changes {
             content: a.content,
@@ -306,7 +339,7 @@ impl MemoryServer {
     )]
     async fn memory_delete(
         &self,
-        Parameters(a): Parameters<IdArgs>,
+        Parameters(Args(a)): Parameters<Args<IdArgs>>,
     ) -> Result<Json<DeleteResult>, String> {
         let id = a.id;
         self.run(move |c, _| ops::delete(c, id)).await?;
@@ -326,7 +359,7 @@ impl MemoryServer {
     )]
     async fn memory_list(
         &self,
-        Parameters(a): Parameters<ListArgs>,
+        Parameters(Args(a)): Parameters<Args<ListArgs>>,
     ) -> Result<Json<ListResult>, String> {
         let memories = self
             .run(move |c, _| ops::list(c, a.namespace.as_deref(), a.limit, a.offset))

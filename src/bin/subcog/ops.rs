@@ -22,6 +22,7 @@ const COLUMNS: &str =
 
 /// One stored memory.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(inline)]
 pub struct Memory {
     /// Identifier, used by memory_get, memory_update and memory_delete.
     pub id: i64,
@@ -115,9 +116,10 @@ pub struct Changes {
     pub importance: Option<f64>,
 }
 
-/// Search strategy of [`search`].
+/// How memory_search ranks memories.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(inline)]
 pub enum Mode {
     /// Keyword (BM25) and semantic (vector) results fused by reciprocal rank fusion.
     #[default]
@@ -130,6 +132,7 @@ pub enum Mode {
 
 /// A search result: a memory and its score (higher is better).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(inline)]
 pub struct Scored {
     /// The memory.
     #[serde(flatten)]
@@ -140,6 +143,7 @@ pub struct Scored {
 
 /// Memories per namespace.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(inline)]
 pub struct NamespaceCount {
     /// Namespace.
     pub namespace: String,
