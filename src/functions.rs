@@ -6,6 +6,7 @@ use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
 
 use crate::error::{Error, Result};
+use crate::row::type_name;
 use crate::vector::{self, Metric};
 use crate::{embedder, text};
 
@@ -54,14 +55,6 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn type_name(v: &ValueRef<'_>) -> &'static str {
-    match v {
-        ValueRef::Null => "NULL",
-        ValueRef::Integer(_) => "INTEGER",
-        ValueRef::Real(_) => "REAL",
-        ValueRef::Text(_) => "TEXT",
-        ValueRef::Blob(_) => "BLOB",
-    }
 }
 
 /// `embed(text)` -> BLOB of 384 little-endian float32, unit-norm; NULL for NULL.

@@ -87,7 +87,8 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn type_name(v: &ValueRef<'_>) -> &'static str {
+/// SQLite's name of a value's storage class (`NULL`, `INTEGER`, `REAL`, `TEXT`, `BLOB`).
+pub fn type_name(v: &ValueRef<'_>) -> &'static str {
     match v {
         ValueRef::Null => "NULL",
         ValueRef::Integer(_) => "INTEGER",
