@@ -55,8 +55,6 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-}
-
 /// `embed(text)` -> BLOB of 384 little-endian float32, unit-norm; NULL for NULL.
 ///
 /// # Errors
