@@ -390,7 +390,6 @@ impl World {
 }
 
 fn run(seed: u64, ops: usize) -> (usize, usize, f64) {
-    let checks;
     let dir = std::env::temp_dir().join(format!("subcog-diff-{}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
@@ -439,7 +438,7 @@ fn run(seed: u64, ops: usize) -> (usize, usize, f64) {
         assert!(report.contains("\"ok\":true"), "{t}: {report}");
     }
     let recall = world.ann_hits as f64 / world.ann_wanted.max(1) as f64;
-    checks = world.checks;
+    let checks = world.checks;
     drop(world);
     let _ = std::fs::remove_dir_all(&dir);
     (ops, checks, recall)
