@@ -7,7 +7,7 @@ EXT := target/release/libsubcog.so
 PY := .venv/bin/python
 export SUBCOG_EXT := $(CURDIR)/target/release/libsubcog
 
-.PHONY: setup venv build test test-rust test-py test-shell demo eval bench lint clean stress
+.PHONY: setup venv build test test-rust test-py test-shell test-mcp test-examples demo eval bench lint clean stress
 
 ## setup: ONNX Runtime, the model and its tokenizer into ~/.local/share/subcog (checksummed)
 setup:
@@ -26,7 +26,7 @@ build:
 $(EXT): build
 
 ## test: set-up, build, then every test (Rust unit/in-process, Python, sqlite3 shell)
-test: setup venv build test-rust test-py test-shell
+test: setup venv build test-rust test-py test-shell test-mcp test-examples
 
 test-rust:
 	$(CARGO) test --no-default-features --features bundled
@@ -36,6 +36,22 @@ test-py: venv build
 
 test-shell: build
 	tests/shell/test_sqlite3_cli.sh
+
+## test-mcp: the subcog binary through the MCP Python SDK (pytest) and the MCP Inspector CLI
+## (npm ci in tests/mcp; SUBCOG_SKIP_NPM=1 skips the npm part, saying so)
+test-mcp: venv build
+	SUBCOG_REQUIRE_BIN=1 $(PY) -m pytest -q tests/mcp
+	tests/mcp/inspector.sh
+
+## test-examples: examples/python_example.py (stdlib sqlite3) and examples/node (better-sqlite3)
+test-examples: build
+	/usr/bin/python3 examples/python_example.py
+	@if [ "$$SUBCOG_SKIP_NPM" = 1 ]; then echo "examples/node: SKIPPED (SUBCOG_SKIP_NPM=1)"; else \
+	  cd examples/node && { [ node_modules/.package-lock.json -nt package-lock.json ] \
+	    || npm ci --no-audit --no-fund --loglevel=error \
+	    || { echo "examples/node: FAILED to install better-sqlite3 with npm ci (see above);" \
+	              "set SUBCOG_SKIP_NPM=1 to skip the npm-based tests" >&2; exit 1; }; } \
+	  && node example.js; fi
 
 ## demo: set-up, build, then a memory database from examples/memories.jsonl and a few searches
 demo: setup build

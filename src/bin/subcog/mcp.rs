@@ -86,18 +86,23 @@ pub struct StoreArgs {
     pub content: String,
     /// Namespace to file it under, e.g. "user" or "project:shop". Default "default".
     #[serde(default)]
+    #[schemars(with = "String")]
     pub namespace: Option<String>,
     /// Short tags, e.g. ["preference", "style"].
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub tags: Option<Vec<String>>,
     /// Any JSON object with extra structured data.
     #[serde(default)]
+    #[schemars(with = "Map<String, Value>")]
     pub metadata: Option<Map<String, Value>>,
     /// How important it is, from 0 (trivia) to 1 (critical). Default 0.5.
     #[serde(default)]
+    #[schemars(with = "f64", range(min = 0.0, max = 1.0))]
     pub importance: Option<f64>,
     /// Where it came from, e.g. a file, URL or "conversation".
     #[serde(default)]
+    #[schemars(with = "String")]
     pub source: Option<String>,
 }
 
@@ -124,6 +129,7 @@ pub struct SearchArgs {
     pub k: u32,
     /// Only search this namespace.
     #[serde(default)]
+    #[schemars(with = "String")]
     pub namespace: Option<String>,
     /// "hybrid" (default: keywords and meaning combined), "vector" (meaning only) or
     /// "keyword" (exact words only).
@@ -154,15 +160,19 @@ pub struct UpdateArgs {
     pub id: i64,
     /// New text (replaces the old text).
     #[serde(default)]
+    #[schemars(with = "String")]
     pub content: Option<String>,
     /// New tags (replace the old tags).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub tags: Option<Vec<String>>,
     /// New metadata object (replaces the old one).
     #[serde(default)]
+    #[schemars(with = "Map<String, Value>")]
     pub metadata: Option<Map<String, Value>>,
     /// New importance, from 0 to 1.
     #[serde(default)]
+    #[schemars(with = "f64", range(min = 0.0, max = 1.0))]
     pub importance: Option<f64>,
 }
 
@@ -185,6 +195,7 @@ fn default_limit() -> u32 {
 pub struct ListArgs {
     /// Only list this namespace.
     #[serde(default)]
+    #[schemars(with = "String")]
     pub namespace: Option<String>,
     /// Page size, 1 to 1000. Default 20.
     #[serde(default = "default_limit")]
@@ -291,7 +302,10 @@ impl MemoryServer {
         metadata, source, importance, timestamps).",
         annotations(title = "Get a memory", read_only_hint = true, open_world_hint = false)
     )]
-    async fn memory_get(&self, Parameters(Args(a)): Parameters<Args<IdArgs>>) -> Result<Json<Memory>, String> {
+    async fn memory_get(
+        &self,
+        Parameters(Args(a)): Parameters<Args<IdArgs>>,
+    ) -> Result<Json<Memory>, String> {
         Ok(Json(self.run(move |c, _| ops::get(c, a.id)).await?))
     }
 

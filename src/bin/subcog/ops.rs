@@ -34,7 +34,9 @@ pub struct Memory {
     pub tags: Vec<String>,
     /// Free-form JSON object.
     pub metadata: Map<String, Value>,
-    /// Where the memory came from, if recorded.
+    /// Where the memory came from; absent when not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub source: Option<String>,
     /// Importance from 0 to 1.
     pub importance: f64,
