@@ -5,7 +5,7 @@ Three ways to store N distinct texts (LoCoMo turns, or the example memories numb
 the LoCoMo file is absent), each on its own texts so the embedding cache never helps:
   * `SELECT embed(?)` once per text (the model runs one text at a time),
   * INSERT of each text, auto-embedded, all in one transaction (subcog embeds the
-    transaction's rows in length-sorted batches of 32 before COMMIT),
+    transaction's rows in length-sorted batches of 16 before COMMIT),
   * the same INSERTs in autocommit mode (one row per transaction: no batching possible).
 
 Usage: .venv/bin/python benches/bench_embed.py [--n 600]

@@ -32,8 +32,10 @@ pub const MAX_TOKENS: usize = 256;
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2 (int8 ONNX)";
 /// File name of the ONNX Runtime shared library installed by `make setup`.
 pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
-/// Texts per ONNX run in [`embed_batch`]; larger batches pad more.
-const BATCH: usize = 32;
+/// Texts per ONNX run in [`Embedder::embed_batch`]. Measured with `benches/bench_embed.py`
+/// on 2 cores (2 intra-op threads, length-sorted batches): 4-16 were best (1.2-1.5x the
+/// throughput of one text per run), 32 less so, 64 no better than 1.
+const BATCH: usize = 16;
 /// Entries in the process-wide embedding cache (SHA-256 of text -> vector), ~1.6 KB each.
 const CACHE_ENTRIES: usize = 4096;
 /// Texts are cut to this many characters before tokenization. 256 WordPiece tokens cover

@@ -100,7 +100,7 @@ unsafe extern "C" fn x_rename(vtab: *mut ffi::sqlite3_vtab, new: *const std::ffi
 }
 
 /// Memories embedded per ONNX batch by [`MemoriesTab::flush`] (the embedder runs them
-/// 32 per model call).
+/// 16 per model call).
 const FLUSH_BATCH: usize = 256;
 
 /// The vector decided for a written row.
