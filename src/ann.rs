@@ -12,8 +12,8 @@
 //!   *during* the graph traversal, plus an exact scan of the pending ids' stored vectors;
 //!   the two lists are merged. A transaction therefore sees its own writes, and nothing
 //!   rolled back is ever returned.
-//! * **Checkpoint** (when the pending list outgrows `max(1024, size / 8)`): fold the pending
-//!   ids into the graph, write the snapshot under a new random generation and empty the
+//! * **Checkpoint** (at COMMIT when the pending list outgrows `max(1024, size / 8)`, inside
+//!   a statement only past `max(16384, size / 2)`): fold the pending ids into the graph, write the snapshot under a new random generation and empty the
 //!   pending list, all inside the writer's transaction. A connection whose in-memory graph
 //!   has another generation than the one it reads from `<table>_config` (another
 //!   connection checkpointed, or a checkpoint was rolled back) reloads the snapshot first.
@@ -29,8 +29,19 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::vector::{self, Metric};
 
-/// Pending ids allowed before a checkpoint, at least.
-const PENDING_MIN: usize = 1024;
+/// When a checkpoint is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// At COMMIT (xSync): when the pending list exceeds `max(1024, size / 8)`, so that
+    /// searches scan at most that many vectors exactly.
+    Commit,
+    /// Inside a statement (xUpdate): only when the pending list exceeds
+    /// `max(16384, size / 2)`, so a bulk load in one transaction rewrites the snapshot a
+    /// few times instead of every thousand rows.
+    Write,
+    /// Now (`'optimize'`).
+    Force,
+}
 
 /// One neighbour: `(id, distance)`.
 pub type Hit = (i64, f32);
@@ -271,21 +282,24 @@ impl Ann {
         Ok(hits)
     }
 
-    /// Folds the pending ids into the graph and saves a new snapshot when the pending list
-    /// is longer than `max(1024, size / 8)`, or always when `force`.
+    /// Folds the pending ids into the graph and saves a new snapshot when `when` says it
+    /// is due (see [`Checkpoint`]). Returns whether it ran.
     ///
     /// # Errors
     /// SQLite or usearch errors; the in-memory graph is then dropped and reloaded later.
-    pub fn maybe_checkpoint(&mut self, store: &Store, force: bool) -> Result<bool> {
+    pub fn maybe_checkpoint(&mut self, store: &Store, when: Checkpoint) -> Result<bool> {
         let pending = store.pending_count()?;
         if pending == 0 {
             return Ok(false);
         }
-        if !force {
-            let size = self.index.as_ref().map_or(0, |i| i.size());
-            if pending < PENDING_MIN.max(size / 8) {
-                return Ok(false);
-            }
+        let size = self.index.as_ref().map_or(0, |i| i.size());
+        let due = match when {
+            Checkpoint::Commit => pending >= (size / 8).max(1024),
+            Checkpoint::Write => pending >= (size / 2).max(16384),
+            Checkpoint::Force => true,
+        };
+        if !due {
+            return Ok(false);
         }
         let r = self.checkpoint(store);
         if r.is_err() {

@@ -17,7 +17,7 @@ use rusqlite::vtab::{
 };
 use rusqlite::{Connection, ffi};
 
-use crate::ann::Ann;
+use crate::ann::{Ann, Checkpoint};
 use crate::error::{Error, Result, guard};
 use crate::options::TableOptions;
 use crate::planner::{self, Op, Term, bit};
@@ -235,7 +235,9 @@ impl MemoriesTab {
             None => store.next_id()?,
         };
         store.insert(&row, vec.change())?;
-        self.ann.borrow_mut().maybe_checkpoint(store, false)?;
+        self.ann
+            .borrow_mut()
+            .maybe_checkpoint(store, Checkpoint::Write)?;
         Ok(row.id)
     }
 
@@ -294,7 +296,9 @@ impl MemoriesTab {
                 store.set_embedded(*id, &v)?;
             }
         }
-        self.ann.borrow_mut().maybe_checkpoint(store, false)?;
+        self.ann
+            .borrow_mut()
+            .maybe_checkpoint(store, Checkpoint::Write)?;
         Ok(())
     }
 
@@ -317,7 +321,7 @@ impl MemoriesTab {
                 self.flush()?;
                 self.ann
                     .borrow_mut()
-                    .maybe_checkpoint(&self.store, true)
+                    .maybe_checkpoint(&self.store, Checkpoint::Force)
                     .map(|_| ())
             }
             _ => Err(Error::invalid(format!(
@@ -389,7 +393,9 @@ impl MemoriesTab {
             store.delete(&old)?;
             store.insert(&new, change)?;
         }
-        self.ann.borrow_mut().maybe_checkpoint(store, false)?;
+        self.ann
+            .borrow_mut()
+            .maybe_checkpoint(store, Checkpoint::Write)?;
         Ok(())
     }
 }
@@ -487,7 +493,9 @@ impl UpdateVTab<'_> for MemoriesTab {
             };
             if let Some(old) = self.store.get(id)? {
                 self.store.delete(&old)?;
-                self.ann.borrow_mut().maybe_checkpoint(&self.store, false)?;
+                self.ann
+                    .borrow_mut()
+                    .maybe_checkpoint(&self.store, Checkpoint::Write)?;
             }
             Ok(())
         })
@@ -503,9 +511,17 @@ impl UpdateVTab<'_> for MemoriesTab {
 }
 
 impl TransactionVTab<'_> for MemoriesTab {
-    /// xSync, at COMMIT: no memory is committed without its embedding.
+    /// xSync, at COMMIT: no memory is committed without its embedding, and the HNSW
+    /// snapshot is brought up to date when enough is pending. An error here makes SQLite
+    /// roll the whole transaction back.
     fn sync(&mut self) -> rusqlite::Result<()> {
-        guard(|| self.flush())
+        guard(|| {
+            self.flush()?;
+            self.ann
+                .borrow_mut()
+                .maybe_checkpoint(&self.store, Checkpoint::Commit)
+                .map(|_| ())
+        })
     }
 }
 

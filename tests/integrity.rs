@@ -21,8 +21,8 @@ fn report(c: &Connection, t: &str) -> serde_json::Value {
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}"))
 }
 
-/// 1,300 rows with vectors: a snapshot (1,024 folded in by the automatic checkpoint) plus
-/// pending rows.
+/// 1,300 rows with vectors: a snapshot of 1,100 (folded in by the checkpoint at the first
+/// COMMIT) plus 200 pending rows from a second transaction.
 fn filled(c: &Connection, table: &str) {
     c.execute_batch(&format!(
         "CREATE VIRTUAL TABLE {table} USING memories(dim=4, auto_embed=off, exact_max=0)"
@@ -30,6 +30,10 @@ fn filled(c: &Connection, table: &str) {
     .unwrap_or_else(|e| panic!("{e}"));
     c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
     for i in 1..=1300i64 {
+        if i == 1101 {
+            c.execute_batch("COMMIT; BEGIN")
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
         let f = i as f32;
         c.execute(
             &format!("INSERT INTO {table}(id, content, embedding) VALUES (?1, ?2, ?3)"),
@@ -59,7 +63,8 @@ fn integrity_is_clean_then_detects_damage_and_rebuild_repairs_it() {
     let r = report(&c, "m");
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["counts"]["memories"], 1300);
-    assert_eq!(r["counts"]["hnsw_nodes"], 1024, "{r}");
+    assert_eq!(r["counts"]["hnsw_nodes"], 1100, "{r}");
+    assert_eq!(r["counts"]["pending"], 200, "{r}");
 
     // Damage every derived structure behind the table's back.
     c.execute_batch(

@@ -5,9 +5,11 @@
   checkpoint (WAL and rollback-journal modes).
 * Crashes: a child process writing in a loop (inserts, updates, deletes, 'optimize') is
   killed with SIGKILL at random moments, many times. After each kill the database opens,
-  subcog_integrity() is clean, and every memory whose COMMIT returned is found by id, by
-  keyword and by KNN on its own vector; a transaction cut off before COMMIT returned is
-  all there or not there at all.
+  subcog_integrity() is clean, the row count is exactly that of the confirmed commits, and
+  every memory whose COMMIT returned is found by id and by keyword with exactly its
+  vector, and (HNSW being approximate) at least 99% of them among the 10 nearest
+  neighbours of their own vector; a transaction cut off before COMMIT returned is all
+  there or not there at all.
 
 Runs the built extension ($SUBCOG_EXT) in /usr/bin/python3's sqlite3 (3.40.1), separate
 processes via subprocess. SUBCOG_CRASH_ROUNDS (default 16) sets the number of kills.
@@ -89,13 +91,19 @@ WRITER = textwrap.dedent(
 
 
 def check_found(conn, ids):
+    """Each memory is there by id and keyword, with exactly its vector. Returns how many
+    are missing from their own 10 nearest neighbours: HNSW is approximate (a graph can
+    leave about 1 node in 2,000 unreachable, measured on fresh builds too)."""
+    misses = 0
     for i in ids:
-        assert conn.execute("SELECT count(*) FROM m WHERE id = ?", (i,)).fetchone()[0] == 1, i
+        row = conn.execute("SELECT embedding FROM m WHERE id = ?", (i,)).fetchone()
+        assert row is not None and row[0] == vec(i), i
         kw = [r[0] for r in conn.execute("SELECT id FROM m WHERE content MATCH ?", (f"tok{i}",))]
         assert kw == [i], (i, kw)
-        nn = [r[0] for r in conn.execute(
-            "SELECT id FROM m WHERE embedding MATCH ? AND k = 1", (vec(i),))]
-        assert nn == [i], (i, nn)
+        nn = conn.execute("SELECT id, distance FROM m WHERE embedding MATCH ? AND k = 10",
+                          (vec(i),)).fetchall()
+        misses += (i, 0.0) not in nn
+    return misses
 
 
 @pytest.mark.parametrize("journal", ["wal", "delete"])
@@ -109,6 +117,7 @@ def test_sigkill_during_writes_loses_no_committed_memory(tmp_path, journal):
     script.write_text(WRITER)
     rng = random.Random(42 if journal == "wal" else 43)
     alive = set()
+    checked = misses = 0
     rounds = int(os.environ.get("SUBCOG_CRASH_ROUNDS", "16"))
     for rnd in range(rounds):
         child = subprocess.Popen([sys.executable, str(script), path, EXT, str(rnd)],
@@ -142,9 +151,11 @@ def test_sigkill_during_writes_loses_no_committed_memory(tmp_path, journal):
         count = conn.execute("SELECT count(*) FROM m").fetchone()[0]
         assert count == len(alive), (rnd, count, len(alive))
         sample = sorted(alive) if rnd == rounds - 1 else rng.sample(sorted(alive), min(40, len(alive)))
-        check_found(conn, sample)
+        misses += check_found(conn, sample)
+        checked += len(sample)
         conn.close()
     assert len(alive) > 100, "the writer made too little progress to test anything"
+    assert misses <= checked // 100, f"KNN recall too low: {misses} of {checked} missed"
 
 
 READER = textwrap.dedent(
