@@ -51,6 +51,11 @@ pub struct Ann {
     index: Option<Index>,
     generation: u64,
     ns: Namespaces,
+    /// Writes since the pending list was last counted: an upper bound on its growth, so
+    /// that `Checkpoint::Write` counts it (an O(pending) query) only when it could be due.
+    writes_uncounted: usize,
+    /// The pending count when last counted.
+    pending_counted: usize,
 }
 
 /// The namespace of each id in the snapshot, for filtering during the graph walk.
@@ -131,6 +136,8 @@ impl Ann {
             index: None,
             generation: 0,
             ns: Namespaces::default(),
+            writes_uncounted: 0,
+            pending_counted: 0,
         }
     }
 
@@ -288,23 +295,30 @@ impl Ann {
     /// # Errors
     /// SQLite or usearch errors; the in-memory graph is then dropped and reloaded later.
     pub fn maybe_checkpoint(&mut self, store: &Store, when: Checkpoint) -> Result<bool> {
-        let pending = store.pending_count()?;
-        if pending == 0 {
-            return Ok(false);
-        }
         let size = self.index.as_ref().map_or(0, |i| i.size());
-        let due = match when {
-            Checkpoint::Commit => pending >= (size / 8).max(1024),
-            Checkpoint::Write => pending >= (size / 2).max(16384),
-            Checkpoint::Force => true,
+        let threshold = match when {
+            Checkpoint::Commit => (size / 8).max(1024),
+            Checkpoint::Write => (size / 2).max(16384),
+            Checkpoint::Force => 1,
         };
-        if !due {
+        if when == Checkpoint::Write {
+            // Each write adds at most one pending id; rollbacks only remove some.
+            self.writes_uncounted += 1;
+            if self.pending_counted + self.writes_uncounted < threshold {
+                return Ok(false);
+            }
+        }
+        let pending = store.pending_count()?;
+        self.pending_counted = pending;
+        self.writes_uncounted = 0;
+        if pending == 0 || pending < threshold {
             return Ok(false);
         }
         let r = self.checkpoint(store);
         if r.is_err() {
             self.invalidate();
         }
+        self.pending_counted = 0;
         r.map(|_| true)
     }
 
