@@ -240,3 +240,25 @@ def test_open_connection_follows_another_process_checkpoint(tmp_path):
     assert [r[0] for r in a.execute("SELECT id FROM m WHERE embedding MATCH ? AND k = 1", (vec(7000),))] == [7000]
     report = json.loads(a.execute("SELECT subcog_integrity('m')").fetchone()[0])
     assert report["ok"] and report["counts"]["pending"] == 0, report
+
+
+def test_read_only_connection_searches_and_checks(tmp_path):
+    path = str(tmp_path / "ro.db")
+    w = connect(path)
+    w.execute("CREATE VIRTUAL TABLE m USING memories(dim=8, auto_embed=off, exact_max=0)")
+    w.execute("BEGIN")
+    for i in range(1, 1201):
+        w.execute("INSERT INTO m(id, content, embedding) VALUES (?, ?, ?)", (i, f"tok{i}", vec(i)))
+    w.execute("COMMIT")
+    w.execute("INSERT INTO m(id, content, embedding) VALUES (5000, 'tok5000', ?)", (vec(5000),))
+    w.close()
+    r = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    r.enable_load_extension(True)
+    r.load_extension(EXT)
+    assert [x[0] for x in r.execute("SELECT id FROM m WHERE embedding MATCH ? AND k = 1", (vec(5000),))] == [5000]
+    assert [x[0] for x in r.execute("SELECT id FROM vec_search('m', ?, 1)", (vec(7),))] == [7]
+    assert [x[0] for x in r.execute("SELECT id FROM m WHERE content MATCH 'tok9'")] == [9]
+    report = json.loads(r.execute("SELECT subcog_integrity('m')").fetchone()[0])
+    assert report["ok"] and report["fts_integrity_check"].startswith("skipped"), report
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        r.execute("INSERT INTO m(content, embedding) VALUES ('x', ?)", (vec(1),))
