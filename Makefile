@@ -32,7 +32,7 @@ test-rust:
 	$(CARGO) test --no-default-features --features bundled
 
 test-py: venv build
-	SUBCOG_REQUIRE_EXT=1 $(PY) -m pytest -q tests/py
+	SUBCOG_REQUIRE_EXT=1 timeout 1200 $(PY) -m pytest -q tests/py
 
 test-shell: build
 	tests/shell/test_sqlite3_cli.sh
@@ -40,8 +40,8 @@ test-shell: build
 ## test-mcp: the subcog binary through the MCP Python SDK (pytest) and the MCP Inspector CLI
 ## (npm ci in tests/mcp; SUBCOG_SKIP_NPM=1 skips the npm part, saying so)
 test-mcp: venv build
-	SUBCOG_REQUIRE_BIN=1 $(PY) -m pytest -q tests/mcp
-	tests/mcp/inspector.sh
+	SUBCOG_REQUIRE_BIN=1 timeout 900 $(PY) -m pytest -q tests/mcp
+	timeout 900 tests/mcp/inspector.sh
 
 ## test-examples: examples/python_example.py (stdlib sqlite3) and examples/node (better-sqlite3)
 test-examples: build

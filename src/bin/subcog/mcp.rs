@@ -477,9 +477,16 @@ impl<T: Transport<RoleServer>> Transport<RoleServer> for HandshakeOnly<T> {
                         None,
                     );
                     let reply = ServerJsonRpcMessage::error(error, Some(req.id.clone()));
-                    if self.inner.send(reply).await.is_err() {
-                        return None;
-                    }
+                    // rmcp's service loop polls `receive` inside a select and drops it when
+                    // another event wins; awaiting the send here could lose the reply. The
+                    // send future is 'static: run it on its own task, with no await between
+                    // taking the request and handing the reply off.
+                    let send = self.inner.send(reply);
+                    tokio::spawn(async move {
+                        if send.await.is_err() {
+                            tracing::warn!("could not send a method-not-found reply");
+                        }
+                    });
                     continue;
                 }
                 if matches!(req.request, ClientRequest::InitializeRequest(_)) {
