@@ -62,20 +62,29 @@ pub struct ModelPaths {
     pub runtime: PathBuf,
 }
 
+/// A non-empty environment variable as a path.
+fn env_path(k: &str) -> Option<PathBuf> {
+    std::env::var_os(k)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The per-user directory of `make setup` (and of the `subcog` binary's default database):
+/// `$SUBCOG_HOME`, else `$XDG_DATA_HOME/subcog`, else `~/.local/share/subcog`.
+pub fn subcog_home() -> PathBuf {
+    env_path("SUBCOG_HOME").unwrap_or_else(|| {
+        env_path("XDG_DATA_HOME")
+            .or_else(|| env_path("HOME").map(|h| h.join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("subcog")
+    })
+}
+
 impl ModelPaths {
     /// Resolves the paths from the environment (read on every call).
     pub fn from_env() -> Self {
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        let home = env("SUBCOG_HOME").unwrap_or_else(|| {
-            env("XDG_DATA_HOME")
-                .or_else(|| env("HOME").map(|h| h.join(".local/share")))
-                .unwrap_or_else(|| PathBuf::from("."))
-                .join("subcog")
-        });
+        let home = subcog_home();
+        let env = env_path;
         let model_dir =
             env("SUBCOG_MODEL_DIR").unwrap_or_else(|| home.join("models/all-MiniLM-L6-v2"));
         let runtime = env("SUBCOG_ORT_LIB")

@@ -35,18 +35,7 @@ pub enum Prepare {
 /// `$XDG_DATA_HOME/subcog`, else `~/.local/share/subcog` (the directory `make setup`
 /// installs the model into).
 pub fn default_path() -> PathBuf {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let home = env("SUBCOG_HOME").unwrap_or_else(|| {
-        env("XDG_DATA_HOME")
-            .or_else(|| env("HOME").map(|h| h.join(".local/share")))
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join("subcog")
-    });
-    home.join("memory.db")
+    subcog::embedder::subcog_home().join("memory.db")
 }
 
 /// The database to use: the explicit path if any, else `$SUBCOG_DB`, else [`default_path`].
