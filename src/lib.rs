@@ -6,21 +6,27 @@
 //!   search; state in shadow tables ([`store`]) with an HNSW index ([`ann`]) that is
 //!   exactly consistent with them;
 //! * `embed(text)` ([`embedder`]): all-MiniLM-L6-v2 through ONNX Runtime, in-process;
-//! * `vec_search(table, vector, k)` ([`vec_search`]) and helper functions ([`functions`]).
+//! * `vec_search(table, vector, k)` ([`vec_search`]) and helper functions ([`functions`]);
+//! * capture hygiene and ranking: duplicate detection ([`dedup`]), secret redaction
+//!   ([`redact`]), TTL, and recency/importance in the ranking ([`rank`]).
 //!
 //! See ARCHITECTURE.md for the seams between these modules.
 
 #![warn(missing_docs)]
 
 pub mod ann;
+pub mod dedup;
 pub mod embedder;
 #[cfg(feature = "ext")]
 pub mod entry;
 pub mod error;
 pub mod functions;
 pub mod integrity;
+pub mod lifecycle;
 pub mod options;
 pub mod planner;
+pub mod rank;
+pub mod redact;
 pub mod row;
 pub mod search;
 pub mod store;
@@ -38,6 +44,7 @@ pub mod vtab;
 /// SQLite errors from registering a module or function.
 pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     functions::register(conn)?;
+    lifecycle::register(conn)?;
     vtab::register(conn)?;
     vec_search::register(conn)?;
     Ok(())

@@ -26,6 +26,103 @@ pub struct TableOptions {
     /// Searches over at most this many vectors (a whole table, or one namespace) are exact
     /// brute-force scans instead of HNSW. Default 2048.
     pub exact_max: usize,
+
+    // ---- memory semantics: capture hygiene and ranking (see dedup.rs, redact.rs, rank.rs) ----
+    /// What an INSERT of a duplicate does ([`DedupPolicy`]). Default `merge`.
+    pub dedup: DedupPolicy,
+    /// Cosine similarity at or above which a new memory is a near duplicate of an existing
+    /// one in the same namespace. Default 0.92 (peers use 0.90 (Subcog) to 0.95 (Memoria)).
+    /// Only for tables with `metric=cosine`; 1.0 keeps exact duplicates only.
+    pub dedup_threshold: f64,
+    /// What a secret found in `content`, `tags` or `metadata` does
+    /// ([`crate::redact::SecretPolicy`]). Default `redact`.
+    pub secrets: crate::redact::SecretPolicy,
+    /// Weight of recency in the ranking of searches, 0..=1. Default 0 (off).
+    pub recency_weight: f64,
+    /// Half-life of the recency decay, milliseconds. Default 30 days.
+    pub recency_half_life_ms: i64,
+    /// Weight of the `importance` column in the ranking of searches, 0..=1. Default 0 (off).
+    pub importance_weight: f64,
+}
+
+/// What an INSERT does when its memory duplicates one already in the same namespace
+/// (same normalised content, or cosine similarity >= `dedup_threshold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupPolicy {
+    /// Keep the existing memory unchanged; the INSERT lands on it.
+    Skip,
+    /// Keep the existing memory, merge the new tags (union) and metadata (JSON merge
+    /// patch, RFC 7386: new keys win), take the larger importance and refresh
+    /// `updated_at`; the INSERT lands on it.
+    Merge,
+    /// Always insert a new memory (no dedup).
+    Off,
+}
+
+impl DedupPolicy {
+    /// Parses `skip`, `merge` or `off` (also `insert`, `always`).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the option and the value.
+    pub fn parse(v: &str) -> Result<Self> {
+        match v.to_ascii_lowercase().as_str() {
+            "skip" => Ok(DedupPolicy::Skip),
+            "merge" => Ok(DedupPolicy::Merge),
+            "off" | "insert" | "always" | "none" => Ok(DedupPolicy::Off),
+            _ => Err(Error::invalid(format!(
+                "memories option dedup: expected skip, merge or off, got '{v}'"
+            ))),
+        }
+    }
+
+    /// The option value naming this policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            DedupPolicy::Skip => "skip",
+            DedupPolicy::Merge => "merge",
+            DedupPolicy::Off => "off",
+        }
+    }
+}
+
+/// Parses a duration: a number with an optional unit `ms`, `s`, `m`, `h`, `d` or `w`
+/// (no unit: seconds). Returns milliseconds.
+///
+/// # Errors
+/// [`Error::Invalid`] naming `what` for anything else, or a negative or absurd duration.
+pub fn parse_duration_ms(what: &str, v: &str) -> Result<i64> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "ms" => 1.0,
+        "" | "s" => 1e3,
+        "m" | "min" => 60e3,
+        "h" => 3_600e3,
+        "d" => 86_400e3,
+        "w" => 604_800e3,
+        _ => f64::NAN,
+    };
+    let n: f64 = num.parse().unwrap_or(f64::NAN);
+    let ms = n * scale;
+    if !ms.is_finite() || ms <= 0.0 || ms > 1e15 {
+        return Err(Error::invalid(format!(
+            "{what}: expected a positive duration such as 3600, 90s, 30m, 12h, 7d or 2w, got '{v}'"
+        )));
+    }
+    Ok(ms.round() as i64)
+}
+
+fn fraction(key: &str, value: &str) -> Result<f64> {
+    let x: f64 = value.parse().unwrap_or(f64::NAN);
+    if !(0.0..=1.0).contains(&x) {
+        return Err(Error::invalid(format!(
+            "memories option {key}: expected a number in 0..=1, got '{value}'"
+        )));
+    }
+    Ok(x)
 }
 
 impl Default for TableOptions {
@@ -38,12 +135,19 @@ impl Default for TableOptions {
             ef_search: 64,
             auto_embed: true,
             exact_max: 2048,
+            dedup: DedupPolicy::Merge,
+            dedup_threshold: 0.92,
+            secrets: crate::redact::SecretPolicy::Redact,
+            recency_weight: 0.0,
+            recency_half_life_ms: 30 * 86_400_000,
+            importance_weight: 0.0,
         }
     }
 }
 
 /// The option names accepted in CREATE, for error messages.
-pub const OPTION_NAMES: &str = "dim, metric, m, ef_construction, ef_search, auto_embed, exact_max";
+pub const OPTION_NAMES: &str = "dim, metric, m, ef_construction, ef_search, auto_embed, exact_max, \
+     dedup, dedup_threshold, secrets, recency_weight, recency_half_life, importance_weight";
 
 impl TableOptions {
     /// Parses the module arguments of CREATE VIRTUAL TABLE (each `key=value`, values may
@@ -75,12 +179,27 @@ impl TableOptions {
                 "ef_search" => o.ef_search = int(&key, &value, 1, 4096)?,
                 "exact_max" => o.exact_max = int(&key, &value, 0, 10_000_000)?,
                 "auto_embed" => auto_embed = Some(boolean(&key, &value)?),
+                "dedup" => o.dedup = DedupPolicy::parse(&value)?,
+                "dedup_threshold" => o.dedup_threshold = fraction(&key, &value)?,
+                "secrets" => o.secrets = crate::redact::SecretPolicy::parse(&value)?,
+                "recency_weight" => o.recency_weight = fraction(&key, &value)?,
+                "recency_half_life" => {
+                    o.recency_half_life_ms =
+                        parse_duration_ms("memories option recency_half_life", &value)?
+                }
+                "importance_weight" => o.importance_weight = fraction(&key, &value)?,
                 _ => {
                     return Err(Error::invalid(format!(
                         "memories: unknown option '{key}'; expected one of {OPTION_NAMES}"
                     )));
                 }
             }
+        }
+        if o.recency_weight + o.importance_weight > 1.0 {
+            return Err(Error::invalid(format!(
+                "memories options recency_weight + importance_weight: expected at most 1, got {}",
+                o.recency_weight + o.importance_weight
+            )));
         }
         o.auto_embed = match auto_embed {
             Some(true) if o.dim != MODEL_DIM => {
@@ -108,6 +227,15 @@ impl TableOptions {
                 if self.auto_embed { "on" } else { "off" }.to_string(),
             ),
             ("exact_max", self.exact_max.to_string()),
+            ("dedup", self.dedup.name().to_string()),
+            ("dedup_threshold", self.dedup_threshold.to_string()),
+            ("secrets", self.secrets.name().to_string()),
+            ("recency_weight", self.recency_weight.to_string()),
+            (
+                "recency_half_life",
+                format!("{}ms", self.recency_half_life_ms),
+            ),
+            ("importance_weight", self.importance_weight.to_string()),
         ]
     }
 }
@@ -168,6 +296,12 @@ mod tests {
             "ef_search = 100",
             "auto_embed=off",
             "exact_max=0",
+            "dedup=skip",
+            "dedup_threshold=0.95",
+            "secrets=reject",
+            "recency_weight=0.3",
+            "recency_half_life=7d",
+            "importance_weight=0.2",
         ])
         .unwrap_or_default();
         assert_eq!(o.dim, 8);
@@ -175,6 +309,10 @@ mod tests {
         assert_eq!((o.m, o.ef_construction, o.ef_search), (32, 200, 100));
         assert!(!o.auto_embed);
         assert_eq!(o.exact_max, 0);
+        assert_eq!(o.dedup, DedupPolicy::Skip);
+        assert_eq!(o.dedup_threshold, 0.95);
+        assert_eq!(o.recency_half_life_ms, 7 * 86_400_000);
+        assert_eq!((o.recency_weight, o.importance_weight), (0.3, 0.2));
         assert_eq!(
             TableOptions::parse(
                 &o.to_pairs()
@@ -208,5 +346,20 @@ mod tests {
         assert!(msg(&["metric=hamming"]).contains("cosine, l2, ip"));
         assert!(msg(&["auto_embed=maybe"]).contains("on or off"));
         assert!(msg(&["justaword"]).contains("key=value"));
+        assert!(msg(&["dedup=maybe"]).contains("skip, merge or off"));
+        assert!(msg(&["dedup_threshold=1.5"]).contains("0..=1"));
+        assert!(msg(&["recency_half_life=soon"]).contains("duration"));
+        assert!(msg(&["recency_weight=0.8", "importance_weight=0.5"]).contains("at most 1"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("t", "90").ok(), Some(90_000));
+        assert_eq!(parse_duration_ms("t", "250ms").ok(), Some(250));
+        assert_eq!(parse_duration_ms("t", "1.5h").ok(), Some(5_400_000));
+        assert_eq!(parse_duration_ms("t", "2w").ok(), Some(1_209_600_000));
+        assert!(parse_duration_ms("t", "-1d").is_err());
+        assert!(parse_duration_ms("t", "0").is_err());
+        assert!(parse_duration_ms("t", "7 fortnights").is_err());
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! `idxNum` is a bit set of the consumed terms (see the `bit` constants); their values are
 //! passed to xFilter in `argv` in ascending bit order: the MATCH operand, `k`, `namespace`,
-//! the rowid, `LIMIT`, `OFFSET`. `idxStr` is a readable summary shown by EXPLAIN QUERY PLAN
+//! the rowid, `LIMIT`, `OFFSET`, `ranking`. `idxStr` is a readable summary shown by EXPLAIN QUERY PLAN
 //! (e.g. `knn k namespace`).
 //!
 //! | WHERE                                   | plan      | idxNum bits            |
@@ -12,6 +12,7 @@
 //! | `content MATCH ?q [AND k = ?]`          | keyword   | `KEYWORD [| K]`        |
 //! | `<table> MATCH ?text AND k = ?`         | hybrid    | `HYBRID | K`           |
 //! | any of the above `AND namespace = ?`    | filtered  | `... | NAMESPACE`      |
+//! | any search `AND ranking = ?json`        | re-ranked | `... | RANKING`        |
 //! | `id = ?` / `rowid = ?`                  | point     | `ROWID`                |
 //! | `namespace = ?`                         | ns scan   | `NAMESPACE`            |
 //! | nothing usable                          | full scan | `0`                    |
@@ -42,8 +43,12 @@ pub mod bit {
     pub const OFFSET: i32 = 128;
     /// More than one MATCH term: an error at xFilter.
     pub const CONFLICT: i32 = 256;
+    /// `ranking = ?`: per-query ranking weights (JSON).
+    pub const RANKING: i32 = 512;
     /// All bits that take an argv value, in argv order.
-    pub const ARGS: [i32; 8] = [KNN, KEYWORD, HYBRID, K, NAMESPACE, ROWID, LIMIT, OFFSET];
+    pub const ARGS: [i32; 9] = [
+        KNN, KEYWORD, HYBRID, K, NAMESPACE, ROWID, LIMIT, OFFSET, RANKING,
+    ];
 }
 
 /// The operator of a WHERE term, as far as the planner cares.
@@ -91,8 +96,11 @@ pub struct Decision {
 
 /// `None` when a MATCH on one of our columns is not usable in this combination (the
 /// caller answers SQLITE_CONSTRAINT so SQLite tries another), else the plan.
-pub fn plan(terms: &[Term], order_by: &[(i32, bool)]) -> Option<Decision> {
-    let mut chosen: [Option<usize>; 8] = [None; 8];
+///
+/// `reranks`: the table's options put recency or importance into the ranking, so a KNN
+/// search's rows come out by final score, not by distance.
+pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<Decision> {
+    let mut chosen: [Option<usize>; 9] = [None; 9];
     let mut matches = 0;
     for (i, t) in terms.iter().enumerate() {
         let b = match (t.column, t.op) {
@@ -104,6 +112,7 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)]) -> Option<Decision> {
             (col::ID | -1, Op::Eq) => bit::ROWID,
             (_, Op::Limit) => bit::LIMIT,
             (_, Op::Offset) => bit::OFFSET,
+            (col::RANKING, Op::Eq) => bit::RANKING,
             _ => continue,
         };
         if !t.usable {
@@ -149,7 +158,8 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)]) -> Option<Decision> {
         [] => true,
         [(c, desc)] => {
             if search != 0 {
-                (*c == col::DISTANCE && !desc && search == bit::KNN) || (*c == col::SCORE && *desc)
+                let by_distance = search == bit::KNN && !reranks && idx_num & bit::RANKING == 0;
+                (*c == col::DISTANCE && !desc && by_distance) || (*c == col::SCORE && *desc)
             } else {
                 (*c == col::ID || *c == -1) && !desc
             }
@@ -182,6 +192,7 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)]) -> Option<Decision> {
         (bit::ROWID, "rowid"),
         (bit::LIMIT, "limit"),
         (bit::OFFSET, "offset"),
+        (bit::RANKING, "ranking"),
     ] {
         if idx_num & b != 0 {
             words.push(w);
@@ -221,6 +232,7 @@ mod tests {
                 t(col::K, Op::Eq),
             ],
             &[(col::DISTANCE, false)],
+            false,
         );
         let d = d.unwrap_or_else(|| panic!("no plan"));
         assert_eq!(d.idx_num, bit::KNN | bit::K | bit::NAMESPACE);
@@ -234,9 +246,28 @@ mod tests {
     }
 
     #[test]
+    fn reranked_knn_leaves_distance_order_to_sqlite() {
+        let terms = [t(col::EMBEDDING, Op::Match), t(col::K, Op::Eq)];
+        let by_distance = [(col::DISTANCE, false)];
+        let d = plan(&terms, &by_distance, true).unwrap_or_else(|| panic!());
+        assert!(!d.order_by_consumed);
+        let with_ranking = [
+            t(col::EMBEDDING, Op::Match),
+            t(col::K, Op::Eq),
+            t(col::RANKING, Op::Eq),
+        ];
+        let d = plan(&with_ranking, &by_distance, false).unwrap_or_else(|| panic!());
+        assert_eq!(d.idx_num, bit::KNN | bit::K | bit::RANKING);
+        assert!(!d.order_by_consumed);
+        assert_eq!(d.idx_str, "knn k ranking");
+        let d = plan(&with_ranking, &[(col::SCORE, true)], false).unwrap_or_else(|| panic!());
+        assert!(d.order_by_consumed);
+    }
+
+    #[test]
     fn limit_is_passed_but_not_omitted() {
-        let d =
-            plan(&[t(col::TABLE, Op::Match), t(-1, Op::Limit)], &[]).unwrap_or_else(|| panic!());
+        let d = plan(&[t(col::TABLE, Op::Match), t(-1, Op::Limit)], &[], false)
+            .unwrap_or_else(|| panic!());
         assert_eq!(d.idx_num, bit::HYBRID | bit::LIMIT);
         assert_eq!(d.usage, vec![Some((1, true)), Some((2, false))]);
     }
@@ -248,7 +279,7 @@ mod tests {
             op: Op::Match,
             usable: false,
         }];
-        assert!(plan(&terms, &[]).is_none());
+        assert!(plan(&terms, &[], false).is_none());
     }
 
     #[test]
@@ -256,6 +287,7 @@ mod tests {
         let d = plan(
             &[t(col::EMBEDDING, Op::Match), t(col::CONTENT, Op::Match)],
             &[],
+            false,
         )
         .unwrap_or_else(|| panic!());
         assert!(d.idx_num & bit::CONFLICT != 0);
@@ -263,25 +295,29 @@ mod tests {
 
     #[test]
     fn rowid_lookup_and_scans() {
-        let d = plan(&[t(col::ID, Op::Eq)], &[]).unwrap_or_else(|| panic!());
+        let d = plan(&[t(col::ID, Op::Eq)], &[], false).unwrap_or_else(|| panic!());
         assert_eq!(d.idx_num, bit::ROWID);
         assert_eq!(d.rows, 1);
-        let d =
-            plan(&[t(col::IMPORTANCE, Op::Other)], &[(col::ID, false)]).unwrap_or_else(|| panic!());
+        let d = plan(&[t(col::IMPORTANCE, Op::Other)], &[(col::ID, false)], false)
+            .unwrap_or_else(|| panic!());
         assert_eq!(d.idx_num, 0);
         assert_eq!(d.usage, vec![None]);
         assert!(d.order_by_consumed);
-        let d = plan(&[], &[(col::CREATED_AT, true)]).unwrap_or_else(|| panic!());
+        let d = plan(&[], &[(col::CREATED_AT, true)], false).unwrap_or_else(|| panic!());
         assert!(!d.order_by_consumed);
     }
 
     #[test]
     fn order_by_score_desc_is_consumed_for_searches() {
-        let d =
-            plan(&[t(col::CONTENT, Op::Match)], &[(col::SCORE, true)]).unwrap_or_else(|| panic!());
-        assert!(d.order_by_consumed);
-        let d = plan(&[t(col::CONTENT, Op::Match)], &[(col::DISTANCE, false)])
+        let d = plan(&[t(col::CONTENT, Op::Match)], &[(col::SCORE, true)], false)
             .unwrap_or_else(|| panic!());
+        assert!(d.order_by_consumed);
+        let d = plan(
+            &[t(col::CONTENT, Op::Match)],
+            &[(col::DISTANCE, false)],
+            false,
+        )
+        .unwrap_or_else(|| panic!());
         assert!(!d.order_by_consumed);
     }
 }

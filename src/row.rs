@@ -28,14 +28,26 @@ pub mod col {
     pub const UPDATED_AT: i32 = 8;
     /// `embedding BLOB`: `dim` little-endian float32.
     pub const EMBEDDING: i32 = 9;
+    /// `expires_at INTEGER`: milliseconds since the Unix epoch after which the memory is
+    /// expired (never returned by a search; removed by `'purge'`), or NULL (never).
+    pub const EXPIRES_AT: i32 = 10;
     /// `distance REAL HIDDEN`: KNN distance of this row to the query vector.
-    pub const DISTANCE: i32 = 10;
+    pub const DISTANCE: i32 = 11;
     /// `score REAL HIDDEN`: relevance, higher is better (see the README).
-    pub const SCORE: i32 = 11;
+    pub const SCORE: i32 = 12;
     /// `k INTEGER HIDDEN`: number of results wanted by a search.
-    pub const K: i32 = 12;
+    pub const K: i32 = 13;
+    /// `ttl HIDDEN`: write-only convenience: a time to live (seconds, or a duration such as
+    /// `'7d'`) given at INSERT/UPDATE sets `expires_at = now + ttl`. Reads as NULL.
+    pub const TTL: i32 = 14;
+    /// `ranking TEXT HIDDEN`: per-query ranking weights as JSON, e.g.
+    /// `ranking = '{"recency_weight":0.3,"half_life":"7d","importance_weight":0.1}'`
+    /// (see [`crate::rank`]).
+    pub const RANKING: i32 = 15;
+    /// `explain TEXT HIDDEN`: JSON of the ranking components of a search result.
+    pub const EXPLAIN: i32 = 16;
     /// The hidden column named after the table: hybrid search (`WHERE mem MATCH ?`).
-    pub const TABLE: i32 = 13;
+    pub const TABLE: i32 = 17;
 }
 
 /// Namespace used when none is given.
@@ -51,7 +63,8 @@ pub fn declare_sql(table: &str) -> String {
     format!(
         "CREATE TABLE x(id INTEGER, content TEXT, namespace TEXT, tags TEXT, metadata TEXT, \
          source TEXT, importance REAL, created_at INTEGER, updated_at INTEGER, embedding BLOB, \
-         distance REAL HIDDEN, score REAL HIDDEN, k INTEGER HIDDEN, \"{}\" HIDDEN)",
+         expires_at INTEGER, distance REAL HIDDEN, score REAL HIDDEN, k INTEGER HIDDEN, \
+         ttl HIDDEN, ranking TEXT HIDDEN, explain TEXT HIDDEN, \"{}\" HIDDEN)",
         table.replace('"', "\"\"")
     )
 }
@@ -77,6 +90,15 @@ pub struct Row {
     pub created_at: i64,
     /// Milliseconds since the Unix epoch.
     pub updated_at: i64,
+    /// Expiry, milliseconds since the Unix epoch; `None`: never.
+    pub expires_at: Option<i64>,
+}
+
+impl Row {
+    /// Whether the memory has expired at `now` (milliseconds since the Unix epoch).
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
 }
 
 /// Current time in milliseconds since the Unix epoch.
@@ -227,6 +249,29 @@ pub fn timestamp(v: &ValueRef<'_>, column: &str) -> Result<Option<i64>> {
     }
 }
 
+/// Reads the `ttl` value given at INSERT/UPDATE: NULL means none; an INTEGER or REAL is
+/// seconds; TEXT is a duration (`'90s'`, `'12h'`, `'7d'`, see
+/// [`crate::options::parse_duration_ms`]). Returns milliseconds.
+pub fn ttl(v: &ValueRef<'_>) -> Result<Option<i64>> {
+    let bad = |got: String| {
+        Error::invalid(format!(
+            "column ttl: expected a positive number of seconds or a duration such as '7d', got {got}"
+        ))
+    };
+    match *v {
+        ValueRef::Null => Ok(None),
+        ValueRef::Integer(i) if i > 0 && i < 1_000_000_000_000 => Ok(Some(i * 1000)),
+        ValueRef::Real(r) if r > 0.0 && r < 1e12 => Ok(Some((r * 1000.0).round() as i64)),
+        ValueRef::Integer(i) => Err(bad(i.to_string())),
+        ValueRef::Real(r) => Err(bad(r.to_string())),
+        ValueRef::Text(t) => {
+            let s = String::from_utf8_lossy(t);
+            crate::options::parse_duration_ms("column ttl", &s).map(Some)
+        }
+        ValueRef::Blob(_) => Err(bad("BLOB".into())),
+    }
+}
+
 /// Validates the `id` / rowid: NULL means "assign one"; otherwise an INTEGER.
 pub fn id(v: &ValueRef<'_>) -> Result<Option<i64>> {
     match *v {
@@ -316,6 +361,16 @@ mod tests {
     fn embedding_types() {
         assert!(err(embedding(&t("[1,2]"), 2)).contains("got TEXT"));
         assert_eq!(embedding(&ValueRef::Null, 2).ok(), Some(None));
+    }
+
+    #[test]
+    fn ttl_values() {
+        assert_eq!(ttl(&ValueRef::Null).ok(), Some(None));
+        assert_eq!(ttl(&ValueRef::Integer(60)).ok(), Some(Some(60_000)));
+        assert_eq!(ttl(&t("7d")).ok(), Some(Some(7 * 86_400_000)));
+        assert!(err(ttl(&ValueRef::Integer(0))).contains("column ttl"));
+        assert!(err(ttl(&t("later"))).contains("column ttl"));
+        assert!(err(ttl(&ValueRef::Blob(&[1]))).contains("BLOB"));
     }
 
     #[test]

@@ -23,8 +23,10 @@ use crate::options::TableOptions;
 use crate::row::Row;
 use crate::vector;
 
-/// On-disk format of the shadow tables written by this build.
-pub const FORMAT_VERSION: i64 = 1;
+/// On-disk format of the shadow tables written by this build. Format 2 added
+/// `expires_at` and `hash` to `<table>_content`; format 1
+/// tables are upgraded in place when first opened read-write ([`Store::connect`]).
+pub const FORMAT_VERSION: i64 = 2;
 /// Size of one `<table>_hnsw` chunk, in bytes.
 const CHUNK: usize = 1 << 20;
 
@@ -100,18 +102,15 @@ impl Store {
         let q = Names::new(schema, table);
         let sql = format!(
             "CREATE TABLE {config}(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-             CREATE TABLE {content}(id INTEGER PRIMARY KEY, content TEXT NOT NULL,
-                namespace TEXT NOT NULL, tags TEXT NOT NULL, metadata TEXT NOT NULL,
-                source TEXT, importance REAL NOT NULL, created_at INTEGER NOT NULL,
-                updated_at INTEGER NOT NULL, UNIQUE (namespace, id));
+             {content_sql};
              CREATE VIRTUAL TABLE {fts} USING fts5(content, content='',
                 tokenize='porter unicode61 remove_diacritics 2');
              CREATE TABLE {vectors}(id INTEGER PRIMARY KEY, embedding BLOB NOT NULL);
              CREATE TABLE {pending}(id INTEGER PRIMARY KEY);
              CREATE TABLE {hnsw}(chunk INTEGER PRIMARY KEY, data BLOB NOT NULL);
              CREATE TABLE {unembedded}(id INTEGER PRIMARY KEY);",
+            content_sql = content_table_sql(&q.content),
             config = q.config,
-            content = q.content,
             fts = q.fts,
             vectors = q.vectors,
             pending = q.pending,
@@ -174,7 +173,9 @@ impl Store {
             .find(|(k, _)| k == "format")
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
-        if format != FORMAT_VERSION {
+        if format == 1 {
+            migrate_v1(&conn, &q, table)?;
+        } else if format != FORMAT_VERSION {
             return Err(Error::Corrupt(format!(
                 "memories table {table}: on-disk format {format}, this build of subcog reads format \
                  {FORMAT_VERSION}; open it with the build that wrote it, or export and re-import"
@@ -302,7 +303,7 @@ impl Store {
     pub fn get(&self, id: i64) -> Result<Option<Row>> {
         let sql = format!(
             "SELECT id, content, namespace, tags, metadata, source, importance, created_at, \
-             updated_at FROM {} WHERE id = ?1",
+             updated_at, expires_at FROM {} WHERE id = ?1",
             self.q.content
         );
         Ok(self
@@ -319,6 +320,7 @@ impl Store {
                     importance: r.get(6)?,
                     created_at: r.get(7)?,
                     updated_at: r.get(8)?,
+                    expires_at: r.get(9)?,
                 })
             })
             .optional()?)
@@ -355,7 +357,8 @@ impl Store {
     pub fn insert(&self, row: &Row, vec: VectorChange<'_>) -> Result<()> {
         let sql = format!(
             "INSERT INTO {}(id, content, namespace, tags, metadata, source, importance, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             created_at, updated_at, expires_at, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             self.q.content
         );
         self.conn.prepare_cached(&sql)?.execute(params![
@@ -367,7 +370,9 @@ impl Store {
             row.source,
             row.importance,
             row.created_at,
-            row.updated_at
+            row.updated_at,
+            row.expires_at,
+            crate::dedup::content_hash(&row.content).as_slice()
         ])?;
         self.fts_insert(row.id, &row.content)?;
         match vec {
@@ -382,7 +387,8 @@ impl Store {
     pub fn update(&self, old: &Row, new: &Row, vec: VectorChange<'_>) -> Result<()> {
         let sql = format!(
             "UPDATE {} SET content = ?2, namespace = ?3, tags = ?4, metadata = ?5, source = ?6, \
-             importance = ?7, created_at = ?8, updated_at = ?9 WHERE id = ?1",
+             importance = ?7, created_at = ?8, updated_at = ?9, expires_at = ?10, hash = ?11 \
+             WHERE id = ?1",
             self.q.content
         );
         if old.content != new.content {
@@ -397,7 +403,9 @@ impl Store {
             new.source,
             new.importance,
             new.created_at,
-            new.updated_at
+            new.updated_at,
+            new.expires_at,
+            crate::dedup::content_hash(&new.content).as_slice()
         ])?;
         if old.content != new.content {
             self.fts_insert(new.id, &new.content)?;
@@ -431,6 +439,44 @@ impl Store {
         self.remove_vector(old.id)?;
         self.clear_unembedded(old.id)?;
         self.mark_pending(old.id)
+    }
+
+    /// The oldest live (unexpired at `now`) memory of `namespace` whose normalised content
+    /// has this hash ([`crate::dedup::content_hash`]), other than `except`.
+    pub fn find_by_hash(
+        &self,
+        namespace: &str,
+        hash: &[u8; 32],
+        now: i64,
+        except: i64,
+    ) -> Result<Option<i64>> {
+        let sql = format!(
+            "SELECT id FROM {} WHERE namespace = ?1 AND hash = ?2 AND id <> ?4 \
+             AND (expires_at IS NULL OR expires_at > ?3) ORDER BY id LIMIT 1",
+            self.q.content
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![namespace, hash.as_slice(), now, except], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Ids of memories expired at `now` (milliseconds since the Unix epoch), optionally of
+    /// one namespace. Uses the `(expires_at, id)` index.
+    pub fn expired_ids(&self, now: i64, namespace: Option<&str>) -> Result<Vec<i64>> {
+        let sql = format!(
+            "SELECT id FROM {} WHERE expires_at <= ?1 AND (?2 IS NULL OR namespace = ?2)",
+            self.q.content
+        );
+        let ids = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(params![now, namespace], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
     }
 
     fn mark_unembedded(&self, id: i64) -> Result<()> {
@@ -745,4 +791,66 @@ pub enum VectorChange<'a> {
     /// Remove the vector and note that the model must embed `content` before the next
     /// search or the commit, whichever comes first (batched: see `vtab::flush`).
     Defer,
+}
+
+/// `CREATE TABLE` of `<table>_content` (format 2). The inline UNIQUE constraints give the
+/// `(namespace, id)`, `(namespace, hash, id)` (dedup lookups) and `(expires_at, id)` (TTL)
+/// indexes; being automatic indexes they follow the table through ALTER TABLE RENAME.
+fn content_table_sql(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name}(id INTEGER PRIMARY KEY, content TEXT NOT NULL,
+            namespace TEXT NOT NULL, tags TEXT NOT NULL, metadata TEXT NOT NULL,
+            source TEXT, importance REAL NOT NULL, created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL, expires_at INTEGER, hash BLOB,
+            UNIQUE (namespace, id), UNIQUE (namespace, hash, id), UNIQUE (expires_at, id))"
+    )
+}
+
+/// Upgrades the shadow tables of a format 1 table to format 2: `<table>_content` is
+/// rebuilt with `expires_at` (NULL) and `hash` (computed here). Runs in a savepoint, so it happens whole or not at all.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the table when the upgrade cannot be written (e.g. a
+/// read-only database: open it read-write once with this build).
+fn migrate_v1(conn: &Connection, q: &Names, table: &str) -> Result<()> {
+    let run = || -> rusqlite::Result<()> {
+        let tmp = format!("{}.{}", q.schema, quote(&format!("{table}_content_v2")));
+        conn.execute_batch(&format!(
+            "SAVEPOINT subcog_migrate;
+             {create};
+             INSERT INTO {tmp}(id, content, namespace, tags, metadata, source, importance,
+                created_at, updated_at)
+               SELECT id, content, namespace, tags, metadata, source, importance, created_at,
+                      updated_at FROM {content};
+             DROP TABLE {content};
+             ALTER TABLE {tmp} RENAME TO {bare};",
+            create = content_table_sql(&tmp),
+            content = q.content,
+            bare = quote(&format!("{table}_content")),
+        ))?;
+        let rows: Vec<(i64, String)> = conn
+            .prepare(&format!("SELECT id, content FROM {}", q.content))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut st = conn.prepare(&format!("UPDATE {} SET hash = ?2 WHERE id = ?1", q.content))?;
+        for (id, content) in rows {
+            st.execute(params![id, crate::dedup::content_hash(&content).as_slice()])?;
+        }
+        conn.execute(
+            &format!(
+                "INSERT OR REPLACE INTO {}(key, value) VALUES ('format', ?1)",
+                q.config
+            ),
+            [FORMAT_VERSION.to_string()],
+        )?;
+        conn.execute_batch("RELEASE subcog_migrate;")
+    };
+    run().map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK TO subcog_migrate; RELEASE subcog_migrate;");
+        Error::Corrupt(format!(
+            "memories table {table}: on-disk format 1 must be upgraded to format \
+             {FORMAT_VERSION} once, and the upgrade failed ({e}); open the database read-write \
+             with this build"
+        ))
+    })
 }

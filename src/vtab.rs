@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::ffi::{CStr, CString, c_int};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -18,9 +19,13 @@ use rusqlite::vtab::{
 use rusqlite::{Connection, ffi};
 
 use crate::ann::{Ann, Checkpoint};
+use crate::dedup::{self, Outcome};
 use crate::error::{Error, Result, guard};
+use crate::options::DedupPolicy;
 use crate::options::TableOptions;
 use crate::planner::{self, Op, Term, bit};
+use crate::rank::{Components, Ranking};
+use crate::redact::{self, SecretPolicy};
 use crate::row::{self, Row, col};
 use crate::search::{self, Found};
 use crate::store::{Store, VectorChange};
@@ -103,6 +108,27 @@ unsafe extern "C" fn x_rename(vtab: *mut ffi::sqlite3_vtab, new: *const std::ffi
 /// 16 per model call).
 const FLUSH_BATCH: usize = 256;
 
+/// Neighbours examined per new memory by the near-duplicate check (expired ones are
+/// skipped).
+const NEAR_DUP_CANDIDATES: usize = 8;
+
+/// The expiry of a written row: `now + ttl` when a `ttl` is given, else the
+/// `expires_at` value (NULL: never).
+fn expiry(ttl: &ValueRef<'_>, expires_at: &ValueRef<'_>, now: i64) -> Result<Option<i64>> {
+    match row::ttl(ttl)? {
+        Some(ms) => Ok(Some(now.saturating_add(ms))),
+        None => row::timestamp(expires_at, "expires_at"),
+    }
+}
+
+fn secret_error(column: &str, kind: &str, at: usize) -> Error {
+    Error::invalid(format!(
+        "column {column}: expected text without secrets (the table's secrets policy is \
+         reject), got a {kind} at byte {at}; remove it, or create the table with \
+         secrets=redact"
+    ))
+}
+
 /// The vector decided for a written row.
 enum Embedding {
     /// Supplied by the user, validated.
@@ -133,6 +159,14 @@ pub struct MemoriesTab {
     base: ffi::sqlite3_vtab,
     store: Store,
     ann: RefCell<Ann>,
+    /// Schema name (`main`, `temp`, an attached name): part of the dedup outcome key.
+    schema: String,
+}
+
+impl Drop for MemoriesTab {
+    fn drop(&mut self) {
+        dedup::forget(self.db(), &self.schema, &self.store.table);
+    }
 }
 
 /// Argument `i` of xUpdate / xFilter.
@@ -178,6 +212,7 @@ impl MemoriesTab {
                 base: ffi::sqlite3_vtab::default(),
                 store,
                 ann: RefCell::new(Ann::new()),
+                schema,
             },
         ))
     }
@@ -193,23 +228,59 @@ impl MemoriesTab {
             Some(id) => Some(id),
             None => row::id(&arg(args, 1)?)?,
         };
-        let content = row::content(&v(col::CONTENT)?)?;
+        let content = self.scrub_text(row::content(&v(col::CONTENT)?)?, "content")?;
         let now = row::now_ms();
         let created_at = row::timestamp(&v(col::CREATED_AT)?, "created_at")?.unwrap_or(now);
         let updated_at = row::timestamp(&v(col::UPDATED_AT)?, "updated_at")?.unwrap_or(created_at);
         let mut row = Row {
             id: 0,
             namespace: row::namespace(&v(col::NAMESPACE)?)?,
-            tags: row::tags(&v(col::TAGS)?)?,
-            metadata: row::metadata(&v(col::METADATA)?)?,
+            tags: self.scrub_json(row::tags(&v(col::TAGS)?)?, "tags")?,
+            metadata: self.scrub_json(row::metadata(&v(col::METADATA)?)?, "metadata")?,
             source: row::source(&v(col::SOURCE)?)?,
             importance: row::importance(&v(col::IMPORTANCE)?)?,
             created_at,
             updated_at,
+            expires_at: expiry(&v(col::TTL)?, &v(col::EXPIRES_AT)?, now)?,
             content,
         };
-        let vec = self.embedding_for(&v(col::EMBEDDING)?)?;
+        let mut vec = self.embedding_for(&v(col::EMBEDDING)?)?;
         let store = &self.store;
+        let dedup = store.opts.dedup;
+        if explicit.is_none() && dedup != DedupPolicy::Off {
+            let hash = dedup::content_hash(&row.content);
+            if let Some(existing) = store.find_by_hash(&row.namespace, &hash, now, 0)? {
+                if let Some(old) = store.get(existing)? {
+                    self.absorb(&old, &row, now)?;
+                }
+                self.record(Outcome {
+                    id: existing,
+                    kind: "duplicate",
+                    action: Some(dedup.name()),
+                    similarity: None,
+                });
+                return Ok(existing);
+            }
+            if self.near_dedup() {
+                // The near-duplicate check needs the vector now: embed this row alone
+                // instead of in the deferred batch.
+                if matches!(vec, Embedding::Deferred) {
+                    vec = Embedding::Supplied(self.require_model()?.embed(&row.content)?.to_vec());
+                }
+                if let Embedding::Supplied(v) = &vec
+                    && let Some((old, similarity)) = self.near_duplicate(&row.namespace, v, now)?
+                {
+                    self.absorb(&old, &row, now)?;
+                    self.record(Outcome {
+                        id: old.id,
+                        kind: "near_duplicate",
+                        action: Some(dedup.name()),
+                        similarity: Some(similarity),
+                    });
+                    return Ok(old.id);
+                }
+            }
+        }
         row.id = match explicit {
             Some(id) if store.exists(id)? => {
                 // SAFETY: called inside xUpdate on this table's connection.
@@ -235,10 +306,93 @@ impl MemoriesTab {
             None => store.next_id()?,
         };
         store.insert(&row, vec.change())?;
+        self.record(Outcome {
+            id: row.id,
+            kind: "inserted",
+            action: None,
+            similarity: None,
+        });
         self.ann
             .borrow_mut()
             .maybe_checkpoint(store, Checkpoint::Write)?;
         Ok(row.id)
+    }
+
+    /// The `sqlite3*` address of this table's connection (key of dedup outcomes).
+    fn db(&self) -> usize {
+        // SAFETY: only the address is used, never dereferenced here.
+        unsafe { self.store.conn().handle() as usize }
+    }
+
+    fn record(&self, outcome: Outcome) {
+        dedup::record(self.db(), &self.schema, &self.store.table, outcome);
+    }
+
+    /// Whether inserts are checked for near duplicates (dedup on, threshold below 1).
+    fn near_dedup(&self) -> bool {
+        let o = &self.store.opts;
+        o.dedup != DedupPolicy::Off && o.dedup_threshold < 1.0 && o.metric == vector::Metric::Cosine
+    }
+
+    /// The nearest live memory of `namespace` to `v` when its cosine similarity is at
+    /// least `dedup_threshold`: `(memory, similarity)`.
+    fn near_duplicate(&self, namespace: &str, v: &[f32], now: i64) -> Result<Option<(Row, f64)>> {
+        let store = &self.store;
+        let hits = self
+            .ann
+            .borrow_mut()
+            .search(store, v, NEAR_DUP_CANDIDATES, Some(namespace))?;
+        for (id, d) in hits {
+            let similarity = 1.0 - f64::from(d);
+            if similarity < store.opts.dedup_threshold {
+                break;
+            }
+            if let Some(old) = store.get(id)?.filter(|r| !r.expired(now)) {
+                return Ok(Some((old, similarity)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Folds the duplicate `new` into the existing memory `old` per the dedup policy.
+    fn absorb(&self, old: &Row, new: &Row, now: i64) -> Result<()> {
+        if self.store.opts.dedup == DedupPolicy::Merge {
+            let merged = dedup::merge(old, new, now);
+            self.store.update(old, &merged, VectorChange::Keep)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the table's secrets policy to one text column value.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] under `secrets=reject` when a secret is found, naming the
+    /// column and the kind of secret (never the secret).
+    fn scrub_text(&self, text: String, column: &str) -> Result<String> {
+        match self.store.opts.secrets {
+            SecretPolicy::Allow => Ok(text),
+            SecretPolicy::Redact => Ok(redact::redact(&text).0),
+            SecretPolicy::Reject => match redact::scan(&text).first() {
+                None => Ok(text),
+                Some(f) => Err(secret_error(column, f.kind, f.start)),
+            },
+        }
+    }
+
+    /// [`MemoriesTab::scrub_text`] for a JSON column (`tags`, `metadata`): every string
+    /// value, and values under secret-looking keys, are scanned.
+    fn scrub_json(&self, json: String, column: &str) -> Result<String> {
+        match self.store.opts.secrets {
+            SecretPolicy::Allow => Ok(json),
+            SecretPolicy::Redact => Ok(redact::redact_json(&json)?.0),
+            SecretPolicy::Reject => {
+                let (_, found) = redact::redact_json(&json)?;
+                match found.first() {
+                    None => Ok(json),
+                    Some(f) => Err(secret_error(column, f.kind, f.start)),
+                }
+            }
+        }
     }
 
     /// What to store as a row's vector: the supplied one, or (no vector supplied,
@@ -316,6 +470,20 @@ impl MemoriesTab {
                 self.store.rebuild_fts()?;
                 self.ann.borrow_mut().rebuild(&self.store)
             }
+            // Delete every expired memory.
+            "purge" => {
+                self.flush()?;
+                let now = row::now_ms();
+                for id in self.store.expired_ids(now, None)? {
+                    if let Some(old) = self.store.get(id)? {
+                        self.store.delete(&old)?;
+                    }
+                }
+                self.ann
+                    .borrow_mut()
+                    .maybe_checkpoint(&self.store, Checkpoint::Write)
+                    .map(|_| ())
+            }
             // Fold pending vectors into the HNSW snapshot now.
             "optimize" => {
                 self.flush()?;
@@ -325,7 +493,7 @@ impl MemoriesTab {
                     .map(|_| ())
             }
             _ => Err(Error::invalid(format!(
-                "column {}: expected a command ('rebuild' or 'optimize'), got {}",
+                "column {}: expected a command ('rebuild', 'optimize' or 'purge'), got {}",
                 self.store.table,
                 match cmd {
                     ValueRef::Text(t) => format!("'{}'", String::from_utf8_lossy(t)),
@@ -345,17 +513,19 @@ impl MemoriesTab {
         let Some(old) = store.get(old_id)? else {
             return Ok(());
         };
-        let content = row::content(&v(col::CONTENT)?)?;
+        let content = self.scrub_text(row::content(&v(col::CONTENT)?)?, "content")?;
+        let now = row::now_ms();
         let new = Row {
             id: new_id,
             namespace: row::namespace(&v(col::NAMESPACE)?)?,
-            tags: row::tags(&v(col::TAGS)?)?,
-            metadata: row::metadata(&v(col::METADATA)?)?,
+            tags: self.scrub_json(row::tags(&v(col::TAGS)?)?, "tags")?,
+            metadata: self.scrub_json(row::metadata(&v(col::METADATA)?)?, "metadata")?,
             source: row::source(&v(col::SOURCE)?)?,
             importance: row::importance(&v(col::IMPORTANCE)?)?,
             created_at: row::timestamp(&v(col::CREATED_AT)?, "created_at")?
                 .unwrap_or(old.created_at),
-            updated_at: row::now_ms(),
+            updated_at: now,
+            expires_at: expiry(&v(col::TTL)?, &v(col::EXPIRES_AT)?, now)?,
             content,
         };
         let content_changed = new.content != old.content;
@@ -435,7 +605,8 @@ unsafe impl<'vtab> VTab<'vtab> for MemoriesTab {
                 .order_bys()
                 .map(|o| (o.column(), o.is_order_by_desc()))
                 .collect();
-            let Some(d) = planner::plan(&terms, &order_by) else {
+            let reranks = Ranking::from_options(&self.store.opts).active();
+            let Some(d) = planner::plan(&terms, &order_by, reranks) else {
                 return Ok(false);
             };
             for (i, u) in d.usage.iter().enumerate() {
@@ -458,6 +629,8 @@ unsafe impl<'vtab> VTab<'vtab> for MemoriesTab {
         Ok(MemCursor {
             base: ffi::sqlite3_vtab_cursor::default(),
             results: Vec::new(),
+            components: Vec::new(),
+            ranking: None,
             pos: 0,
             row: None,
             k: None,
@@ -523,6 +696,13 @@ impl TransactionVTab<'_> for MemoriesTab {
                 .map(|_| ())
         })
     }
+
+    /// xRollback: the outcome of an INSERT that was rolled back is forgotten (the rows,
+    /// hashes and pending checks are undone by the journal).
+    fn rollback(&mut self) -> rusqlite::Result<()> {
+        dedup::forget(self.db(), &self.schema, &self.store.table);
+        Ok(())
+    }
 }
 
 /// A cursor over the result of one plan: the ids found, each row read when reached.
@@ -531,6 +711,10 @@ pub struct MemCursor<'vtab> {
     /// Base class; must be first.
     base: ffi::sqlite3_vtab_cursor,
     results: Vec<Found>,
+    /// Ranking components per result when recency/importance ranked them.
+    components: Vec<Components>,
+    /// The ranking used, when a search ran.
+    ranking: Option<Ranking>,
     pos: usize,
     row: Option<Row>,
     k: Option<i64>,
@@ -542,6 +726,29 @@ impl MemCursor<'_> {
         // SAFETY: SQLite sets pVtab to the table that opened this cursor, which outlives it
         // (the cursor is closed before its table is disconnected).
         unsafe { &*(self.base.pVtab as *const MemoriesTab) }
+    }
+
+    /// The `explain` column of the current result: the ranking components (JSON), NULL
+    /// outside a search.
+    fn explain(&self) -> Option<String> {
+        let rank = self.ranking?;
+        let found = self.results.get(self.pos)?;
+        match self.components.get(self.pos) {
+            Some(c) => Some(c.to_json(&rank, found.distance)),
+            None => {
+                let mut m = serde_json::Map::new();
+                if let Some(s) = found.score {
+                    m.insert("search_score".into(), s.into());
+                }
+                if let Some(d) = found.distance {
+                    m.insert("distance".into(), d.into());
+                }
+                if let Some(s) = found.score {
+                    m.insert("score".into(), s.into());
+                }
+                Some(serde_json::Value::Object(m).to_string())
+            }
+        }
     }
 
     /// Moves to the first result at or after `pos` whose row still exists.
@@ -557,14 +764,14 @@ impl MemCursor<'_> {
         Ok(())
     }
 
-    fn run(&mut self, idx_num: c_int, args: &Filters<'_>) -> Result<Vec<Found>> {
+    fn run(&mut self, idx_num: c_int, args: &Filters<'_>) -> Result<(Vec<Found>, Vec<Components>)> {
         if idx_num & bit::CONFLICT != 0 {
             return Err(Error::invalid(
                 "memories: a query may have only one MATCH (embedding, content or the table \
                  column); combine searches with a subquery",
             ));
         }
-        let mut vals: [Option<ValueRef<'_>>; 8] = [None; 8];
+        let mut vals: [Option<ValueRef<'_>>; 9] = [None; 9];
         let mut next = 0;
         for (slot, b) in bit::ARGS.iter().enumerate() {
             if idx_num & b != 0 {
@@ -572,13 +779,13 @@ impl MemCursor<'_> {
                 next += 1;
             }
         }
-        let [knn, keyword, hybrid, k, ns, rowid, limit, offset] = vals;
+        let [knn, keyword, hybrid, k, ns, rowid, limit, offset, ranking] = vals;
         // `x MATCH NULL` matches nothing, as any comparison with NULL.
         if [knn, keyword, hybrid]
             .iter()
             .any(|m| matches!(m, Some(ValueRef::Null)))
         {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let int = |v: Option<ValueRef<'_>>, what: &str| -> Result<Option<i64>> {
             match v {
@@ -599,7 +806,7 @@ impl MemCursor<'_> {
         let ns: Option<String> = match ns {
             None => None,
             Some(ValueRef::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
-            Some(ValueRef::Null) => return Ok(Vec::new()),
+            Some(ValueRef::Null) => return Ok((Vec::new(), Vec::new())),
             Some(ValueRef::Integer(i)) => Some(i.to_string()),
             Some(ValueRef::Real(r)) => Some(r.to_string()),
             Some(ValueRef::Blob(b)) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -625,6 +832,50 @@ impl MemCursor<'_> {
         };
         let tab = self.tab();
         let store = &tab.store;
+        let mut rank = Ranking::from_options(&store.opts);
+        match ranking {
+            None | Some(ValueRef::Null) => {}
+            Some(ValueRef::Text(t)) => rank = rank.with_json(&String::from_utf8_lossy(t))?,
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "column ranking: expected a JSON object as TEXT, got {}",
+                    row::type_name(&other)
+                )));
+            }
+        }
+        let searching = knn.is_some() || keyword.is_some() || hybrid.is_some();
+        if ranking.is_some() && !searching {
+            return Err(Error::invalid(format!(
+                "ranking: only meaningful with a search (embedding MATCH, content MATCH or \
+                 {table} MATCH)"
+            )));
+        }
+        // Expired memories never come back from a search: fetch that many more, drop them.
+        let now = row::now_ms();
+        let expired: HashSet<i64> = if searching {
+            store.expired_ids(now, ns.as_deref())?.into_iter().collect()
+        } else {
+            HashSet::new()
+        };
+        let fetch = |k: usize| {
+            rank.pool(k, search::MAX_K as usize)
+                .saturating_add(expired.len())
+        };
+        self.ranking = Some(rank);
+        let finish = |found: Vec<Found>, k: usize| -> Result<(Vec<Found>, Vec<Components>)> {
+            let mut found: Vec<Found> = found
+                .into_iter()
+                .filter(|f| !expired.contains(&f.id))
+                .collect();
+            if !rank.active() {
+                found.truncate(k);
+                return Ok((found, Vec::new()));
+            }
+            let (mut found, mut comps) = rank.apply(found, now, |id| store.get(id))?;
+            found.truncate(k);
+            comps.truncate(k);
+            Ok((found, comps))
+        };
         if let Some(q) = knn {
             let k = k_for(true)?.unwrap_or(10);
             self.k = Some(k as i64);
@@ -655,7 +906,14 @@ impl MemCursor<'_> {
                     )));
                 }
             };
-            return search::knn(store, &mut tab.ann.borrow_mut(), &query, k, ns.as_deref());
+            let found = search::knn(
+                store,
+                &mut tab.ann.borrow_mut(),
+                &query,
+                fetch(k),
+                ns.as_deref(),
+            )?;
+            return finish(found, k);
         }
         if let Some(q) = keyword {
             let k = k_for(false)?.unwrap_or(usize::MAX);
@@ -668,7 +926,8 @@ impl MemCursor<'_> {
                     ));
                 }
             };
-            return search::keyword(store, &q, k, ns.as_deref());
+            let found = search::keyword(store, &q, fetch(k), ns.as_deref())?;
+            return finish(found, k);
         }
         if let Some(q) = hybrid {
             let k = k_for(true)?.unwrap_or(10);
@@ -681,7 +940,14 @@ impl MemCursor<'_> {
                     )));
                 }
             };
-            return search::hybrid(store, &mut tab.ann.borrow_mut(), &text, k, ns.as_deref());
+            let found = search::hybrid(
+                store,
+                &mut tab.ann.borrow_mut(),
+                &text,
+                fetch(k),
+                ns.as_deref(),
+            )?;
+            return finish(found, k);
         }
         if k_val.is_some() {
             return Err(Error::invalid(format!(
@@ -693,14 +959,17 @@ impl MemCursor<'_> {
             None if rowid.is_some() => Vec::new(),
             None => store.ids(ns.as_deref())?,
         };
-        Ok(ids
-            .into_iter()
-            .map(|id| Found {
-                id,
-                distance: None,
-                score: None,
-            })
-            .collect())
+        self.ranking = None;
+        Ok((
+            ids.into_iter()
+                .map(|id| Found {
+                    id,
+                    distance: None,
+                    score: None,
+                })
+                .collect(),
+            Vec::new(),
+        ))
     }
 }
 
@@ -715,7 +984,8 @@ unsafe impl VTabCursor for MemCursor<'_> {
             self.k = None;
             // Searches see this transaction's writes, embeddings included.
             self.tab().flush()?;
-            self.results = self.run(idx_num, args)?;
+            self.ranking = None;
+            (self.results, self.components) = self.run(idx_num, args)?;
             self.pos = 0;
             self.settle()
         })
@@ -754,6 +1024,8 @@ unsafe impl VTabCursor for MemCursor<'_> {
                 let blob = guard(|| self.tab().store.embedding_blob(r.id))?;
                 ctx.set_result(&blob)
             }
+            col::EXPIRES_AT => ctx.set_result(r.expires_at),
+            col::EXPLAIN => ctx.set_result(self.explain()),
             col::DISTANCE => ctx.set_result(found.and_then(|f| f.distance)),
             col::SCORE => ctx.set_result(found.and_then(|f| f.score)),
             col::K => ctx.set_result(self.k),

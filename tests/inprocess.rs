@@ -101,7 +101,7 @@ fn crud_and_three_searches_with_supplied_vectors() {
 #[test]
 fn bare_limit_means_k_on_a_host_that_passes_limit() {
     let c = mem();
-    c.execute_batch("CREATE VIRTUAL TABLE m USING memories(dim=2, auto_embed=off)")
+    c.execute_batch("CREATE VIRTUAL TABLE m USING memories(dim=2, auto_embed=off, dedup=off)")
         .unwrap_or_else(|e| panic!("{e}"));
     for i in 0..20 {
         let a = i as f32 / 20.0;
@@ -294,7 +294,7 @@ fn failed_multi_row_insert_leaves_the_table_unchanged() {
 #[test]
 fn explicit_ids_conflict_replace_and_ignore() {
     let c = mem();
-    c.execute_batch("CREATE VIRTUAL TABLE m USING memories(dim=2, auto_embed=off)")
+    c.execute_batch("CREATE VIRTUAL TABLE m USING memories(dim=2, auto_embed=off, dedup=off)")
         .unwrap_or_else(|e| panic!("{e}"));
     c.execute_batch("INSERT INTO m(id, content) VALUES (5, 'first')")
         .unwrap_or_else(|e| panic!("{e}"));

@@ -28,7 +28,9 @@ def conn():
     c.load_extension(EXT)
     if not json.loads(c.execute("SELECT subcog_info()").fetchone()[0])["model_present"]:
         pytest.skip("model not installed (make setup)")
-    c.execute("CREATE VIRTUAL TABLE mem USING memories()")
+    # dedup=off: with near-duplicate detection on (the default), each INSERT embeds its
+    # row at once to find its duplicates; these tests are about the deferred batch.
+    c.execute("CREATE VIRTUAL TABLE mem USING memories(dedup=off)")
     yield c
     c.close()
 

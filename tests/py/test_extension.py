@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXT = os.environ.get("SUBCOG_EXT", str(REPO / "target/release/libsubcog"))
 DIM = 384
 COLUMNS = ["id", "content", "namespace", "tags", "metadata", "source", "importance",
-           "created_at", "updated_at", "embedding"]
+           "created_at", "updated_at", "embedding", "expires_at"]
 
 
 # ---------------------------------------------------------------- helpers
@@ -364,7 +364,8 @@ def test_insert_select_many_rows(conn):
 
 
 def test_insert_select_auto_embeds(conn):
-    conn.execute("CREATE VIRTUAL TABLE mem USING memories()")
+    # dedup=off: 'note number 1' .. 'note number 40' are near duplicates of each other.
+    conn.execute("CREATE VIRTUAL TABLE mem USING memories(dedup=off)")
     conn.execute("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 40) "
                  "INSERT INTO mem(content) SELECT 'note number ' || i FROM c")
     lens = conn.execute("SELECT length(embedding) FROM mem").fetchall()
@@ -934,10 +935,10 @@ def test_knn_recall_on_a_larger_table(conn):
 # ---------------------------------------------------------------- more edges
 
 def test_importance_bounds_are_inclusive(mem):
-    for value in (0, 0.0, 1, 1.0):
-        mem.execute("INSERT INTO mem(content, importance, embedding) VALUES ('b', ?, ?)",
-                    (value, pack(basis(70))))
-    assert [r[0] for r in mem.execute("SELECT importance FROM mem WHERE content = 'b'")] == \
+    for i, value in enumerate((0, 0.0, 1, 1.0)):
+        mem.execute("INSERT INTO mem(content, importance, embedding) VALUES (?, ?, ?)",
+                    (f"b{i}", value, pack(basis(70 + i))))
+    assert [r[0] for r in mem.execute("SELECT importance FROM mem WHERE content LIKE 'b_'")] == \
         [0, 0, 1, 1]
 
 

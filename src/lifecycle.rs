@@ -1,0 +1,113 @@
+//! SQL functions about the life of memories: where an INSERT landed (dedup) and the
+//! purge of expired memories (TTL).
+//!
+//! * `subcog_last_insert(table)` -> JSON `{"id", "outcome", "action", "similarity"}` of
+//!   the last INSERT into `table` on this connection (`outcome`: `inserted`,
+//!   `duplicate` or `near_duplicate`; see [`crate::dedup`]), or NULL when there was none
+//!   or it was rolled back.
+//! * `subcog_purge(table)` -> INTEGER: deletes the memories of `table` whose
+//!   `expires_at` has passed and returns how many (the same as
+//!   `INSERT INTO t(t) VALUES ('purge')`, which returns nothing).
+//!
+//! `table` is `name` or `schema.name`.
+
+use rusqlite::Connection;
+use rusqlite::functions::{Context, FunctionFlags};
+use rusqlite::types::ValueRef;
+
+use crate::dedup;
+use crate::error::{Error, Result};
+use crate::row::{now_ms, type_name};
+
+/// Registers `subcog_last_insert` and `subcog_purge` on `conn`.
+///
+/// # Errors
+/// SQLite errors from `sqlite3_create_function_v2`.
+pub fn register(conn: &Connection) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY;
+    conn.create_scalar_function("subcog_last_insert", 1, flags, |ctx| Ok(last_insert(ctx)?))?;
+    conn.create_scalar_function("subcog_purge", 1, flags, |ctx| Ok(purge(ctx)?))?;
+    Ok(())
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `(schema, table)` from the function's argument.
+fn table_arg(ctx: &Context<'_>, func: &str) -> Result<(String, String)> {
+    let name = match ctx.get_raw(0) {
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        other => {
+            return Err(Error::invalid(format!(
+                "{func}(table): expected the table name as TEXT, got {}",
+                type_name(&other)
+            )));
+        }
+    };
+    Ok(match name.split_once('.') {
+        Some((s, t)) => (s.to_string(), t.to_string()),
+        None => ("main".to_string(), name),
+    })
+}
+
+/// The connection running the function (not owned).
+fn connection(ctx: &Context<'_>) -> Result<Connection> {
+    // SAFETY: the connection running this function; `from_handle` does not take ownership.
+    Ok(unsafe {
+        let c = ctx.get_connection()?;
+        Connection::from_handle(c.handle())?
+    })
+}
+
+/// Checks that `schema.table` is a `memories` table (its `_content` shadow table exists).
+fn check_table(conn: &Connection, func: &str, schema: &str, table: &str) -> Result<()> {
+    let sql = format!(
+        "SELECT 1 FROM {}.sqlite_master WHERE type = 'table' AND name = ?1",
+        quote(schema)
+    );
+    let found = conn
+        .prepare(&sql)
+        .and_then(|mut st| st.exists([format!("{table}_content")]))
+        .unwrap_or(false);
+    if !found {
+        return Err(Error::invalid(format!(
+            "{func}(table): expected the name of a memories table, got '{schema}.{table}'"
+        )));
+    }
+    Ok(())
+}
+
+fn last_insert(ctx: &Context<'_>) -> Result<Option<String>> {
+    let (schema, table) = table_arg(ctx, "subcog_last_insert")?;
+    let conn = connection(ctx)?;
+    check_table(&conn, "subcog_last_insert", &schema, &table)?;
+    // SAFETY: only the address is used, as the key the table recorded under.
+    let db = unsafe { conn.handle() as usize };
+    let Some(outcome) = dedup::last(db, &schema, &table) else {
+        return Ok(None);
+    };
+    // A savepoint rolled back since (no xRollback for those) may have undone it.
+    let sql = format!(
+        "SELECT 1 FROM {}.{} WHERE id = ?1",
+        quote(&schema),
+        quote(&format!("{table}_content"))
+    );
+    if !conn.prepare(&sql)?.exists([outcome.id])? {
+        return Ok(None);
+    }
+    Ok(Some(outcome.to_json()))
+}
+
+fn purge(ctx: &Context<'_>) -> Result<i64> {
+    let (schema, table) = table_arg(ctx, "subcog_purge")?;
+    let conn = connection(ctx)?;
+    check_table(&conn, "subcog_purge", &schema, &table)?;
+    let sql = format!(
+        "DELETE FROM {s}.{t} WHERE rowid IN (SELECT id FROM {s}.{c} WHERE expires_at <= ?1)",
+        s = quote(&schema),
+        t = quote(&table),
+        c = quote(&format!("{table}_content"))
+    );
+    Ok(conn.execute(&sql, [now_ms()])? as i64)
+}
