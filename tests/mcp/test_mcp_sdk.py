@@ -30,7 +30,7 @@ def check_tool_list(tools):
     store = by_name["memory_store"].input_schema
     assert store["required"] == ["content"]
     assert set(store["properties"]) == {"content", "namespace", "tags", "metadata",
-                                        "importance", "source"}
+                                        "importance", "source", "ttl"}
     assert store["properties"]["tags"]["type"] == "array"  # optional, not nullable
     assert store["properties"]["importance"]["maximum"] == 1
     search = by_name["memory_search"].input_schema
@@ -39,7 +39,8 @@ def check_tool_list(tools):
     assert search["properties"]["k"]["maximum"] == 100
     modes = {m["const"] for m in search["properties"]["mode"]["oneOf"]}
     assert modes == {"hybrid", "vector", "keyword"}
-    assert by_name["memory_store"].output_schema["required"] == ["id"]
+    assert set(by_name["memory_store"].output_schema["required"]) == {"id", "outcome"}
+    assert {"recency", "recency_half_life", "importance"} <= set(search["properties"])
     results = by_name["memory_search"].output_schema["properties"]["results"]
     assert "score" in results["items"]["properties"]
     assert by_name["memory_update"].input_schema["required"] == ["id"]
@@ -65,8 +66,16 @@ async def exercise(call, db):
         assert text, (name, args)
         return text
 
-    ids = [(await ok("memory_store", m))["id"] for m in MEMORIES]
+    stored = [await ok("memory_store", m) for m in MEMORIES]
+    assert [s["outcome"] for s in stored] == ["inserted"] * 3
+    ids = [s["id"] for s in stored]
     assert len(set(ids)) == 3
+
+    # Storing the same memory again lands on it (dedup), and says so.
+    again = await ok("memory_store", {**MEMORIES[0], "tags": ["again"]})
+    assert again == {"id": ids[0], "outcome": "duplicate", "action": "merge"}
+    near = await ok("memory_store", {**MEMORIES[0], "content": MEMORIES[0]["content"] + "!!"})
+    assert near["id"] == ids[0] and near["outcome"] == "near_duplicate", near
 
     for mode in ("hybrid", "vector"):
         for query, want in QUERIES:
@@ -90,6 +99,26 @@ async def exercise(call, db):
     assert upd["updated_at"] >= got["updated_at"]
     res = (await ok("memory_search", {"query": "spaces width 2", "k": 1}))["results"]
     assert res[0]["id"] == ids[1] and "spaces" in res[0]["content"]
+
+    # Recency and importance in the ranking, with the components explained.
+    res = (await ok("memory_search", {"query": "deploy", "k": 3, "recency": 0.3,
+                                      "recency_half_life": "7d", "importance": 0.2}))["results"]
+    assert res and all("recency" in r["explain"] for r in res)
+    assert res[0]["explain"]["weights"] == {"relevance": 0.5, "recency": 0.3,
+                                            "importance": 0.2, "half_life_days": 7.0}
+    assert "recency" in await error("memory_search", {"query": "x", "recency": 0.8,
+                                                      "importance": 0.8})
+
+    # A memory with a TTL: listed while alive, gone from search and list once expired.
+    brief = await ok("memory_store", {"content": "The staging password rotates tonight", "ttl": 1})
+    got = await ok("memory_get", {"id": brief["id"]})
+    assert got["expires_at"] - got["created_at"] in range(900, 1100)
+    await asyncio.sleep(1.2)
+    res = (await ok("memory_search", {"query": "staging password rotates", "k": 5}))["results"]
+    assert brief["id"] not in [r["id"] for r in res]
+    assert brief["id"] not in [m["id"] for m in (await ok("memory_list", {}))["memories"]]
+    assert "ttl" in await error("memory_store", {"content": "x", "ttl": "soon"})
+    await ok("memory_delete", {"id": brief["id"]})
 
     listed = (await ok("memory_list", {}))["memories"]
     assert [m["id"] for m in listed] == sorted(ids, reverse=True)  # newest first
