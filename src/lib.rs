@@ -21,6 +21,7 @@ pub mod functions;
 pub mod integrity;
 pub mod options;
 pub mod planner;
+pub mod redact;
 pub mod row;
 pub mod search;
 pub mod store;
