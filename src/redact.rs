@@ -52,9 +52,9 @@
 //! | `jwt` | JSON Web Token (header and payload both JSON objects) | `eyJ...` `.` `eyJ...` `.` signature (RFC 7519) |
 //! | `url_password` | password in a URL or connection string (user, host kept) | `scheme://user:<password>@host` (RFC 3986 userinfo) |
 //! | `basic_auth` | HTTP Basic credentials after `Authorization:` | base64 `user:pass` (RFC 7617) |
-//! | `bearer_token` | `Bearer <token>` (RFC 6750), token of 16+ chars with letters and digits | |
-//! | `password_assignment` | value of `password`, `passwd`, `pwd`, `passphrase`, `*_pass` keys: `=`, `:`, `:=`, `=>`, quoted or not (key kept) | |
-//! | `secret_assignment` | value of `*api_key`, `*secret`, `*token`, `*private_key`, `*access_key`, `*credentials` keys, 12+ chars with letters and digits (key kept) | |
+//! | `bearer_token` | `Bearer <token>` (RFC 6750), token of 16+ chars, letters and digits, entropy >= 3 bits/char | |
+//! | `password_assignment` | value of `*password`, `*passwd`, `*pwd`, `*passphrase`, `*_pass` keys after `=`, `:`, `:=`, `=>` (key kept): any quoted value; unquoted, a value with a digit or symbol, or any value of an upper-case environment key (`DB_PASSWORD=...`); never code (`password = password`, `*const u16`, `LM_OWF_PASSWORD`), paths or placeholders (`${PASS}`, `****`) | |
+//! | `secret_assignment` | value of `*api_key`, `*secret`, `*token`, `*private_key`, `*access_key`, `*credentials` keys, 12+ chars, letters and digits, entropy >= 3 bits/char, not a path or URL (key kept) | |
 //! | `secret_field` | JSON only ([`redact_json`]): a non-empty string value whose key names a secret ([`is_secret_key`]) | |
 //!
 //! Patterns follow the token formats published by each vendor, as collected by the
@@ -62,10 +62,14 @@
 //! span claimed by an earlier kind is not claimed again (`sk-ant-...` is never an OpenAI
 //! key, a GitHub token after `Bearer` is a `github_token`).
 //!
-//! Known limits (false negatives by design, to keep prose intact): `password: <word>`
-//! without digits or symbols and unquoted (prose such as "Password: required"), a
-//! password stated in words ("my password is ..."), secrets of formats without a prefix
-//! outside an assignment (a bare 32-hex Twilio auth token).
+//! Known limits (false negatives by design, to keep prose and code intact): an unquoted
+//! password of letters only after a lower-case key (`password: letmein`, like prose
+//! "Password: required" or code `password = value`), a password stated in words ("my
+//! password is ..."), secrets of formats without a prefix outside an assignment (a bare
+//! 32-hex Twilio auth token, a Twilio account SID, which is an identifier, not a secret).
+//! Known false positives: example credentials in quoted literals and docs
+//! (`"https://user:pass@host"`, `client_secret: "test-secret"`), and a few type names
+//! after secret-named fields (`private_key: Ed25519PrivateKey`).
 
 use std::sync::LazyLock;
 
@@ -162,10 +166,11 @@ macro_rules! sep {
 }
 
 /// A value after [`sep!`]: double-quoted, single-quoted or bare (up to a blank, quote,
-/// comma, semicolon, ampersand or closing bracket).
+/// comma, semicolon, ampersand or closing bracket; not starting with `=` or `:`, so that
+/// `password == x` is a comparison and `token::Kind` a path, not assignments).
 macro_rules! value {
     () => {
-        r#"(?:"(?P<s1>[^"\r\n]*)"|'(?P<s2>[^'\r\n]*)'|(?P<s3>[^\s"'`,;&)\]}]+))"#
+        r#"(?:"(?P<s1>[^"\r\n]*)"|'(?P<s2>[^'\r\n]*)'|(?P<s3>[^\s"'`,;&)\]}=:][^\s"'`,;&)\]}]*))"#
     };
 }
 
@@ -324,7 +329,7 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         kind: "url_password",
-        pattern: r#"\b[A-Za-z][A-Za-z0-9+.\-]{1,30}://[^\s:/?#@"'<>\[\]]*:(?P<s1>[^\s@/?#"'<>]+)@[A-Za-z0-9_.\-\[\]]+"#,
+        pattern: r#"\b[A-Za-z][A-Za-z0-9+.\-]{1,30}://[^\s:/?#"'<>\[\]]*:(?P<s1>[^\s/?#"'<>]+)@[A-Za-z0-9_.\-\[\]]+"#,
         accept: Some(accept_url_password),
     },
     Spec {
@@ -335,7 +340,7 @@ const SPECS: &[Spec] = &[
     Spec {
         kind: "bearer_token",
         pattern: r"(?i:\bbearer)\s+(?P<s1>[A-Za-z0-9\-._~+/]{16,}=*)",
-        accept: Some(accept_letters_and_digits),
+        accept: Some(accept_bearer),
     },
     Spec {
         kind: "password_assignment",
@@ -661,7 +666,7 @@ pub fn summary(findings: &[Finding]) -> String {
 
 /// Values that stand for a secret without being one: template and environment
 /// references (`${DB_PASSWORD}`, `$PASS`, `<password>`, `{{ secret }}`, `%(pwd)s`),
-/// masks (`****`, `xxxx`), null-like words and existing markers.
+/// masks (`****`, `xxxx`), null-like words, expression keywords and existing markers.
 fn is_placeholder(v: &str) -> bool {
     let v = v.trim();
     if v.is_empty() || v.starts_with(['$', '<', '{', '%']) || v.starts_with("[REDACTED:") {
@@ -675,6 +680,8 @@ fn is_placeholder(v: &str) -> bool {
     matches!(
         v.to_ascii_lowercase().as_str(),
         "null" | "none" | "nil" | "undefined" | "true" | "false" | "empty" | "redacted"
+            // Keywords that start an expression in code (`let pwd = unsafe { .. }`).
+            | "unsafe" | "await" | "new" | "self" | "this" | "async" | "lambda" | "function"
     )
 }
 
@@ -683,12 +690,23 @@ fn quoted(hit: &Hit<'_>) -> bool {
     hit.prefix.ends_with(['"', '\''])
 }
 
-/// Code rather than a value: a call (`getpass()`), an index (`env["X"]`), a dotted path
-/// (`config.db.password`, `os.environ`).
+/// Code rather than a value, in an unquoted assignment: a call (`getpass()`), an index
+/// (`env["X"]`), a generic or path type (`Option<String>`, `crate::passwd`), a pointer
+/// type (`*const u16`), a dotted path (`config.db.password`), a constant or type in
+/// SCREAMING_SNAKE_CASE (`LM_OWF_PASSWORD`), a numeric literal (`0x030`, `3i32`, `1010`;
+/// a run of 6+ digits may be a PIN and is kept as a secret).
 fn is_code_expression(v: &str) -> bool {
-    if v.contains(['(', ')', '[', ']']) {
+    if v.contains(['(', ')', '[', ']', '<', '>', '{', '}']) || v.contains("::") {
         return true;
     }
+    if v.starts_with(['*', '&']) {
+        return true;
+    }
+    is_dotted_path(v) || is_screaming_snake(v) || is_number_literal(v)
+}
+
+/// `a.b`, `self.secret_key`, `os.environ`: identifiers joined by dots.
+fn is_dotted_path(v: &str) -> bool {
     let parts: Vec<&str> = v.split('.').collect();
     parts.len() >= 2
         && parts.iter().all(|p| {
@@ -699,11 +717,44 @@ fn is_code_expression(v: &str) -> bool {
         })
 }
 
+/// `DOT11_DIALOG_TOKEN`, `IKEEXT_CREDENTIAL0`: uppercase letters, digits and at least
+/// one underscore, starting with a letter.
+fn is_screaming_snake(v: &str) -> bool {
+    v.starts_with(|c: char| c.is_ascii_uppercase())
+        && v.contains('_')
+        && v.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// `0x030`, `3i32`, `9u32`, `2.5f64`, or fewer than 6 decimal digits (enum values, counts).
+fn is_number_literal(v: &str) -> bool {
+    if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        return !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit() || c == '_');
+    }
+    let digits = v.trim_end_matches(|c: char| !c.is_ascii_digit());
+    let suffix = &v[digits.len()..];
+    let typed = [
+        "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16", "u32", "u64", "u128", "usize",
+        "f32", "f64",
+    ]
+    .contains(&suffix);
+    !digits.is_empty()
+        && digits
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '_')
+        && (typed || (suffix.is_empty() && digits.len() < 6))
+}
+
 fn has_digit_or_symbol(v: &str) -> bool {
     v.chars()
         .any(|c| c.is_ascii_digit() || "!@#$%^&*+=?~".contains(c))
 }
 
+/// A password value. Quoted values are accepted as they are (`password = "hunter2"`).
+/// Unquoted ones are often code (`password = password`, `username, password = auth`)
+/// or prose (`Password: required`), so they must look like a password: no path, no code
+/// expression, not a variable named after a password, and a digit or a symbol, unless
+/// the key is an environment variable in upper case (`DB_PASSWORD=letmein`).
 fn accept_password(hit: &Hit<'_>) -> bool {
     let v = hit.secret;
     if is_placeholder(v) {
@@ -712,28 +763,125 @@ fn accept_password(hit: &Hit<'_>) -> bool {
     if quoted(hit) {
         return true;
     }
-    // Unquoted: not a path (`PWD=/home/bob`), not code.
-    if v.starts_with(['/', '~']) || is_code_expression(v) {
+    if v.starts_with(['/', '~']) || is_code_expression(v) || is_password_variable(v) {
         return false;
     }
+    let key = hit
+        .prefix
+        .split(|c: char| c.is_whitespace() || "\"':=>".contains(c))
+        .find(|k| !k.is_empty())
+        .unwrap_or("");
+    let env_key = key.contains(|c: char| c.is_ascii_uppercase())
+        && !key.contains(|c: char| c.is_ascii_lowercase());
     let colon = !hit.prefix.contains('=');
-    // `Password: required` is prose; `Password: hunter2` is a password.
-    !colon || (v.chars().count() >= 4 && has_digit_or_symbol(v))
+    if env_key && !colon {
+        return true;
+    }
+    v.chars().count() >= 4 && has_digit_or_symbol(v)
 }
+
+/// An identifier naming a password rather than being one: `key_password`,
+/// `url_user_password`, `user_pass`, `pwd`.
+fn is_password_variable(v: &str) -> bool {
+    let l = v.to_ascii_lowercase();
+    l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && (l.contains("password")
+            || l.contains("passwd")
+            || l.contains("pwd")
+            || l.contains("_pass")
+            || l.contains("pass_"))
+}
+
+/// A file path rather than a key: `~/.ssh/id_ed25519`, `./certs/key.pem`,
+/// `/etc/ssl/private/server.key` (a leading `/` alone is not enough: base64 keys may
+/// start with one, but never contain a `.`).
+fn is_path(v: &str) -> bool {
+    v.starts_with("~/")
+        || v.starts_with("./")
+        || v.starts_with("../")
+        || (v.starts_with('/') && v.contains('.'))
+}
+
+/// Shannon entropy of `v`'s chars, in bits per char: -sum p(c) log2 p(c).
+fn entropy(v: &str) -> f64 {
+    let mut counts: Vec<(char, usize)> = Vec::new();
+    let mut n = 0usize;
+    for c in v.chars() {
+        n += 1;
+        match counts.iter_mut().find(|(k, _)| *k == c) {
+            Some((_, k)) => *k += 1,
+            None => counts.push((c, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|&(_, k)| {
+            let p = k as f64 / n as f64;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Minimum entropy (bits/char) of a token with no vendor prefix; it only rejects
+/// repetitive values (`aaaaaaaaaaa1`, `abcabcabcab1`). Per-char entropy is bounded by
+/// log2(length), so short random tokens score low; measured over 100,000 uniform random
+/// strings each: 16-char alphanumeric min 2.77, 32-char hex min 2.81, 12-char
+/// alphanumeric 0.1st percentile 2.75, 12-char hex 1st percentile 2.36.
+const MIN_ENTROPY: f64 = 2.5;
+
+/// A token with no vendor prefix: 12+ chars, letters and digits, not a date, time or
+/// version number, not repetitive ([`MIN_ENTROPY`]).
+fn looks_random(v: &str) -> bool {
+    v.chars().count() >= 12
+        && v.chars().any(|c| c.is_ascii_digit())
+        && v.chars().any(|c| c.is_ascii_alphabetic())
+        && !is_date_or_version(v)
+        && entropy(v) >= MIN_ENTROPY
+}
+
+/// Dates, times and version strings: `2024-05-07T12:00:00Z`, `v2.1.0-beta.3`,
+/// `1.2.3-rc.1+build.5`: runs of digits, separators (`-:./+_`) and only the letter runs
+/// of [`DATE_VERSION_WORDS`].
+fn is_date_or_version(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    let mut rest = lower.as_str();
+    while let Some(c) = rest.chars().next() {
+        if c.is_ascii_alphabetic() {
+            let end = rest
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(rest.len());
+            if !DATE_VERSION_WORDS.contains(&&rest[..end]) {
+                return false;
+            }
+            rest = &rest[end..];
+        } else if c.is_ascii_digit() || "-:./+_".contains(c) {
+            rest = &rest[1..];
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Letter runs allowed in [`is_date_or_version`]: ISO 8601 designators and the usual
+/// pre-release / build tags (SemVer, PEP 440).
+const DATE_VERSION_WORDS: &[&str] = &[
+    "t", "z", "utc", "gmt", "am", "pm", "v", "alpha", "beta", "rc", "dev", "pre", "post", "build",
+    "final", "release", "snapshot",
+];
 
 fn accept_secret_value(hit: &Hit<'_>) -> bool {
     let v = hit.secret;
     !is_placeholder(v)
         && !is_code_expression(v)
+        && !is_path(v)
+        && !v.contains("://")
         && !v.contains(char::is_whitespace)
-        && v.chars().count() >= 12
-        && v.chars().any(|c| c.is_ascii_digit())
-        && v.chars().any(|c| c.is_ascii_alphabetic())
+        && looks_random(v)
 }
 
-fn accept_letters_and_digits(hit: &Hit<'_>) -> bool {
-    let v = hit.secret;
-    v.chars().any(|c| c.is_ascii_digit()) && v.chars().any(|c| c.is_ascii_alphabetic())
+fn accept_bearer(hit: &Hit<'_>) -> bool {
+    looks_random(hit.secret)
 }
 
 fn accept_url_password(hit: &Hit<'_>) -> bool {
@@ -1051,6 +1199,36 @@ mod tests {
         );
         check(
             "password_assignment",
+            "pin: password=123456 for the safe",
+            "123456",
+        );
+        check(
+            "password_assignment",
+            "let password = \"Pa55word\"; // TODO remove",
+            "Pa55word",
+        );
+        check(
+            "password_assignment",
+            "DB_PASSWORD=letmein\nDB_HOST=db",
+            "letmein",
+        );
+        check(
+            "password_assignment",
+            "MYSQL_PWD=rootroot mysql -u root",
+            "rootroot",
+        );
+        check(
+            "password_assignment",
+            "pin: password=123456 for the safe",
+            "123456",
+        );
+        check(
+            "password_assignment",
+            "let password = \"Pa55word\"; // TODO remove",
+            "Pa55word",
+        );
+        check(
+            "password_assignment",
             "export MYSQL_PASS='letmein' then",
             "letmein",
         );
@@ -1063,6 +1241,26 @@ mod tests {
             "url_password",
             "git clone https://bob:tok3n@git.example.com/r.git",
             "tok3n",
+        );
+        check(
+            "url_password",
+            "amqp://bob:p@ss:w0rd@mq:5672/ ok",
+            "p@ss:w0rd",
+        );
+        check(
+            "url_password",
+            "https://bob@example.com:pw9x@mail.example.com/x",
+            "pw9x",
+        );
+        check(
+            "url_password",
+            "jdbc:mysql://root:R00t!@db:3306/app",
+            "R00t!",
+        );
+        check(
+            "url_password",
+            "mongodb+srv://app:S3cr3t@cluster0.abc.mongodb.net/db",
+            "S3cr3t",
         );
         let api = fake(ALNUM, 40, 39);
         check(
@@ -1129,6 +1327,43 @@ mod tests {
     }
 
     #[test]
+    fn random_tokens_versus_dates_versions_and_repetition() {
+        assert!(entropy("aaaaaaaaaaaaaaaa") < 0.01);
+        assert!((entropy("abcd") - 2.0).abs() < 1e-9);
+        for seed in 0..200 {
+            for t in [
+                fake(ALNUM, 16, seed),
+                fake(HEX, 32, seed),
+                fake(B64URL, 24, seed),
+            ] {
+                assert!(
+                    looks_random(&t) || !t.contains(|c: char| c.is_ascii_digit()),
+                    "{t}"
+                );
+            }
+        }
+        for v in [
+            "2024-05-07T12:00:00Z",
+            "v2.1.0-beta.3",
+            "1.2.3-rc.1+build.5",
+            "2023-05-25_10:30",
+            "aaaaaaaaaaa1",
+            "abcabcabcab1",
+            "short1",
+        ] {
+            assert!(!looks_random(v), "{v}");
+        }
+        for v in [
+            "a1b2c3d4e5f6a7",
+            "Tr0ub4dor3xyzQ",
+            "AbCdEf12-3456-7890",
+            "ab12-cd34-ef56-gh78",
+        ] {
+            assert!(looks_random(v), "{v}");
+        }
+    }
+
+    #[test]
     fn summary_counts_kinds() {
         let f = |kind| Finding {
             kind,
@@ -1179,6 +1414,26 @@ mod tests {
             "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
             "secret_santa = \"Caroline\"; credentials: pending",
             "Das Passwort ist geheim — niemand kennt es. 密码 token 秘密",
+            "if password == user_input: and password === other",
+            "password: string; password: str = Field(...); password: req.body.password,",
+            "token: 2024-05-07T12:00:00Z and api_version: v2.1.0-beta.3",
+            "private_key: ~/.ssh/id_ed25519 and private_key=/etc/ssl/private/server2.key",
+            "token_endpoint: https://oauth2.googleapis.com/token2 and token: https://x.io/t0ken/abc",
+            "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----",
+            "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----",
+            "Bearer tokens like abcdefgh12345678 are short-lived; bearer 0000000000000000a",
+            // Code seen in the wild (crates.io sources): types, constants, enum values.
+            "pub password: *const u16, pwd: *mut passwd, pub Password: super::Foundation::UNICODE_STRING,",
+            "pub type NT_OWF_PASSWORD = LM_OWF_PASSWORD; TASK_LOGON_PASSWORD = 1, X_PASS = 1010,",
+            "DEVSTAT_PRIORITY_PASS = 0x030, MsV1_0ChangePassword: MSV1_0_PROTOCOL_MESSAGE_TYPE = 5i32;",
+            "pub ikeCredentials: IKEEXT_CREDENTIALS0, DialogToken: DOT11_DIALOG_TOKEN, frag_token: crate::__u32,",
+            "static TOKEN: OnceLock<u64> = OnceLock::new(); jsonwebtoken::Algorithm::ES256 => x,",
+            "type RevocableToken = oauth2::StandardRevocableToken; AccessToken: WBEM_128BITS,",
+            "let pwd = unsafe { pwd.assume_init() };",
+            "self.password = password; password=password, username, password = auth",
+            "self.key_password = key_password; username, secret_password = user_pass",
+            "util._assertion_pass = call_assertion_pass_hook; self.first_pass = use_cache",
+            "username, password = value\n    if password == \"-\": pass",
         ];
         for text in clean {
             let f = scan(text);
