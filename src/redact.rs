@@ -52,9 +52,9 @@
 //! | `jwt` | JSON Web Token (header and payload both JSON objects) | `eyJ...` `.` `eyJ...` `.` signature (RFC 7519) |
 //! | `url_password` | password in a URL or connection string (user, host kept) | `scheme://user:<password>@host` (RFC 3986 userinfo) |
 //! | `basic_auth` | HTTP Basic credentials after `Authorization:` | base64 `user:pass` (RFC 7617) |
-//! | `bearer_token` | `Bearer <token>` (RFC 6750), token of 16+ chars, letters and digits, entropy >= 3 bits/char | |
+//! | `bearer_token` | `Bearer <token>` (RFC 6750), a token of 16+ chars that looks random (letters and digits, not a date or version, entropy >= 2.5 bits/char) | |
 //! | `password_assignment` | value of `*password`, `*passwd`, `*pwd`, `*passphrase`, `*_pass` keys after `=`, `:`, `:=`, `=>` (key kept): any quoted value; unquoted, a value with a digit or symbol, or any value of an upper-case environment key (`DB_PASSWORD=...`); never code (`password = password`, `*const u16`, `LM_OWF_PASSWORD`), paths or placeholders (`${PASS}`, `****`) | |
-//! | `secret_assignment` | value of `*api_key`, `*secret`, `*token`, `*private_key`, `*access_key`, `*credentials` keys, 12+ chars, letters and digits, entropy >= 3 bits/char, not a path or URL (key kept) | |
+//! | `secret_assignment` | value of `*api_key`, `*secret`, `*token`, `*private_key`, `*access_key`, `*credentials` keys (key kept), 12+ chars that look random (letters and digits, not a date or version, entropy >= 2.5 bits/char), not code, a path or a URL | |
 //! | `secret_field` | JSON only ([`redact_json`]): a non-empty string value whose key names a secret ([`is_secret_key`]) | |
 //!
 //! Patterns follow the token formats published by each vendor, as collected by the
@@ -71,6 +71,7 @@
 //! (`"https://user:pass@host"`, `client_secret: "test-secret"`), and a few type names
 //! after secret-named fields (`private_key: Ed25519PrivateKey`).
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -523,7 +524,7 @@ pub fn redact(text: &str) -> (String, Vec<Finding>) {
 /// Key names (lowercased, only ASCII letters and digits kept) whose string values are
 /// secrets whatever they look like, matched as suffixes: `db_password`, `apiKey`,
 /// `client-secret`, `AWS_SECRET_ACCESS_KEY`, `x-auth-token`...
-const SECRET_KEY_SUFFIXES: &[&str] = &[
+pub const SECRET_KEY_SUFFIXES: &[&str] = &[
     "password",
     "passwd",
     "passphrase",
@@ -639,6 +640,58 @@ fn redact_whole(s: &mut String) -> Option<Finding> {
     };
     *s = marker(kind);
     Some(finding)
+}
+
+/// Applies `policy` to the value of a text column (`content`): returns the text to store,
+/// index and embed.
+///
+/// [`SecretPolicy::Redact`]: the text with each secret replaced by its marker (borrowed
+/// unchanged when there is none). [`SecretPolicy::Allow`]: `text` unchanged, unscanned.
+///
+/// # Errors
+/// [`SecretPolicy::Reject`] and a secret in `text`: [`Error::Invalid`] naming `column`
+/// and the kinds found ([`summary`]), never the secret.
+pub fn enforce_text<'a>(policy: SecretPolicy, column: &str, text: &'a str) -> Result<Cow<'a, str>> {
+    if policy == SecretPolicy::Allow {
+        return Ok(Cow::Borrowed(text));
+    }
+    let findings = scan(text);
+    if findings.is_empty() {
+        return Ok(Cow::Borrowed(text));
+    }
+    match policy {
+        SecretPolicy::Reject => Err(rejection(column, &findings)),
+        _ => Ok(Cow::Owned(apply(text, &findings))),
+    }
+}
+
+/// [`enforce_text`] for a JSON column (`tags`, `metadata`), through [`redact_json`]:
+/// returns `json` itself when it holds no secret (or under [`SecretPolicy::Allow`]), else
+/// the redacted compact JSON.
+///
+/// # Errors
+/// [`SecretPolicy::Reject`] and a secret: [`Error::Invalid`] naming `column` and the
+/// kinds. Invalid JSON: [`Error::Invalid`] (callers validate the column first).
+pub fn enforce_json<'a>(policy: SecretPolicy, column: &str, json: &'a str) -> Result<Cow<'a, str>> {
+    if policy == SecretPolicy::Allow {
+        return Ok(Cow::Borrowed(json));
+    }
+    let (out, findings) = redact_json(json)?;
+    if findings.is_empty() {
+        return Ok(Cow::Borrowed(json));
+    }
+    match policy {
+        SecretPolicy::Reject => Err(rejection(column, &findings)),
+        _ => Ok(Cow::Owned(out)),
+    }
+}
+
+fn rejection(column: &str, findings: &[Finding]) -> Error {
+    Error::invalid(format!(
+        "column {column}: contains secrets ({}); the table option secrets=reject refuses them \
+         (use secrets=redact to store them as [REDACTED:<kind>], or remove them)",
+        summary(findings)
+    ))
 }
 
 /// A short description of findings for error messages, never containing the secrets:
@@ -1561,6 +1614,58 @@ mod tests {
         ] {
             assert!(!is_secret_key(k), "{k}");
         }
+    }
+
+    #[test]
+    fn enforce_applies_each_policy() {
+        let gh = secret_for("github_token");
+        let text = format!("deploy with {gh} today");
+        let redacted = "deploy with [REDACTED:github_token] today";
+        let r = enforce_text(SecretPolicy::Redact, "content", &text).unwrap_or_default();
+        assert_eq!(r, redacted);
+        let r = enforce_text(SecretPolicy::Allow, "content", &text).unwrap_or_default();
+        assert_eq!(r, text);
+        let err = enforce_text(SecretPolicy::Reject, "content", &text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("column content") && err.contains("github_token"),
+            "{err}"
+        );
+        assert!(
+            err.contains("secrets=reject") && !err.contains(&gh),
+            "{err}"
+        );
+        // Clean text is borrowed, not copied, under every policy.
+        for p in [
+            SecretPolicy::Redact,
+            SecretPolicy::Reject,
+            SecretPolicy::Allow,
+        ] {
+            let r = enforce_text(p, "content", "hello world");
+            assert!(matches!(r, Ok(Cow::Borrowed("hello world"))));
+            let r = enforce_json(p, "metadata", r#"{"a":1}"#);
+            assert!(matches!(r, Ok(Cow::Borrowed(r#"{"a":1}"#))));
+        }
+        let json = format!(r#"{{"note":"{gh}","password":"x"}}"#);
+        let r = enforce_json(SecretPolicy::Redact, "metadata", &json).unwrap_or_default();
+        assert_eq!(
+            r,
+            r#"{"note":"[REDACTED:github_token]","password":"[REDACTED:secret_field]"}"#
+        );
+        let err = enforce_json(SecretPolicy::Reject, "metadata", &json)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("column metadata") && err.contains("github_token, secret_field"),
+            "{err}"
+        );
+        assert_eq!(
+            enforce_json(SecretPolicy::Allow, "tags", &json).unwrap_or_default(),
+            json
+        );
     }
 
     #[test]
