@@ -25,7 +25,7 @@ use crate::options::DedupPolicy;
 use crate::options::TableOptions;
 use crate::planner::{self, Op, Term, bit};
 use crate::rank::{Components, Ranking};
-use crate::redact::{self, SecretPolicy};
+use crate::redact;
 use crate::row::{self, Row, col};
 use crate::search::{self, Found};
 use crate::store::{Store, VectorChange};
@@ -119,14 +119,6 @@ fn expiry(ttl: &ValueRef<'_>, expires_at: &ValueRef<'_>, now: i64) -> Result<Opt
         Some(ms) => Ok(Some(now.saturating_add(ms))),
         None => row::timestamp(expires_at, "expires_at"),
     }
-}
-
-fn secret_error(column: &str, kind: &str, at: usize) -> Error {
-    Error::invalid(format!(
-        "column {column}: expected text without secrets (the table's secrets policy is \
-         reject), got a {kind} at byte {at}; remove it, or create the table with \
-         secrets=redact"
-    ))
 }
 
 /// The vector decided for a written row.
@@ -237,7 +229,9 @@ impl MemoriesTab {
             namespace: row::namespace(&v(col::NAMESPACE)?)?,
             tags: self.scrub_json(row::tags(&v(col::TAGS)?)?, "tags")?,
             metadata: self.scrub_json(row::metadata(&v(col::METADATA)?)?, "metadata")?,
-            source: row::source(&v(col::SOURCE)?)?,
+            source: row::source(&v(col::SOURCE)?)?
+                .map(|t| self.scrub_text(t, "source"))
+                .transpose()?,
             importance: row::importance(&v(col::IMPORTANCE)?)?,
             created_at,
             updated_at,
@@ -363,36 +357,29 @@ impl MemoriesTab {
         Ok(())
     }
 
-    /// Applies the table's secrets policy to one text column value.
+    /// Applies the table's secrets policy ([`redact::enforce_text`]) to one text column.
     ///
     /// # Errors
     /// [`Error::Invalid`] under `secrets=reject` when a secret is found, naming the
-    /// column and the kind of secret (never the secret).
+    /// column and the kinds of secret (never the secret).
     fn scrub_text(&self, text: String, column: &str) -> Result<String> {
-        match self.store.opts.secrets {
-            SecretPolicy::Allow => Ok(text),
-            SecretPolicy::Redact => Ok(redact::redact(&text).0),
-            SecretPolicy::Reject => match redact::scan(&text).first() {
-                None => Ok(text),
-                Some(f) => Err(secret_error(column, f.kind, f.start)),
+        Ok(
+            match redact::enforce_text(self.store.opts.secrets, column, &text)? {
+                std::borrow::Cow::Borrowed(_) => text,
+                std::borrow::Cow::Owned(t) => t,
             },
-        }
+        )
     }
 
     /// [`MemoriesTab::scrub_text`] for a JSON column (`tags`, `metadata`): every string
-    /// value, and values under secret-looking keys, are scanned.
+    /// value, and values under secret-looking keys, are scanned ([`redact::enforce_json`]).
     fn scrub_json(&self, json: String, column: &str) -> Result<String> {
-        match self.store.opts.secrets {
-            SecretPolicy::Allow => Ok(json),
-            SecretPolicy::Redact => Ok(redact::redact_json(&json)?.0),
-            SecretPolicy::Reject => {
-                let (_, found) = redact::redact_json(&json)?;
-                match found.first() {
-                    None => Ok(json),
-                    Some(f) => Err(secret_error(column, f.kind, f.start)),
-                }
-            }
-        }
+        Ok(
+            match redact::enforce_json(self.store.opts.secrets, column, &json)? {
+                std::borrow::Cow::Borrowed(_) => json,
+                std::borrow::Cow::Owned(t) => t,
+            },
+        )
     }
 
     /// What to store as a row's vector: the supplied one, or (no vector supplied,
@@ -520,7 +507,9 @@ impl MemoriesTab {
             namespace: row::namespace(&v(col::NAMESPACE)?)?,
             tags: self.scrub_json(row::tags(&v(col::TAGS)?)?, "tags")?,
             metadata: self.scrub_json(row::metadata(&v(col::METADATA)?)?, "metadata")?,
-            source: row::source(&v(col::SOURCE)?)?,
+            source: row::source(&v(col::SOURCE)?)?
+                .map(|t| self.scrub_text(t, "source"))
+                .transpose()?,
             importance: row::importance(&v(col::IMPORTANCE)?)?,
             created_at: row::timestamp(&v(col::CREATED_AT)?, "created_at")?
                 .unwrap_or(old.created_at),

@@ -104,14 +104,15 @@ pub struct StoreArgs {
     #[serde(default)]
     #[schemars(with = "String")]
     pub source: Option<String>,
+    /// Forget it after this long: seconds, or a duration such as "12h", "7d", "2w".
+    /// Default: never. Expired memories no longer come back from searches.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub ttl: Option<Value>,
 }
 
-/// Result of `memory_store`.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct StoreResult {
-    /// Id of the new memory.
-    pub id: i64,
-}
+/// Result of `memory_store`: the table's dedup outcome.
+pub type StoreResult = ops::Stored;
 
 fn default_k() -> u32 {
     5
@@ -135,6 +136,18 @@ pub struct SearchArgs {
     /// "keyword" (exact words only).
     #[serde(default)]
     pub mode: Mode,
+    /// How much newer memories should be preferred, from 0 (not at all, default) to 1.
+    #[serde(default)]
+    #[schemars(with = "f64", range(min = 0.0, max = 1.0))]
+    pub recency: Option<f64>,
+    /// Half-life of the recency preference, e.g. "1d", "7d" (default "30d").
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub recency_half_life: Option<String>,
+    /// How much more important memories should be preferred, from 0 (default) to 1.
+    #[serde(default)]
+    #[schemars(with = "f64", range(min = 0.0, max = 1.0))]
+    pub importance: Option<f64>,
 }
 
 /// Result of `memory_search`.
@@ -246,7 +259,9 @@ impl MemoryServer {
         name = "memory_store",
         description = "Save a memory that should persist across conversations: a fact about \
         the user, a preference, a decision, or a piece of project knowledge. Write `content` as \
-        one self-contained sentence. Returns the new memory's id.",
+        one self-contained sentence. Secrets (API keys, tokens, passwords) are redacted. If the \
+        same or nearly the same memory exists, it is updated instead of duplicated: the result \
+        says which (outcome inserted, duplicate or near_duplicate) and gives the memory's id.",
         annotations(
             title = "Store a memory",
             read_only_hint = false,
@@ -266,9 +281,9 @@ impl MemoryServer {
             metadata: a.metadata,
             importance: a.importance,
             source: a.source,
+            ttl: a.ttl,
         };
-        let id = self.run(move |c, _| ops::store(c, &m)).await?;
-        Ok(Json(StoreResult { id }))
+        Ok(Json(self.run(move |c, _| ops::store(c, &m)).await?))
     }
 
     /// `memory_search`.
@@ -278,7 +293,8 @@ impl MemoryServer {
         answering anything that may depend on earlier conversations, the user's preferences or \
         project history. Returns up to k memories, most relevant first, each with its id and a \
         score (higher is better). mode: hybrid (default, keywords + meaning), vector (meaning \
-        only, finds paraphrases), keyword (exact words only).",
+        only, finds paraphrases), keyword (exact words only). recency (0..1) prefers newer \
+        memories and importance (0..1) more important ones; the result then explains each score.",
         annotations(
             title = "Search memories",
             read_only_hint = true,
@@ -290,7 +306,14 @@ impl MemoryServer {
         Parameters(Args(a)): Parameters<Args<SearchArgs>>,
     ) -> Result<Json<SearchResult>, String> {
         let results = self
-            .run(move |c, _| ops::search(c, &a.query, a.k, a.namespace.as_deref(), a.mode))
+            .run(move |c, _| {
+                let ranking = ops::Ranking {
+                    recency_weight: a.recency,
+                    half_life: a.recency_half_life,
+                    importance_weight: a.importance,
+                };
+                ops::search(c, &a.query, a.k, a.namespace.as_deref(), a.mode, &ranking)
+            })
             .await?;
         Ok(Json(SearchResult { results }))
     }

@@ -17,8 +17,8 @@ pub const MAX_K: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 
 /// The columns every read returns, in [`Memory::from_row`] order.
-const COLUMNS: &str =
-    "id, content, namespace, tags, metadata, source, importance, created_at, updated_at";
+const COLUMNS: &str = "id, content, namespace, tags, metadata, source, importance, created_at, \
+     updated_at, expires_at";
 
 /// One stored memory.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -44,6 +44,10 @@ pub struct Memory {
     pub created_at: i64,
     /// Last update time, milliseconds since the Unix epoch.
     pub updated_at: i64,
+    /// Expiry time, milliseconds since the Unix epoch; absent when it never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i64")]
+    pub expires_at: Option<i64>,
 }
 
 impl Memory {
@@ -79,6 +83,7 @@ impl Memory {
             importance: row.get(6)?,
             created_at: row.get(7)?,
             updated_at: row.get(8)?,
+            expires_at: row.get(9)?,
         })
     }
 }
@@ -103,6 +108,27 @@ pub struct NewMemory {
     /// Provenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Time to live: seconds (a number) or a duration such as "12h" or "7d".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub ttl: Option<Value>,
+}
+
+/// Where a store landed: the table's dedup outcome (`subcog_last_insert`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Stored {
+    /// Id of the memory the content is now in (new, or the existing duplicate).
+    pub id: i64,
+    /// "inserted" (a new memory), "duplicate" (same text as memory `id`) or
+    /// "near_duplicate" (meaning nearly the same as memory `id`).
+    pub outcome: String,
+    /// For duplicates: "merge" (tags/metadata merged into the existing memory, timestamp
+    /// refreshed) or "skip" (existing memory unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// For near duplicates: cosine similarity to memory `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f64>,
 }
 
 /// Fields of an update; `None` leaves a field unchanged.
@@ -139,8 +165,42 @@ pub struct Scored {
     /// The memory.
     #[serde(flatten)]
     pub memory: Memory,
-    /// Relevance, higher is better: RRF sum (hybrid), 1 - cosine distance (vector), -BM25 (keyword).
+    /// Relevance, higher is better: RRF sum (hybrid), 1 - cosine distance (vector), -BM25
+    /// (keyword); with recency or importance weights, the weighted final score.
     pub score: f64,
+    /// With recency or importance weights: the components of the score (relevance,
+    /// recency, age_days, importance, weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Map<String, Value>")]
+    pub explain: Option<Value>,
+}
+
+/// Recency and importance weights of a search (see the `ranking` column).
+#[derive(Debug, Clone, Default)]
+pub struct Ranking {
+    /// Weight of recency, 0..1.
+    pub recency_weight: Option<f64>,
+    /// Half-life of recency, e.g. "7d".
+    pub half_life: Option<String>,
+    /// Weight of importance, 0..1.
+    pub importance_weight: Option<f64>,
+}
+
+impl Ranking {
+    /// The `ranking` JSON, or `None` when nothing is set.
+    fn json(&self) -> Option<String> {
+        let mut m = Map::new();
+        if let Some(w) = self.recency_weight {
+            m.insert("recency_weight".into(), w.into());
+        }
+        if let Some(h) = &self.half_life {
+            m.insert("half_life".into(), h.clone().into());
+        }
+        if let Some(w) = self.importance_weight {
+            m.insert("importance_weight".into(), w.into());
+        }
+        (!m.is_empty()).then(|| Value::Object(m).to_string())
+    }
 }
 
 /// Memories per namespace.
@@ -210,14 +270,15 @@ fn check_content(content: &str) -> Result<(), String> {
     }
 }
 
-/// Inserts one memory inside an open transaction and returns its id. `created_at`
-/// (ms since the epoch) may be given, e.g. by `import`.
+/// Inserts one memory inside an open transaction and returns where it landed.
+/// `created_at` and `expires_at` (ms since the epoch) may be given, e.g. by `import`.
 fn insert_in(
     conn: &Connection,
     m: &NewMemory,
     created_at: Option<i64>,
+    expires_at: Option<i64>,
     id: Option<i64>,
-) -> Result<i64, String> {
+) -> Result<Stored, String> {
     check_content(&m.content)?;
     check_importance(m.importance)?;
     if let Some(ns) = &m.namespace
@@ -251,6 +312,26 @@ fn insert_in(
         cols.push("created_at");
         vals.push(SqlValue::Integer(t));
     }
+    if let Some(t) = expires_at {
+        cols.push("expires_at");
+        vals.push(SqlValue::Integer(t));
+    }
+    match &m.ttl {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) => {
+            cols.push("ttl");
+            vals.push(SqlValue::Text(t.clone()));
+        }
+        Some(Value::Number(n)) => {
+            cols.push("ttl");
+            vals.push(SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)));
+        }
+        Some(other) => {
+            return Err(format!(
+                "ttl must be seconds or a duration such as \"7d\" (got {other})"
+            ));
+        }
+    }
     if let Some(id) = id {
         cols.push("id");
         vals.push(SqlValue::Integer(id));
@@ -262,17 +343,30 @@ fn insert_in(
     let sql = format!("INSERT INTO {TABLE}({}) VALUES ({marks})", cols.join(", "));
     conn.execute(&sql, params_from_iter(vals))
         .map_err(sql_err("storing the memory"))?;
-    Ok(conn.last_insert_rowid())
+    let id = conn.last_insert_rowid();
+    let outcome: Option<String> = conn
+        .query_row(&format!("SELECT subcog_last_insert('{TABLE}')"), [], |r| {
+            r.get(0)
+        })
+        .map_err(sql_err("reading the store outcome"))?;
+    Ok(outcome
+        .and_then(|o| serde_json::from_str::<Stored>(&o).ok())
+        .unwrap_or(Stored {
+            id,
+            outcome: "inserted".into(),
+            action: None,
+            similarity: None,
+        }))
 }
 
 /// Stores one memory and returns its id.
 ///
 /// # Errors
 /// Invalid fields, or the table's error.
-pub fn store(conn: &Connection, m: &NewMemory) -> Result<i64, String> {
+pub fn store(conn: &Connection, m: &NewMemory) -> Result<Stored, String> {
     let mut out = Err(String::new());
     db::write(conn, |tx| {
-        out = insert_in(tx, m, None, None);
+        out = insert_in(tx, m, None, None, None);
         Ok(())
     })
     .map_err(sql_err("storing the memory"))?;
@@ -288,6 +382,9 @@ pub struct ImportRecord {
     /// Creation time (ms); the table sets it when absent.
     #[serde(default)]
     pub created_at: Option<i64>,
+    /// Expiry time (ms); never when absent.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
     /// Id; kept only when asked to (`--keep-ids`).
     #[serde(default)]
     pub id: Option<i64>,
@@ -308,8 +405,8 @@ pub fn store_batch(
         let mut ids = Vec::with_capacity(batch.len());
         for (line, r) in batch {
             let id = if keep_ids { r.id } else { None };
-            match insert_in(tx, &r.memory, r.created_at, id) {
-                Ok(id) => ids.push(id),
+            match insert_in(tx, &r.memory, r.created_at, r.expires_at, id) {
+                Ok(s) => ids.push(s.id),
                 Err(e) => {
                     out = Err(format!("line {line}: {e}"));
                     // Roll the batch back: nothing of a failing batch is kept.
@@ -424,6 +521,7 @@ pub fn search(
     k: u32,
     namespace: Option<&str>,
     mode: Mode,
+    ranking: &Ranking,
 ) -> Result<Vec<Scored>, String> {
     if query.trim().is_empty() {
         return Err("query must be a non-empty text".into());
@@ -444,22 +542,46 @@ pub fn search(
     } else {
         ""
     };
+    let rank_json = ranking.json();
+    let (rank, order) = if rank_json.is_some() {
+        (" AND ranking = ?4", "score DESC")
+    } else {
+        ("", order)
+    };
     let sql = format!(
-        "SELECT {COLUMNS}, score FROM {TABLE} WHERE {term} AND k = ?2{ns} ORDER BY {order}"
+        "SELECT {COLUMNS}, score, explain FROM {TABLE} WHERE {term} AND k = ?2{ns}{rank} \
+         ORDER BY {order}"
     );
-    let mut vals = vec![
+    let vals = vec![
         SqlValue::Text(query.to_string()),
         SqlValue::Integer(i64::from(k)),
+        namespace.map_or(SqlValue::Null, |ns| SqlValue::Text(ns.to_string())),
+        rank_json
+            .as_ref()
+            .map_or(SqlValue::Null, |j| SqlValue::Text(j.clone())),
     ];
-    if let Some(ns) = namespace {
-        vals.push(SqlValue::Text(ns.to_string()));
-    }
+    // As many values as the highest parameter number the statement uses.
+    let used = if rank_json.is_some() {
+        4
+    } else if namespace.is_some() {
+        3
+    } else {
+        2
+    };
+    let vals = vals[..used].to_vec();
     db::with_retry(|| {
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params_from_iter(vals.clone()), |r| {
+            let explain = match &rank_json {
+                Some(_) => r
+                    .get::<_, Option<String>>(11)?
+                    .and_then(|e| serde_json::from_str(&e).ok()),
+                None => None,
+            };
             Ok(Scored {
                 memory: Memory::from_row(r)?,
-                score: r.get::<_, Option<f64>>(9)?.unwrap_or(0.0),
+                score: r.get::<_, Option<f64>>(10)?.unwrap_or(0.0),
+                explain,
             })
         })?;
         rows.collect()
@@ -482,20 +604,24 @@ pub fn list(
     }
     let offset = i64::try_from(offset).map_err(|_| format!("offset too large: {offset}"))?;
     let filter = if namespace.is_some() {
-        "WHERE namespace = ?3 "
+        "AND namespace = ?3 "
     } else {
         ""
     };
+    // Expired memories are left out (they are gone for every search too).
     let sql = format!(
-        "SELECT {COLUMNS} FROM {TABLE} {filter}ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2"
+        "SELECT {COLUMNS} FROM {TABLE} WHERE (expires_at IS NULL OR expires_at > ?4) {filter}\
+         ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2"
     );
-    let mut vals = vec![
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let vals = vec![
         SqlValue::Integer(i64::from(limit)),
         SqlValue::Integer(offset),
+        namespace.map_or(SqlValue::Null, |ns| SqlValue::Text(ns.to_string())),
+        SqlValue::Integer(now),
     ];
-    if let Some(ns) = namespace {
-        vals.push(SqlValue::Text(ns.to_string()));
-    }
     db::with_retry(|| {
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params_from_iter(vals.clone()), Memory::from_row)?;
