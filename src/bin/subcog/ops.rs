@@ -552,7 +552,7 @@ pub fn search(
         "SELECT {COLUMNS}, score, explain FROM {TABLE} WHERE {term} AND k = ?2{ns}{rank} \
          ORDER BY {order}"
     );
-    let vals = vec![
+    let vals = [
         SqlValue::Text(query.to_string()),
         SqlValue::Integer(i64::from(k)),
         namespace.map_or(SqlValue::Null, |ns| SqlValue::Text(ns.to_string())),
