@@ -1,5 +1,5 @@
 //! Differential test: long random sequences of INSERT / UPDATE / DELETE / BEGIN / COMMIT /
-//! ROLLBACK / SAVEPOINT / ROLLBACK TO / RELEASE / 'optimize' / reopen, applied to two
+//! ROLLBACK / SAVEPOINT / ROLLBACK TO / RELEASE / 'optimize' / purge / reopen, applied to two
 //! `memories` tables (one always exact, one always HNSW: `exact_max=0`) and to an oracle,
 //! an ordinary table in the same database (so every transaction covers all three alike).
 //! After many steps every search is compared with the oracle's brute force:
@@ -9,6 +9,8 @@
 //!   distance of the row's current vector (a stale vector would show), recall@k >= 0.99;
 //! * keyword search on both: exactly the oracle's rows containing the word;
 //! * `vec_search`: identical to the table's KNN;
+//! * expired memories (a sixth of inserts, and UPDATEs of `expires_at`) come back from no
+//!   search, and `subcog_purge` deletes exactly the oracle's expired rows;
 //! * a second connection sees what the oracle shows it: committed state only.
 //!
 //! Seeded and reproducible. `SUBCOG_DIFF_OPS` (default 1500) operations per seed,
@@ -143,16 +145,18 @@ impl World {
                     NAMESPACES[self.rng.below(3)],
                     self.rng.vector(),
                 );
-                self.trace(&format!("insert {id} ns={ns}"));
+                // One memory in six is born expired (TTL long past): searches must skip it.
+                let expires: Option<i64> = self.rng.chance(1.0 / 6.0).then_some(EXPIRED);
+                self.trace(&format!("insert {id} ns={ns} expires={expires:?}"));
                 self.w
                     .execute(
-                        "INSERT INTO oracle(id, content, namespace, emb) VALUES (?1, ?2, ?3, ?4)",
-                        params![id, content, ns, blob(&v)],
+                        "INSERT INTO oracle(id, content, namespace, emb, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![id, content, ns, blob(&v), expires],
                     )
                     .unwrap_or_else(|e| panic!("{e}"));
                 for t in TABLES {
                     self.w
-                        .execute(&format!("INSERT INTO {t}(id, content, namespace, embedding) VALUES (?1, ?2, ?3, ?4)"), params![id, content, ns, blob(&v)])
+                        .execute(&format!("INSERT INTO {t}(id, content, namespace, embedding, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)"), params![id, content, ns, blob(&v), expires])
                         .unwrap_or_else(|e| panic!("{e}"));
                 }
             }
@@ -162,8 +166,16 @@ impl World {
                     return;
                 }
                 let id = ids[self.rng.below(ids.len())];
-                let (col, val): (&str, rusqlite::types::Value) = match self.rng.below(3) {
+                let (col, val): (&str, rusqlite::types::Value) = match self.rng.below(4) {
                     0 => ("content", self.rng.content().into()),
+                    3 => (
+                        "expires_at",
+                        if self.rng.chance(0.5) {
+                            EXPIRED.into()
+                        } else {
+                            rusqlite::types::Value::Null
+                        },
+                    ),
                     1 => (
                         "namespace",
                         NAMESPACES[self.rng.below(3)].to_string().into(),
@@ -237,7 +249,22 @@ impl World {
                     self.savepoints.truncate(i);
                 }
             }
-            76..=78 => self.exec("INSERT INTO m_ann(m_ann) VALUES ('optimize')"),
+            76..=77 => self.exec("INSERT INTO m_ann(m_ann) VALUES ('optimize')"),
+            78 => {
+                self.trace("purge");
+                let purged = |t: &str| -> i64 {
+                    self.w
+                        .query_row(&format!("SELECT subcog_purge('{t}')"), [], |r| r.get(0))
+                        .unwrap_or_else(|e| panic!("purge {t}: {e}"))
+                };
+                let n = self
+                    .w
+                    .execute("DELETE FROM oracle WHERE expires_at IS NOT NULL", [])
+                    .unwrap_or_else(|e| panic!("{e}")) as i64;
+                for t in TABLES {
+                    assert_eq!(purged(t), n, "op {}: subcog_purge('{t}')", self.ops);
+                }
+            }
             79..=80 => {
                 if !self.in_tx && self.savepoints.is_empty() {
                     self.trace("reopen");
@@ -255,7 +282,8 @@ impl World {
         ns: Option<&str>,
     ) -> rusqlite::Result<Vec<(i64, String, Vec<f32>)>> {
         let mut st = conn.prepare_cached(
-            "SELECT id, content, emb FROM oracle WHERE ?1 IS NULL OR namespace = ?1",
+            "SELECT id, content, emb FROM oracle WHERE (?1 IS NULL OR namespace = ?1) \
+             AND expires_at IS NULL",
         )?;
         let rows = st
             .query_map([ns], |r| {
@@ -389,6 +417,9 @@ impl World {
     }
 }
 
+/// An `expires_at` long past (1 ms after the Unix epoch).
+const EXPIRED: i64 = 1;
+
 fn run(seed: u64, ops: usize) -> (usize, usize, f64) {
     let dir = std::env::temp_dir().join(format!("subcog-diff-{}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -401,7 +432,7 @@ fn run(seed: u64, ops: usize) -> (usize, usize, f64) {
     })
     .unwrap_or_else(|e| panic!("{e}"));
     w.execute_batch(&format!(
-        "CREATE TABLE oracle(id INTEGER PRIMARY KEY, content TEXT NOT NULL, namespace TEXT NOT NULL, emb BLOB NOT NULL);
+        "CREATE TABLE oracle(id INTEGER PRIMARY KEY, content TEXT NOT NULL, namespace TEXT NOT NULL, emb BLOB NOT NULL, expires_at INTEGER);
          CREATE VIRTUAL TABLE m_exact USING memories(dim={DIM}, auto_embed=off, exact_max=1000000);
          CREATE VIRTUAL TABLE m_ann USING memories(dim={DIM}, auto_embed=off, exact_max=0, m=8, ef_construction=64, ef_search=32);"
     ))
