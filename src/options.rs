@@ -31,7 +31,9 @@ pub struct TableOptions {
     /// What an INSERT of a duplicate does ([`DedupPolicy`]). Default `merge`.
     pub dedup: DedupPolicy,
     /// Cosine similarity at or above which a new memory is a near duplicate of an existing
-    /// one in the same namespace. Default 0.92 (peers use 0.90 (Subcog) to 0.95 (Memoria)).
+    /// one in the same namespace. Default 0.95 (peers use 0.90 (Subcog) to 0.95 (Memoria);
+    /// on the 2,760 LoCoMo conversation turns 0.92 folded 36, some of them distinct remarks;
+    /// 0.95 folded 7, all farewells and repeated plans).
     /// Only for tables with `metric=cosine`; 1.0 keeps exact duplicates only.
     pub dedup_threshold: f64,
     /// What a secret found in `content`, `tags` or `metadata` does
@@ -136,7 +138,7 @@ impl Default for TableOptions {
             auto_embed: true,
             exact_max: 2048,
             dedup: DedupPolicy::Merge,
-            dedup_threshold: 0.92,
+            dedup_threshold: 0.95,
             secrets: crate::redact::SecretPolicy::Redact,
             recency_weight: 0.0,
             recency_half_life_ms: 30 * 86_400_000,
