@@ -7,7 +7,9 @@
 //!   via FTS5's `mem_fts_docsize`) and passes FTS5's own `integrity-check`;
 //! * every pending id is a memory or a deleted one (always true) and, for every id *not*
 //!   pending, the HNSW snapshot holds its vector exactly (`hnsw_missing`, `hnsw_stale`),
-//!   and holds nothing else (`hnsw_extra`) — the invariant of [`crate::ann`].
+//!   and holds nothing else (`hnsw_extra`) — the invariant of [`crate::ann`];
+//! * every memory's dedup `hash` is the hash of its content (`stale_hashes`), so exact
+//!   duplicates are found ([`crate::dedup`]).
 //!
 //! `INSERT INTO mem(mem) VALUES ('rebuild')` repairs everything it can report.
 
@@ -121,6 +123,13 @@ pub fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
         }
     };
 
+    let stale_hashes = store.stale_hashes()?.len();
+    if stale_hashes > 0 {
+        problems.push(format!(
+            "{stale_hashes} memories have a dedup hash that is not their content's"
+        ));
+    }
+
     let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
     let generation = store.generation()?;
     let mut ann = Ann::new();
@@ -164,6 +173,7 @@ pub fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
             "hnsw_missing": missing,
             "hnsw_stale": stale,
             "hnsw_extra": extra,
+            "stale_hashes": stale_hashes,
         },
         "fts_integrity_check": fts_check,
         "problems": problems,

@@ -464,6 +464,40 @@ impl Store {
             .optional()?)
     }
 
+    /// Ids of memories whose stored dedup hash is not the hash of their content.
+    pub fn stale_hashes(&self) -> Result<Vec<i64>> {
+        let sql = format!("SELECT id, content, hash FROM {}", self.q.content);
+        let mut st = self.conn.prepare(&sql)?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let content: String = r.get(1)?;
+            let hash: Option<Vec<u8>> = r.get(2)?;
+            if hash.as_deref() != Some(crate::dedup::content_hash(&content).as_slice()) {
+                out.push(r.get(0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Recomputes the dedup hash of the given memories from their content.
+    pub fn rehash(&self, ids: &[i64]) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET hash = ?2 WHERE id = ?1 AND content = ?3",
+            self.q.content
+        );
+        for &id in ids {
+            if let Some(row) = self.get(id)? {
+                self.conn.prepare_cached(&sql)?.execute(params![
+                    id,
+                    crate::dedup::content_hash(&row.content).as_slice(),
+                    row.content
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Ids of memories expired at `now` (milliseconds since the Unix epoch), optionally of
     /// one namespace. Uses the `(expires_at, id)` index.
     pub fn expired_ids(&self, now: i64, namespace: Option<&str>) -> Result<Vec<i64>> {

@@ -455,6 +455,7 @@ impl MemoriesTab {
                 self.flush()?;
                 self.store.delete_orphan_vectors()?;
                 self.store.rebuild_fts()?;
+                self.store.rehash(&self.store.stale_hashes()?)?;
                 self.ann.borrow_mut().rebuild(&self.store)
             }
             // Delete every expired memory.

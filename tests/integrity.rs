@@ -71,7 +71,9 @@ fn integrity_is_clean_then_detects_damage_and_rebuild_repairs_it() {
         "DELETE FROM m_pending WHERE id IN (SELECT id FROM m_pending LIMIT 5);
          INSERT INTO m_vectors VALUES (99999, x'0000803f0000803f0000803f0000803f');
          DELETE FROM m_fts_docsize WHERE id = 7;
-         UPDATE m_vectors SET embedding = x'000000400000004000000040000000c0' WHERE id = 3;",
+         UPDATE m_vectors SET embedding = x'000000400000004000000040000000c0' WHERE id = 3;
+         UPDATE m_content SET hash = NULL WHERE id = 9;
+         UPDATE m_content SET hash = x'00' WHERE id = 10;",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let r = report(&c, "m");
@@ -87,6 +89,8 @@ fn integrity_is_clean_then_detects_damage_and_rebuild_repairs_it() {
         "{problems}"
     );
     assert!(problems.contains("differ from their copy"), "{problems}");
+    assert!(problems.contains("dedup hash"), "{problems}");
+    assert_eq!(r["counts"]["stale_hashes"], 2, "{r}");
 
     c.execute_batch("INSERT INTO m(m) VALUES ('rebuild')")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -203,7 +207,7 @@ fn a_table_of_another_format_version_fails_clearly() {
     c.execute_batch(
         "CREATE VIRTUAL TABLE m USING memories(dim=2, auto_embed=off);
          INSERT INTO m(content) VALUES ('x');
-         UPDATE m_config SET value = '2' WHERE key = 'format';",
+         UPDATE m_config SET value = '3' WHERE key = 'format';",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     drop(c);
@@ -211,7 +215,7 @@ fn a_table_of_another_format_version_fails_clearly() {
     let e = c.query_row("SELECT count(*) FROM m", [], |r| r.get::<_, i64>(0));
     let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(
-        msg.contains("on-disk format 2") && msg.contains("reads format 1"),
+        msg.contains("on-disk format 3") && msg.contains("reads format 2"),
         "{msg}"
     );
     // The data is still there for the build that wrote it.
