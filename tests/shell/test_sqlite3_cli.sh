@@ -158,6 +158,29 @@ else
   bad "bad CREATE option errors and leaves no tables behind" "rc=$RC" "stdout: $OUT" "stderr: $ERR"
 fi
 
+# 6b. capture hygiene from the shell: a duplicate lands on its memory, a secret is
+# redacted, an expired memory is not found and is purged (in a table of its own)
+run "$DB" <<'SQL'
+CREATE VIRTUAL TABLE notes USING memories();
+INSERT INTO notes(content) VALUES ('The staging database is on host db-stage-2.');
+INSERT INTO notes(content) VALUES ('the staging database is on host  db-stage-2.');
+SELECT last_insert_rowid(), json_extract(subcog_last_insert('notes'), '$.outcome');
+INSERT INTO notes(content) VALUES ('CI token: ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789');
+SELECT content FROM notes WHERE id = 2;
+INSERT INTO notes(content, ttl) VALUES ('Deploy freeze until the release', 1);
+SELECT count(*) FROM notes;
+SQL
+expect "dedup lands on the first memory; a GitHub token is redacted" \
+  $'1|duplicate\nCI token: [REDACTED:github_token]\n3'
+sleep 1.1
+run "$DB" <<'SQL'
+SELECT count(*) FROM notes WHERE notes MATCH 'deploy freeze' AND k = 5 AND content LIKE 'Deploy%';
+SELECT subcog_purge('notes');
+SELECT count(*) FROM notes;
+DROP TABLE notes;
+SQL
+expect "an expired memory is not found, then purged" $'0\n1\n2'
+
 # 7. the table is unchanged after all that, and DROP removes the shadow tables
 run "$DB" <<'SQL'
 SELECT count(*) FROM mem;
