@@ -26,6 +26,21 @@ pub struct TableOptions {
     /// Searches over at most this many vectors (a whole table, or one namespace) are exact
     /// brute-force scans instead of HNSW. Default 2048.
     pub exact_max: usize,
+
+    // ---- hybrid search (fusion and context; see `crate::search::hybrid`) ----
+    /// Hybrid search takes each retriever's top `max(k, hybrid_depth)` rows as candidates.
+    /// Default 10 (measured on LoCoMo, BENCHMARKS.md: deeper lists let rows ranked low in
+    /// both lists displace rows ranked high in one).
+    pub hybrid_depth: usize,
+    /// Weight of the keyword side in hybrid search's own score of a row:
+    /// `w * bm25 / best bm25 + (1 - w) * cosine similarity`, in 0..=1. Default 0.5.
+    pub hybrid_keyword_weight: f64,
+    /// Weight of the best neighbouring memory's own score added to a row's score in hybrid
+    /// search (0 turns neighbour context off). Default 0.5.
+    pub hybrid_context_weight: f64,
+    /// Neighbours of a memory for hybrid search's context: the memories stored just before
+    /// and after it in its namespace (by id), this many on each side (0 = off). Default 2.
+    pub hybrid_context_window: usize,
 }
 
 impl Default for TableOptions {
@@ -38,12 +53,17 @@ impl Default for TableOptions {
             ef_search: 64,
             auto_embed: true,
             exact_max: 2048,
+            hybrid_depth: 10,
+            hybrid_keyword_weight: 0.5,
+            hybrid_context_weight: 0.5,
+            hybrid_context_window: 2,
         }
     }
 }
 
 /// The option names accepted in CREATE, for error messages.
-pub const OPTION_NAMES: &str = "dim, metric, m, ef_construction, ef_search, auto_embed, exact_max";
+pub const OPTION_NAMES: &str = "dim, metric, m, ef_construction, ef_search, auto_embed, exact_max, \
+     hybrid_depth, hybrid_keyword_weight, hybrid_context_weight, hybrid_context_window";
 
 impl TableOptions {
     /// Parses the module arguments of CREATE VIRTUAL TABLE (each `key=value`, values may
@@ -75,6 +95,11 @@ impl TableOptions {
                 "ef_search" => o.ef_search = int(&key, &value, 1, 4096)?,
                 "exact_max" => o.exact_max = int(&key, &value, 0, 10_000_000)?,
                 "auto_embed" => auto_embed = Some(boolean(&key, &value)?),
+                // ---- hybrid search ----
+                "hybrid_depth" => o.hybrid_depth = int(&key, &value, 1, 4096)?,
+                "hybrid_keyword_weight" => o.hybrid_keyword_weight = real(&key, &value, 0.0, 1.0)?,
+                "hybrid_context_weight" => o.hybrid_context_weight = real(&key, &value, 0.0, 10.0)?,
+                "hybrid_context_window" => o.hybrid_context_window = int(&key, &value, 0, 64)?,
                 _ => {
                     return Err(Error::invalid(format!(
                         "memories: unknown option '{key}'; expected one of {OPTION_NAMES}"
@@ -108,6 +133,20 @@ impl TableOptions {
                 if self.auto_embed { "on" } else { "off" }.to_string(),
             ),
             ("exact_max", self.exact_max.to_string()),
+            // ---- hybrid search ----
+            ("hybrid_depth", self.hybrid_depth.to_string()),
+            (
+                "hybrid_keyword_weight",
+                self.hybrid_keyword_weight.to_string(),
+            ),
+            (
+                "hybrid_context_weight",
+                self.hybrid_context_weight.to_string(),
+            ),
+            (
+                "hybrid_context_window",
+                self.hybrid_context_window.to_string(),
+            ),
         ]
     }
 }
@@ -135,6 +174,16 @@ fn int(key: &str, value: &str, min: usize, max: usize) -> Result<usize> {
         )));
     }
     Ok(n as usize)
+}
+
+/// A real number in `min..=max` (finite).
+fn real(key: &str, value: &str, min: f64, max: f64) -> Result<f64> {
+    match value.parse::<f64>() {
+        Ok(x) if x.is_finite() && (min..=max).contains(&x) => Ok(x),
+        _ => Err(Error::invalid(format!(
+            "memories option {key}: expected a number in {min}..={max}, got '{value}'"
+        ))),
+    }
 }
 
 fn boolean(key: &str, value: &str) -> Result<bool> {
@@ -168,6 +217,10 @@ mod tests {
             "ef_search = 100",
             "auto_embed=off",
             "exact_max=0",
+            "hybrid_depth=20",
+            "hybrid_keyword_weight=0.25",
+            "hybrid_context_weight=0",
+            "hybrid_context_window=3",
         ])
         .unwrap_or_default();
         assert_eq!(o.dim, 8);
@@ -175,6 +228,10 @@ mod tests {
         assert_eq!((o.m, o.ef_construction, o.ef_search), (32, 200, 100));
         assert!(!o.auto_embed);
         assert_eq!(o.exact_max, 0);
+        assert_eq!(o.hybrid_depth, 20);
+        assert_eq!(o.hybrid_keyword_weight, 0.25);
+        assert_eq!(o.hybrid_context_weight, 0.0);
+        assert_eq!(o.hybrid_context_window, 3);
         assert_eq!(
             TableOptions::parse(
                 &o.to_pairs()
@@ -208,5 +265,8 @@ mod tests {
         assert!(msg(&["metric=hamming"]).contains("cosine, l2, ip"));
         assert!(msg(&["auto_embed=maybe"]).contains("on or off"));
         assert!(msg(&["justaword"]).contains("key=value"));
+        assert!(msg(&["hybrid_keyword_weight=1.5"]).contains("0..=1"));
+        assert!(msg(&["hybrid_context_weight=nan"]).contains("hybrid_context_weight"));
+        assert!(msg(&["hybrid_depth=0"]).contains("hybrid_depth"));
     }
 }
