@@ -29,11 +29,11 @@ pub struct TableOptions {
 
     // ---- hybrid search (fusion and context; see `crate::search::hybrid`) ----
     /// Hybrid search takes each retriever's top `max(k, hybrid_depth)` rows as candidates.
-    /// Default 10 (measured on LoCoMo, BENCHMARKS.md: deeper lists let rows ranked low in
-    /// both lists displace rows ranked high in one).
+    /// Default 10 (on LoCoMo 10 beat 20 and 50 at every context weight, BENCHMARKS.md).
     pub hybrid_depth: usize,
     /// Weight of the keyword side in hybrid search's own score of a row:
-    /// `w * bm25 / best bm25 + (1 - w) * cosine similarity`, in 0..=1. Default 0.5.
+    /// `w * bm25 / best bm25 + (1 - w) * cosine similarity`, in 0..=1. Default 0.4
+    /// (chosen by leave-one-conversation-out on LoCoMo, BENCHMARKS.md).
     pub hybrid_keyword_weight: f64,
     /// Weight of the best neighbouring memory's own score added to a row's score in hybrid
     /// search (0 turns neighbour context off). Default 0.5.
@@ -54,7 +54,7 @@ impl Default for TableOptions {
             auto_embed: true,
             exact_max: 2048,
             hybrid_depth: 10,
-            hybrid_keyword_weight: 0.5,
+            hybrid_keyword_weight: 0.4,
             hybrid_context_weight: 0.5,
             hybrid_context_window: 2,
         }
