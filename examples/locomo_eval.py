@@ -8,16 +8,23 @@ conversation with three modes and scores the top 10 against the evidence turns:
 
   knn      embedding MATCH embed(question) AND k = 10
   keyword  content MATCH subcog_fts_query(question) AND k = 10
-  hybrid   mem MATCH question AND k = 10   (RRF of BM25 and KNN)
+  hybrid   mem MATCH question AND k = 10   (BM25 and KNN fused, neighbouring turns as
+           context; see src/search.rs)
 
 Metrics (averaged over questions): turn recall@5/@10 (fraction of the evidence
 turns retrieved), session recall@5/@10 (fraction of evidence sessions with at
-least one retrieved turn), MRR@10 (first evidence turn), p50/p99 latency.
+least one retrieved turn), MRR@10 (first evidence turn), p50/p99 latency, and
+turn R@10 / session R@5 per conversation (the five conversations are the only data:
+a setting that helps one conversation and hurts the others does not generalise).
 
 Standard library only:
 
     /usr/bin/python3 examples/locomo_eval.py [--ext PATH] [--data PATH] [--db PATH]
-                                             [--reuse] [--json OUT]
+                                             [--reuse] [--json OUT] [--options OPTS]
+                                             [--modes knn,keyword,hybrid]
+
+--options is passed to CREATE VIRTUAL TABLE mem USING memories(OPTS), e.g.
+--options "hybrid_context_weight=0" to measure hybrid search without neighbour context.
 
 The data is CC BY-NC 4.0 (snap-research/LoCoMo); it is read from
 ../shared/data/ and never copied into this repository.
@@ -61,6 +68,10 @@ def parse_args():
     p.add_argument("--json", metavar="OUT", help="write the results (and per-question hits) here")
     p.add_argument("--date", choices=("prefix", "suffix", "none"), default="prefix",
                    help="where to put the session date in each memory's content")
+    p.add_argument("--options", default="",
+                   help="table options for CREATE VIRTUAL TABLE ... USING memories(OPTIONS)")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help="comma-separated search modes to run (default: all)")
     p.add_argument("--worker", choices=list(MODES), help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -108,9 +119,16 @@ def memory_rows(data, date_position):
             yield text, ns, json.dumps(meta), "locomo"
 
 
-def load(conn, data, date_position):
+def load(conn, data, date_position, options=""):
     conn.execute("DROP TABLE IF EXISTS mem")
-    conn.execute("CREATE VIRTUAL TABLE mem USING memories()")
+    # dedup=off: every turn is an evidence unit with its own dia_id. With the default
+    # dedup (merge at cosine >= 0.95), 7 of the 2,760 turns (farewells, repeated plans)
+    # would be folded into earlier ones and their ids would no longer be evidence ids.
+    # Retrieval itself does not depend on this option. An explicit --options dedup=...
+    # wins.
+    if "dedup" not in options:
+        options = ", ".join(o for o in (options, "dedup=off") if o)
+    conn.execute(f"CREATE VIRTUAL TABLE mem USING memories({options})")
     rows = list(memory_rows(data, date_position))
     t0 = time.perf_counter()
     conn.execute("BEGIN")
@@ -242,6 +260,9 @@ def main():
     db = Path(args.db)
     db.parent.mkdir(parents=True, exist_ok=True)
     reuse = args.reuse and db.exists()
+    if reuse and args.options:
+        print("--options given: reloading the table instead of --reuse")
+        reuse = False
     if not reuse:
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(str(db) + suffix).unlink(missing_ok=True)
@@ -258,20 +279,25 @@ def main():
             print(f"--reuse: {db} holds {have} rows, expected {n_turns}; reloading")
             reuse = False
     if not reuse:
-        rows, secs = load(conn, data, args.date)
+        rows, secs = load(conn, data, args.date, args.options)
         load_info = {"rows": rows, "seconds": round(secs, 3), "rows_per_second": round(rows / secs, 1)}
 
     by_id = turn_index(conn)
     questions, stats = collect_questions(data)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        sys.exit(f"--modes: expected a comma-separated subset of {', '.join(MODES)}, got {args.modes!r}")
+    table_options = dict(conn.execute("SELECT key, value FROM mem_config").fetchall())
 
     # One pass per mode, each in its own process so that the extension's process-wide
     # embedding cache never serves one mode the question vectors computed by another.
     conn.close()
-    results = {m: [] for m in MODES}
-    latencies = {m: [] for m in MODES}
+    results = {m: [] for m in modes}
+    latencies = {m: [] for m in modes}
     short_results = collections.Counter()
     foreign_results = collections.Counter()
-    for mode in MODES:
+    for mode in modes:
         child = subprocess.run(
             [sys.executable, __file__, "--worker", mode, "--ext", args.ext, "--data", args.data,
              "--db", str(db)], capture_output=True, text=True)
@@ -294,8 +320,14 @@ def main():
     metric_names = ["turn_r@5", "turn_r@10", "sess_r@5", "sess_r@10", "mrr@10"]
     summary = {}
     per_cat = {}
-    for mode in MODES:
+    per_conv = {}
+    convs = sorted({q["conv"] for q in questions})
+    for mode in modes:
         scores = [score(h, q["evidence"]) for h, q in zip(results[mode], questions)]
+        per_conv[mode] = {
+            c: {m: mean([s[m] for s, q in zip(scores, questions) if q["conv"] == c])
+                for m in ("turn_r@10", "sess_r@5")}
+            for c in convs}
         summary[mode] = {m: mean([s[m] for s in scores]) for m in metric_names}
         summary[mode]["p50_ms"] = percentile(latencies[mode], 50)
         summary[mode]["p99_ms"] = percentile(latencies[mode], 99)
@@ -308,7 +340,9 @@ def main():
     print(f"# subcog on LoCoMo ({data_path.name})\n")
     print(f"subcog {info.get('version')}, model {info.get('model')}, dim {info.get('dim')}")
     print(f"{len(data)} conversations, {n_turns} turns, k = {K}, "
-          f"session date {args.date}, search within the question's conversation\n")
+          f"session date {args.date}, search within the question's conversation")
+    print("table options: " + ", ".join(f"{k}={v}" for k, v in sorted(table_options.items())
+                                        if k not in ("format", "generation")) + "\n")
 
     header = ["mode", "turn R@5", "turn R@10", "sess R@5", "sess R@10", "MRR@10",
               "p50 ms", "p99 ms"]
@@ -320,18 +354,26 @@ def main():
         print("| " + " | ".join(cells) + " |")
 
     print("\nTurn R@10 by category:\n")
-    header = ["category", "n"] + list(MODES)
+    header = ["category", "n"] + modes
     print("| " + " | ".join(header) + " |")
-    print("|---|---:|" + "---:|" * len(MODES))
+    print("|---|---:|" + "---:|" * len(modes))
     for cat, name in CATEGORIES.items():
-        n = per_cat["knn"][cat][1]
+        n = per_cat[modes[0]][cat][1]
         print(f"| {cat} {name} | {n} | " +
-              " | ".join(f"{per_cat[m][cat][0]:.3f}" for m in MODES) + " |")
+              " | ".join(f"{per_cat[m][cat][0]:.3f}" for m in modes) + " |")
+
+    print("\nTurn R@10 / session R@5 by conversation:\n")
+    print("| mode | " + " | ".join(convs) + " |")
+    print("|---|" + "---:|" * len(convs))
+    for m in modes:
+        print(f"| {m} | " + " | ".join(
+            f"{per_conv[m][c]['turn_r@10']:.3f} / {per_conv[m][c]['sess_r@5']:.3f}"
+            for c in convs) + " |")
 
     print("\nCounts:")
     for key in sorted(stats):
         print(f"  {key}: {stats[key]}")
-    for mode in MODES:
+    for mode in modes:
         if short_results[mode]:
             print(f"  {mode}: {short_results[mode]} queries returned fewer than {K} rows")
         if foreign_results[mode]:
@@ -348,13 +390,14 @@ def main():
     if args.json:
         out = {
             "data": str(data_path), "db": str(db), "k": K, "date_position": args.date,
+            "table_options": table_options, "per_conversation": per_conv,
             "subcog": info, "turns": n_turns, "load": load_info,
             "counts": dict(stats),
             "short_results": dict(short_results), "foreign_results": dict(foreign_results),
             "summary": summary,
             "per_category_turn_r@10": {m: {str(c): {"turn_r@10": v, "n": n}
-                                          for c, (v, n) in per_cat[m].items()} for m in MODES},
-            "questions": [dict(q, hits={m: results[m][i] for m in MODES})
+                                          for c, (v, n) in per_cat[m].items()} for m in modes},
+            "questions": [dict(q, hits={m: results[m][i] for m in modes})
                           for i, q in enumerate(questions)],
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,8 @@
 //!
 //! Loaded into any SQLite host (`.load libsubcog`), it registers:
 //! * the `memories` virtual table ([`vtab`]): rows with content, namespace, tags,
-//!   metadata, importance and an embedding; KNN, keyword (FTS5 BM25) and hybrid (RRF)
-//!   search; state in shadow tables ([`store`]) with an HNSW index ([`ann`]) that is
+//!   metadata, importance and an embedding; KNN, keyword (FTS5 BM25) and hybrid (fused,
+//!   with neighbouring memories as context) search; state in shadow tables ([`store`]) with an HNSW index ([`ann`]) that is
 //!   exactly consistent with them;
 //! * `embed(text)` ([`embedder`]): all-MiniLM-L6-v2 through ONNX Runtime, in-process;
 //! * `vec_search(table, vector, k)` ([`vec_search`]) and helper functions ([`functions`]);

@@ -45,6 +45,21 @@ pub struct TableOptions {
     pub recency_half_life_ms: i64,
     /// Weight of the `importance` column in the ranking of searches, 0..=1. Default 0 (off).
     pub importance_weight: f64,
+
+    // ---- hybrid search (fusion and context; see `crate::search::hybrid`) ----
+    /// Hybrid search takes each retriever's top `max(k, hybrid_depth)` rows as candidates.
+    /// Default 10 (on LoCoMo 10 beat 20 and 50 at every context weight, BENCHMARKS.md).
+    pub hybrid_depth: usize,
+    /// Weight of the keyword side in hybrid search's own score of a row:
+    /// `w * bm25 / best bm25 + (1 - w) * cosine similarity`, in 0..=1. Default 0.4
+    /// (chosen by leave-one-conversation-out on LoCoMo, BENCHMARKS.md).
+    pub hybrid_keyword_weight: f64,
+    /// Weight of the best neighbouring memory's own score added to a row's score in hybrid
+    /// search (0 turns neighbour context off). Default 0.5.
+    pub hybrid_context_weight: f64,
+    /// Neighbours of a memory for hybrid search's context: the memories stored just before
+    /// and after it in its namespace (by id), this many on each side (0 = off). Default 2.
+    pub hybrid_context_window: usize,
 }
 
 /// What an INSERT does when its memory duplicates one already in the same namespace
@@ -143,13 +158,18 @@ impl Default for TableOptions {
             recency_weight: 0.0,
             recency_half_life_ms: 30 * 86_400_000,
             importance_weight: 0.0,
+            hybrid_depth: 10,
+            hybrid_keyword_weight: 0.4,
+            hybrid_context_weight: 0.5,
+            hybrid_context_window: 2,
         }
     }
 }
 
 /// The option names accepted in CREATE, for error messages.
 pub const OPTION_NAMES: &str = "dim, metric, m, ef_construction, ef_search, auto_embed, exact_max, \
-     dedup, dedup_threshold, secrets, recency_weight, recency_half_life, importance_weight";
+     dedup, dedup_threshold, secrets, recency_weight, recency_half_life, importance_weight, \
+     hybrid_depth, hybrid_keyword_weight, hybrid_context_weight, hybrid_context_window";
 
 impl TableOptions {
     /// Parses the module arguments of CREATE VIRTUAL TABLE (each `key=value`, values may
@@ -190,6 +210,11 @@ impl TableOptions {
                         parse_duration_ms("memories option recency_half_life", &value)?
                 }
                 "importance_weight" => o.importance_weight = fraction(&key, &value)?,
+                // ---- hybrid search ----
+                "hybrid_depth" => o.hybrid_depth = int(&key, &value, 1, 4096)?,
+                "hybrid_keyword_weight" => o.hybrid_keyword_weight = real(&key, &value, 0.0, 1.0)?,
+                "hybrid_context_weight" => o.hybrid_context_weight = real(&key, &value, 0.0, 10.0)?,
+                "hybrid_context_window" => o.hybrid_context_window = int(&key, &value, 0, 64)?,
                 _ => {
                     return Err(Error::invalid(format!(
                         "memories: unknown option '{key}'; expected one of {OPTION_NAMES}"
@@ -238,6 +263,20 @@ impl TableOptions {
                 format!("{}ms", self.recency_half_life_ms),
             ),
             ("importance_weight", self.importance_weight.to_string()),
+            // ---- hybrid search ----
+            ("hybrid_depth", self.hybrid_depth.to_string()),
+            (
+                "hybrid_keyword_weight",
+                self.hybrid_keyword_weight.to_string(),
+            ),
+            (
+                "hybrid_context_weight",
+                self.hybrid_context_weight.to_string(),
+            ),
+            (
+                "hybrid_context_window",
+                self.hybrid_context_window.to_string(),
+            ),
         ]
     }
 }
@@ -265,6 +304,16 @@ fn int(key: &str, value: &str, min: usize, max: usize) -> Result<usize> {
         )));
     }
     Ok(n as usize)
+}
+
+/// A real number in `min..=max` (finite).
+fn real(key: &str, value: &str, min: f64, max: f64) -> Result<f64> {
+    match value.parse::<f64>() {
+        Ok(x) if x.is_finite() && (min..=max).contains(&x) => Ok(x),
+        _ => Err(Error::invalid(format!(
+            "memories option {key}: expected a number in {min}..={max}, got '{value}'"
+        ))),
+    }
 }
 
 fn boolean(key: &str, value: &str) -> Result<bool> {
@@ -304,6 +353,10 @@ mod tests {
             "recency_weight=0.3",
             "recency_half_life=7d",
             "importance_weight=0.2",
+            "hybrid_depth=20",
+            "hybrid_keyword_weight=0.25",
+            "hybrid_context_weight=0",
+            "hybrid_context_window=3",
         ])
         .unwrap_or_default();
         assert_eq!(o.dim, 8);
@@ -315,6 +368,10 @@ mod tests {
         assert_eq!(o.dedup_threshold, 0.95);
         assert_eq!(o.recency_half_life_ms, 7 * 86_400_000);
         assert_eq!((o.recency_weight, o.importance_weight), (0.3, 0.2));
+        assert_eq!(o.hybrid_depth, 20);
+        assert_eq!(o.hybrid_keyword_weight, 0.25);
+        assert_eq!(o.hybrid_context_weight, 0.0);
+        assert_eq!(o.hybrid_context_window, 3);
         assert_eq!(
             TableOptions::parse(
                 &o.to_pairs()
@@ -352,6 +409,9 @@ mod tests {
         assert!(msg(&["dedup_threshold=1.5"]).contains("0..=1"));
         assert!(msg(&["recency_half_life=soon"]).contains("duration"));
         assert!(msg(&["recency_weight=0.8", "importance_weight=0.5"]).contains("at most 1"));
+        assert!(msg(&["hybrid_keyword_weight=1.5"]).contains("0..=1"));
+        assert!(msg(&["hybrid_context_weight=nan"]).contains("hybrid_context_weight"));
+        assert!(msg(&["hybrid_depth=0"]).contains("hybrid_depth"));
     }
 
     #[test]

@@ -1,18 +1,15 @@
-//! The three searches of a `memories` table: KNN, keyword (BM25) and hybrid (RRF).
+//! The three searches of a `memories` table: KNN, keyword (BM25) and hybrid (both fused,
+//! with neighbouring memories as context).
 
 use std::collections::HashMap;
 
 use crate::ann::Ann;
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::{embedder, text};
+use crate::{embedder, text, vector};
 
 /// Largest `k` accepted (sqlite-vec's cap as well).
 pub const MAX_K: i64 = 4096;
-/// Reciprocal-rank-fusion constant: `score = sum over lists of 1 / (RRF_K + rank)`, rank
-/// from 1 (Cormack, Clarke & Buettcher, "Reciprocal Rank Fusion outperforms Condorcet and
-/// individual Rank Learning Methods", SIGIR 2009, k = 60).
-pub const RRF_K: f64 = 60.0;
 
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,8 +18,8 @@ pub struct Found {
     pub id: i64,
     /// Distance to the query vector (KNN, and hybrid rows found by the vector side).
     pub distance: Option<f64>,
-    /// Relevance, higher is better: `1 - distance` (KNN), `-bm25` (keyword), the RRF sum
-    /// (hybrid); `None` for plain scans.
+    /// Relevance, higher is better: `1 - distance` (KNN), `-bm25` (keyword), the fused
+    /// score with context (hybrid, see [`hybrid`]); `None` for plain scans.
     pub score: Option<f64>,
 }
 
@@ -71,12 +68,23 @@ pub fn keyword(store: &Store, query: &str, k: usize, ns: Option<&str>) -> Result
         .collect())
 }
 
-/// Hybrid search: BM25 over the words of `text` and KNN over `embed(text)`, fused by
-/// reciprocal rank fusion; best first, ties by id.
+/// Hybrid search: BM25 over the words of `text` and KNN over `embed(text)`, fused by a
+/// weighted sum of normalised scores, with neighbouring memories as context; best first,
+/// ties by id. The table options `hybrid_*` ([`crate::options::TableOptions`]) set
+/// `depth`, `w` (keyword weight), `g` (context weight) and the context window.
 ///
-/// Each list contributes its own top `k`. With deeper lists, rows ranked low in both
-/// (e.g. 30th and 30th: 2/90) outrank a row first in one list (1/61); on LoCoMo, depth 50
-/// lost 4.5 points of turn recall@10 against depth k (see BENCHMARKS.md).
+/// 1. Candidates: each retriever's top `depth = max(k, hybrid_depth)` rows.
+/// 2. Own score of a row: `w * bm25 / best_bm25 + (1 - w) * cos`, where `bm25` is FTS5's
+///    (sign flipped, 0 for rows the keyword side did not return) and `cos` the cosine
+///    similarity of the row's stored vector to the query vector (0 without a vector).
+/// 3. Context: the memories stored next to a candidate in its namespace (up to
+///    `hybrid_context_window` on each side, [`Store::neighbours`]) join the rows to rank;
+///    each row's score is its own score plus `g` times the best own score among its
+///    neighbours (pairs with at least one candidate). Conversation turns are often
+///    answered or explained by the turn before or after ("What was it about?").
+///
+/// Measured on LoCoMo (BENCHMARKS.md): the weighted sum beats RRF (k = 60) and the context
+/// adds most of the gain; both were chosen on a grid and were stable per conversation.
 ///
 /// # Errors
 /// [`Error::Model`] if the model is missing, [`Error::Invalid`] if the table's dimension
@@ -97,38 +105,88 @@ pub fn hybrid(
             store.opts.dim
         )));
     }
-    let depth = k;
+    let opts = &store.opts;
+    let depth = k.max(opts.hybrid_depth);
     let keyword_hits = match text::fts_query(text) {
         Some(q) => store.keyword(&q, ns, depth)?,
         None => Vec::new(),
     };
     let qv = embedder::get()?.embed(text)?;
     let vector_hits = ann.search(store, &qv, depth, ns)?;
-    let mut fused: HashMap<i64, (f64, Option<f64>)> = HashMap::new();
-    for (rank, (id, _)) in keyword_hits.iter().enumerate() {
-        fused.entry(*id).or_insert((0.0, None)).0 += 1.0 / (RRF_K + rank as f64 + 1.0);
+
+    // Keyword side, normalised by the best row's BM25 (FTS5's bm25 is negative).
+    let best = keyword_hits.iter().map(|(_, b)| -b).fold(0.0f64, f64::max);
+    let mut keyword_part: HashMap<i64, f64> = HashMap::new();
+    if best > 0.0 {
+        for (id, b) in &keyword_hits {
+            keyword_part.insert(*id, (-b / best).max(0.0));
+        }
     }
-    for (rank, (id, d)) in vector_hits.iter().enumerate() {
-        let e = fused.entry(*id).or_insert((0.0, None));
-        e.0 += 1.0 / (RRF_K + rank as f64 + 1.0);
-        e.1 = Some(*d as f64);
+    let mut candidates: Vec<i64> = keyword_hits.iter().map(|(id, _)| *id).collect();
+    for (id, _) in &vector_hits {
+        if !keyword_part.contains_key(id) {
+            candidates.push(*id);
+        }
     }
-    let mut out: Vec<Found> = fused
+    let mut pairs: Vec<(i64, i64)> = Vec::new();
+    if opts.hybrid_context_weight > 0.0 {
+        for &id in &candidates {
+            for n in store.neighbours(id, opts.hybrid_context_window)? {
+                pairs.push((id, n));
+            }
+        }
+    }
+    // Own score (and distance) of every row to rank: candidates and their neighbours.
+    let mut own: HashMap<i64, f64> = HashMap::new();
+    let mut distance: HashMap<i64, f64> = HashMap::new();
+    let w = opts.hybrid_keyword_weight;
+    for id in candidates.iter().chain(pairs.iter().map(|(_, n)| n)) {
+        if own.contains_key(id) {
+            continue;
+        }
+        let cos = match store.embedding(*id)? {
+            Some(v) if v.len() == qv.len() => {
+                distance.insert(*id, opts.metric.distance(&qv, &v) as f64);
+                1.0 - vector::Metric::Cosine.distance(&qv, &v) as f64
+            }
+            _ => 0.0,
+        };
+        let kw = keyword_part.get(id).copied().unwrap_or(0.0);
+        own.insert(*id, w * kw + (1.0 - w) * cos);
+    }
+    let ranked = with_context(&own, &pairs, opts.hybrid_context_weight);
+    Ok(ranked
         .into_iter()
-        .map(|(id, (score, distance))| Found {
+        .take(k)
+        .map(|(id, score)| Found {
             id,
-            distance,
+            distance: distance.get(&id).copied(),
             score: Some(score),
         })
+        .collect())
+}
+
+/// Adds context to own scores: each row of `own` scores `own + g * max own score of its
+/// neighbours`, over the `(a, b)` neighbour pairs (symmetric; a missing row counts 0).
+/// Returns `(id, score)` best first, ties by id.
+fn with_context(own: &HashMap<i64, f64>, pairs: &[(i64, i64)], g: f64) -> Vec<(i64, f64)> {
+    let mut context: HashMap<i64, f64> = HashMap::new();
+    for &(a, b) in pairs {
+        let (oa, ob) = (
+            own.get(&a).copied().unwrap_or(0.0),
+            own.get(&b).copied().unwrap_or(0.0),
+        );
+        let ca = context.entry(a).or_insert(0.0);
+        *ca = ca.max(ob);
+        let cb = context.entry(b).or_insert(0.0);
+        *cb = cb.max(oa);
+    }
+    let mut out: Vec<(i64, f64)> = own
+        .iter()
+        .map(|(&id, &s)| (id, s + g * context.get(&id).copied().unwrap_or(0.0)))
         .collect();
-    out.sort_by(|a, b| {
-        b.score
-            .unwrap_or(0.0)
-            .total_cmp(&a.score.unwrap_or(0.0))
-            .then(a.id.cmp(&b.id))
-    });
-    out.truncate(k);
-    Ok(out)
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
 }
 
 #[cfg(test)]
@@ -141,5 +199,37 @@ mod tests {
         assert!(check_k(-1, "k").is_err());
         assert!(check_k(MAX_K + 1, "k").is_err());
         assert_eq!(check_k(10, "k").ok(), Some(10));
+    }
+
+    fn own(v: &[(i64, f64)]) -> HashMap<i64, f64> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn context_lifts_the_neighbour_of_a_strong_row() {
+        // 2 matches nothing itself but sits next to 1, the best row; 3 is a weak match.
+        let o = own(&[(1, 0.9), (2, 0.1), (3, 0.4), (4, 0.0)]);
+        let ranked = with_context(&o, &[(1, 2), (3, 4)], 0.5);
+        let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4]);
+        assert!((ranked[1].1 - (0.1 + 0.5 * 0.9)).abs() < 1e-12);
+        // 1's own context is its neighbour 2: 0.9 + 0.5 * 0.1.
+        assert!((ranked[0].1 - 0.95).abs() < 1e-12);
+    }
+
+    #[test]
+    fn no_context_keeps_own_order_and_breaks_ties_by_id() {
+        let o = own(&[(5, 0.2), (3, 0.2), (1, 0.1), (9, 0.7)]);
+        let ranked = with_context(&o, &[(9, 1)], 0.0);
+        let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
+        assert_eq!(ids, vec![9, 3, 5, 1]);
+    }
+
+    #[test]
+    fn context_takes_the_best_neighbour_not_the_sum() {
+        let o = own(&[(1, 0.3), (2, 0.0), (3, 0.6)]);
+        let ranked = with_context(&o, &[(2, 1), (2, 3)], 1.0);
+        let two = ranked.iter().find(|r| r.0 == 2).map(|r| r.1);
+        assert_eq!(two, Some(0.6));
     }
 }

@@ -343,6 +343,30 @@ impl Store {
             .and_then(|b| vector::decode_stored(&b, self.opts.dim)))
     }
 
+    /// The memories stored next to `id` in its namespace: up to `window` ids just below it
+    /// and up to `window` just above it (id order, through the `(namespace, id)` index).
+    /// Used as context by hybrid search; empty when `id` does not exist or `window` is 0.
+    pub fn neighbours(&self, id: i64, window: usize) -> Result<Vec<i64>> {
+        if window == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id FROM (SELECT id FROM {c} WHERE namespace = \
+                 (SELECT namespace FROM {c} WHERE id = ?1) AND id < ?1 ORDER BY id DESC LIMIT ?2)
+             UNION ALL
+             SELECT id FROM (SELECT id FROM {c} WHERE namespace = \
+                 (SELECT namespace FROM {c} WHERE id = ?1) AND id > ?1 ORDER BY id LIMIT ?2)",
+            c = self.q.content
+        );
+        let window = window.min(i64::MAX as usize) as i64;
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut out = Vec::new();
+        for r in st.query_map(params![id, window], |r| r.get(0))? {
+            out.push(r?);
+        }
+        Ok(out)
+    }
+
     /// The id an INSERT without one gets (as SQLite's rowid allocation: max + 1).
     pub fn next_id(&self) -> Result<i64> {
         let sql = format!("SELECT coalesce(max(id), 0) + 1 FROM {}", self.q.content);

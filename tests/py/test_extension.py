@@ -446,6 +446,65 @@ def test_hybrid_accepts_any_text(semantic, text):
     assert conn.execute("SELECT count(*) FROM mem").fetchone()[0] == len(SENTENCES)
 
 
+# A short conversation: the reply right after a turn is its context.
+DIALOGUE = [
+    "Ana: I went to a pottery workshop with my kids last Friday.",
+    "Ben: Nice! How did it go?",
+    "Ana: We each made our own bowl and the kids loved shaping the clay.",
+    "Ben: My weekend was quiet, I mostly read a novel.",
+    "Ana: Which novel?",
+    "Ben: A mystery set in Lisbon, really gripping.",
+    "Ana: The weather has been lovely this week.",
+    "Ben: Yes, sunny every day.",
+    "Ana: I adopted a rescue dog named Biscuit in March.",
+    "Ben: Adorable! What breed?",
+    "Ana: A beagle mix, she is three years old.",
+    "Ben: I should get back to work now.",
+]
+def dialogue_table(conn, options=""):
+    conn.execute(f"CREATE VIRTUAL TABLE mem USING memories({options})")
+    ids_ = [conn.execute("INSERT INTO mem(content, namespace) VALUES (?, 'chat')",
+                         (t,)).lastrowid for t in DIALOGUE]
+    return ids_
+
+
+@pytest.mark.parametrize("options,expect", [
+    ("", True),
+    ("hybrid_context_weight=0", False),
+    ("hybrid_context_window=0", False),
+])
+def test_hybrid_neighbour_context(conn, options, expect):
+    """The reply stored right after the best match ('Ben: Nice! How did it go?') shares no
+    word with the question and is far from it in meaning; neighbour context (on by default)
+    lifts it into the top 3, next to the turn it answers. Without context it is not there."""
+    rows = dialogue_table(conn, options)
+    got = ids(hybrid(conn, "What did Ana do at the pottery workshop?", k=3, ns="chat"))
+    assert got[0] == rows[0], got
+    assert (rows[1] in got) == expect, got
+
+
+def test_hybrid_options_are_kept(tmp_path):
+    path = tmp_path / "opts.db"
+    conn = open_db(path)
+    conn.execute("CREATE VIRTUAL TABLE mem USING memories(hybrid_context_weight=0, "
+                 "hybrid_keyword_weight=0.25, hybrid_depth=20, hybrid_context_window=1)")
+    conn.close()
+    conn = open_db(path)
+    cfg = dict(conn.execute("SELECT key, value FROM mem_config").fetchall())
+    assert (cfg["hybrid_context_weight"], cfg["hybrid_keyword_weight"], cfg["hybrid_depth"],
+            cfg["hybrid_context_window"]) == ("0", "0.25", "20", "1")
+    conn.close()
+
+
+def test_hybrid_returns_k_rows_and_distances(conn):
+    dialogue_table(conn)
+    rows = conn.execute("SELECT id, distance, score FROM mem WHERE mem MATCH ? AND k = ?",
+                        ("pottery with the kids", len(DIALOGUE))).fetchall()
+    assert len(rows) == len(DIALOGUE)
+    assert all(r[1] is not None and 0.0 <= r[1] <= 2.0 for r in rows)
+    assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
+
+
 @pytest.mark.parametrize("text", [t for t in NASTY if any(c.isalnum() for c in t)])
 def test_subcog_fts_query_is_valid_fts5(semantic, text):
     conn, _ = semantic
@@ -815,7 +874,8 @@ def test_bad_query_raises(mem, label, sql, params):
 
 
 BAD_OPTIONS = ["foo=1", "metric=hamming", "auto_embed=maybe", "dim=0", "dim=abc",
-               "dim=8, auto_embed=on"]
+               "dim=8, auto_embed=on", "hybrid_keyword_weight=1.5", "hybrid_context_weight=-1",
+               "hybrid_context_window=x", "hybrid_depth=0"]
 
 
 @pytest.mark.parametrize("options", BAD_OPTIONS)
