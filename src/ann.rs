@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -433,12 +434,40 @@ impl Ann {
     }
 }
 
-/// Adds `items` to `index` from up to 4 threads (usearch's dense index takes concurrent
-/// adds after `reserve`, which sizes its per-thread contexts to the hardware threads).
+/// Threads that build the graph at a checkpoint, 0 = the default (see [`index_threads`]).
+static INDEX_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Threads that add vectors to the graph at a checkpoint or rebuild:
+/// `subcog_config('index_threads', n)` if set, else `SUBCOG_INDEX_THREADS`, else the
+/// available cores up to 4. Searches always run on the caller's thread; these threads
+/// exist only while a checkpoint runs (inside a COMMIT, a bulk INSERT or 'optimize').
+pub fn index_threads() -> usize {
+    let o = INDEX_THREADS.load(Ordering::Relaxed);
+    if o > 0 {
+        return o;
+    }
+    std::env::var("SUBCOG_INDEX_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, 4)
+        })
+}
+
+/// Sets the checkpoint thread count (0 = back to the default, see [`index_threads`]).
+pub fn set_index_threads(n: usize) {
+    INDEX_THREADS.store(n, Ordering::Relaxed);
+}
+
+/// Adds `items` to `index` from [`index_threads`] threads (usearch's dense index takes
+/// concurrent adds after `reserve`, which sizes its per-thread contexts to the hardware
+/// threads, so at most that many are used).
 fn add_parallel(index: &Index, items: &[(u64, Vec<f32>)]) -> Result<()> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4);
+    let hw = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = index_threads().clamp(1, hw.max(1));
     if threads == 1 || items.len() < 256 {
         for (key, v) in items {
             index.add(*key, v)?;
