@@ -51,6 +51,10 @@ pub type Hit = (i64, f32);
 pub struct Ann {
     index: Option<Index>,
     generation: u64,
+    /// The graph holds unit-length copies of the vectors and compares them by
+    /// `1 - a.b` (cosine tables whose snapshot was built so: config `hnsw_unit`); a third
+    /// of the work of a cosine distance. Otherwise it holds the vectors as stored.
+    unit: bool,
     ns: Namespaces,
     /// Writes since the pending list was last counted: an upper bound on its growth, so
     /// that `Checkpoint::Write` counts it (an O(pending) query) only when it could be due.
@@ -67,6 +71,9 @@ pub struct Ann {
 /// once they stop being pending without a checkpoint (their change was rolled back).
 #[derive(Default)]
 struct Namespaces {
+    /// Whether the map was built; it is built by the first namespace-filtered search,
+    /// so loading the graph does not read every row's namespace.
+    loaded: bool,
     of: HashMap<u64, u32>,
     ids: HashMap<String, u32>,
     unknown: HashSet<i64>,
@@ -83,6 +90,7 @@ impl Namespaces {
     /// Rebuilds the map from the table, given the pending ids at this moment.
     fn load(&mut self, store: &Store, pending: &HashSet<i64>) -> Result<()> {
         *self = Namespaces::default();
+        self.loaded = true;
         for (id, ns) in store.namespaces()? {
             if !pending.contains(&id) {
                 self.set(id, ns);
@@ -136,15 +144,17 @@ impl Ann {
         Ann {
             index: None,
             generation: 0,
+            unit: false,
             ns: Namespaces::default(),
             writes_uncounted: 0,
             pending_counted: 0,
         }
     }
 
-    fn new_index(store: &Store) -> Result<Index> {
+    /// A new empty graph; `unit`: holds unit vectors compared by `1 - a.b` (cosine only).
+    fn new_index(store: &Store, unit: bool) -> Result<Index> {
         let o = &store.opts;
-        let index = Index::new(&IndexOptions {
+        let mut index = Index::new(&IndexOptions {
             dimensions: o.dim,
             metric: metric_kind(o.metric),
             quantization: ScalarKind::F32,
@@ -153,23 +163,43 @@ impl Ann {
             expansion_search: o.ef_search,
             multi: false,
         })?;
+        install_metric(&mut index, graph_metric(o.metric, unit), o.dim);
         Ok(index)
+    }
+
+    /// The vector as the graph holds it: scaled to unit length when [`Ann::unit`].
+    fn graph_vector<'a>(&self, v: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        if self.unit {
+            std::borrow::Cow::Owned(unit_vector(v))
+        } else {
+            std::borrow::Cow::Borrowed(v)
+        }
     }
 
     /// Drops the in-memory graph; the next search reloads it.
     pub fn invalidate(&mut self) {
         self.index = None;
         self.generation = 0;
+        self.ns = Namespaces::default();
     }
 
     /// Makes the in-memory graph the snapshot of the generation stored in the table.
+    ///
+    /// When the stored snapshot lags the generation (a checkpoint inside this connection's
+    /// open transaction deferred writing it, see [`Ann::maybe_checkpoint`], and the graph
+    /// was dropped since), the graph is rebuilt from the stored vectors instead.
     fn ensure_loaded(&mut self, store: &Store) -> Result<()> {
-        let g = store.generation()?;
+        let (g, saved) = store.snapshot_state()?;
         if self.index.is_some() && self.generation == g {
             return Ok(());
         }
         self.invalidate();
-        let index = Self::new_index(store)?;
+        if saved != g {
+            return self.rebuild(store);
+        }
+        let unit = g != 0 && store.opts.metric == Metric::Cosine && store.hnsw_unit()?;
+        let unit = unit || (g == 0 && store.opts.metric == Metric::Cosine);
+        let mut index = Self::new_index(store, unit)?;
         if g != 0 {
             let blob = store.hnsw_blob()?;
             if !blob.is_empty() {
@@ -184,13 +214,18 @@ impl Ann {
                         store.table
                     ))
                 })?;
-                // load_from_buffer restores the saved search expansion; use the table's.
+                // load_from_buffer restores the saved search expansion and the built-in
+                // metric; use the table's and ours.
                 index.change_expansion_search(store.opts.ef_search);
+                install_metric(
+                    &mut index,
+                    graph_metric(store.opts.metric, unit),
+                    store.opts.dim,
+                );
             }
         }
-        let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
-        self.ns.load(store, &pending)?;
         self.index = Some(index);
+        self.unit = unit;
         self.generation = g;
         Ok(())
     }
@@ -239,7 +274,9 @@ impl Ann {
         }
         self.ensure_loaded(store)?;
         let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
-        self.ns.resolve(store, &pending)?;
+        if self.ns.loaded {
+            self.ns.resolve(store, &pending)?;
+        }
         let searched =
             ns_count.unwrap_or_else(|| self.index.as_ref().map_or(0, |i| i.size()) + pending.len());
         if searched <= store.opts.exact_max {
@@ -248,14 +285,18 @@ impl Ann {
         let Some(index) = self.index.as_ref() else {
             return Self::exact(store, query, k, namespace);
         };
+        if namespace.is_some() && !self.ns.loaded {
+            self.ns.load(store, &pending)?;
+        }
         let ns_filter: Option<Option<u32>> = namespace.map(|ns| self.ns.ids.get(ns).copied());
+        let gq = self.graph_vector(query);
         let mut hits: Vec<Hit> = Vec::new();
         if index.size() > 0 && ns_filter != Some(None) {
             let ef = store.opts.ef_search.max(k);
             if index.expansion_search() != ef {
                 index.change_expansion_search(ef);
             }
-            let matches = index.filtered_search(query, k, |key: u64| {
+            let matches = index.filtered_search(&gq, k, |key: u64| {
                 !pending.contains(&(key as i64))
                     && match ns_filter {
                         None => true,
@@ -290,8 +331,17 @@ impl Ann {
         Ok(hits)
     }
 
-    /// Folds the pending ids into the graph and saves a new snapshot when `when` says it
-    /// is due (see [`Checkpoint`]). Returns whether it ran.
+    /// Folds the pending ids into the graph when `when` says it is due (see
+    /// [`Checkpoint`]). Returns whether it ran.
+    ///
+    /// A checkpoint inside a statement ([`Checkpoint::Write`]) advances the generation and
+    /// empties the pending list but defers writing the snapshot: until COMMIT nobody else
+    /// can read this transaction's state, and this connection searches its in-memory
+    /// graph. `<table>_config.hnsw_saved` keeps the generation the stored snapshot really
+    /// has. At COMMIT ([`Checkpoint::Commit`], from xSync) the snapshot is written if it
+    /// lags; so a bulk load in one transaction serializes the graph once, not at every
+    /// in-statement checkpoint. A ROLLBACK (TO) restores the previous generation, which
+    /// the stored snapshot still has.
     ///
     /// # Errors
     /// SQLite or usearch errors; the in-memory graph is then dropped and reloaded later.
@@ -312,48 +362,96 @@ impl Ann {
         let pending = store.pending_count()?;
         self.pending_counted = pending;
         self.writes_uncounted = 0;
-        if pending == 0 || pending < threshold {
-            return Ok(false);
-        }
-        let r = self.checkpoint(store);
+        let due = pending > 0 && pending >= threshold;
+        let r = if due {
+            self.checkpoint(store, when != Checkpoint::Write)
+        } else if when != Checkpoint::Write {
+            self.save_if_lagging(store)
+        } else {
+            Ok(())
+        };
         if r.is_err() {
             self.invalidate();
         }
-        self.pending_counted = 0;
-        r.map(|_| true)
+        if due {
+            self.pending_counted = 0;
+        }
+        r.map(|_| due)
     }
 
-    fn checkpoint(&mut self, store: &Store) -> Result<()> {
+    /// Writes the in-memory graph as the snapshot when the stored one lags the
+    /// generation (a deferred checkpoint of this transaction).
+    fn save_if_lagging(&mut self, store: &Store) -> Result<()> {
+        let (g, saved) = store.snapshot_state()?;
+        if g == saved {
+            return Ok(());
+        }
+        // ensure_loaded rebuilds (and saves) when the graph of generation g is gone.
         self.ensure_loaded(store)?;
-        let ids = store.pending_ids()?;
+        let (g, saved) = store.snapshot_state()?;
+        if g != saved {
+            self.save(store, g)?;
+        }
+        Ok(())
+    }
+
+    /// Serializes the graph into `<table>_hnsw` as the snapshot of `generation`.
+    fn save(&self, store: &Store, generation: u64) -> Result<()> {
         let Some(index) = self.index.as_ref() else {
             return Err(Error::Index("graph not loaded".into()));
         };
-        let needed = index.size() + ids.len();
+        let mut buf = vec![0u8; index.serialized_length()];
+        index.save_to_buffer(&mut buf)?;
+        store.save_hnsw(&buf, generation, self.unit)
+    }
+
+    /// Folds the pending ids into the graph under a new generation; writes the snapshot
+    /// now when `save`, else only records the generation (see [`Ann::maybe_checkpoint`]).
+    fn checkpoint(&mut self, store: &Store, save: bool) -> Result<()> {
+        self.ensure_loaded(store)?;
+        let mut items: Vec<(u64, Vec<f32>)> = Vec::new();
+        let mut ids: Vec<i64> = Vec::new();
+        store.pending_vectors(|id, blob| {
+            ids.push(id);
+            if let Some(v) = blob.and_then(|b| vector::decode_stored(b, store.opts.dim)) {
+                items.push((id as u64, v));
+            }
+        })?;
+        let Some(index) = self.index.as_ref() else {
+            return Err(Error::Index("graph not loaded".into()));
+        };
+        let needed = index.size() + items.len();
         if index.capacity() < needed {
             index.reserve(needed.max(index.capacity() * 3 / 2).max(1024))?;
         }
-        let mut items: Vec<(u64, Vec<f32>)> = Vec::with_capacity(ids.len());
-        for id in ids {
-            let key = id as u64;
-            if index.contains(key) {
-                index.remove(key)?;
+        if index.size() > 0 {
+            for &id in &ids {
+                if index.contains(id as u64) {
+                    index.remove(id as u64)?;
+                }
             }
-            self.ns.of.remove(&key);
-            self.ns.unknown.remove(&id);
-            let Some(v) = store.embedding(id)? else {
-                continue;
-            };
-            if let Some(row) = store.get(id)? {
-                self.ns.set(id, row.namespace);
+        }
+        if self.ns.loaded {
+            for &id in &ids {
+                self.ns.of.remove(&(id as u64));
+                self.ns.unknown.remove(&id);
             }
-            items.push((key, v));
+            for (key, _) in &items {
+                if let Some(row) = store.get(*key as i64)? {
+                    self.ns.set(*key as i64, row.namespace);
+                }
+            }
+        }
+        if self.unit {
+            items.iter_mut().for_each(|(_, v)| *v = unit_vector(v));
         }
         add_parallel(index, &items)?;
-        let mut buf = vec![0u8; index.serialized_length()];
-        index.save_to_buffer(&mut buf)?;
         let generation = random_generation();
-        store.save_hnsw(&buf, generation)?;
+        if save {
+            self.save(store, generation)?;
+        } else {
+            store.set_generation_unsaved(generation)?;
+        }
         self.generation = generation;
         Ok(())
     }
@@ -364,23 +462,25 @@ impl Ann {
     /// SQLite or usearch errors.
     pub fn rebuild(&mut self, store: &Store) -> Result<()> {
         self.invalidate();
-        let index = Self::new_index(store)?;
-        let mut items: Vec<(i64, Vec<f32>)> = Vec::new();
+        let unit = store.opts.metric == Metric::Cosine;
+        let index = Self::new_index(store, unit)?;
+        let mut items: Vec<(u64, Vec<f32>)> = Vec::new();
         store.scan_vectors(None, |id, blob| {
             if let Some(v) = vector::decode_stored(blob, store.opts.dim) {
-                items.push((id, v));
+                items.push((id as u64, if unit { unit_vector(&v) } else { v }));
             }
         })?;
         index.reserve(items.len().max(1024))?;
-        let items: Vec<(u64, Vec<f32>)> = items.into_iter().map(|(id, v)| (id as u64, v)).collect();
         add_parallel(&index, &items)?;
-        let mut buf = vec![0u8; index.serialized_length()];
-        index.save_to_buffer(&mut buf)?;
-        let generation = random_generation();
-        store.save_hnsw(&buf, generation)?;
         self.index = Some(index);
+        self.unit = unit;
+        let generation = random_generation();
+        let r = self.save(store, generation);
+        if r.is_err() {
+            self.invalidate();
+        }
+        r?;
         self.generation = generation;
-        self.ns.load(store, &HashSet::new())?;
         Ok(())
     }
 
@@ -401,6 +501,7 @@ impl Ann {
             return Err(Error::Index("graph not loaded".into()));
         };
         let dim = store.opts.dim;
+        let unit = self.unit;
         let (mut missing, mut stale, mut present) = (0usize, 0usize, 0usize);
         let mut buf = vec![0f32; dim];
         store.scan_vectors(None, |id, blob| {
@@ -414,7 +515,13 @@ impl Ann {
             }
             present += 1;
             let same = matches!(index.get(key, &mut buf), Ok(n) if n >= 1)
-                && vector::decode_stored(blob, dim).is_some_and(|v| v == buf);
+                && vector::decode_stored(blob, dim).is_some_and(|v| {
+                    if unit {
+                        unit_vector(&v) == buf
+                    } else {
+                        v == buf
+                    }
+                });
             if !same {
                 stale += 1;
             }
@@ -432,6 +539,39 @@ impl Ann {
     pub fn size(&self) -> usize {
         self.index.as_ref().map_or(0, |i| i.size())
     }
+}
+
+/// `v / |v|` (`v` unchanged when its norm is 0; cosine tables reject zero vectors).
+fn unit_vector(v: &[f32]) -> Vec<f32> {
+    let n = vector::norm(v);
+    if n > 0.0 {
+        v.iter().map(|x| x / n).collect()
+    } else {
+        v.to_vec()
+    }
+}
+
+/// The distance the graph uses: `1 - a.b` (inner product) over unit vectors for cosine
+/// tables whose graph holds unit vectors, else the table's metric.
+fn graph_metric(metric: Metric, unit: bool) -> Metric {
+    if unit { Metric::Ip } else { metric }
+}
+
+/// Makes the graph compute distances with [`Metric::graph_distance`] (SIMD chosen at run
+/// time; usearch built without its SIMD kernels computes them with scalar code).
+fn install_metric(index: &mut Index, metric: Metric, dim: usize) {
+    let f = metric.graph_distance();
+    index.change_metric::<f32>(Box::new(move |a: *const f32, b: *const f32| {
+        // SAFETY: usearch passes two vectors of the index's `dim` float32 values (the
+        // index is F32: `new_index`).
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(a, dim),
+                std::slice::from_raw_parts(b, dim),
+            )
+        };
+        f(a, b)
+    }));
 }
 
 /// Threads that build the graph at a checkpoint, 0 = the default (see [`index_threads`]).

@@ -25,6 +25,8 @@ use crate::vector;
 
 /// On-disk format of the shadow tables written by this build.
 pub const FORMAT_VERSION: i64 = 1;
+/// Keys of `<table>_config` that describe the HNSW snapshot rather than table options.
+const SNAPSHOT_KEYS: &[&str] = &["format", "generation", "hnsw_saved", "hnsw_unit"];
 /// Size of one `<table>_hnsw` chunk, in bytes.
 const CHUNK: usize = 1 << 20;
 
@@ -182,7 +184,7 @@ impl Store {
         }
         let opt_args: Vec<String> = pairs
             .iter()
-            .filter(|(k, _)| k != "format" && k != "generation")
+            .filter(|(k, _)| !SNAPSHOT_KEYS.contains(&k.as_str()))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let opts = TableOptions::parse(&opt_args)?;
@@ -704,6 +706,53 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// `(generation, hnsw_saved)`: the HNSW generation and the generation the stored
+    /// snapshot has; they differ only inside the transaction of a deferred checkpoint
+    /// (`hnsw_saved` is absent in databases of format 1 without it: then equal).
+    pub fn snapshot_state(&self) -> Result<(u64, u64)> {
+        let g = self.generation()?;
+        let saved = self
+            .config_get("hnsw_saved")?
+            .and_then(|g| g.parse::<i64>().ok())
+            .map_or(g, |g| g as u64);
+        Ok((g, saved))
+    }
+
+    /// Whether the stored snapshot holds unit-length vectors (config `hnsw_unit` = 1;
+    /// absent in older databases, whose snapshots hold the vectors as stored).
+    pub fn hnsw_unit(&self) -> Result<bool> {
+        Ok(self.config_get("hnsw_unit")?.as_deref() == Some("1"))
+    }
+
+    /// Advances the HNSW generation without writing the snapshot, and empties the
+    /// pending list (a deferred checkpoint: `hnsw_saved` keeps the stored snapshot's).
+    pub fn set_generation_unsaved(&self, generation: u64) -> Result<()> {
+        let (g, saved) = self.snapshot_state()?;
+        if g == saved {
+            self.config_set("hnsw_saved", &(saved as i64).to_string())?;
+        }
+        self.config_set("generation", &(generation as i64).to_string())?;
+        self.clear_pending()
+    }
+
+    /// Calls `f(id, embedding_blob)` for every pending id (`None`: no stored vector).
+    pub fn pending_vectors(&self, mut f: impl FnMut(i64, Option<&[u8]>)) -> Result<()> {
+        let sql = format!(
+            "SELECT p.id, v.embedding FROM {} p LEFT JOIN {} v ON v.id = p.id",
+            self.q.pending, self.q.vectors
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let blob = match r.get_ref(1)? {
+                rusqlite::types::ValueRef::Blob(b) => Some(b),
+                _ => None,
+            };
+            f(r.get(0)?, blob);
+        }
+        Ok(())
+    }
+
     /// Reads the serialized HNSW snapshot (empty if none).
     pub fn hnsw_blob(&self) -> Result<Vec<u8>> {
         let sql = format!("SELECT data FROM {} ORDER BY chunk", self.q.hnsw);
@@ -718,9 +767,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Replaces the HNSW snapshot with `data`, tagged `generation`, and empties the
-    /// pending list: one step, inside the caller's transaction.
-    pub fn save_hnsw(&self, data: &[u8], generation: u64) -> Result<()> {
+    /// Replaces the HNSW snapshot with `data`, tagged `generation` (`unit`: it holds
+    /// unit-length vectors), and empties the pending list: one step, inside the caller's
+    /// transaction.
+    pub fn save_hnsw(&self, data: &[u8], generation: u64, unit: bool) -> Result<()> {
         self.conn
             .execute(&format!("DELETE FROM {}", self.q.hnsw), [])?;
         let sql = format!("INSERT INTO {}(chunk, data) VALUES (?1, ?2)", self.q.hnsw);
@@ -729,6 +779,8 @@ impl Store {
             st.execute(params![i as i64, c])?;
         }
         self.config_set("generation", &(generation as i64).to_string())?;
+        self.config_set("hnsw_saved", &(generation as i64).to_string())?;
+        self.config_set("hnsw_unit", if unit { "1" } else { "0" })?;
         self.clear_pending()
     }
 }
