@@ -49,11 +49,18 @@ pub type Hit = (i64, f32);
 
 /// The in-memory HNSW graph of one table on one connection.
 pub struct Ann {
+    /// Declared before `view`: dropped first, as it may point into it.
     index: Option<Index>,
+    /// The snapshot bytes `index` is a zero-copy view of (usearch `view_from_buffer`),
+    /// until the first checkpoint turns the view into an owned, writable graph.
+    view: Option<Vec<u8>>,
     generation: u64,
-    /// The graph holds unit-length copies of the vectors and compares them by
-    /// `1 - a.b` (cosine tables whose snapshot was built so: config `hnsw_unit`); a third
-    /// of the work of a cosine distance. Otherwise it holds the vectors as stored.
+    /// The graph holds unit-length binary16 copies of the vectors and compares them by
+    /// `1 - a.b` (cosine tables whose snapshot was built so: config `hnsw_vectors` =
+    /// `unit_f16`): half the bytes to load and a third of the arithmetic of a float32
+    /// cosine. Exact distances are recomputed from the stored float32 vectors, so only
+    /// the graph walk sees the rounding (relative 2^-11). Otherwise (L2 and IP tables,
+    /// snapshots of older versions) it holds the float32 vectors as stored.
     unit: bool,
     ns: Namespaces,
     /// Writes since the pending list was last counted: an upper bound on its growth, so
@@ -143,6 +150,7 @@ impl Ann {
     pub fn new() -> Self {
         Ann {
             index: None,
+            view: None,
             generation: 0,
             unit: false,
             ns: Namespaces::default(),
@@ -151,19 +159,24 @@ impl Ann {
         }
     }
 
-    /// A new empty graph; `unit`: holds unit vectors compared by `1 - a.b` (cosine only).
+    /// A new empty graph; `unit`: holds unit binary16 vectors compared by `1 - a.b`
+    /// (cosine only), else float32 under the table's metric.
     fn new_index(store: &Store, unit: bool) -> Result<Index> {
         let o = &store.opts;
         let mut index = Index::new(&IndexOptions {
             dimensions: o.dim,
             metric: metric_kind(o.metric),
-            quantization: ScalarKind::F32,
+            quantization: if unit {
+                ScalarKind::F16
+            } else {
+                ScalarKind::F32
+            },
             connectivity: o.m,
             expansion_add: o.ef_construction,
             expansion_search: o.ef_search,
             multi: false,
         })?;
-        install_metric(&mut index, graph_metric(o.metric, unit), o.dim);
+        install_metric(&mut index, o.metric, unit, o.dim);
         Ok(index)
     }
 
@@ -179,6 +192,7 @@ impl Ann {
     /// Drops the in-memory graph; the next search reloads it.
     pub fn invalidate(&mut self) {
         self.index = None;
+        self.view = None;
         self.generation = 0;
         self.ns = Namespaces::default();
     }
@@ -200,10 +214,14 @@ impl Ann {
         let unit = g != 0 && store.opts.metric == Metric::Cosine && store.hnsw_unit()?;
         let unit = unit || (g == 0 && store.opts.metric == Metric::Cosine);
         let mut index = Self::new_index(store, unit)?;
+        let mut view = None;
         if g != 0 {
             let blob = store.hnsw_blob()?;
             if !blob.is_empty() {
-                index.load_from_buffer(&blob).map_err(|e| {
+                // SAFETY: `blob` is kept in `self.view` for as long as `index` lives
+                // (`index` is dropped first: field order, `invalidate`, `thaw`), and a
+                // Vec's heap buffer does not move when the Vec does.
+                unsafe { index.view_from_buffer(&blob) }.map_err(|e| {
                     Error::Corrupt(format!(
                         "memories table {}: the HNSW snapshot in {}_hnsw does not load ({}); \
                          rebuild it with INSERT INTO {}({}) VALUES ('rebuild')",
@@ -214,19 +232,38 @@ impl Ann {
                         store.table
                     ))
                 })?;
-                // load_from_buffer restores the saved search expansion and the built-in
-                // metric; use the table's and ours.
+                // Loading restores the saved search expansion and the built-in metric;
+                // use the table's and ours.
                 index.change_expansion_search(store.opts.ef_search);
-                install_metric(
-                    &mut index,
-                    graph_metric(store.opts.metric, unit),
-                    store.opts.dim,
-                );
+                install_metric(&mut index, store.opts.metric, unit, store.opts.dim);
+                view = Some(blob);
             }
         }
         self.index = Some(index);
+        self.view = view;
         self.unit = unit;
         self.generation = g;
+        Ok(())
+    }
+
+    /// Turns a zero-copy view of the snapshot into an owned graph that takes additions.
+    fn thaw(&mut self, store: &Store) -> Result<()> {
+        let Some(buf) = self.view.take() else {
+            return Ok(());
+        };
+        self.index = None;
+        let mut index = Self::new_index(store, self.unit)?;
+        let r = index.load_from_buffer(&buf);
+        if let Err(e) = r {
+            self.invalidate();
+            return Err(Error::Index(format!(
+                "reloading the HNSW snapshot: {}",
+                e.what()
+            )));
+        }
+        index.change_expansion_search(store.opts.ef_search);
+        install_metric(&mut index, store.opts.metric, self.unit, store.opts.dim);
+        self.index = Some(index);
         Ok(())
     }
 
@@ -409,6 +446,7 @@ impl Ann {
     /// now when `save`, else only records the generation (see [`Ann::maybe_checkpoint`]).
     fn checkpoint(&mut self, store: &Store, save: bool) -> Result<()> {
         self.ensure_loaded(store)?;
+        self.thaw(store)?;
         let mut items: Vec<(u64, Vec<f32>)> = Vec::new();
         let mut ids: Vec<i64> = Vec::new();
         store.pending_vectors(|id, blob| {
@@ -551,15 +589,27 @@ fn unit_vector(v: &[f32]) -> Vec<f32> {
     }
 }
 
-/// The distance the graph uses: `1 - a.b` (inner product) over unit vectors for cosine
-/// tables whose graph holds unit vectors, else the table's metric.
-fn graph_metric(metric: Metric, unit: bool) -> Metric {
-    if unit { Metric::Ip } else { metric }
-}
-
-/// Makes the graph compute distances with [`Metric::graph_distance`] (SIMD chosen at run
-/// time; usearch built without its SIMD kernels computes them with scalar code).
-fn install_metric(index: &mut Index, metric: Metric, dim: usize) {
+/// Makes the graph compute distances with our kernels (SIMD chosen at run time; usearch
+/// built without its SIMD kernels computes them with scalar code): `1 - a.b` over
+/// binary16 for `unit` graphs, else [`Metric::graph_distance`] over float32.
+fn install_metric(index: &mut Index, metric: Metric, unit: bool, dim: usize) {
+    if unit {
+        let f = vector::half_ip_distance();
+        index.change_metric::<usearch::f16>(Box::new(
+            move |a: *const usearch::f16, b: *const usearch::f16| {
+                // SAFETY: usearch passes two vectors of the index's `dim` binary16 values
+                // (the index is F16: `new_index`); `usearch::f16` is a transparent i16.
+                let (a, b) = unsafe {
+                    (
+                        std::slice::from_raw_parts(a as *const u16, dim),
+                        std::slice::from_raw_parts(b as *const u16, dim),
+                    )
+                };
+                f(a, b)
+            },
+        ));
+        return;
+    }
     let f = metric.graph_distance();
     index.change_metric::<f32>(Box::new(move |a: *const f32, b: *const f32| {
         // SAFETY: usearch passes two vectors of the index's `dim` float32 values (the

@@ -26,7 +26,7 @@ use crate::vector;
 /// On-disk format of the shadow tables written by this build.
 pub const FORMAT_VERSION: i64 = 1;
 /// Keys of `<table>_config` that describe the HNSW snapshot rather than table options.
-const SNAPSHOT_KEYS: &[&str] = &["format", "generation", "hnsw_saved", "hnsw_unit"];
+const SNAPSHOT_KEYS: &[&str] = &["format", "generation", "hnsw_saved", "hnsw_vectors"];
 /// Size of one `<table>_hnsw` chunk, in bytes.
 const CHUNK: usize = 1 << 20;
 
@@ -718,10 +718,11 @@ impl Store {
         Ok((g, saved))
     }
 
-    /// Whether the stored snapshot holds unit-length vectors (config `hnsw_unit` = 1;
-    /// absent in older databases, whose snapshots hold the vectors as stored).
+    /// Whether the stored snapshot holds unit-length binary16 vectors (config
+    /// `hnsw_vectors` = `unit_f16`; absent in older databases, whose snapshots hold the
+    /// float32 vectors as stored).
     pub fn hnsw_unit(&self) -> Result<bool> {
-        Ok(self.config_get("hnsw_unit")?.as_deref() == Some("1"))
+        Ok(self.config_get("hnsw_vectors")?.as_deref() == Some("unit_f16"))
     }
 
     /// Advances the HNSW generation without writing the snapshot, and empties the
@@ -753,12 +754,19 @@ impl Store {
         Ok(())
     }
 
-    /// Reads the serialized HNSW snapshot (empty if none).
+    /// Reads the serialized HNSW snapshot (empty if none) into one buffer of its exact
+    /// size (sized first with `length()`, which SQLite answers from the record header),
+    /// so a snapshot of hundreds of MB is copied once, without reallocations.
     pub fn hnsw_blob(&self) -> Result<Vec<u8>> {
+        let len_sql = format!("SELECT coalesce(sum(length(data)), 0) FROM {}", self.q.hnsw);
+        let total: i64 = self
+            .conn
+            .prepare_cached(&len_sql)?
+            .query_row([], |r| r.get(0))?;
         let sql = format!("SELECT data FROM {} ORDER BY chunk", self.q.hnsw);
         let mut st = self.conn.prepare_cached(&sql)?;
         let mut rows = st.query([])?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
         while let Some(r) = rows.next()? {
             if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)? {
                 out.extend_from_slice(b);
@@ -768,8 +776,8 @@ impl Store {
     }
 
     /// Replaces the HNSW snapshot with `data`, tagged `generation` (`unit`: it holds
-    /// unit-length vectors), and empties the pending list: one step, inside the caller's
-    /// transaction.
+    /// unit-length binary16 vectors, else float32 as stored), and empties the pending
+    /// list: one step, inside the caller's transaction.
     pub fn save_hnsw(&self, data: &[u8], generation: u64, unit: bool) -> Result<()> {
         self.conn
             .execute(&format!("DELETE FROM {}", self.q.hnsw), [])?;
@@ -780,7 +788,7 @@ impl Store {
         }
         self.config_set("generation", &(generation as i64).to_string())?;
         self.config_set("hnsw_saved", &(generation as i64).to_string())?;
-        self.config_set("hnsw_unit", if unit { "1" } else { "0" })?;
+        self.config_set("hnsw_vectors", if unit { "unit_f16" } else { "f32" })?;
         self.clear_pending()
     }
 }
