@@ -348,17 +348,14 @@ impl Ann {
                 }
             }
         }
-        for &id in &pending {
-            let Some(v) = store.embedding(id)? else {
-                continue;
-            };
-            if let Some(ns) = namespace {
-                match store.get(id)? {
-                    Some(row) if row.namespace == ns => {}
-                    _ => continue,
+        if !pending.is_empty() {
+            // The pending ids' current vectors (of the namespace), in one join.
+            let (metric, dim) = (store.opts.metric, store.opts.dim);
+            store.pending_vectors_in(namespace, |id, blob| {
+                if let Some(v) = vector::decode_stored(blob, dim) {
+                    hits.push((id, metric.distance(query, &v)));
                 }
-            }
-            hits.push((id, store.opts.metric.distance(query, &v)));
+            })?;
         }
         let hits = top_k(hits, k);
         if hits.len() < k.min(searched) {

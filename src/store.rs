@@ -754,6 +754,47 @@ impl Store {
         Ok(())
     }
 
+    /// Calls `f(id, embedding_blob)` for every pending id that has a stored vector and,
+    /// when `namespace` is given, belongs to it (one join instead of a lookup per id).
+    pub fn pending_vectors_in(
+        &self,
+        namespace: Option<&str>,
+        mut f: impl FnMut(i64, &[u8]),
+    ) -> Result<()> {
+        let mut each = |r: &rusqlite::Row<'_>| -> Result<()> {
+            if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(1)? {
+                f(r.get(0)?, b);
+            }
+            Ok(())
+        };
+        match namespace {
+            Some(ns) => {
+                let sql = format!(
+                    "SELECT p.id, v.embedding FROM {} p JOIN {} v ON v.id = p.id \
+                     JOIN {} c ON c.id = p.id WHERE c.namespace = ?1",
+                    self.q.pending, self.q.vectors, self.q.content
+                );
+                let mut st = self.conn.prepare_cached(&sql)?;
+                let mut rows = st.query([ns])?;
+                while let Some(r) = rows.next()? {
+                    each(r)?;
+                }
+            }
+            None => {
+                let sql = format!(
+                    "SELECT p.id, v.embedding FROM {} p JOIN {} v ON v.id = p.id",
+                    self.q.pending, self.q.vectors
+                );
+                let mut st = self.conn.prepare_cached(&sql)?;
+                let mut rows = st.query([])?;
+                while let Some(r) = rows.next()? {
+                    each(r)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the serialized HNSW snapshot (empty if none) into one buffer of its exact
     /// size (sized first with `length()`, which SQLite answers from the record header),
     /// so a snapshot of hundreds of MB is copied once, without reallocations.
@@ -767,6 +808,7 @@ impl Store {
         let mut st = self.conn.prepare_cached(&sql)?;
         let mut rows = st.query([])?;
         let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        advise_huge_pages(&mut out);
         while let Some(r) = rows.next()? {
             if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)? {
                 out.extend_from_slice(b);
@@ -791,6 +833,29 @@ impl Store {
         self.config_set("hnsw_vectors", if unit { "unit_f16" } else { "f32" })?;
         self.clear_pending()
     }
+}
+
+/// Asks Linux to back `buf`'s spare capacity with transparent huge pages (when THP is in
+/// `madvise` mode): a snapshot of ~100 MB then costs ~50 page faults instead of ~25,000,
+/// which was a third of the time to load it. Advisory only; failures are ignored.
+fn advise_huge_pages(buf: &mut Vec<u8>) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_mut_ptr() as usize;
+        let end = start + buf.capacity();
+        let first = start.next_multiple_of(HUGE);
+        if end > first + HUGE {
+            let len = (end - first) / HUGE * HUGE;
+            // SAFETY: [first, first + len) lies inside `buf`'s allocation, which is not
+            // yet written; MADV_HUGEPAGE changes no contents.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
 }
 
 /// What an UPDATE does to the stored vector.
