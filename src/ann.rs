@@ -329,11 +329,14 @@ impl Ann {
         let gq = self.graph_vector(query);
         let mut hits: Vec<Hit> = Vec::new();
         if index.size() > 0 && ns_filter != Some(None) {
-            let ef = store.opts.ef_search.max(k);
+            // A binary16 graph cannot order vectors closer than its rounding: take
+            // twice k (at least k + 10) candidates and let the exact distances decide.
+            let candidates = if self.unit { (2 * k).max(k + 10) } else { k };
+            let ef = store.opts.ef_search.max(candidates);
             if index.expansion_search() != ef {
                 index.change_expansion_search(ef);
             }
-            let matches = index.filtered_search(&gq, k, |key: u64| {
+            let matches = index.filtered_search(&gq, candidates, |key: u64| {
                 !pending.contains(&(key as i64))
                     && match ns_filter {
                         None => true,
@@ -552,7 +555,12 @@ impl Ann {
             let same = matches!(index.get(key, &mut buf), Ok(n) if n >= 1)
                 && vector::decode_stored(blob, dim).is_some_and(|v| {
                     if unit {
-                        unit_vector(&v) == buf
+                        // binary16 keeps 11 significant bits (relative error <= 2^-11);
+                        // below 2^-14 usearch's conversion may flush to zero.
+                        unit_vector(&v)
+                            .iter()
+                            .zip(&buf)
+                            .all(|(x, y)| (x - y).abs() <= x.abs() / 1024.0 + 1.0 / 16384.0)
                     } else {
                         v == buf
                     }
