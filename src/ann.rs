@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -48,8 +49,19 @@ pub type Hit = (i64, f32);
 
 /// The in-memory HNSW graph of one table on one connection.
 pub struct Ann {
+    /// Declared before `view`: dropped first, as it may point into it.
     index: Option<Index>,
+    /// The snapshot bytes `index` is a zero-copy view of (usearch `view_from_buffer`),
+    /// until the first checkpoint turns the view into an owned, writable graph.
+    view: Option<Vec<u8>>,
     generation: u64,
+    /// The graph holds unit-length binary16 copies of the vectors and compares them by
+    /// `1 - a.b` (cosine tables whose snapshot was built so: config `hnsw_vectors` =
+    /// `unit_f16`): half the bytes to load and a third of the arithmetic of a float32
+    /// cosine. Exact distances are recomputed from the stored float32 vectors, so only
+    /// the graph walk sees the rounding (relative 2^-11). Otherwise (L2 and IP tables,
+    /// snapshots of older versions) it holds the float32 vectors as stored.
+    unit: bool,
     ns: Namespaces,
     /// Writes since the pending list was last counted: an upper bound on its growth, so
     /// that `Checkpoint::Write` counts it (an O(pending) query) only when it could be due.
@@ -66,6 +78,9 @@ pub struct Ann {
 /// once they stop being pending without a checkpoint (their change was rolled back).
 #[derive(Default)]
 struct Namespaces {
+    /// Whether the map was built; it is built by the first namespace-filtered search,
+    /// so loading the graph does not read every row's namespace.
+    loaded: bool,
     of: HashMap<u64, u32>,
     ids: HashMap<String, u32>,
     unknown: HashSet<i64>,
@@ -82,6 +97,7 @@ impl Namespaces {
     /// Rebuilds the map from the table, given the pending ids at this moment.
     fn load(&mut self, store: &Store, pending: &HashSet<i64>) -> Result<()> {
         *self = Namespaces::default();
+        self.loaded = true;
         for (id, ns) in store.namespaces()? {
             if !pending.contains(&id) {
                 self.set(id, ns);
@@ -134,45 +150,78 @@ impl Ann {
     pub fn new() -> Self {
         Ann {
             index: None,
+            view: None,
             generation: 0,
+            unit: false,
             ns: Namespaces::default(),
             writes_uncounted: 0,
             pending_counted: 0,
         }
     }
 
-    fn new_index(store: &Store) -> Result<Index> {
+    /// A new empty graph; `unit`: holds unit binary16 vectors compared by `1 - a.b`
+    /// (cosine only), else float32 under the table's metric.
+    fn new_index(store: &Store, unit: bool) -> Result<Index> {
         let o = &store.opts;
-        let index = Index::new(&IndexOptions {
+        let mut index = Index::new(&IndexOptions {
             dimensions: o.dim,
             metric: metric_kind(o.metric),
-            quantization: ScalarKind::F32,
+            quantization: if unit {
+                ScalarKind::F16
+            } else {
+                ScalarKind::F32
+            },
             connectivity: o.m,
             expansion_add: o.ef_construction,
             expansion_search: o.ef_search,
             multi: false,
         })?;
+        install_metric(&mut index, o.metric, unit, o.dim);
         Ok(index)
+    }
+
+    /// The vector as the graph holds it: scaled to unit length when [`Ann::unit`].
+    fn graph_vector<'a>(&self, v: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        if self.unit {
+            std::borrow::Cow::Owned(unit_vector(v))
+        } else {
+            std::borrow::Cow::Borrowed(v)
+        }
     }
 
     /// Drops the in-memory graph; the next search reloads it.
     pub fn invalidate(&mut self) {
         self.index = None;
+        self.view = None;
         self.generation = 0;
+        self.ns = Namespaces::default();
     }
 
     /// Makes the in-memory graph the snapshot of the generation stored in the table.
+    ///
+    /// When the stored snapshot lags the generation (a checkpoint inside this connection's
+    /// open transaction deferred writing it, see [`Ann::maybe_checkpoint`], and the graph
+    /// was dropped since), the graph is rebuilt from the stored vectors instead.
     fn ensure_loaded(&mut self, store: &Store) -> Result<()> {
-        let g = store.generation()?;
+        let (g, saved) = store.snapshot_state()?;
         if self.index.is_some() && self.generation == g {
             return Ok(());
         }
         self.invalidate();
-        let index = Self::new_index(store)?;
+        if saved != g {
+            return self.rebuild(store);
+        }
+        let unit = g != 0 && store.opts.metric == Metric::Cosine && store.hnsw_unit()?;
+        let unit = unit || (g == 0 && store.opts.metric == Metric::Cosine);
+        let mut index = Self::new_index(store, unit)?;
+        let mut view = None;
         if g != 0 {
             let blob = store.hnsw_blob()?;
             if !blob.is_empty() {
-                index.load_from_buffer(&blob).map_err(|e| {
+                // SAFETY: `blob` is kept in `self.view` for as long as `index` lives
+                // (`index` is dropped first: field order, `invalidate`, `thaw`), and a
+                // Vec's heap buffer does not move when the Vec does.
+                unsafe { index.view_from_buffer(&blob) }.map_err(|e| {
                     Error::Corrupt(format!(
                         "memories table {}: the HNSW snapshot in {}_hnsw does not load ({}); \
                          rebuild it with INSERT INTO {}({}) VALUES ('rebuild')",
@@ -183,14 +232,38 @@ impl Ann {
                         store.table
                     ))
                 })?;
-                // load_from_buffer restores the saved search expansion; use the table's.
+                // Loading restores the saved search expansion and the built-in metric;
+                // use the table's and ours.
                 index.change_expansion_search(store.opts.ef_search);
+                install_metric(&mut index, store.opts.metric, unit, store.opts.dim);
+                view = Some(blob);
             }
         }
-        let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
-        self.ns.load(store, &pending)?;
         self.index = Some(index);
+        self.view = view;
+        self.unit = unit;
         self.generation = g;
+        Ok(())
+    }
+
+    /// Turns a zero-copy view of the snapshot into an owned graph that takes additions.
+    fn thaw(&mut self, store: &Store) -> Result<()> {
+        let Some(buf) = self.view.take() else {
+            return Ok(());
+        };
+        self.index = None;
+        let mut index = Self::new_index(store, self.unit)?;
+        let r = index.load_from_buffer(&buf);
+        if let Err(e) = r {
+            self.invalidate();
+            return Err(Error::Index(format!(
+                "reloading the HNSW snapshot: {}",
+                e.what()
+            )));
+        }
+        index.change_expansion_search(store.opts.ef_search);
+        install_metric(&mut index, store.opts.metric, self.unit, store.opts.dim);
+        self.index = Some(index);
         Ok(())
     }
 
@@ -238,7 +311,9 @@ impl Ann {
         }
         self.ensure_loaded(store)?;
         let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
-        self.ns.resolve(store, &pending)?;
+        if self.ns.loaded {
+            self.ns.resolve(store, &pending)?;
+        }
         let searched =
             ns_count.unwrap_or_else(|| self.index.as_ref().map_or(0, |i| i.size()) + pending.len());
         if searched <= store.opts.exact_max {
@@ -247,14 +322,21 @@ impl Ann {
         let Some(index) = self.index.as_ref() else {
             return Self::exact(store, query, k, namespace);
         };
+        if namespace.is_some() && !self.ns.loaded {
+            self.ns.load(store, &pending)?;
+        }
         let ns_filter: Option<Option<u32>> = namespace.map(|ns| self.ns.ids.get(ns).copied());
+        let gq = self.graph_vector(query);
         let mut hits: Vec<Hit> = Vec::new();
         if index.size() > 0 && ns_filter != Some(None) {
-            let ef = store.opts.ef_search.max(k);
+            // A binary16 graph cannot order vectors closer than its rounding: take
+            // twice k (at least k + 10) candidates and let the exact distances decide.
+            let candidates = if self.unit { (2 * k).max(k + 10) } else { k };
+            let ef = store.opts.ef_search.max(candidates);
             if index.expansion_search() != ef {
                 index.change_expansion_search(ef);
             }
-            let matches = index.filtered_search(query, k, |key: u64| {
+            let matches = index.filtered_search(&gq, candidates, |key: u64| {
                 !pending.contains(&(key as i64))
                     && match ns_filter {
                         None => true,
@@ -269,17 +351,14 @@ impl Ann {
                 }
             }
         }
-        for &id in &pending {
-            let Some(v) = store.embedding(id)? else {
-                continue;
-            };
-            if let Some(ns) = namespace {
-                match store.get(id)? {
-                    Some(row) if row.namespace == ns => {}
-                    _ => continue,
+        if !pending.is_empty() {
+            // The pending ids' current vectors (of the namespace), in one join.
+            let (metric, dim) = (store.opts.metric, store.opts.dim);
+            store.pending_vectors_in(namespace, |id, blob| {
+                if let Some(v) = vector::decode_stored(blob, dim) {
+                    hits.push((id, metric.distance(query, &v)));
                 }
-            }
-            hits.push((id, store.opts.metric.distance(query, &v)));
+            })?;
         }
         let hits = top_k(hits, k);
         if hits.len() < k.min(searched) {
@@ -289,8 +368,17 @@ impl Ann {
         Ok(hits)
     }
 
-    /// Folds the pending ids into the graph and saves a new snapshot when `when` says it
-    /// is due (see [`Checkpoint`]). Returns whether it ran.
+    /// Folds the pending ids into the graph when `when` says it is due (see
+    /// [`Checkpoint`]). Returns whether it ran.
+    ///
+    /// A checkpoint inside a statement ([`Checkpoint::Write`]) advances the generation and
+    /// empties the pending list but defers writing the snapshot: until COMMIT nobody else
+    /// can read this transaction's state, and this connection searches its in-memory
+    /// graph. `<table>_config.hnsw_saved` keeps the generation the stored snapshot really
+    /// has. At COMMIT ([`Checkpoint::Commit`], from xSync) the snapshot is written if it
+    /// lags; so a bulk load in one transaction serializes the graph once, not at every
+    /// in-statement checkpoint. A ROLLBACK (TO) restores the previous generation, which
+    /// the stored snapshot still has.
     ///
     /// # Errors
     /// SQLite or usearch errors; the in-memory graph is then dropped and reloaded later.
@@ -311,48 +399,97 @@ impl Ann {
         let pending = store.pending_count()?;
         self.pending_counted = pending;
         self.writes_uncounted = 0;
-        if pending == 0 || pending < threshold {
-            return Ok(false);
-        }
-        let r = self.checkpoint(store);
+        let due = pending > 0 && pending >= threshold;
+        let r = if due {
+            self.checkpoint(store, when != Checkpoint::Write)
+        } else if when != Checkpoint::Write {
+            self.save_if_lagging(store)
+        } else {
+            Ok(())
+        };
         if r.is_err() {
             self.invalidate();
         }
-        self.pending_counted = 0;
-        r.map(|_| true)
+        if due {
+            self.pending_counted = 0;
+        }
+        r.map(|_| due)
     }
 
-    fn checkpoint(&mut self, store: &Store) -> Result<()> {
+    /// Writes the in-memory graph as the snapshot when the stored one lags the
+    /// generation (a deferred checkpoint of this transaction).
+    fn save_if_lagging(&mut self, store: &Store) -> Result<()> {
+        let (g, saved) = store.snapshot_state()?;
+        if g == saved {
+            return Ok(());
+        }
+        // ensure_loaded rebuilds (and saves) when the graph of generation g is gone.
         self.ensure_loaded(store)?;
-        let ids = store.pending_ids()?;
+        let (g, saved) = store.snapshot_state()?;
+        if g != saved {
+            self.save(store, g)?;
+        }
+        Ok(())
+    }
+
+    /// Serializes the graph into `<table>_hnsw` as the snapshot of `generation`.
+    fn save(&self, store: &Store, generation: u64) -> Result<()> {
         let Some(index) = self.index.as_ref() else {
             return Err(Error::Index("graph not loaded".into()));
         };
-        let needed = index.size() + ids.len();
+        let mut buf = vec![0u8; index.serialized_length()];
+        index.save_to_buffer(&mut buf)?;
+        store.save_hnsw(&buf, generation, self.unit)
+    }
+
+    /// Folds the pending ids into the graph under a new generation; writes the snapshot
+    /// now when `save`, else only records the generation (see [`Ann::maybe_checkpoint`]).
+    fn checkpoint(&mut self, store: &Store, save: bool) -> Result<()> {
+        self.ensure_loaded(store)?;
+        self.thaw(store)?;
+        let mut items: Vec<(u64, Vec<f32>)> = Vec::new();
+        let mut ids: Vec<i64> = Vec::new();
+        store.pending_vectors(|id, blob| {
+            ids.push(id);
+            if let Some(v) = blob.and_then(|b| vector::decode_stored(b, store.opts.dim)) {
+                items.push((id as u64, v));
+            }
+        })?;
+        let Some(index) = self.index.as_ref() else {
+            return Err(Error::Index("graph not loaded".into()));
+        };
+        let needed = index.size() + items.len();
         if index.capacity() < needed {
             index.reserve(needed.max(index.capacity() * 3 / 2).max(1024))?;
         }
-        let mut items: Vec<(u64, Vec<f32>)> = Vec::with_capacity(ids.len());
-        for id in ids {
-            let key = id as u64;
-            if index.contains(key) {
-                index.remove(key)?;
+        if index.size() > 0 {
+            for &id in &ids {
+                if index.contains(id as u64) {
+                    index.remove(id as u64)?;
+                }
             }
-            self.ns.of.remove(&key);
-            self.ns.unknown.remove(&id);
-            let Some(v) = store.embedding(id)? else {
-                continue;
-            };
-            if let Some(row) = store.get(id)? {
-                self.ns.set(id, row.namespace);
+        }
+        if self.ns.loaded {
+            for &id in &ids {
+                self.ns.of.remove(&(id as u64));
+                self.ns.unknown.remove(&id);
             }
-            items.push((key, v));
+            for (key, _) in &items {
+                if let Some(row) = store.get(*key as i64)? {
+                    self.ns.set(*key as i64, row.namespace);
+                }
+            }
+        }
+        if self.unit {
+            items.iter_mut().for_each(|(_, v)| *v = unit_vector(v));
         }
         add_parallel(index, &items)?;
-        let mut buf = vec![0u8; index.serialized_length()];
-        index.save_to_buffer(&mut buf)?;
         let generation = random_generation();
-        store.save_hnsw(&buf, generation)?;
+        if save {
+            self.save(store, generation)?;
+        } else {
+            store.set_generation_unsaved(generation)?;
+        }
         self.generation = generation;
         Ok(())
     }
@@ -363,23 +500,25 @@ impl Ann {
     /// SQLite or usearch errors.
     pub fn rebuild(&mut self, store: &Store) -> Result<()> {
         self.invalidate();
-        let index = Self::new_index(store)?;
-        let mut items: Vec<(i64, Vec<f32>)> = Vec::new();
+        let unit = store.opts.metric == Metric::Cosine;
+        let index = Self::new_index(store, unit)?;
+        let mut items: Vec<(u64, Vec<f32>)> = Vec::new();
         store.scan_vectors(None, |id, blob| {
             if let Some(v) = vector::decode_stored(blob, store.opts.dim) {
-                items.push((id, v));
+                items.push((id as u64, if unit { unit_vector(&v) } else { v }));
             }
         })?;
         index.reserve(items.len().max(1024))?;
-        let items: Vec<(u64, Vec<f32>)> = items.into_iter().map(|(id, v)| (id as u64, v)).collect();
         add_parallel(&index, &items)?;
-        let mut buf = vec![0u8; index.serialized_length()];
-        index.save_to_buffer(&mut buf)?;
-        let generation = random_generation();
-        store.save_hnsw(&buf, generation)?;
         self.index = Some(index);
+        self.unit = unit;
+        let generation = random_generation();
+        let r = self.save(store, generation);
+        if r.is_err() {
+            self.invalidate();
+        }
+        r?;
         self.generation = generation;
-        self.ns.load(store, &HashSet::new())?;
         Ok(())
     }
 
@@ -400,6 +539,7 @@ impl Ann {
             return Err(Error::Index("graph not loaded".into()));
         };
         let dim = store.opts.dim;
+        let unit = self.unit;
         let (mut missing, mut stale, mut present) = (0usize, 0usize, 0usize);
         let mut buf = vec![0f32; dim];
         store.scan_vectors(None, |id, blob| {
@@ -413,7 +553,18 @@ impl Ann {
             }
             present += 1;
             let same = matches!(index.get(key, &mut buf), Ok(n) if n >= 1)
-                && vector::decode_stored(blob, dim).is_some_and(|v| v == buf);
+                && vector::decode_stored(blob, dim).is_some_and(|v| {
+                    if unit {
+                        // binary16 keeps 11 significant bits (relative error <= 2^-11);
+                        // below 2^-14 usearch's conversion may flush to zero.
+                        unit_vector(&v)
+                            .iter()
+                            .zip(&buf)
+                            .all(|(x, y)| (x - y).abs() <= x.abs() / 1024.0 + 1.0 / 16384.0)
+                    } else {
+                        v == buf
+                    }
+                });
             if !same {
                 stale += 1;
             }
@@ -433,12 +584,85 @@ impl Ann {
     }
 }
 
-/// Adds `items` to `index` from up to 4 threads (usearch's dense index takes concurrent
-/// adds after `reserve`, which sizes its per-thread contexts to the hardware threads).
+/// `v / |v|` (`v` unchanged when its norm is 0; cosine tables reject zero vectors).
+fn unit_vector(v: &[f32]) -> Vec<f32> {
+    let n = vector::norm(v);
+    if n > 0.0 {
+        v.iter().map(|x| x / n).collect()
+    } else {
+        v.to_vec()
+    }
+}
+
+/// Makes the graph compute distances with our kernels (SIMD chosen at run time; usearch
+/// built without its SIMD kernels computes them with scalar code): `1 - a.b` over
+/// binary16 for `unit` graphs, else [`Metric::graph_distance`] over float32.
+fn install_metric(index: &mut Index, metric: Metric, unit: bool, dim: usize) {
+    if unit {
+        let f = vector::half_ip_distance();
+        index.change_metric::<usearch::f16>(Box::new(
+            move |a: *const usearch::f16, b: *const usearch::f16| {
+                // SAFETY: usearch passes two vectors of the index's `dim` binary16 values
+                // (the index is F16: `new_index`); `usearch::f16` is a transparent i16.
+                let (a, b) = unsafe {
+                    (
+                        std::slice::from_raw_parts(a as *const u16, dim),
+                        std::slice::from_raw_parts(b as *const u16, dim),
+                    )
+                };
+                f(a, b)
+            },
+        ));
+        return;
+    }
+    let f = metric.graph_distance();
+    index.change_metric::<f32>(Box::new(move |a: *const f32, b: *const f32| {
+        // SAFETY: usearch passes two vectors of the index's `dim` float32 values (the
+        // index is F32: `new_index`).
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(a, dim),
+                std::slice::from_raw_parts(b, dim),
+            )
+        };
+        f(a, b)
+    }));
+}
+
+/// Threads that build the graph at a checkpoint, 0 = the default (see [`index_threads`]).
+static INDEX_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Threads that add vectors to the graph at a checkpoint or rebuild:
+/// `subcog_config('index_threads', n)` if set, else `SUBCOG_INDEX_THREADS`, else the
+/// available cores up to 4. Searches always run on the caller's thread; these threads
+/// exist only while a checkpoint runs (inside a COMMIT, a bulk INSERT or 'optimize').
+pub fn index_threads() -> usize {
+    let o = INDEX_THREADS.load(Ordering::Relaxed);
+    if o > 0 {
+        return o;
+    }
+    std::env::var("SUBCOG_INDEX_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, 4)
+        })
+}
+
+/// Sets the checkpoint thread count (0 = back to the default, see [`index_threads`]).
+pub fn set_index_threads(n: usize) {
+    INDEX_THREADS.store(n, Ordering::Relaxed);
+}
+
+/// Adds `items` to `index` from [`index_threads`] threads (usearch's dense index takes
+/// concurrent adds after `reserve`, which sizes its per-thread contexts to the hardware
+/// threads, so at most that many are used).
 fn add_parallel(index: &Index, items: &[(u64, Vec<f32>)]) -> Result<()> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4);
+    let hw = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = index_threads().clamp(1, hw.max(1));
     if threads == 1 || items.len() < 256 {
         for (key, v) in items {
             index.add(*key, v)?;

@@ -12,6 +12,7 @@
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use lru::LruCache;
@@ -36,8 +37,10 @@ pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
 /// on 2 cores (2 intra-op threads, length-sorted batches): 4-16 were best (1.2-1.5x the
 /// throughput of one text per run), 32 less so, 64 no better than 1.
 const BATCH: usize = 16;
-/// Entries in the process-wide embedding cache (SHA-256 of text -> vector), ~1.6 KB each.
-const CACHE_ENTRIES: usize = 4096;
+/// Default number of entries in the process-wide embedding cache (SHA-256 of model tag and
+/// text -> vector), ~1.6 KB each, so ~6.5 MB when full. `SUBCOG_EMBED_CACHE` (read when the
+/// cache is first used) or `subcog_config('embed_cache_size', n)` changes it; 0 disables it.
+pub const DEFAULT_CACHE_ENTRIES: usize = 4096;
 /// Texts are cut to this many characters before tokenization. 256 WordPiece tokens cover
 /// at most 256 words of at most 100 characters (the tokenizer's `max_input_chars_per_word`)
 /// plus separators, so only pathological runs of whitespace could reach past it; without
@@ -120,9 +123,80 @@ impl ModelPaths {
 pub struct Embedder {
     tokenizer: Tokenizer,
     session: Mutex<Session>,
+    /// Intra-op threads of `session`.
+    session_threads: AtomicUsize,
     paths: ModelPaths,
-    cache: Mutex<LruCache<[u8; 32], Arc<[f32]>>>,
+    /// Identifies the model in cache keys: SHA-256 of the model file's path, length and
+    /// modification time (a changed or different model never reuses cached vectors).
+    model_tag: [u8; 32],
 }
+
+/// The process-wide embedding cache: an LRU map from SHA-256(model tag, text) to the
+/// embedding, with hit and miss counters (shown by `subcog_info()`).
+struct EmbedCache {
+    /// `None` when the configured size is 0 (cache off).
+    lru: Option<LruCache<[u8; 32], Arc<[f32]>>>,
+}
+
+static CACHE: Mutex<Option<EmbedCache>> = Mutex::new(None);
+static CACHE_HITS: AtomicU64 = AtomicU64::new(0);
+static CACHE_MISSES: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `f` on the cache, creating it on first use with `SUBCOG_EMBED_CACHE` entries
+/// (default [`DEFAULT_CACHE_ENTRIES`]). `None` if the lock is poisoned.
+fn with_cache<T>(f: impl FnOnce(&mut EmbedCache) -> T) -> Option<T> {
+    let mut g = CACHE.lock().ok()?;
+    let c = g.get_or_insert_with(|| {
+        let n = std::env::var("SUBCOG_EMBED_CACHE")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(DEFAULT_CACHE_ENTRIES);
+        EmbedCache {
+            lru: NonZeroUsize::new(n).map(LruCache::new),
+        }
+    });
+    Some(f(c))
+}
+
+/// Embedding-cache statistics, as reported by `subcog_info()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Maximum number of entries (0 = cache off).
+    pub capacity: usize,
+    /// Entries held now.
+    pub entries: usize,
+    /// Texts served from the cache since the process loaded the extension.
+    pub hits: u64,
+    /// Texts that had to be run through the model.
+    pub misses: u64,
+}
+
+/// Current statistics of the process-wide embedding cache.
+pub fn cache_stats() -> CacheStats {
+    let (capacity, entries) =
+        with_cache(|c| c.lru.as_ref().map_or((0, 0), |l| (l.cap().get(), l.len())))
+            .unwrap_or((0, 0));
+    CacheStats {
+        capacity,
+        entries,
+        hits: CACHE_HITS.load(Ordering::Relaxed),
+        misses: CACHE_MISSES.load(Ordering::Relaxed),
+    }
+}
+
+/// Resizes the process-wide embedding cache to `entries` (0 turns it off and empties it;
+/// shrinking drops the least recently used entries).
+pub fn set_cache_size(entries: usize) {
+    with_cache(|c| match (NonZeroUsize::new(entries), c.lru.as_mut()) {
+        (None, _) => c.lru = None,
+        (Some(n), Some(l)) => l.resize(n),
+        (Some(n), None) => c.lru = Some(LruCache::new(n)),
+    });
+}
+
+/// Intra-op threads for ONNX Runtime sessions created from now on, 0 = the default
+/// (`SUBCOG_THREADS`, else min(2, available cores)).
+static THREADS_OVERRIDE: AtomicUsize = AtomicUsize::new(0);
 
 /// The process-wide embedder: `None` until first use; a load failure of ONNX Runtime
 /// itself is kept (ONNX Runtime cannot be initialised twice in one process), while
@@ -159,7 +233,15 @@ pub fn loaded() -> Option<Arc<Embedder>> {
     EMBEDDER.get().and_then(|r| r.as_ref().ok().cloned())
 }
 
-fn threads() -> usize {
+/// Intra-op threads of the ONNX Runtime session: `subcog_config('embed_threads', n)` if
+/// set, else `SUBCOG_THREADS`, else min(2, available cores). Two, not all cores, because the
+/// library lives inside someone else's process; two were ~1.4x faster than one on this
+/// model (field notes).
+pub fn threads() -> usize {
+    let o = THREADS_OVERRIDE.load(Ordering::Relaxed);
+    if o > 0 {
+        return o;
+    }
     std::env::var("SUBCOG_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -184,23 +266,39 @@ impl Embedder {
                 ..Default::default()
             }))
             .map_err(|e| model_err("tokenizer truncation", &e))?;
-        let env = ensure_runtime(&paths.runtime)?;
-        let what = paths.model.display().to_string();
-        let session = Session::builder(env)
-            .map_err(|e| model_err(&what, &e))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| model_err(&what, &e))?
-            .with_intra_threads(threads())
-            .map_err(|e| model_err(&what, &e))?
-            .commit_from_file(&paths.model)
-            .map_err(|e| model_err(&what, &e))?;
-        let cache = LruCache::new(NonZeroUsize::new(CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN));
+        let n = threads();
+        let session = new_session(&paths, n)?;
+        let model_tag = model_tag(&paths.model);
         Ok(Embedder {
             tokenizer,
             session: Mutex::new(session),
+            session_threads: AtomicUsize::new(n),
             paths,
-            cache: Mutex::new(cache),
+            model_tag,
         })
+    }
+
+    /// Intra-op threads of the current session.
+    pub fn session_threads(&self) -> usize {
+        self.session_threads.load(Ordering::Relaxed)
+    }
+
+    /// Recreates the ONNX session with `n` intra-op threads (~0.3 s) unless it has them.
+    ///
+    /// # Errors
+    /// [`Error::Model`] if the new session fails to load (the old one is kept).
+    pub fn set_threads(&self, n: usize) -> Result<()> {
+        if n == self.session_threads() {
+            return Ok(());
+        }
+        let session = new_session(&self.paths, n)?;
+        let mut g = self
+            .session
+            .lock()
+            .map_err(|_| Error::Inference("session lock poisoned".into()))?;
+        *g = session;
+        self.session_threads.store(n, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The files this embedder was loaded from.
@@ -226,31 +324,45 @@ impl Embedder {
         let texts: Vec<&str> = texts.iter().map(|t| truncate_chars(t, MAX_CHARS)).collect();
         let keys: Vec<[u8; 32]> = texts
             .iter()
-            .map(|t| Sha256::digest(t.as_bytes()).into())
+            .map(|t| {
+                Sha256::new()
+                    .chain_update(self.model_tag)
+                    .chain_update(t.as_bytes())
+                    .finalize()
+                    .into()
+            })
             .collect();
         let mut out: Vec<Option<Arc<[f32]>>> = vec![None; texts.len()];
         let mut todo: Vec<usize> = Vec::new();
-        if let Ok(mut cache) = self.cache.lock() {
-            for (i, key) in keys.iter().enumerate() {
-                match cache.get(key) {
-                    Some(v) => out[i] = Some(v.clone()),
-                    None => todo.push(i),
+        let looked_up = with_cache(|c| match c.lru.as_mut() {
+            Some(lru) => {
+                for (i, key) in keys.iter().enumerate() {
+                    match lru.get(key) {
+                        Some(v) => out[i] = Some(v.clone()),
+                        None => todo.push(i),
+                    }
                 }
             }
-        } else {
-            todo.extend(0..texts.len());
+            None => todo.extend(0..texts.len()),
+        });
+        if looked_up.is_none() {
+            todo = (0..texts.len()).collect();
         }
+        CACHE_HITS.fetch_add((texts.len() - todo.len()) as u64, Ordering::Relaxed);
+        CACHE_MISSES.fetch_add(todo.len() as u64, Ordering::Relaxed);
         // Similar lengths share a batch, so little is spent on padding.
         todo.sort_by_key(|&i| texts[i].len());
         for chunk in todo.chunks(BATCH) {
             let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            let vecs = self.run(&batch)?;
-            let mut cache = self.cache.lock().ok();
-            for (&i, v) in chunk.iter().zip(vecs) {
-                let v: Arc<[f32]> = v.into();
-                if let Some(c) = cache.as_mut() {
-                    c.put(keys[i], v.clone());
+            let vecs: Vec<Arc<[f32]>> = self.run(&batch)?.into_iter().map(Arc::from).collect();
+            with_cache(|c| {
+                if let Some(lru) = c.lru.as_mut() {
+                    for (&i, v) in chunk.iter().zip(&vecs) {
+                        lru.put(keys[i], v.clone());
+                    }
                 }
+            });
+            for (&i, v) in chunk.iter().zip(vecs) {
                 out[i] = Some(v);
             }
         }
@@ -320,6 +432,54 @@ impl Embedder {
                 normalize(mean_pool(h, m, MODEL_DIM))
             })
             .collect())
+    }
+}
+
+/// Creates an ONNX session for `paths.model` with `threads` intra-op threads and full graph
+/// optimisation (off, inference is 5-6x slower: field notes).
+fn new_session(paths: &ModelPaths, threads: usize) -> Result<Session> {
+    let what = paths.model.display().to_string();
+    let err = |e: &dyn std::fmt::Display| Error::Model(format!("loading {what}: {e}"));
+    let env = ensure_runtime(&paths.runtime)?;
+    Session::builder(env)
+        .map_err(|e| err(&e))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| err(&e))?
+        .with_intra_threads(threads)
+        .map_err(|e| err(&e))?
+        .with_inter_threads(1)
+        .map_err(|e| err(&e))?
+        .commit_from_file(&paths.model)
+        .map_err(|e| err(&e))
+}
+
+/// SHA-256 of the model file's path, length and modification time: the model part of the
+/// embedding cache's keys.
+fn model_tag(model: &Path) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(model.as_os_str().as_encoded_bytes());
+    if let Ok(m) = std::fs::metadata(model) {
+        h.update(m.len().to_le_bytes());
+        if let Ok(t) = m.modified().and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_err(std::io::Error::other)
+        }) {
+            h.update(t.as_nanos().to_le_bytes());
+        }
+    }
+    h.finalize().into()
+}
+
+/// Sets the intra-op thread count of ONNX Runtime (0 = back to the default, see
+/// [`threads`]) and applies it to the loaded session, if any.
+///
+/// # Errors
+/// [`Error::Model`] if the session fails to reload with the new count.
+pub fn set_threads(n: usize) -> Result<()> {
+    THREADS_OVERRIDE.store(n, Ordering::Relaxed);
+    match loaded() {
+        Some(e) => e.set_threads(threads()),
+        None => Ok(()),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Scalar SQL functions: `embed`, `vec_f32`, `vec_to_json`, `vec_distance`,
-//! `subcog_fts_query`, `subcog_info`.
+//! `subcog_fts_query`, `subcog_info`, `subcog_config`.
 
 use rusqlite::Connection;
 use rusqlite::functions::{Context, FunctionFlags};
@@ -46,6 +46,14 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function("subcog_info", 0, FunctionFlags::SQLITE_UTF8, |ctx| {
         Ok(info(ctx)?)
     })?;
+    for n in [1, 2] {
+        conn.create_scalar_function(
+            "subcog_config",
+            n,
+            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY,
+            |ctx| Ok(config(ctx)?),
+        )?;
+    }
     conn.create_scalar_function(
         "subcog_integrity",
         1,
@@ -176,10 +184,75 @@ fn integrity(ctx: &Context<'_>) -> Result<String> {
     Ok(crate::integrity::check(conn, &name)?.to_string())
 }
 
+/// The process-wide settings `subcog_config` reads and writes.
+pub const CONFIG_KEYS: &[&str] = &["embed_cache_size", "embed_threads", "index_threads"];
+
+/// `subcog_config(key)` -> the setting's current value; `subcog_config(key, n)` sets it
+/// (for the whole process, every connection) and returns the new value.
+///
+/// * `embed_cache_size`: entries of the embedding cache (0 = off; default 4096 or
+///   `SUBCOG_EMBED_CACHE`);
+/// * `embed_threads`: ONNX Runtime intra-op threads (0 = default: `SUBCOG_THREADS`, else
+///   min(2, cores)); a loaded model is reloaded with the new count (~0.3 s);
+/// * `index_threads`: threads that build the HNSW graph at a checkpoint (0 = default:
+///   `SUBCOG_INDEX_THREADS`, else min(4, cores)).
+///
+/// # Errors
+/// Unknown key (naming the known ones), a value that is not a non-negative integer, or a
+/// model that fails to reload.
+fn config(ctx: &Context<'_>) -> Result<i64> {
+    let key = match ctx.get_raw(0) {
+        ValueRef::Text(t) => String::from_utf8_lossy(t).to_ascii_lowercase(),
+        other => {
+            return Err(Error::invalid(format!(
+                "subcog_config(key): expected TEXT, got {}",
+                type_name(&other)
+            )));
+        }
+    };
+    if !CONFIG_KEYS.contains(&key.as_str()) {
+        return Err(Error::invalid(format!(
+            "subcog_config(key): expected one of {}, got '{key}'",
+            CONFIG_KEYS.join(", ")
+        )));
+    }
+    if ctx.len() > 1 {
+        let n = match ctx.get_raw(1) {
+            ValueRef::Integer(i) if (0..=1 << 30).contains(&i) => i as usize,
+            ValueRef::Integer(i) => {
+                return Err(Error::invalid(format!(
+                    "subcog_config('{key}', value): expected an integer in 0..=1073741824, got {i}"
+                )));
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "subcog_config('{key}', value): expected an INTEGER, got {}",
+                    type_name(&other)
+                )));
+            }
+        };
+        match key.as_str() {
+            "embed_cache_size" => embedder::set_cache_size(n),
+            "embed_threads" => embedder::set_threads(n)?,
+            _ => crate::ann::set_index_threads(n),
+        }
+    }
+    let v = match key.as_str() {
+        "embed_cache_size" => embedder::cache_stats().capacity,
+        "embed_threads" => {
+            embedder::loaded().map_or_else(embedder::threads, |e| e.session_threads())
+        }
+        _ => crate::ann::index_threads(),
+    };
+    Ok(v as i64)
+}
+
 /// `subcog_info()` -> JSON: version, model, dimension, file locations, whether they
-/// exist, whether the model is loaded in this process, and the host's SQLite version.
+/// exist, whether the model is loaded in this process, the thread counts, the embedding
+/// cache (`embed_cache`: capacity, entries, hits, misses) and the host's SQLite version.
 fn info(_ctx: &Context<'_>) -> Result<String> {
     let loaded = embedder::loaded();
+    let cache = embedder::cache_stats();
     let paths = loaded
         .as_ref()
         .map(|e| e.paths().clone())
@@ -195,6 +268,14 @@ fn info(_ctx: &Context<'_>) -> Result<String> {
         "runtime_path": paths.runtime.display().to_string(),
         "runtime_present": paths.runtime.is_file(),
         "model_loaded": loaded.is_some(),
+        "embed_threads": loaded.as_ref().map_or_else(embedder::threads, |e| e.session_threads()),
+        "index_threads": crate::ann::index_threads(),
+        "embed_cache": {
+            "capacity": cache.capacity,
+            "entries": cache.entries,
+            "hits": cache.hits,
+            "misses": cache.misses,
+        },
         "sqlite_version": crate::host_sqlite_version(),
     });
     Ok(v.to_string())
