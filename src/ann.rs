@@ -40,6 +40,12 @@ pub enum Checkpoint {
     /// `max(16384, size / 2)`, so a bulk load in one transaction rewrites the snapshot a
     /// few times instead of every thousand rows.
     Write,
+    /// Inside a statement whose writes are searched right away (the near-duplicate check
+    /// of each INSERT, [`crate::dedup`]): when the pending list exceeds
+    /// `max(1024, size / 16)`. Each such search scans the pending vectors exactly, so a
+    /// long pending list would make a bulk load quadratic; folding it into the graph
+    /// costs the same graph insertions as later, and the snapshot write stays deferred.
+    WriteSearched,
     /// Now (`'optimize'`).
     Force,
 }
@@ -387,9 +393,11 @@ impl Ann {
         let threshold = match when {
             Checkpoint::Commit => (size / 8).max(1024),
             Checkpoint::Write => (size / 2).max(16384),
+            Checkpoint::WriteSearched => (size / 16).max(1024),
             Checkpoint::Force => 1,
         };
-        if when == Checkpoint::Write {
+        let in_statement = matches!(when, Checkpoint::Write | Checkpoint::WriteSearched);
+        if in_statement {
             // Each write adds at most one pending id; rollbacks only remove some.
             self.writes_uncounted += 1;
             if self.pending_counted + self.writes_uncounted < threshold {
@@ -401,8 +409,8 @@ impl Ann {
         self.writes_uncounted = 0;
         let due = pending > 0 && pending >= threshold;
         let r = if due {
-            self.checkpoint(store, when != Checkpoint::Write)
-        } else if when != Checkpoint::Write {
+            self.checkpoint(store, !in_statement)
+        } else if !in_statement {
             self.save_if_lagging(store)
         } else {
             Ok(())

@@ -306,9 +306,12 @@ impl MemoriesTab {
             action: None,
             similarity: None,
         });
-        self.ann
-            .borrow_mut()
-            .maybe_checkpoint(store, Checkpoint::Write)?;
+        let when = if explicit.is_none() && self.near_dedup() {
+            Checkpoint::WriteSearched
+        } else {
+            Checkpoint::Write
+        };
+        self.ann.borrow_mut().maybe_checkpoint(store, when)?;
         Ok(row.id)
     }
 
