@@ -472,14 +472,16 @@ def section_hybrid(a, rep, built, n):
 
     sql_h = "SELECT id FROM m WHERE m MATCH ? AND k = 10"
     sql_k = "SELECT id FROM m WHERE embedding MATCH ? AND k = 10"
+    sql_w = "SELECT id FROM m WHERE content MATCH ? AND k = 10"
     vecs = [cs.execute("SELECT embed(?)", (q,)).fetchone()[0] for q in warm]  # now cached
+    fts = [cs.execute("SELECT subcog_fts_query(?)", (q,)).fetchone()[0] for q in warm]
     for q, v in zip(warm[:3], vecs[:3]):
         cs.execute(sql_h, (q,)).fetchall()
         peer(q, v)
-    lh, lk, lp, le = [], [], [], []
-    for i, (q, v) in enumerate(zip(warm, vecs)):
-        for j in range(3):
-            w = (i + j) % 3
+    lh, lk, lp, lw = [], [], [], []
+    for i, (q, v, f) in enumerate(zip(warm, vecs, fts)):
+        for j in range(4):
+            w = (i + j) % 4
             t = time.perf_counter()
             if w == 0:
                 cs.execute(sql_h, (q,)).fetchall()
@@ -487,9 +489,12 @@ def section_hybrid(a, rep, built, n):
             elif w == 1:
                 cs.execute(sql_k, (v,)).fetchall()
                 lk.append((time.perf_counter() - t) * 1000)
-            else:
+            elif w == 2:
                 peer(q, v)
                 lp.append((time.perf_counter() - t) * 1000)
+            elif f:
+                cs.execute(sql_w, (f,)).fetchall()
+                lw.append((time.perf_counter() - t) * 1000)
     # including the embedding: queries never embedded by this process
     lhc, lpc = [], []
     emb = benchdata.OrtEmbedder()
@@ -502,6 +507,7 @@ def section_hybrid(a, rep, built, n):
         lpc.append((time.perf_counter() - t) * 1000)
     cv.close()
     R = {"excl_p50": pct(lh, 50), "excl_p99": pct(lh, 99), "knn_p50": pct(lk, 50), "knn_p99": pct(lk, 99),
+         "kw_p50": pct(lw, 50), "kw_p99": pct(lw, 99),
          "peer_excl_p50": pct(lp, 50), "peer_excl_p99": pct(lp, 99), "incl_p50": pct(lhc, 50),
          "incl_p99": pct(lhc, 99), "peer_incl_p50": pct(lpc, 50), "peer_incl_p99": pct(lpc, 99)}
     rep.results["hybrid"] = {n: R}
@@ -513,12 +519,14 @@ def section_hybrid(a, rep, built, n):
              ms(R["peer_excl_p50"]), ms(R["peer_excl_p99"]), f"{R['peer_excl_p50'] / R['excl_p50']:.1f}x"],
             ["subcog KNN alone, same queries (for scale)", ms(R["knn_p50"]), ms(R["knn_p99"]), "", "",
              f"hybrid / KNN {R['excl_p50'] / R['knn_p50']:.1f}x"],
+            ["subcog keyword alone (`content MATCH subcog_fts_query(text)`), same queries", ms(R["kw_p50"]),
+             ms(R["kw_p99"]), "", "", f"hybrid / keyword {R['excl_p50'] / R['kw_p50']:.2f}x"],
             ["subcog hybrid, including the query's embedding", ms(R["incl_p50"]), ms(R["incl_p99"]),
              ms(R["peer_incl_p50"]), ms(R["peer_incl_p99"]), f"{R['peer_incl_p50'] / R['incl_p50']:.2f}x"],
         ],
         notes=["Peer: sqlite-vec `vec0` KNN (k = 10) + a plain FTS5 table with the same tokenizer and the same "
                "query words (`subcog_fts_query`), top 10 by rank, fused by RRF (k = 60) in Python; including the "
-               "embedding, the peer embeds with Python onnxruntime (batch of 1). 'Excluding' runs the three "
+               "embedding, the peer embeds with Python onnxruntime (batch of 1). 'Excluding' runs the four "
                "interleaved per query, with each query's vector already in subcog's embedding cache."])
 
 
