@@ -147,7 +147,8 @@ class Report:
         rows = [[("" if c is None else str(c)) for c in r] for r in rows]
         if self.markdown:
             self.line("| " + " | ".join(headers) + " |")
-            self.line("|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|")
+            numeric = [i > 0 and all(not c or c[0].isdigit() for c in (r[i] for r in rows)) for i in range(len(headers))]
+            self.line("|" + "|".join("---:" if x else "---" for x in numeric) + "|")
             for r in rows:
                 self.line("| " + " | ".join(r) + " |")
         else:
@@ -170,8 +171,8 @@ class Report:
         if ok:
             margin = f"{value / goal:.2f}x the target" if higher_is_better else f"{goal / value:.2f}x under the limit"
         else:
-            margin = (f"short by {(goal - value) / goal * 100:.0f}% (needs {goal / value:.2f}x)" if higher_is_better
-                      else f"over by {(value - goal) / goal * 100:.0f}% (needs {value / goal:.2f}x)")
+            margin = (f"{(goal - value) / goal * 100:.0f}% short, needs {goal / value:.2f}x" if higher_is_better
+                      else f"{(value - goal) / goal * 100:.0f}% over, needs {value / goal:.2f}x less")
         self.targets.append([name, f"{num(value)}{unit}", f"{'>=' if higher_is_better else '<='} {goal:g}{unit}",
                              ("PASS" if ok else "MISS") + f" ({margin})", measured_as])
 
