@@ -195,7 +195,7 @@ def questions(n):
             out.append(q)
     r.shuffle(out)
     while len(out) < n:
-        q = _perturb(r, r.choice(qs)) if qs else _template(r) + "?"
+        q = _perturb(r, r.choice(qs)) if qs else _template(r).rstrip(".") + "?"
         if q not in seen:
             seen.add(q)
             out.append(q)
@@ -260,8 +260,11 @@ class OrtEmbedder:
 
 
 def _model_tag():
+    """Cache key of the embeddings: the model file's size and the text source (LoCoMo or
+    the fallback), so a cache made from other texts or another model is never reused."""
     st = os.stat(os.path.join(model_dir(), "model.onnx"))
-    return hashlib.sha256(f"{st.st_size}".encode()).hexdigest()[:8]
+    source = "locomo" if locomo()[0] else "examples"
+    return hashlib.sha256(f"{st.st_size}".encode()).hexdigest()[:8] + ("" if source == "locomo" else "-examples")
 
 
 def corpus_embeddings(n, cache_dir, log=print):
