@@ -7,7 +7,7 @@ EXT := target/release/libsubcog.so
 PY := .venv/bin/python
 export SUBCOG_EXT := $(CURDIR)/target/release/libsubcog
 
-.PHONY: setup venv build test test-rust test-py test-shell test-mcp test-examples demo eval bench lint clean stress
+.PHONY: setup venv build test test-rust test-py test-shell test-mcp test-examples demo eval bench bench-micro lint clean stress
 
 ## setup: ONNX Runtime, the model and its tokenizer into ~/.local/share/subcog (checksummed)
 setup:
@@ -61,9 +61,20 @@ demo: setup build
 eval: setup build
 	/usr/bin/python3 examples/locomo_eval.py
 
-## bench: criterion-free benchmark against sqlite-vec, measured in the same run
+## bench: the cross-tool suite (benches/bench_suite.py): subcog against sqlite-vec, usearch and
+## Python onnxruntime, measured side by side in the same run, with ratios and PASS/MISS per
+## target. BENCH_ARGS passes options (e.g. BENCH_ARGS="--quick" or "--sizes 10000 --markdown");
+## BENCH_MICRO=1 also runs the criterion micro-benchmarks. The first run embeds the text
+## corpus (several minutes) and caches it in target/bench-cache/.
 bench: setup venv build
-	$(PY) benches/bench_knn.py
+	$(PY) benches/bench_suite.py $(BENCH_ARGS)
+	@if [ "$$BENCH_MICRO" = 1 ]; then $(MAKE) --no-print-directory bench-micro; fi
+
+## bench-micro: criterion micro-benchmarks in benches/*.rs (bundled SQLite, in-process; own
+## target dir, because the bench profile writes to target/release and would replace the .so)
+bench-micro: setup
+	$(CARGO) bench --no-default-features --features bundled --target-dir target/bench \
+	  --bench knn --bench embed --bench primitives
 
 lint:
 	$(CARGO) fmt --all -- --check
