@@ -307,9 +307,12 @@ impl Ann {
         if k == 0 {
             return Ok(Vec::new());
         }
-        // A small namespace is scanned exactly without touching the graph.
+        // A small namespace is scanned exactly without touching the graph. Counting is
+        // capped (an exact count reads the whole namespace on every search): past the cap
+        // only "more than exact_max and more than k" matters.
+        let cap = store.opts.exact_max.max(k).saturating_add(1);
         let ns_count = match namespace {
-            Some(ns) => Some(store.count(Some(ns))?),
+            Some(ns) => Some(store.count_capped(ns, cap)?),
             None => None,
         };
         if ns_count.is_some_and(|n| n <= store.opts.exact_max) {

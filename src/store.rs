@@ -681,6 +681,22 @@ impl Store {
         Ok(n as usize)
     }
 
+    /// `min(count(namespace), cap)`: reads at most `cap` index entries, where
+    /// [`Store::count`] reads the whole namespace (SQLite keeps no counts).
+    pub fn count_capped(&self, namespace: &str, cap: usize) -> Result<usize> {
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM {} WHERE namespace = ?1 LIMIT ?2)",
+            self.q.content
+        );
+        let n: i64 = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![namespace, cap.min(i64::MAX as usize) as i64], |r| {
+                r.get(0)
+            })?;
+        Ok(n as usize)
+    }
+
     /// Ids of all memories, optionally of one namespace, in id order.
     pub fn ids(&self, namespace: Option<&str>) -> Result<Vec<i64>> {
         let mut out = Vec::new();
