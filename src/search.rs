@@ -16,7 +16,8 @@ pub const MAX_K: i64 = 4096;
 pub struct Found {
     /// Rowid of the memory.
     pub id: i64,
-    /// Distance to the query vector (KNN, and hybrid rows found by the vector side).
+    /// Distance to the query vector under the table's metric (KNN; hybrid: every row with a
+    /// stored vector).
     pub distance: Option<f64>,
     /// Relevance, higher is better: `1 - distance` (KNN), `-bm25` (keyword), the fused
     /// score with context (hybrid, see [`hybrid`]); `None` for plain scans.
