@@ -100,6 +100,24 @@ pub fn hybrid(
     k: usize,
     ns: Option<&str>,
 ) -> Result<Vec<Found>> {
+    hybrid_at_depth(store, ann, text, k, k.max(store.opts.hybrid_depth), ns)
+}
+
+/// [`hybrid`] with an explicit candidate depth (each retriever's top `depth`) instead of
+/// `max(k, hybrid_depth)`. A re-ranker that wants more than `k` rows in the order a plain
+/// `k`-search would give can ask for `k = 50` at `depth = hybrid_depth`: the rows come from
+/// the candidates and their neighbours, so fewer than `k` may come back.
+///
+/// # Errors
+/// As [`hybrid`].
+pub fn hybrid_at_depth(
+    store: &Store,
+    ann: &mut Ann,
+    text: &str,
+    k: usize,
+    depth: usize,
+    ns: Option<&str>,
+) -> Result<Vec<Found>> {
     if store.opts.dim != embedder::MODEL_DIM {
         return Err(Error::invalid(format!(
             "{} MATCH: hybrid search embeds the text with the model ({} dimensions), but this \
@@ -110,7 +128,7 @@ pub fn hybrid(
         )));
     }
     let opts = &store.opts;
-    let depth = k.max(opts.hybrid_depth);
+    let depth = depth.max(1);
     let keyword_hits = match text::fts_query(text) {
         Some(q) => store.keyword(&q, ns, depth)?,
         None => Vec::new(),
