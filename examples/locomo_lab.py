@@ -12,7 +12,8 @@ the `engine` variant reproduces `make eval`'s hybrid numbers exactly.
     /usr/bin/python3 examples/locomo_eval.py            # builds target/locomo.db
     .venv/bin/python examples/locomo_lab.py [EXPERIMENT...]
 
-Experiments: fusion, context, loco, query, prf, session (default: all). Needs numpy.
+Experiments: fusion, context, loco, query, prf, session, latency (default: all).
+Needs numpy.
 Every table row: turn R@5, turn R@10, session R@5, session R@10, MRR@10, then turn
 R@10 per conversation.
 """
@@ -386,8 +387,33 @@ def session(lab):
     lab.table("Session diversity in the top 5", rows)
 
 
+def latency(lab):
+    """Wall time per query through SQL, knn and hybrid interleaved in this process so that
+    machine load hits both alike. The first query of each pair embeds the question (cold);
+    the second and third reuse the extension's cache of query vectors (cached: search only)."""
+    import statistics
+    import time
+    c = lab.conn
+    times = collections.defaultdict(list)
+    for i, q in enumerate(lab.questions):
+        p = {"q": q["question"] + " ", "k": 10, "ns": q["conv"]}  # not the cached vector
+        order = ["hybrid", "knn"] if i % 2 else ["knn", "hybrid"]
+        for n, (mode, state) in enumerate([(order[0], "cold"), (order[1], "cached"),
+                                           (order[0], "cached")]):
+            t0 = time.perf_counter()
+            c.execute(E.MODES[mode], p).fetchall()
+            times[f"{mode} {state}"].append((time.perf_counter() - t0) * 1e3)
+    print("\n### Latency (ms per query, this process)\n")
+    print("| query | n | p50 | p90 | p99 |")
+    print("|---|---:|---:|---:|---:|")
+    for k in sorted(times):
+        v = sorted(times[k])
+        print(f"| {k} | {len(v)} | {statistics.median(v):.2f} | "
+              f"{v[int(0.9 * (len(v) - 1))]:.2f} | {v[int(0.99 * (len(v) - 1))]:.2f} |")
+
+
 EXPERIMENTS = {"fusion": fusion, "context": context, "loco": loco, "query": query_variants,
-               "prf": prf, "session": session}
+               "prf": prf, "session": session, "latency": latency}
 
 
 def main():

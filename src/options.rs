@@ -50,7 +50,7 @@ pub struct TableOptions {
 
     // ---- hybrid search (fusion and context; see `crate::search::hybrid`) ----
     /// Hybrid search takes each retriever's top `max(k, hybrid_depth)` rows as candidates.
-    /// Default 10 (on LoCoMo 10 beat 20 and 50 at every context weight, BENCHMARKS.md).
+    /// Default 10 (on LoCoMo 10 beat 20 and 50 at the default weights, BENCHMARKS.md).
     pub hybrid_depth: usize,
     /// Weight of the keyword side in hybrid search's own score of a row:
     /// `w * bm25 / best bm25 + (1 - w) * cosine similarity`, in 0..=1. Default 0.4
