@@ -304,6 +304,24 @@ impl Ann {
         k: usize,
         namespace: Option<&str>,
     ) -> Result<Vec<Hit>> {
+        self.search_ef(store, query, k, namespace, store.opts.ef_search)
+    }
+
+    /// [`Ann::search`] with the graph walk's candidate list `ef` instead of the table's
+    /// `ef_search` (raised to the candidates wanted). The near-duplicate check of an
+    /// INSERT uses a short list: a vector at cosine >= 0.9 of the query is found by the
+    /// first steps of the walk, and the check runs on every INSERT.
+    ///
+    /// # Errors
+    /// As [`Ann::search`].
+    pub fn search_ef(
+        &mut self,
+        store: &Store,
+        query: &[f32],
+        k: usize,
+        namespace: Option<&str>,
+        ef: usize,
+    ) -> Result<Vec<Hit>> {
         if k == 0 {
             return Ok(Vec::new());
         }
@@ -341,7 +359,7 @@ impl Ann {
             // A binary16 graph cannot order vectors closer than its rounding: take
             // twice k (at least k + 10) candidates and let the exact distances decide.
             let candidates = if self.unit { (2 * k).max(k + 10) } else { k };
-            let ef = store.opts.ef_search.max(candidates);
+            let ef = ef.max(candidates);
             if index.expansion_search() != ef {
                 index.change_expansion_search(ef);
             }
@@ -396,7 +414,7 @@ impl Ann {
         let threshold = match when {
             Checkpoint::Commit => (size / 8).max(1024),
             Checkpoint::Write => (size / 2).max(16384),
-            Checkpoint::WriteSearched => (size / 16).max(1024),
+            Checkpoint::WriteSearched => (size / 64).max(128),
             Checkpoint::Force => 1,
         };
         let in_statement = matches!(when, Checkpoint::Write | Checkpoint::WriteSearched);

@@ -112,6 +112,10 @@ const FLUSH_BATCH: usize = 256;
 /// skipped).
 const NEAR_DUP_CANDIDATES: usize = 8;
 
+/// HNSW candidate list of the near-duplicate check's graph walk (see
+/// [`Ann::search_ef`]); the binary16 graph raises it to k + 10 = 18 candidates.
+const NEAR_DUP_EF: usize = 24;
+
 /// The expiry of a written row: `now + ttl` when a `ttl` is given, else the
 /// `expires_at` value (NULL: never).
 fn expiry(ttl: &ValueRef<'_>, expires_at: &ValueRef<'_>, now: i64) -> Result<Option<i64>> {
@@ -335,10 +339,13 @@ impl MemoriesTab {
     /// least `dedup_threshold`: `(memory, similarity)`.
     fn near_duplicate(&self, namespace: &str, v: &[f32], now: i64) -> Result<Option<(Row, f64)>> {
         let store = &self.store;
-        let hits = self
-            .ann
-            .borrow_mut()
-            .search(store, v, NEAR_DUP_CANDIDATES, Some(namespace))?;
+        let hits = self.ann.borrow_mut().search_ef(
+            store,
+            v,
+            NEAR_DUP_CANDIDATES,
+            Some(namespace),
+            NEAR_DUP_EF,
+        )?;
         for (id, d) in hits {
             let similarity = 1.0 - f64::from(d);
             if similarity < store.opts.dedup_threshold {
@@ -933,11 +940,19 @@ impl MemCursor<'_> {
                     )));
                 }
             };
-            let found = search::hybrid(
+            // Without re-ranking, extra rows (for expired ones to drop) must not change
+            // the candidate depth a plain k-search uses; re-ranking wants a deeper pool.
+            let depth = if rank.active() {
+                fetch(k)
+            } else {
+                k.max(store.opts.hybrid_depth) + expired.len()
+            };
+            let found = search::hybrid_at_depth(
                 store,
                 &mut tab.ann.borrow_mut(),
                 &text,
                 fetch(k),
+                depth,
                 ns.as_deref(),
             )?;
             return finish(found, k);
