@@ -211,6 +211,7 @@ def kfmt(x):
 
 def table_options(a, auto_embed):
     opts = [] if auto_embed else ["auto_embed=off"]
+    opts.append(f"dedup={a.dedup}")
     if a.m:
         opts.append(f"m={a.m}")
     if a.ef_construction:
@@ -394,7 +395,7 @@ def section_embed(a, rep):
             if i % 20 == 0:
                 fidelity.append(float(np.dot(np.frombuffer(v, dtype=np.float32), u)))
         # bulk, order alternating per round
-        conn.execute(f"CREATE VIRTUAL TABLE b{r} USING memories()")
+        conn.execute(f"CREATE VIRTUAL TABLE b{r} USING memories(dedup={a.dedup})")
         tb = {}
         for side in (("subcog", "ort") if r % 2 == 0 else ("ort", "subcog")):
             t = time.perf_counter()
@@ -730,6 +731,9 @@ def main():
     ap.add_argument("--m", type=int, help="HNSW M for the subcog table (default: the table's default)")
     ap.add_argument("--ef-construction", type=int)
     ap.add_argument("--ef-search", type=int)
+    ap.add_argument("--dedup", default="off", choices=["off", "skip", "merge"],
+                    help="subcog tables' dedup option (default off: these are bulk loads of "
+                         "distinct rows; the default table dedups every INSERT, see README)")
     ap.add_argument("--quick", action="store_true",
                     help="10k only, 100 queries, 2 rounds of 100+300 texts, 3 cold runs")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables")
