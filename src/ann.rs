@@ -513,12 +513,16 @@ impl Ann {
             items.iter_mut().for_each(|(_, v)| *v = unit_vector(v));
         }
         add_parallel(index, &items)?;
+        index.change_expansion_search(store.opts.ef_search);
+        let unreachable = unreachable(index, &items, self.unit, store.opts.metric)?;
         let generation = random_generation();
         if save {
             self.save(store, generation)?;
+            store.clear_pending()?;
         } else {
             store.set_generation_unsaved(generation)?;
         }
+        store.mark_pending_all(&unreachable)?;
         self.generation = generation;
         Ok(())
     }
@@ -539,10 +543,14 @@ impl Ann {
         })?;
         index.reserve(items.len().max(1024))?;
         add_parallel(&index, &items)?;
+        let unreachable = unreachable(&index, &items, unit, store.opts.metric)?;
         self.index = Some(index);
         self.unit = unit;
         let generation = random_generation();
-        let r = self.save(store, generation);
+        let r = self
+            .save(store, generation)
+            .and_then(|()| store.clear_pending())
+            .and_then(|()| store.mark_pending_all(&unreachable));
         if r.is_err() {
             self.invalidate();
         }
@@ -716,6 +724,70 @@ fn add_parallel(index: &Index, items: &[(u64, Vec<f32>)]) -> Result<()> {
                 .map_err(|_| Error::Index("an HNSW insert thread panicked".into()))??;
         }
         Ok(())
+    })
+}
+
+/// Candidates of the reachability check: a k = 1 search over a binary16 graph takes
+/// k + 10 = 11 candidates ([`Ann::search_ef`]), so a node among the first 11 its own
+/// vector finds is returned by that search.
+const REACH_CANDIDATES: usize = 11;
+
+/// Ids of `items` (just added to `index`) that a search for their own vector does not
+/// find among the first [`REACH_CANDIDATES`] (for a float32 graph: the first), at the
+/// index's `ef_search`. HNSW can leave a node with no incoming path from the entry
+/// point (its neighbours pruned it away), and no search would ever return it; the
+/// caller keeps such ids pending, so every search scans them exactly beside the graph
+/// and the next checkpoint re-inserts (re-links) them. Rare (about 1 node in 2,000 to
+/// 7,000 on 384-d data), so the pending list stays short. Runs on [`index_threads`]
+/// threads like [`add_parallel`]; costs one search per added vector. Not run for
+/// `metric=ip`, where a vector's nearest neighbour need not be itself.
+///
+/// # Errors
+/// [`Error::Index`] from usearch.
+fn unreachable(
+    index: &Index,
+    items: &[(u64, Vec<f32>)],
+    unit: bool,
+    metric: Metric,
+) -> Result<Vec<i64>> {
+    if metric == Metric::Ip {
+        return Ok(Vec::new());
+    }
+    let count = if unit { REACH_CANDIDATES } else { 1 };
+    let check = |part: &[(u64, Vec<f32>)]| -> Result<Vec<i64>> {
+        let mut out = Vec::new();
+        for (key, v) in part {
+            let m = index.search(v, count)?;
+            if !m.keys.contains(key) {
+                // A float32 graph ranks an exact copy of the vector (distance 0) first;
+                // another row with the very same vector is as good an answer.
+                let tie = !unit && m.distances.first().is_some_and(|d| *d <= 0.0);
+                if !tie {
+                    out.push(*key as i64);
+                }
+            }
+        }
+        Ok(out)
+    };
+    let hw = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = index_threads().clamp(1, hw.max(1));
+    if threads == 1 || items.len() < 256 {
+        return check(items);
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(move || check(part)))
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.extend(
+                h.join()
+                    .map_err(|_| Error::Index("an HNSW check thread panicked".into()))??,
+            );
+        }
+        Ok(out)
     })
 }
 

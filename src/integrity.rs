@@ -20,12 +20,8 @@ use serde_json::json;
 
 use crate::ann::Ann;
 use crate::error::Result;
-use crate::store::Store;
+use crate::store::{Store, quote};
 use crate::vector;
-
-fn q(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
 
 fn count(conn: &Connection, sql: &str) -> Result<i64> {
     Ok(conn.query_row(sql, [], |r| r.get(0))?)
@@ -37,18 +33,15 @@ fn count(conn: &Connection, sql: &str) -> Result<i64> {
 /// # Errors
 /// [`crate::error::Error::Invalid`] if `table` is not a `memories` table; SQLite errors.
 pub fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
-    let (schema, table) = match name.split_once('.') {
-        Some((s, t)) => (s.to_string(), t.to_string()),
-        None => ("main".to_string(), name.to_string()),
-    };
+    let (schema, table) = crate::store::split_name(name);
     let store = Store::connect(conn, &schema, &table).map_err(|e| {
         crate::error::Error::invalid(format!(
             "subcog_integrity('{name}'): not a memories table ({e})"
         ))
     })?;
     let c = store.conn();
-    let s = q(&schema);
-    let t = |suffix: &str| format!("{s}.{}", q(&format!("{table}_{suffix}")));
+    let s = quote(&schema);
+    let t = |suffix: &str| format!("{s}.{}", quote(&format!("{table}_{suffix}")));
     let mut problems: Vec<String> = Vec::new();
 
     let memories = count(c, &format!("SELECT count(*) FROM {}", t("content")))?;
@@ -106,7 +99,7 @@ pub fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
     if fts_orphans > 0 {
         problems.push(format!("{fts_orphans} FTS5 documents belong to no memory"));
     }
-    let fts = q(&format!("{table}_fts"));
+    let fts = quote(&format!("{table}_fts"));
     // FTS5's check is an INSERT of a command: it writes nothing, but a read-only
     // connection refuses it, so it is skipped there (and said so).
     let fts_check = match c.execute(
@@ -177,6 +170,6 @@ pub fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
         },
         "fts_integrity_check": fts_check,
         "problems": problems,
-        "repair": format!("INSERT INTO {}({}) VALUES ('rebuild')", q(&table), q(&table)),
+        "repair": format!("INSERT INTO {}({}) VALUES ('rebuild')", quote(&table), quote(&table)),
     }))
 }

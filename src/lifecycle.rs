@@ -18,6 +18,7 @@ use rusqlite::types::ValueRef;
 use crate::dedup;
 use crate::error::{Error, Result};
 use crate::row::{now_ms, type_name};
+use crate::store::{quote, split_name};
 
 /// Registers `subcog_last_insert` and `subcog_purge` on `conn`.
 ///
@@ -28,10 +29,6 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function("subcog_last_insert", 1, flags, |ctx| Ok(last_insert(ctx)?))?;
     conn.create_scalar_function("subcog_purge", 1, flags, |ctx| Ok(purge(ctx)?))?;
     Ok(())
-}
-
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// `(schema, table)` from the function's argument.
@@ -45,10 +42,7 @@ fn table_arg(ctx: &Context<'_>, func: &str) -> Result<(String, String)> {
             )));
         }
     };
-    Ok(match name.split_once('.') {
-        Some((s, t)) => (s.to_string(), t.to_string()),
-        None => ("main".to_string(), name),
-    })
+    Ok(split_name(&name))
 }
 
 /// The connection running the function (not owned).

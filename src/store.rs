@@ -56,8 +56,18 @@ struct Names {
     unembedded: String,
 }
 
-fn quote(s: &str) -> String {
+/// `s` as an SQL identifier in double quotes (embedded quotes doubled).
+pub fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `(schema, table)` of a table name as SQL functions take it: `name` or `schema.name`
+/// (schema `main` when none is given).
+pub fn split_name(name: &str) -> (String, String) {
+    match name.split_once('.') {
+        Some((s, t)) => (s.to_string(), t.to_string()),
+        None => ("main".to_string(), name.to_string()),
+    }
 }
 
 /// The suffixes of the shadow tables (without FTS5's own `_fts_*` tables).
@@ -626,6 +636,15 @@ impl Store {
         Ok(())
     }
 
+    /// Adds `ids` to the pending list (searched exactly beside the graph): the nodes a
+    /// checkpoint found unreachable by their own vector ([`crate::ann`]).
+    pub fn mark_pending_all(&self, ids: &[i64]) -> Result<()> {
+        for &id in ids {
+            self.mark_pending(id)?;
+        }
+        Ok(())
+    }
+
     fn mark_pending(&self, id: i64) -> Result<()> {
         let sql = format!("INSERT OR IGNORE INTO {}(id) VALUES (?1)", self.q.pending);
         self.conn.prepare_cached(&sql)?.execute([id])?;
@@ -657,28 +676,6 @@ impl Store {
         self.conn
             .execute(&format!("DELETE FROM {}", self.q.pending), [])?;
         Ok(())
-    }
-
-    /// Number of memories in `namespace` (all memories when `None`).
-    pub fn count(&self, namespace: Option<&str>) -> Result<usize> {
-        let n: i64 = match namespace {
-            Some(ns) => {
-                let sql = format!(
-                    "SELECT count(*) FROM {} WHERE namespace = ?1",
-                    self.q.content
-                );
-                self.conn
-                    .prepare_cached(&sql)?
-                    .query_row([ns], |r| r.get(0))?
-            }
-            None => {
-                let sql = format!("SELECT count(*) FROM {}", self.q.content);
-                self.conn
-                    .prepare_cached(&sql)?
-                    .query_row([], |r| r.get(0))?
-            }
-        };
-        Ok(n as usize)
     }
 
     /// `min(count(namespace), cap)`: reads at most `cap` index entries, where
@@ -938,8 +935,10 @@ impl Store {
     }
 
     /// Replaces the HNSW snapshot with `data`, tagged `generation` (`unit`: it holds
-    /// unit-length binary16 vectors, else float32 as stored), and empties the pending
-    /// list: one step, inside the caller's transaction.
+    /// unit-length binary16 vectors, else float32 as stored), inside the caller's
+    /// transaction. The pending list is left alone: a checkpoint empties it itself
+    /// ([`Store::clear_pending`]), while writing a deferred snapshot at COMMIT must keep
+    /// the ids that became pending after the deferred checkpoint.
     pub fn save_hnsw(&self, data: &[u8], generation: u64, unit: bool) -> Result<()> {
         self.conn
             .execute(&format!("DELETE FROM {}", self.q.hnsw), [])?;
@@ -951,7 +950,7 @@ impl Store {
         self.config_set("generation", &(generation as i64).to_string())?;
         self.config_set("hnsw_saved", &(generation as i64).to_string())?;
         self.config_set("hnsw_vectors", if unit { "unit_f16" } else { "f32" })?;
-        self.clear_pending()
+        Ok(())
     }
 }
 

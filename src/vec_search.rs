@@ -122,11 +122,8 @@ impl VecSearchCursor<'_> {
         };
         // SAFETY: SQLite sets pVtab to the table that opened this cursor.
         let conn = unsafe { &(*(self.base.pVtab as *const VecSearchTab)).conn };
-        let (schema, name) = match table.split_once('.') {
-            Some((s, n)) => (s.to_string(), n.to_string()),
-            None => ("main".to_string(), table.clone()),
-        };
-        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let (schema, name) = crate::store::split_name(&table);
+        let q = crate::store::quote;
         let sql: Option<String> = conn
             .query_row(
                 &format!(

@@ -613,9 +613,7 @@ pub fn list(
         "SELECT {COLUMNS} FROM {TABLE} WHERE (expires_at IS NULL OR expires_at > ?4) {filter}\
          ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2"
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = subcog::row::now_ms();
     let vals = vec![
         SqlValue::Integer(i64::from(limit)),
         SqlValue::Integer(offset),
