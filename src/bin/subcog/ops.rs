@@ -149,7 +149,9 @@ pub struct Changes {
 #[serde(rename_all = "lowercase")]
 #[schemars(inline)]
 pub enum Mode {
-    /// Keyword (BM25) and semantic (vector) results fused by reciprocal rank fusion.
+    /// Keyword (BM25) and semantic (vector) candidates ranked by a weighted sum of the
+    /// normalised BM25 score and the cosine similarity, plus a share of the best score of
+    /// the memories stored next to each one (conversation context).
     #[default]
     Hybrid,
     /// Semantic similarity of the query's embedding only.
@@ -165,8 +167,11 @@ pub struct Scored {
     /// The memory.
     #[serde(flatten)]
     pub memory: Memory,
-    /// Relevance, higher is better: RRF sum (hybrid), 1 - cosine distance (vector), -BM25
-    /// (keyword); with recency or importance weights, the weighted final score.
+    /// Relevance, higher is better. Hybrid: `w * bm25 / best_bm25 + (1 - w) * cosine`,
+    /// plus `g` times the best such score among the memories stored next to it (`w` and
+    /// `g` are the table's `hybrid_keyword_weight`, default 0.4, and
+    /// `hybrid_context_weight`, default 0.5); vector: 1 - cosine distance; keyword:
+    /// -BM25. With recency or importance weights, the weighted final score.
     pub score: f64,
     /// With recency or importance weights: the components of the score (relevance,
     /// recency, age_days, importance, weights).
@@ -226,6 +231,9 @@ pub struct Stats {
     pub dim: i64,
     /// Whether the model files are installed.
     pub model_present: bool,
+    /// Whether the model is loaded in this process (`subcog mcp` loads it in the background
+    /// as it starts; false while that load runs, or when the files are missing).
+    pub model_loaded: bool,
     /// Database file path.
     pub database_path: String,
     /// Database size in bytes (pages in use times page size; the WAL file not included).
@@ -677,15 +685,14 @@ pub fn stats(conn: &Connection, path: &str) -> Result<Stats, String> {
     .map(|(namespaces, info, size)| {
         let info: Value = serde_json::from_str(&info).unwrap_or(Value::Null);
         let text = |k: &str| info.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let flag = |k: &str| info.get(k).and_then(Value::as_bool).unwrap_or(false);
         Stats {
             total: namespaces.iter().map(|n| n.count).sum(),
             namespaces,
             model: text("model"),
             dim: info.get("dim").and_then(Value::as_i64).unwrap_or(0),
-            model_present: info
-                .get("model_present")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            model_present: flag("model_present"),
+            model_loaded: flag("model_loaded"),
             database_path: path.to_string(),
             database_size_bytes: size,
             version: text("version"),
