@@ -259,9 +259,11 @@ impl MemoryServer {
         name = "memory_store",
         description = "Save a memory that should persist across conversations: a fact about \
         the user, a preference, a decision, or a piece of project knowledge. Write `content` as \
-        one self-contained sentence. Secrets (API keys, tokens, passwords) are redacted. If the \
-        same or nearly the same memory exists, it is updated instead of duplicated: the result \
-        says which (outcome inserted, duplicate or near_duplicate) and gives the memory's id.",
+        one self-contained sentence. Secrets (API keys, tokens, passwords) are redacted. The \
+        result gives the memory's id and an outcome: inserted (a new memory); duplicate (the \
+        same text already exists as memory id: it is updated, not repeated); superseded (a new \
+        memory that replaces a nearly identical older one, e.g. a corrected fact: the older \
+        memory, given as supersedes with the similarity, no longer comes back from searches).",
         annotations(
             title = "Store a memory",
             read_only_hint = false,
