@@ -41,14 +41,19 @@ pub enum Checkpoint {
     /// few times instead of every thousand rows.
     Write,
     /// Inside a statement whose writes are searched right away (the near-duplicate check
-    /// of each INSERT, [`crate::dedup`]): when the pending list exceeds
-    /// `max(1024, size / 16)`. Each such search scans the pending vectors exactly, so a
-    /// long pending list would make a bulk load quadratic; folding it into the graph
-    /// costs the same graph insertions as later, and the snapshot write stays deferred.
+    /// of each INSERT, [`crate::dedup`]): when the pending list reaches
+    /// [`WRITE_SEARCHED_PENDING`].
     WriteSearched,
     /// Now (`'optimize'`).
     Force,
 }
+
+/// Pending ids at which [`Checkpoint::WriteSearched`] folds them into the graph: every
+/// near-duplicate check scans the pending vectors exactly ([`Ann::near`]), so this
+/// bounds the check's scan; a fold of this many costs the same graph insertions as one
+/// large fold later (plus one reachability check each), and the snapshot write stays
+/// deferred to COMMIT.
+pub const WRITE_SEARCHED_PENDING: usize = 128;
 
 /// One neighbour: `(id, distance)`.
 pub type Hit = (i64, f32);
@@ -395,6 +400,76 @@ impl Ann {
         Ok(hits)
     }
 
+    /// The vectors of `namespace` within `max_distance` of `query`, nearest first (at
+    /// most `k`): the near-duplicate check of an INSERT ([`crate::dedup`]). Unlike
+    /// [`Ann::search`] it never scans the namespace exactly: the graph (walked with
+    /// candidate list `ef`) and the pending ids' vectors (scanned exactly) are searched
+    /// whatever their size, so the check costs a short graph walk plus at most
+    /// [`Checkpoint::WriteSearched`]'s threshold of pending vectors, and a bulk load
+    /// with dedup on stays linear. Approximate only in the graph walk: a vector within
+    /// `max_distance` is missed only if HNSW misses it among the first `k`. Graph hits
+    /// are compared by their graph distance first and read exactly only when they are
+    /// within `max_distance` plus the binary16 rounding.
+    ///
+    /// # Errors
+    /// SQLite errors, or [`Error::Index`] from usearch.
+    pub fn near(
+        &mut self,
+        store: &Store,
+        query: &[f32],
+        k: usize,
+        namespace: &str,
+        ef: usize,
+        max_distance: f32,
+    ) -> Result<Vec<Hit>> {
+        self.ensure_loaded(store)?;
+        let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
+        if self.ns.loaded {
+            self.ns.resolve(store, &pending)?;
+        }
+        let metric = store.opts.metric;
+        let mut hits: Vec<Hit> = Vec::new();
+        if let Some(index) = self.index.as_ref()
+            && index.size() > 0
+        {
+            if !self.ns.loaded {
+                self.ns.load(store, &pending)?;
+            }
+            if let Some(want) = self.ns.ids.get(namespace).copied() {
+                let gq = self.graph_vector(query);
+                let ef = ef.max(k);
+                if index.expansion_search() != ef {
+                    index.change_expansion_search(ef);
+                }
+                let matches = index.filtered_search(&gq, k, |key: u64| {
+                    !pending.contains(&(key as i64)) && self.ns.of.get(&key).copied() == Some(want)
+                })?;
+                // binary16 rounding of unit vectors: |error of 1 - a.b| <= 2 * 2^-11 * dim
+                // bound is loose; 0.01 covers 384-d comfortably and costs a few reads.
+                let slack = if self.unit { 0.01 } else { 0.0 };
+                for (key, d) in matches.keys.iter().zip(&matches.distances) {
+                    if *d > max_distance + slack {
+                        continue;
+                    }
+                    let id = *key as i64;
+                    if let Some(v) = store.embedding(id)? {
+                        hits.push((id, metric.distance(query, &v)));
+                    }
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let dim = store.opts.dim;
+            store.pending_vectors_in(Some(namespace), |id, blob| {
+                if let Some(v) = vector::decode_stored(blob, dim) {
+                    hits.push((id, metric.distance(query, &v)));
+                }
+            })?;
+        }
+        hits.retain(|h| h.1 <= max_distance);
+        Ok(top_k(hits, k))
+    }
+
     /// Folds the pending ids into the graph when `when` says it is due (see
     /// [`Checkpoint`]). Returns whether it ran.
     ///
@@ -414,7 +489,7 @@ impl Ann {
         let threshold = match when {
             Checkpoint::Commit => (size / 8).max(1024),
             Checkpoint::Write => (size / 2).max(16384),
-            Checkpoint::WriteSearched => (size / 64).max(128),
+            Checkpoint::WriteSearched => WRITE_SEARCHED_PENDING,
             Checkpoint::Force => 1,
         };
         let in_statement = matches!(when, Checkpoint::Write | Checkpoint::WriteSearched);
@@ -665,6 +740,10 @@ fn install_metric(index: &mut Index, metric: Metric, unit: bool, dim: usize) {
     }));
 }
 
+/// Fewest items a checkpoint spreads over [`index_threads`] threads (fewer run on the
+/// caller's thread: a thread costs ~20 us to start, an insertion ~50-100 us).
+const PARALLEL_MIN: usize = 64;
+
 /// Threads that build the graph at a checkpoint, 0 = the default (see [`index_threads`]).
 static INDEX_THREADS: AtomicUsize = AtomicUsize::new(0);
 
@@ -699,7 +778,7 @@ pub fn set_index_threads(n: usize) {
 fn add_parallel(index: &Index, items: &[(u64, Vec<f32>)]) -> Result<()> {
     let hw = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = index_threads().clamp(1, hw.max(1));
-    if threads == 1 || items.len() < 256 {
+    if threads == 1 || items.len() < PARALLEL_MIN {
         for (key, v) in items {
             index.add(*key, v)?;
         }
@@ -784,7 +863,7 @@ fn unreachable(
 }
 
 /// `f` over `items` split into [`index_threads`] chunks (one thread each, on the
-/// caller's thread when one suffices or there are fewer than 256 items); the indexes
+/// caller's thread when one suffices or there are fewer than [`PARALLEL_MIN`] items); the indexes
 /// `f` returns, relative to its chunk, mapped back to `items`.
 fn in_parallel<T: Sync>(
     items: &[T],
@@ -792,7 +871,7 @@ fn in_parallel<T: Sync>(
 ) -> Result<Vec<usize>> {
     let hw = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = index_threads().clamp(1, hw.max(1));
-    if threads == 1 || items.len() < 256 {
+    if threads == 1 || items.len() < PARALLEL_MIN {
         return f(items);
     }
     let chunk = items.len().div_ceil(threads);
