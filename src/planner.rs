@@ -3,7 +3,7 @@
 //!
 //! `idxNum` is a bit set of the consumed terms (see the `bit` constants); their values are
 //! passed to xFilter in `argv` in ascending bit order: the MATCH operand, `k`, `namespace`,
-//! the rowid, `LIMIT`, `OFFSET`, `ranking`. `idxStr` is a readable summary shown by EXPLAIN QUERY PLAN
+//! the rowid, `LIMIT`, `OFFSET`, `ranking`, `include_superseded`. `idxStr` is a readable summary shown by EXPLAIN QUERY PLAN
 //! (e.g. `knn k namespace`).
 //!
 //! | WHERE                                   | plan      | idxNum bits            |
@@ -45,10 +45,23 @@ pub mod bit {
     pub const CONFLICT: i32 = 256;
     /// `ranking = ?`: per-query ranking weights (JSON).
     pub const RANKING: i32 = 512;
+    /// `include_superseded = ?`: searches also return superseded memories when true.
+    pub const INCLUDE_SUPERSEDED: i32 = 1024;
     /// All bits that take an argv value, in argv order.
-    pub const ARGS: [i32; 9] = [
-        KNN, KEYWORD, HYBRID, K, NAMESPACE, ROWID, LIMIT, OFFSET, RANKING,
+    pub const ARGS: [i32; 10] = [
+        KNN,
+        KEYWORD,
+        HYBRID,
+        K,
+        NAMESPACE,
+        ROWID,
+        LIMIT,
+        OFFSET,
+        RANKING,
+        INCLUDE_SUPERSEDED,
     ];
+    /// Position of [`ROWID`] in [`ARGS`].
+    pub const ROWID_SLOT: usize = 5;
 }
 
 /// The operator of a WHERE term, as far as the planner cares.
@@ -100,7 +113,7 @@ pub struct Decision {
 /// `reranks`: the table's options put recency or importance into the ranking, so a KNN
 /// search's rows come out by final score, not by distance.
 pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<Decision> {
-    let mut chosen: [Option<usize>; 9] = [None; 9];
+    let mut chosen: [Option<usize>; bit::ARGS.len()] = [None; bit::ARGS.len()];
     let mut matches = 0;
     for (i, t) in terms.iter().enumerate() {
         let b = match (t.column, t.op) {
@@ -113,6 +126,7 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<D
             (_, Op::Limit) => bit::LIMIT,
             (_, Op::Offset) => bit::OFFSET,
             (col::RANKING, Op::Eq) => bit::RANKING,
+            (col::INCLUDE_SUPERSEDED, Op::Eq) => bit::INCLUDE_SUPERSEDED,
             _ => continue,
         };
         if !t.usable {
@@ -143,7 +157,7 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<D
     // term is then left to SQLite).
     if search != 0 && idx_num & bit::ROWID != 0 {
         idx_num &= !bit::ROWID;
-        chosen[5] = None;
+        chosen[bit::ROWID_SLOT] = None;
     }
     let mut usage = vec![None; terms.len()];
     let mut argv = 0;
@@ -193,6 +207,7 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<D
         (bit::LIMIT, "limit"),
         (bit::OFFSET, "offset"),
         (bit::RANKING, "ranking"),
+        (bit::INCLUDE_SUPERSEDED, "include_superseded"),
     ] {
         if idx_num & b != 0 {
             words.push(w);

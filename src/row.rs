@@ -31,23 +31,30 @@ pub mod col {
     /// `expires_at INTEGER`: milliseconds since the Unix epoch after which the memory is
     /// expired (never returned by a search; removed by `'purge'`), or NULL (never).
     pub const EXPIRES_AT: i32 = 10;
+    /// `superseded_by INTEGER`: read-only; the id of the newer memory that supersedes this
+    /// one (a near duplicate stored after it, see [`crate::dedup`]), or NULL. Superseded
+    /// memories come back from no search unless `include_superseded = 1`.
+    pub const SUPERSEDED_BY: i32 = 11;
     /// `distance REAL HIDDEN`: KNN distance of this row to the query vector.
-    pub const DISTANCE: i32 = 11;
+    pub const DISTANCE: i32 = 12;
     /// `score REAL HIDDEN`: relevance, higher is better (see the README).
-    pub const SCORE: i32 = 12;
+    pub const SCORE: i32 = 13;
     /// `k INTEGER HIDDEN`: number of results wanted by a search.
-    pub const K: i32 = 13;
+    pub const K: i32 = 14;
     /// `ttl HIDDEN`: write-only convenience: a time to live (seconds, or a duration such as
     /// `'7d'`) given at INSERT/UPDATE sets `expires_at = now + ttl`. Reads as NULL.
-    pub const TTL: i32 = 14;
+    pub const TTL: i32 = 15;
     /// `ranking TEXT HIDDEN`: per-query ranking weights as JSON, e.g.
     /// `ranking = '{"recency_weight":0.3,"half_life":"7d","importance_weight":0.1}'`
     /// (see [`crate::rank`]).
-    pub const RANKING: i32 = 15;
+    pub const RANKING: i32 = 16;
     /// `explain TEXT HIDDEN`: JSON of the ranking components of a search result.
-    pub const EXPLAIN: i32 = 16;
+    pub const EXPLAIN: i32 = 17;
+    /// `include_superseded INTEGER HIDDEN`: `AND include_superseded = 1` makes a search
+    /// return superseded memories too (0, the default when absent, hides them).
+    pub const INCLUDE_SUPERSEDED: i32 = 18;
     /// The hidden column named after the table: hybrid search (`WHERE mem MATCH ?`).
-    pub const TABLE: i32 = 17;
+    pub const TABLE: i32 = 19;
 }
 
 /// Namespace used when none is given.
@@ -63,8 +70,9 @@ pub fn declare_sql(table: &str) -> String {
     format!(
         "CREATE TABLE x(id INTEGER, content TEXT, namespace TEXT, tags TEXT, metadata TEXT, \
          source TEXT, importance REAL, created_at INTEGER, updated_at INTEGER, embedding BLOB, \
-         expires_at INTEGER, distance REAL HIDDEN, score REAL HIDDEN, k INTEGER HIDDEN, \
-         ttl HIDDEN, ranking TEXT HIDDEN, explain TEXT HIDDEN, \"{}\" HIDDEN)",
+         expires_at INTEGER, superseded_by INTEGER, distance REAL HIDDEN, score REAL HIDDEN, \
+         k INTEGER HIDDEN, ttl HIDDEN, ranking TEXT HIDDEN, explain TEXT HIDDEN, \
+         include_superseded INTEGER HIDDEN, \"{}\" HIDDEN)",
         table.replace('"', "\"\"")
     )
 }

@@ -28,7 +28,7 @@ use crate::rank::{Components, Ranking};
 use crate::redact;
 use crate::row::{self, Row, col};
 use crate::search::{self, Found};
-use crate::store::{Store, VectorChange};
+use crate::store::{SUPERSEDES, Store, VectorChange};
 use crate::{embedder, vector};
 
 /// Name of the module in `CREATE VIRTUAL TABLE ... USING memories(...)`.
@@ -242,43 +242,33 @@ impl MemoriesTab {
             expires_at: expiry(&v(col::TTL)?, &v(col::EXPIRES_AT)?, now)?,
             content,
         };
-        let mut vec = self.embedding_for(&v(col::EMBEDDING)?)?;
+        let vec = self.embedding_for(&v(col::EMBEDDING)?)?;
         let store = &self.store;
         let dedup = store.opts.dedup;
-        if explicit.is_none() && dedup != DedupPolicy::Off {
-            let hash = dedup::content_hash(&row.content);
-            if let Some(existing) = store.find_by_hash(&row.namespace, &hash, now, 0)? {
-                if let Some(old) = store.get(existing)? {
-                    self.absorb(&old, &row, now)?;
-                }
-                self.record(Outcome {
-                    id: existing,
-                    kind: "duplicate",
-                    action: Some(dedup.name()),
-                    similarity: None,
-                });
-                return Ok(existing);
+        let deduplicated = explicit.is_none() && dedup != DedupPolicy::Off;
+        if deduplicated
+            && let Some(existing) =
+                store.find_by_hash(&row.namespace, &dedup::content_hash(&row.content), now, 0)?
+        {
+            if let Some(old) = store.get(existing)? {
+                self.absorb(&old, &row, now)?;
             }
-            if self.near_dedup() {
-                // The near-duplicate check needs the vector now: embed this row alone
-                // instead of in the deferred batch.
-                if matches!(vec, Embedding::Deferred) {
-                    vec = Embedding::Supplied(self.require_model()?.embed(&row.content)?.to_vec());
-                }
-                if let Embedding::Supplied(v) = &vec
-                    && let Some((old, similarity)) = self.near_duplicate(&row.namespace, v, now)?
-                {
-                    self.absorb(&old, &row, now)?;
-                    self.record(Outcome {
-                        id: old.id,
-                        kind: "near_duplicate",
-                        action: Some(dedup.name()),
-                        similarity: Some(similarity),
-                    });
-                    return Ok(old.id);
-                }
-            }
+            self.record(Outcome {
+                id: existing,
+                kind: "duplicate",
+                action: Some(dedup.name()),
+                supersedes: None,
+                similarity: None,
+            });
+            return Ok(existing);
         }
+        let near_check = deduplicated && self.near_dedup();
+        // A supplied vector is checked now; an auto-embedded row when its batch is
+        // embedded (flush).
+        let older = match &vec {
+            Embedding::Supplied(v) if near_check => self.near_duplicate(&row.namespace, v, now)?,
+            _ => None,
+        };
         row.id = match explicit {
             Some(id) if store.exists(id)? => {
                 // SAFETY: called inside xUpdate on this table's connection.
@@ -303,14 +293,22 @@ impl MemoriesTab {
             Some(id) => id,
             None => store.next_id()?,
         };
-        store.insert(&row, vec.change())?;
+        store.insert(&row, vec.change(), near_check)?;
+        if let Some((old, similarity)) = older {
+            store.add_link(row.id, old, SUPERSEDES, similarity, now)?;
+        }
         self.record(Outcome {
             id: row.id,
-            kind: "inserted",
+            kind: if older.is_some() {
+                "superseded"
+            } else {
+                "inserted"
+            },
             action: None,
-            similarity: None,
+            supersedes: older.map(|o| o.0),
+            similarity: older.map(|o| o.1),
         });
-        let when = if explicit.is_none() && self.near_dedup() {
+        let when = if near_check {
             Checkpoint::WriteSearched
         } else {
             Checkpoint::Write
@@ -335,24 +333,27 @@ impl MemoriesTab {
         o.dedup != DedupPolicy::Off && o.dedup_threshold < 1.0 && o.metric == vector::Metric::Cosine
     }
 
-    /// The nearest live memory of `namespace` to `v` when its cosine similarity is at
-    /// least `dedup_threshold`: `(memory, similarity)`.
-    fn near_duplicate(&self, namespace: &str, v: &[f32], now: i64) -> Result<Option<(Row, f64)>> {
+    /// The nearest live (unexpired, not superseded) memory of `namespace` to `v` when its
+    /// cosine similarity is at least `dedup_threshold`: `(id, similarity)`.
+    fn near_duplicate(&self, namespace: &str, v: &[f32], now: i64) -> Result<Option<(i64, f64)>> {
         let store = &self.store;
-        let hits = self.ann.borrow_mut().search_ef(
+        let max_distance = (1.0 - store.opts.dedup_threshold) as f32;
+        let hits = self.ann.borrow_mut().near(
             store,
             v,
             NEAR_DUP_CANDIDATES,
-            Some(namespace),
+            namespace,
             NEAR_DUP_EF,
+            max_distance,
         )?;
         for (id, d) in hits {
             let similarity = 1.0 - f64::from(d);
             if similarity < store.opts.dedup_threshold {
                 break;
             }
-            if let Some(old) = store.get(id)?.filter(|r| !r.expired(now)) {
-                return Ok(Some((old, similarity)));
+            let live = store.get(id)?.is_some_and(|r| !r.expired(now));
+            if live && store.superseded_by(id)?.is_none() {
+                return Ok(Some((id, similarity)));
             }
         }
         Ok(None)
@@ -436,15 +437,30 @@ impl MemoriesTab {
             return Ok(());
         }
         let model = self.require_model()?;
+        let near = self.near_dedup();
+        let now = row::now_ms();
         loop {
             let batch = store.unembedded(FLUSH_BATCH)?;
             if batch.is_empty() {
                 break;
             }
-            let texts: Vec<&str> = batch.iter().map(|(_, c)| c.as_str()).collect();
+            let texts: Vec<&str> = batch.iter().map(|u| u.content.as_str()).collect();
             let vectors = model.embed_batch(&texts)?;
-            for ((id, _), v) in batch.iter().zip(vectors) {
-                store.set_embedded(*id, &v)?;
+            for (u, v) in batch.iter().zip(vectors) {
+                // In id order, before its own vector is stored: the check sees the rows
+                // stored before it, never itself or the rest of the batch.
+                let checked = near && u.near_check;
+                if checked
+                    && let Some((old, similarity)) = self.near_duplicate(&u.namespace, &v, now)?
+                {
+                    store.add_link(u.id, old, SUPERSEDES, similarity, now)?;
+                }
+                store.set_embedded(u.id, &v)?;
+                if checked {
+                    self.ann
+                        .borrow_mut()
+                        .maybe_checkpoint(store, Checkpoint::WriteSearched)?;
+                }
             }
         }
         self.ann
@@ -464,6 +480,7 @@ impl MemoriesTab {
             "rebuild" => {
                 self.flush()?;
                 self.store.delete_orphan_vectors()?;
+                self.store.delete_orphan_links()?;
                 self.store.rebuild_fts()?;
                 self.store.rehash(&self.store.stale_hashes()?)?;
                 self.ann.borrow_mut().rebuild(&self.store)
@@ -511,6 +528,14 @@ impl MemoriesTab {
         let Some(old) = store.get(old_id)? else {
             return Ok(());
         };
+        let superseded_by = store.superseded_by(old_id)?.map(|(id, _)| id);
+        if row::id(&v(col::SUPERSEDED_BY)?)? != superseded_by {
+            return Err(Error::invalid(format!(
+                "column superseded_by: read-only (set by the near-duplicate check on INSERT; \
+                 delete the newer memory to undo it), expected {}, got another value",
+                superseded_by.map_or("NULL".to_string(), |i| i.to_string())
+            )));
+        }
         let content = self.scrub_text(row::content(&v(col::CONTENT)?)?, "content")?;
         let now = row::now_ms();
         let new = Row {
@@ -560,8 +585,9 @@ impl MemoriesTab {
                 (None, VectorChange::Keep) if store.opts.auto_embed => VectorChange::Defer,
                 (None, c) => c,
             };
+            store.move_links(old_id, new_id)?;
             store.delete(&old)?;
-            store.insert(&new, change)?;
+            store.insert(&new, change, false)?;
         }
         self.ann
             .borrow_mut()
@@ -771,7 +797,7 @@ impl MemCursor<'_> {
                  column); combine searches with a subquery",
             ));
         }
-        let mut vals: [Option<ValueRef<'_>>; 9] = [None; 9];
+        let mut vals: [Option<ValueRef<'_>>; bit::ARGS.len()] = [None; bit::ARGS.len()];
         let mut next = 0;
         for (slot, b) in bit::ARGS.iter().enumerate() {
             if idx_num & b != 0 {
@@ -779,7 +805,18 @@ impl MemCursor<'_> {
                 next += 1;
             }
         }
-        let [knn, keyword, hybrid, k, ns, rowid, limit, offset, ranking] = vals;
+        let [
+            knn,
+            keyword,
+            hybrid,
+            k,
+            ns,
+            rowid,
+            limit,
+            offset,
+            ranking,
+            include_superseded,
+        ] = vals;
         // `x MATCH NULL` matches nothing, as any comparison with NULL.
         if [knn, keyword, hybrid]
             .iter()
@@ -850,10 +887,25 @@ impl MemCursor<'_> {
                  {table} MATCH)"
             )));
         }
-        // Expired memories never come back from a search: fetch that many more, drop them.
+        let include_superseded = match include_superseded {
+            None | Some(ValueRef::Null) => false,
+            Some(ValueRef::Integer(i)) => i != 0,
+            Some(ValueRef::Real(r)) => r != 0.0,
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "column include_superseded: expected 0 or 1, got {}",
+                    row::type_name(&other)
+                )));
+            }
+        };
+        // Expired (and, unless asked for, superseded) memories never come back from a
+        // search: fetch that many more, drop them.
         let now = row::now_ms();
         let expired: HashSet<i64> = if searching {
-            store.expired_ids(now, ns.as_deref())?.into_iter().collect()
+            store
+                .hidden_ids(now, ns.as_deref(), include_superseded)?
+                .into_iter()
+                .collect()
         } else {
             HashSet::new()
         };
@@ -1033,6 +1085,10 @@ unsafe impl VTabCursor for MemCursor<'_> {
                 ctx.set_result(&blob)
             }
             col::EXPIRES_AT => ctx.set_result(r.expires_at),
+            col::SUPERSEDED_BY => {
+                let by = guard(|| self.tab().store.superseded_by(r.id))?;
+                ctx.set_result(by.map(|(id, _)| id))
+            }
             col::EXPLAIN => ctx.set_result(self.explain()),
             col::DISTANCE => ctx.set_result(found.and_then(|f| f.distance)),
             col::SCORE => ctx.set_result(found.and_then(|f| f.score)),
