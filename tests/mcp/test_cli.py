@@ -143,7 +143,8 @@ def test_import_counts_inserted_merged_superseded(tmp_path, db_path):
         "ops", "shop"]
     top = run("sql", db_path, "SELECT content FROM memories WHERE memories MATCH "
               "'API rate limit' AND k = 5").stdout.splitlines()
-    assert top == ["The API rate limit is 500 requests per minute."]
+    assert top[0] == "The API rate limit is 500 requests per minute."
+    assert old["content"] not in top  # superseded: hidden from searches
 
     skip = tmp_path / "skip.db"
     run("sql", skip, "CREATE VIRTUAL TABLE memories USING memories(dedup=skip)")
