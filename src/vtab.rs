@@ -811,7 +811,7 @@ impl MemCursor<'_> {
         let table = &self.tab().store.table;
         // First SQLite release that passes LIMIT to xBestIndex in a query with a MATCH term
         // (measured with EXPLAIN QUERY PLAN: 3.40.1 does not, 3.41.0 and 3.54.1 do).
-        const LIMIT_WITH_MATCH: i32 = 3_041_000;
+        const LIMIT_WITH_MATCH: i64 = 3_041_000;
         let k_for = |needed: bool| -> Result<Option<usize>> {
             match (k_val, limit) {
                 (Some(k), _) => search::check_k(k, "k").map(Some),
@@ -820,9 +820,18 @@ impl MemCursor<'_> {
                         .map(Some)
                 }
                 _ if needed => {
+                    // From the version string: as an extension, the number that
+                    // `sqlite3_libversion_number()` reports is at least the 3.45.3 that
+                    // rusqlite's bindings expect (see `entry`).
+                    let host_version = crate::host_sqlite_version()
+                        .split('.')
+                        .map(|p| p.parse::<i64>().unwrap_or(0))
+                        .chain([0, 0])
+                        .take(3)
+                        .fold(0, |n, p| n * 1000 + p);
                     let why = match limit {
                         Some(l) => format!("LIMIT {l} sets no limit"),
-                        None if rusqlite::version_number() < LIMIT_WITH_MATCH => format!(
+                        None if host_version < LIMIT_WITH_MATCH => format!(
                             "this query passed no LIMIT to the table, and SQLite {} never \
                              passes LIMIT to a virtual table in a query with MATCH (3.41.0 \
                              and later do)",
