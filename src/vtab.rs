@@ -903,46 +903,68 @@ impl MemCursor<'_> {
         {
             return Ok((Vec::new(), Vec::new()));
         }
+        // `k`, the rowid and LIMIT/OFFSET with SQLite's integer affinity: `k = '3'` is 3.
         let int = |v: Option<ValueRef<'_>>, what: &str| -> Result<Option<i64>> {
-            match v {
-                None | Some(ValueRef::Null) => Ok(None),
-                Some(ValueRef::Integer(i)) => Ok(Some(i)),
-                Some(ValueRef::Real(r)) if r.fract() == 0.0 => Ok(Some(r as i64)),
-                Some(other) => Err(Error::invalid(format!(
-                    "{what}: expected an INTEGER, got {}",
-                    match other {
-                        ValueRef::Text(t) => format!("TEXT '{}'", String::from_utf8_lossy(t)),
-                        ValueRef::Blob(_) => "a BLOB".into(),
-                        ValueRef::Real(r) => format!("{r}"),
-                        _ => "NULL".into(),
-                    }
-                ))),
-            }
+            v.map_or(Ok(None), |v| row::integer(&v, what, "an INTEGER"))
         };
         let ns: Option<String> = match ns {
             None => None,
             Some(ValueRef::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
             Some(ValueRef::Null) => return Ok((Vec::new(), Vec::new())),
+            // TEXT affinity, as an ordinary TEXT column compares: a number as SQLite
+            // renders it (REAL 1.0 is '1.0'), a BLOB never equals a TEXT value.
             Some(ValueRef::Integer(i)) => Some(i.to_string()),
-            Some(ValueRef::Real(r)) => Some(r.to_string()),
-            Some(ValueRef::Blob(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(ValueRef::Real(r)) => Some(self.tab().store.conn().query_row(
+                "SELECT CAST(?1 AS TEXT)",
+                [r],
+                |row| row.get(0),
+            )?),
+            Some(ValueRef::Blob(_)) => return Ok((Vec::new(), Vec::new())),
         };
-        let k_val = int(k, "k")?;
+        let k_val = int(k, "column k")?;
         let limit = int(limit, "LIMIT")?;
         let offset = int(offset, "OFFSET")?.unwrap_or(0).max(0);
         let table = &self.tab().store.table;
+        // First SQLite release that passes LIMIT to xBestIndex in a query with a MATCH term
+        // (measured with EXPLAIN QUERY PLAN: 3.40.1 does not, 3.41.0 and 3.54.1 do).
+        const LIMIT_WITH_MATCH: i64 = 3_041_000;
         let k_for = |needed: bool| -> Result<Option<usize>> {
             match (k_val, limit) {
                 (Some(k), _) => search::check_k(k, "k").map(Some),
                 (None, Some(l)) if l >= 0 => {
-                    search::check_k((l + offset).clamp(1, search::MAX_K), "LIMIT").map(Some)
+                    search::check_k(l.saturating_add(offset).clamp(1, search::MAX_K), "LIMIT")
+                        .map(Some)
                 }
-                _ if needed => Err(Error::invalid(format!(
-                    "{table}: a KNN or hybrid search needs k, as in `AND k = 10` (a bare LIMIT n \
-                     works too where the host SQLite passes LIMIT to virtual tables with MATCH; \
-                     SQLite {} does not)",
-                    crate::host_sqlite_version()
-                ))),
+                _ if needed => {
+                    // From the version string: as an extension, the number that
+                    // `sqlite3_libversion_number()` reports is at least the 3.45.3 that
+                    // rusqlite's bindings expect (see `entry`).
+                    let host_version = crate::host_sqlite_version()
+                        .split('.')
+                        .map(|p| p.parse::<i64>().unwrap_or(0))
+                        .chain([0, 0])
+                        .take(3)
+                        .fold(0, |n, p| n * 1000 + p);
+                    let why = match limit {
+                        Some(l) => format!("LIMIT {l} sets no limit"),
+                        None if host_version < LIMIT_WITH_MATCH => format!(
+                            "this query passed no LIMIT to the table, and SQLite {} never \
+                             passes LIMIT to a virtual table in a query with MATCH (3.41.0 \
+                             and later do)",
+                            crate::host_sqlite_version()
+                        ),
+                        None => "this query passed no LIMIT to the table (SQLite passes it \
+                                 only when the query reads this table alone, without \
+                                 DISTINCT, GROUP BY or an aggregate, every WHERE term is the \
+                                 MATCH, k, namespace =, id = or ranking =, and any ORDER BY is \
+                                 on its columns)"
+                            .to_string(),
+                    };
+                    Err(Error::invalid(format!(
+                        "{table}: a KNN or hybrid search needs k, as in `AND k = 10`, or a \
+                         LIMIT; {why}"
+                    )))
+                }
                 _ => Ok(None),
             }
         };
@@ -1093,7 +1115,7 @@ impl MemCursor<'_> {
                 "k: only meaningful with a search (embedding MATCH, content MATCH or {table} MATCH)"
             )));
         }
-        let ids = match int(rowid, "id")? {
+        let ids = match int(rowid, "column id")? {
             Some(id) => vec![id],
             None if rowid.is_some() => Vec::new(),
             None => store.ids(ns.as_deref())?,
