@@ -40,19 +40,17 @@ pub enum Checkpoint {
     /// `max(16384, size / 2)`, so a bulk load in one transaction rewrites the snapshot a
     /// few times instead of every thousand rows.
     Write,
-    /// Inside a statement whose writes are searched right away (the near-duplicate check
-    /// of each INSERT, [`crate::dedup`]): when the pending list reaches
-    /// [`WRITE_SEARCHED_PENDING`].
+    /// After a batch of near-duplicate checks ([`crate::dedup`], inside a statement or at
+    /// COMMIT): when the pending list reaches [`WRITE_SEARCHED_PENDING`].
     WriteSearched,
     /// Now (`'optimize'`).
     Force,
 }
 
 /// Pending ids at which [`Checkpoint::WriteSearched`] folds them into the graph: every
-/// near-duplicate check scans the pending vectors exactly ([`Ann::near`]), so this
-/// bounds the check's scan; a fold of this many costs the same graph insertions as one
-/// large fold later (plus one reachability check each), and the snapshot write stays
-/// deferred to COMMIT.
+/// batch of near-duplicate checks compares the pending vectors exactly, so this bounds
+/// that scan; a fold of this many costs the same graph insertions as one large fold later
+/// (plus one reachability check each), and the snapshot write stays deferred to COMMIT.
 pub const WRITE_SEARCHED_PENDING: usize = 128;
 
 /// One neighbour: `(id, distance)`.
@@ -400,74 +398,63 @@ impl Ann {
         Ok(hits)
     }
 
-    /// The vectors of `namespace` within `max_distance` of `query`, nearest first (at
-    /// most `k`): the near-duplicate check of an INSERT ([`crate::dedup`]). Unlike
-    /// [`Ann::search`] it never scans the namespace exactly: the graph (walked with
-    /// candidate list `ef`) and the pending ids' vectors (scanned exactly) are searched
-    /// whatever their size, so the check costs a short graph walk plus at most
-    /// [`Checkpoint::WriteSearched`]'s threshold of pending vectors, and a bulk load
-    /// with dedup on stays linear. Approximate only in the graph walk: a vector within
-    /// `max_distance` is missed only if HNSW misses it among the first `k`. Graph hits
-    /// are compared by their graph distance first and read exactly only when they are
-    /// within `max_distance` plus the binary16 rounding.
+    /// Graph candidates for a batch of near-duplicate checks ([`crate::dedup`]): for each
+    /// `(namespace, query)`, the ids of that namespace the graph walk (candidate list `ef`,
+    /// at most `k` results) puts within `max_distance` of the query by graph distance
+    /// (plus the binary16 rounding), nearest first. Pending ids are skipped: the caller
+    /// compares the pending vectors itself, exactly. The walks run on [`index_threads`]
+    /// threads. Unlike [`Ann::search`] this never scans a namespace exactly, so a check
+    /// costs a short walk whatever the table's size, and it is approximate only there.
     ///
     /// # Errors
     /// SQLite errors, or [`Error::Index`] from usearch.
-    pub fn near(
+    pub fn graph_candidates(
         &mut self,
         store: &Store,
-        query: &[f32],
+        queries: &[(&str, &[f32])],
         k: usize,
-        namespace: &str,
         ef: usize,
         max_distance: f32,
-    ) -> Result<Vec<Hit>> {
+    ) -> Result<Vec<Vec<i64>>> {
+        let none = || vec![Vec::new(); queries.len()];
         self.ensure_loaded(store)?;
+        if self.index.as_ref().is_none_or(|i| i.size() == 0) {
+            return Ok(none());
+        }
         let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
         if self.ns.loaded {
             self.ns.resolve(store, &pending)?;
+        } else {
+            self.ns.load(store, &pending)?;
         }
-        let metric = store.opts.metric;
-        let mut hits: Vec<Hit> = Vec::new();
-        if let Some(index) = self.index.as_ref()
-            && index.size() > 0
-        {
-            if !self.ns.loaded {
-                self.ns.load(store, &pending)?;
-            }
-            if let Some(want) = self.ns.ids.get(namespace).copied() {
-                let gq = self.graph_vector(query);
-                let ef = ef.max(k);
-                if index.expansion_search() != ef {
-                    index.change_expansion_search(ef);
-                }
-                let matches = index.filtered_search(&gq, k, |key: u64| {
-                    !pending.contains(&(key as i64)) && self.ns.of.get(&key).copied() == Some(want)
-                })?;
-                // binary16 rounding of unit vectors: |error of 1 - a.b| <= 2 * 2^-11 * dim
-                // bound is loose; 0.01 covers 384-d comfortably and costs a few reads.
-                let slack = if self.unit { 0.01 } else { 0.0 };
-                for (key, d) in matches.keys.iter().zip(&matches.distances) {
-                    if *d > max_distance + slack {
-                        continue;
-                    }
-                    let id = *key as i64;
-                    if let Some(v) = store.embedding(id)? {
-                        hits.push((id, metric.distance(query, &v)));
-                    }
-                }
-            }
+        let Some(index) = self.index.as_ref() else {
+            return Ok(none());
+        };
+        let ef = ef.max(k);
+        if index.expansion_search() != ef {
+            index.change_expansion_search(ef);
         }
-        if !pending.is_empty() {
-            let dim = store.opts.dim;
-            store.pending_vectors_in(Some(namespace), |id, blob| {
-                if let Some(v) = vector::decode_stored(blob, dim) {
-                    hits.push((id, metric.distance(query, &v)));
-                }
+        // binary16 rounding of unit vectors moves 1 - a.b by far less than 0.01 at 384-d.
+        let limit = max_distance + if self.unit { 0.01 } else { 0.0 };
+        let jobs: Vec<(Option<u32>, std::borrow::Cow<'_, [f32]>)> = queries
+            .iter()
+            .map(|(ns, q)| (self.ns.ids.get(*ns).copied(), self.graph_vector(q)))
+            .collect();
+        let of = &self.ns.of;
+        par_map(&jobs, |(want, gq)| -> Result<Vec<i64>> {
+            let Some(want) = *want else {
+                return Ok(Vec::new());
+            };
+            let m = index.filtered_search(gq, k, |key: u64| {
+                !pending.contains(&(key as i64)) && of.get(&key).copied() == Some(want)
             })?;
-        }
-        hits.retain(|h| h.1 <= max_distance);
-        Ok(top_k(hits, k))
+            Ok(m.keys
+                .iter()
+                .zip(&m.distances)
+                .filter(|(_, d)| **d <= limit)
+                .map(|(key, _)| *key as i64)
+                .collect())
+        })
     }
 
     /// Folds the pending ids into the graph when `when` says it is due (see
@@ -493,7 +480,7 @@ impl Ann {
             Checkpoint::Force => 1,
         };
         let in_statement = matches!(when, Checkpoint::Write | Checkpoint::WriteSearched);
-        if in_statement {
+        if when == Checkpoint::Write {
             // Each write adds at most one pending id; rollbacks only remove some.
             self.writes_uncounted += 1;
             if self.pending_counted + self.writes_uncounted < threshold {
@@ -838,56 +825,57 @@ fn unreachable(
     if opts.metric == Metric::Ip {
         return Ok(Vec::new());
     }
-    let missed = |part: &[(u64, Vec<f32>)]| -> Result<Vec<usize>> {
-        let count = if unit { REACH_CANDIDATES } else { 1 };
-        let mut out = Vec::new();
-        for (i, (key, v)) in part.iter().enumerate() {
-            let m = index.search(v, count)?;
-            // A float32 graph ranks an exact copy of the vector (distance 0) first;
-            // another row with the very same vector is as good an answer.
-            let tie = !unit && m.distances.first().is_some_and(|d| *d <= 0.0);
-            if !m.keys.contains(key) && !tie {
-                out.push(i);
-            }
-        }
-        Ok(out)
+    let count = if unit { REACH_CANDIDATES } else { 1 };
+    let found = |(key, v): &(u64, Vec<f32>)| -> Result<bool> {
+        let m = index.search(v, count)?;
+        // A float32 graph ranks an exact copy of the vector (distance 0) first; another
+        // row with the very same vector is as good an answer.
+        let tie = !unit && m.distances.first().is_some_and(|d| *d <= 0.0);
+        Ok(m.keys.contains(key) || tie)
     };
     index.change_expansion_search(REACH_EF_FIRST.min(opts.ef_search));
-    let first = in_parallel(items, missed)?;
+    let first = par_map(items, found)?;
     index.change_expansion_search(opts.ef_search);
-    let suspects: Vec<(u64, Vec<f32>)> = first.iter().map(|&i| items[i].clone()).collect();
-    Ok(in_parallel(&suspects, missed)?
-        .into_iter()
-        .map(|i| suspects[i].0 as i64)
+    let suspects: Vec<(u64, Vec<f32>)> = items
+        .iter()
+        .zip(first)
+        .filter(|(_, ok)| !ok)
+        .map(|(item, _)| item.clone())
+        .collect();
+    let second = par_map(&suspects, found)?;
+    Ok(suspects
+        .iter()
+        .zip(second)
+        .filter(|(_, ok)| !ok)
+        .map(|((key, _), _)| *key as i64)
         .collect())
 }
 
-/// `f` over `items` split into [`index_threads`] chunks (one thread each, on the
-/// caller's thread when one suffices or there are fewer than [`PARALLEL_MIN`] items); the indexes
-/// `f` returns, relative to its chunk, mapped back to `items`.
-fn in_parallel<T: Sync>(
-    items: &[T],
-    f: impl Fn(&[T]) -> Result<Vec<usize>> + Sync,
-) -> Result<Vec<usize>> {
+/// `f` over every item, on [`index_threads`] threads (each taking a contiguous chunk;
+/// on the caller's thread when one suffices or there are fewer than [`PARALLEL_MIN`]
+/// items), results in item order. The first error wins.
+///
+/// # Errors
+/// The first error of `f`, or [`Error::Index`] if a thread panicked.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
     let hw = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = index_threads().clamp(1, hw.max(1));
     if threads == 1 || items.len() < PARALLEL_MIN {
-        return f(items);
+        return items.iter().map(&f).collect();
     }
     let chunk = items.len().div_ceil(threads);
     let f = &f;
     std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(chunk)
-            .enumerate()
-            .map(|(c, part)| s.spawn(move || f(part).map(|v| (c, v))))
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Result<Vec<R>>>()))
             .collect();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(items.len());
         for h in handles {
-            let (c, v) = h
-                .join()
-                .map_err(|_| Error::Index("an HNSW check thread panicked".into()))??;
-            out.extend(v.into_iter().map(|i| c * chunk + i));
+            out.extend(
+                h.join()
+                    .map_err(|_| Error::Index("an HNSW worker thread panicked".into()))??,
+            );
         }
         Ok(out)
     })

@@ -443,7 +443,12 @@ impl Store {
         ])?;
         self.fts_insert(row.id, &row.content)?;
         match vec {
-            VectorChange::Set(v) => self.set_vector(row.id, v)?,
+            VectorChange::Set(v) => {
+                self.set_vector(row.id, v)?;
+                if near_check {
+                    self.mark_unembedded(row.id, true)?;
+                }
+            }
             VectorChange::Defer => self.mark_unembedded(row.id, near_check)?,
             VectorChange::Keep | VectorChange::Remove => {}
         }
@@ -686,7 +691,8 @@ impl Store {
         Ok(())
     }
 
-    fn clear_unembedded(&self, id: i64) -> Result<()> {
+    /// Removes the "awaits embedding or check" note of `id`.
+    pub fn clear_unembedded(&self, id: i64) -> Result<()> {
         let sql = format!("DELETE FROM {} WHERE id = ?1", self.q.unembedded);
         self.conn.prepare_cached(&sql)?.execute([id])?;
         Ok(())
@@ -701,13 +707,15 @@ impl Store {
             .query_row([], |r| r.get(0))?)
     }
 
-    /// Up to `limit` memories awaiting their embedding, in id order.
+    /// Up to `limit` memories awaiting their embedding or their near-duplicate check, in
+    /// id order.
     pub fn unembedded(&self, limit: usize) -> Result<Vec<Unembedded>> {
         let sql = format!(
-            "SELECT u.id, c.content, c.namespace, u.dedup FROM {} u JOIN {} c ON c.id = u.id \
-             ORDER BY u.id LIMIT ?1",
-            self.q.unembedded, self.q.content
+            "SELECT u.id, c.content, c.namespace, u.dedup, v.embedding FROM {} u \
+             JOIN {} c ON c.id = u.id LEFT JOIN {} v ON v.id = u.id ORDER BY u.id LIMIT ?1",
+            self.q.unembedded, self.q.content, self.q.vectors
         );
+        let dim = self.opts.dim;
         let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st
             .query_map([limit as i64], |r| {
@@ -716,6 +724,10 @@ impl Store {
                     content: r.get(1)?,
                     namespace: r.get(2)?,
                     near_check: r.get::<_, i64>(3)? != 0,
+                    vector: match r.get_ref(4)? {
+                        rusqlite::types::ValueRef::Blob(b) => vector::decode_stored(b, dim),
+                        _ => None,
+                    },
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -1051,6 +1063,26 @@ impl Store {
         Ok(())
     }
 
+    /// Calls `f(id, namespace, embedding_blob)` for every pending id that has a stored
+    /// vector (one pass, for a batch of near-duplicate checks).
+    pub fn pending_vectors_ns(&self, mut f: impl FnMut(i64, &str, &[u8])) -> Result<()> {
+        let sql = format!(
+            "SELECT p.id, c.namespace, v.embedding FROM {} p CROSS JOIN {} c ON c.id = p.id \
+             CROSS JOIN {} v ON v.id = p.id",
+            self.q.pending, self.q.content, self.q.vectors
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            if let (rusqlite::types::ValueRef::Text(ns), rusqlite::types::ValueRef::Blob(b)) =
+                (r.get_ref(1)?, r.get_ref(2)?)
+            {
+                f(r.get(0)?, &String::from_utf8_lossy(ns), b);
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the serialized HNSW snapshot (empty if none) into one buffer of its exact
     /// size (sized first with `length()`, which SQLite answers from the record header),
     /// so a snapshot of hundreds of MB is copied once, without reallocations.
@@ -1128,6 +1160,8 @@ pub struct Unembedded {
     /// Whether the near-duplicate check runs once it is embedded (an INSERT without id
     /// into a table with dedup on).
     pub near_check: bool,
+    /// Its stored vector (`[f32; dim]`) when it was supplied: only the check awaits.
+    pub vector: Option<Vec<f32>>,
 }
 
 /// What an UPDATE does to the stored vector.

@@ -28,7 +28,7 @@ use crate::rank::{Components, Ranking};
 use crate::redact;
 use crate::row::{self, Row, col};
 use crate::search::{self, Found};
-use crate::store::{SUPERSEDES, Store, VectorChange};
+use crate::store::{SUPERSEDES, Store, Unembedded, VectorChange};
 use crate::{embedder, vector};
 
 /// Name of the module in `CREATE VIRTUAL TABLE ... USING memories(...)`.
@@ -155,6 +155,10 @@ pub struct MemoriesTab {
     base: ffi::sqlite3_vtab,
     store: Store,
     ann: RefCell<Ann>,
+    /// INSERTs since the last flush that await their near-duplicate check: at
+    /// [`FLUSH_BATCH`] the INSERT runs the flush itself, so the checks run in batches
+    /// and the pending list stays short during a bulk load.
+    awaiting: std::cell::Cell<usize>,
     /// Schema name (`main`, `temp`, an attached name): part of the dedup outcome key.
     schema: String,
 }
@@ -208,6 +212,7 @@ impl MemoriesTab {
                 base: ffi::sqlite3_vtab::default(),
                 store,
                 ann: RefCell::new(Ann::new()),
+                awaiting: std::cell::Cell::new(0),
                 schema,
             },
         ))
@@ -262,13 +267,11 @@ impl MemoriesTab {
             });
             return Ok(existing);
         }
-        let near_check = deduplicated && self.near_dedup();
-        // A supplied vector is checked now; an auto-embedded row when its batch is
-        // embedded (flush).
-        let older = match &vec {
-            Embedding::Supplied(v) if near_check => self.near_duplicate(&row.namespace, v, now)?,
-            _ => None,
-        };
+        // The near-duplicate check runs in batches (flush): before the next query on the
+        // table, at COMMIT, or every FLUSH_BATCH such INSERTs.
+        let near_check = deduplicated
+            && self.near_dedup()
+            && matches!(vec, Embedding::Supplied(_) | Embedding::Deferred);
         row.id = match explicit {
             Some(id) if store.exists(id)? => {
                 // SAFETY: called inside xUpdate on this table's connection.
@@ -294,26 +297,22 @@ impl MemoriesTab {
             None => store.next_id()?,
         };
         store.insert(&row, vec.change(), near_check)?;
-        if let Some((old, similarity)) = older {
-            store.add_link(row.id, old, SUPERSEDES, similarity, now)?;
-        }
+        // "inserted" until the check says otherwise: subcog_last_insert reads the link.
         self.record(Outcome {
             id: row.id,
-            kind: if older.is_some() {
-                "superseded"
-            } else {
-                "inserted"
-            },
+            kind: "inserted",
             action: None,
-            supersedes: older.map(|o| o.0),
-            similarity: older.map(|o| o.1),
+            supersedes: None,
+            similarity: None,
         });
-        let when = if near_check {
-            Checkpoint::WriteSearched
+        if near_check {
+            self.awaiting.set(self.awaiting.get() + 1);
+            if self.awaiting.get() >= FLUSH_BATCH {
+                self.flush()?;
+            }
         } else {
-            Checkpoint::Write
-        };
-        self.ann.borrow_mut().maybe_checkpoint(store, when)?;
+            self.checkpoint_write()?;
+        }
         Ok(row.id)
     }
 
@@ -333,30 +332,93 @@ impl MemoriesTab {
         o.dedup != DedupPolicy::Off && o.dedup_threshold < 1.0 && o.metric == vector::Metric::Cosine
     }
 
-    /// The nearest live (unexpired, not superseded) memory of `namespace` to `v` when its
-    /// cosine similarity is at least `dedup_threshold`: `(id, similarity)`.
-    fn near_duplicate(&self, namespace: &str, v: &[f32], now: i64) -> Result<Option<(i64, f64)>> {
+    /// The near-duplicate checks of one flushed batch (`batch[i]` with vector `vecs[i]`,
+    /// in id order; `checks`: the indexes to check). For each, the nearest live
+    /// (unexpired, not superseded) memory of its namespace at cosine >= `dedup_threshold`
+    /// gets a `supersedes` link from it. Candidates: the graph's (one short walk per row,
+    /// on the index threads), the pending vectors outside the batch (read once), and the
+    /// rows before it in the batch; so a row never finds itself or a later row.
+    fn check_batch(
+        &self,
+        batch: &[Unembedded],
+        vecs: &[Vec<f32>],
+        checks: &[usize],
+        now: i64,
+    ) -> Result<()> {
         let store = &self.store;
-        let max_distance = (1.0 - store.opts.dedup_threshold) as f32;
-        let hits = self.ann.borrow_mut().near(
+        let metric = store.opts.metric;
+        let threshold = store.opts.dedup_threshold;
+        let max_distance = (1.0 - threshold) as f32;
+        let queries: Vec<(&str, &[f32])> = checks
+            .iter()
+            .map(|&i| (batch[i].namespace.as_str(), vecs[i].as_slice()))
+            .collect();
+        let graph = self.ann.borrow_mut().graph_candidates(
             store,
-            v,
+            &queries,
             NEAR_DUP_CANDIDATES,
-            namespace,
             NEAR_DUP_EF,
             max_distance,
         )?;
-        for (id, d) in hits {
-            let similarity = 1.0 - f64::from(d);
-            if similarity < store.opts.dedup_threshold {
-                break;
+        let in_batch: HashSet<i64> = batch.iter().map(|u| u.id).collect();
+        let mut others: Vec<(i64, String, Vec<f32>)> = Vec::new();
+        let dim = store.opts.dim;
+        store.pending_vectors_ns(|id, ns, blob| {
+            if !in_batch.contains(&id)
+                && let Some(v) = vector::decode_stored(blob, dim)
+            {
+                others.push((id, ns.to_string(), v));
             }
-            let live = store.get(id)?.is_some_and(|r| !r.expired(now));
-            if live && store.superseded_by(id)?.is_none() {
-                return Ok(Some((id, similarity)));
+        })?;
+        for (&i, candidates) in checks.iter().zip(graph) {
+            let (u, v) = (&batch[i], &vecs[i]);
+            let mut hits: Vec<(i64, f32)> = Vec::new();
+            for id in candidates {
+                if in_batch.contains(&id) {
+                    continue;
+                }
+                if let Some(w) = store.embedding(id)? {
+                    hits.push((id, metric.distance(v, &w)));
+                }
+            }
+            for (id, ns, w) in &others {
+                if *ns == u.namespace {
+                    hits.push((*id, metric.distance(v, w)));
+                }
+            }
+            for j in 0..i {
+                if batch[j].namespace == u.namespace {
+                    hits.push((batch[j].id, metric.distance(v, &vecs[j])));
+                }
+            }
+            hits.retain(|h| h.1 <= max_distance);
+            hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            for (id, d) in hits {
+                let similarity = 1.0 - f64::from(d);
+                if similarity < threshold {
+                    break;
+                }
+                let live = store.get(id)?.is_some_and(|r| !r.expired(now));
+                if live && store.superseded_by(id)?.is_none() {
+                    store.add_link(u.id, id, SUPERSEDES, similarity, now)?;
+                    break;
+                }
             }
         }
-        Ok(None)
+        Ok(())
+    }
+
+    /// The in-statement checkpoint of a write that needs no near-duplicate check. Rows
+    /// that await their check must not be folded into the graph before it ran (the check
+    /// would find them), so they are flushed first when a checkpoint could be due.
+    fn checkpoint_write(&self) -> Result<()> {
+        if self.awaiting.get() > 0 {
+            self.flush()?;
+        }
+        self.ann
+            .borrow_mut()
+            .maybe_checkpoint(&self.store, Checkpoint::Write)
+            .map(|_| ())
     }
 
     /// Folds the duplicate `new` into the existing memory `old` per the dedup policy.
@@ -427,16 +489,18 @@ impl MemoriesTab {
     }
 
     /// Embeds, in batches, every memory of the open transaction that awaits its
-    /// embedding. Called before every search on this table and at commit (xSync).
+    /// embedding, and runs the near-duplicate checks that await (a batch at a time, in id
+    /// order, [`MemoriesTab::check_batch`]). Called before every query on this table, at
+    /// commit (xSync), and by an INSERT every [`FLUSH_BATCH`] checks.
     ///
     /// # Errors
     /// Model or inference errors; SQLite errors.
     fn flush(&self) -> Result<()> {
         let store = &self.store;
+        self.awaiting.set(0);
         if !store.has_unembedded()? {
             return Ok(());
         }
-        let model = self.require_model()?;
         let near = self.near_dedup();
         let now = row::now_ms();
         loop {
@@ -444,23 +508,43 @@ impl MemoriesTab {
             if batch.is_empty() {
                 break;
             }
-            let texts: Vec<&str> = batch.iter().map(|u| u.content.as_str()).collect();
-            let vectors = model.embed_batch(&texts)?;
-            for (u, v) in batch.iter().zip(vectors) {
-                // In id order, before its own vector is stored: the check sees the rows
-                // stored before it, never itself or the rest of the batch.
-                let checked = near && u.near_check;
-                if checked
-                    && let Some((old, similarity)) = self.near_duplicate(&u.namespace, &v, now)?
-                {
-                    store.add_link(u.id, old, SUPERSEDES, similarity, now)?;
+            let texts: Vec<&str> = batch
+                .iter()
+                .filter(|u| u.vector.is_none())
+                .map(|u| u.content.as_str())
+                .collect();
+            let mut embedded = if texts.is_empty() {
+                Vec::new()
+            } else {
+                self.require_model()?.embed_batch(&texts)?
+            }
+            .into_iter();
+            let mut vecs: Vec<Vec<f32>> = Vec::with_capacity(batch.len());
+            for u in &batch {
+                match &u.vector {
+                    Some(v) => vecs.push(v.clone()),
+                    None => vecs.push(embedded.next().map(|e| e.to_vec()).ok_or_else(|| {
+                        Error::Model("the model returned fewer vectors than texts".into())
+                    })?),
                 }
-                store.set_embedded(u.id, &v)?;
-                if checked {
-                    self.ann
-                        .borrow_mut()
-                        .maybe_checkpoint(store, Checkpoint::WriteSearched)?;
+            }
+            let checks: Vec<usize> = (0..batch.len())
+                .filter(|&i| near && batch[i].near_check)
+                .collect();
+            if !checks.is_empty() {
+                self.check_batch(&batch, &vecs, &checks, now)?;
+            }
+            for (u, v) in batch.iter().zip(&vecs) {
+                if u.vector.is_some() {
+                    store.clear_unembedded(u.id)?;
+                } else {
+                    store.set_embedded(u.id, v)?;
                 }
+            }
+            if !checks.is_empty() {
+                self.ann
+                    .borrow_mut()
+                    .maybe_checkpoint(store, Checkpoint::WriteSearched)?;
             }
         }
         self.ann
@@ -589,10 +673,7 @@ impl MemoriesTab {
             store.delete(&old)?;
             store.insert(&new, change, false)?;
         }
-        self.ann
-            .borrow_mut()
-            .maybe_checkpoint(store, Checkpoint::Write)?;
-        Ok(())
+        self.checkpoint_write()
     }
 }
 
@@ -692,9 +773,7 @@ impl UpdateVTab<'_> for MemoriesTab {
             };
             if let Some(old) = self.store.get(id)? {
                 self.store.delete(&old)?;
-                self.ann
-                    .borrow_mut()
-                    .maybe_checkpoint(&self.store, Checkpoint::Write)?;
+                self.checkpoint_write()?;
             }
             Ok(())
         })
@@ -824,46 +903,68 @@ impl MemCursor<'_> {
         {
             return Ok((Vec::new(), Vec::new()));
         }
+        // `k`, the rowid and LIMIT/OFFSET with SQLite's integer affinity: `k = '3'` is 3.
         let int = |v: Option<ValueRef<'_>>, what: &str| -> Result<Option<i64>> {
-            match v {
-                None | Some(ValueRef::Null) => Ok(None),
-                Some(ValueRef::Integer(i)) => Ok(Some(i)),
-                Some(ValueRef::Real(r)) if r.fract() == 0.0 => Ok(Some(r as i64)),
-                Some(other) => Err(Error::invalid(format!(
-                    "{what}: expected an INTEGER, got {}",
-                    match other {
-                        ValueRef::Text(t) => format!("TEXT '{}'", String::from_utf8_lossy(t)),
-                        ValueRef::Blob(_) => "a BLOB".into(),
-                        ValueRef::Real(r) => format!("{r}"),
-                        _ => "NULL".into(),
-                    }
-                ))),
-            }
+            v.map_or(Ok(None), |v| row::integer(&v, what, "an INTEGER"))
         };
         let ns: Option<String> = match ns {
             None => None,
             Some(ValueRef::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
             Some(ValueRef::Null) => return Ok((Vec::new(), Vec::new())),
+            // TEXT affinity, as an ordinary TEXT column compares: a number as SQLite
+            // renders it (REAL 1.0 is '1.0'), a BLOB never equals a TEXT value.
             Some(ValueRef::Integer(i)) => Some(i.to_string()),
-            Some(ValueRef::Real(r)) => Some(r.to_string()),
-            Some(ValueRef::Blob(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(ValueRef::Real(r)) => Some(self.tab().store.conn().query_row(
+                "SELECT CAST(?1 AS TEXT)",
+                [r],
+                |row| row.get(0),
+            )?),
+            Some(ValueRef::Blob(_)) => return Ok((Vec::new(), Vec::new())),
         };
-        let k_val = int(k, "k")?;
+        let k_val = int(k, "column k")?;
         let limit = int(limit, "LIMIT")?;
         let offset = int(offset, "OFFSET")?.unwrap_or(0).max(0);
         let table = &self.tab().store.table;
+        // First SQLite release that passes LIMIT to xBestIndex in a query with a MATCH term
+        // (measured with EXPLAIN QUERY PLAN: 3.40.1 does not, 3.41.0 and 3.54.1 do).
+        const LIMIT_WITH_MATCH: i64 = 3_041_000;
         let k_for = |needed: bool| -> Result<Option<usize>> {
             match (k_val, limit) {
                 (Some(k), _) => search::check_k(k, "k").map(Some),
                 (None, Some(l)) if l >= 0 => {
-                    search::check_k((l + offset).clamp(1, search::MAX_K), "LIMIT").map(Some)
+                    search::check_k(l.saturating_add(offset).clamp(1, search::MAX_K), "LIMIT")
+                        .map(Some)
                 }
-                _ if needed => Err(Error::invalid(format!(
-                    "{table}: a KNN or hybrid search needs k, as in `AND k = 10` (a bare LIMIT n \
-                     works too where the host SQLite passes LIMIT to virtual tables with MATCH; \
-                     SQLite {} does not)",
-                    crate::host_sqlite_version()
-                ))),
+                _ if needed => {
+                    // From the version string: as an extension, the number that
+                    // `sqlite3_libversion_number()` reports is at least the 3.45.3 that
+                    // rusqlite's bindings expect (see `entry`).
+                    let host_version = crate::host_sqlite_version()
+                        .split('.')
+                        .map(|p| p.parse::<i64>().unwrap_or(0))
+                        .chain([0, 0])
+                        .take(3)
+                        .fold(0, |n, p| n * 1000 + p);
+                    let why = match limit {
+                        Some(l) => format!("LIMIT {l} sets no limit"),
+                        None if host_version < LIMIT_WITH_MATCH => format!(
+                            "this query passed no LIMIT to the table, and SQLite {} never \
+                             passes LIMIT to a virtual table in a query with MATCH (3.41.0 \
+                             and later do)",
+                            crate::host_sqlite_version()
+                        ),
+                        None => "this query passed no LIMIT to the table (SQLite passes it \
+                                 only when the query reads this table alone, without \
+                                 DISTINCT, GROUP BY or an aggregate, every WHERE term is the \
+                                 MATCH, k, namespace =, id = or ranking =, and any ORDER BY is \
+                                 on its columns)"
+                            .to_string(),
+                    };
+                    Err(Error::invalid(format!(
+                        "{table}: a KNN or hybrid search needs k, as in `AND k = 10`, or a \
+                         LIMIT; {why}"
+                    )))
+                }
                 _ => Ok(None),
             }
         };
@@ -1014,7 +1115,7 @@ impl MemCursor<'_> {
                 "k: only meaningful with a search (embedding MATCH, content MATCH or {table} MATCH)"
             )));
         }
-        let ids = match int(rowid, "id")? {
+        let ids = match int(rowid, "column id")? {
             Some(id) => vec![id],
             None if rowid.is_some() => Vec::new(),
             None => store.ids(ns.as_deref())?,
