@@ -536,8 +536,9 @@ impl<T: Transport<RoleServer>> Transport<RoleServer> for HandshakeOnly<T> {
 /// and the others return the same error, naming the missing file.
 ///
 /// The line is printed whatever `RUST_LOG` says: it is the one thing a user needs to see to
-/// know why the first store may wait (the load took 0.3-0.5 s on the 2-core machine the
-/// project is developed on, more when other processes compete for the cores).
+/// know why the first store may wait (the load took 0.4-0.55 s on the 2-core machine the
+/// project is developed on, up to 1 s when other processes competed for the cores;
+/// measured with `tests/mcp/first_store_latency.py`).
 ///
 /// # Errors
 /// The thread cannot be spawned (the model then loads on first use, as without this).
