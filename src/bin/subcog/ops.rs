@@ -315,6 +315,19 @@ fn insert_in(
     expires_at: Option<i64>,
     id: Option<i64>,
 ) -> Result<Stored, String> {
+    insert_row(conn, m, created_at, expires_at, id)?;
+    last_outcome(conn)
+}
+
+/// INSERTs one memory; returns `last_insert_rowid()` (for a duplicate: the memory it
+/// landed on).
+fn insert_row(
+    conn: &Connection,
+    m: &NewMemory,
+    created_at: Option<i64>,
+    expires_at: Option<i64>,
+    id: Option<i64>,
+) -> Result<i64, String> {
     check_content(&m.content)?;
     check_importance(m.importance)?;
     if let Some(ns) = &m.namespace
@@ -379,7 +392,12 @@ fn insert_in(
     let sql = format!("INSERT INTO {TABLE}({}) VALUES ({marks})", cols.join(", "));
     conn.execute(&sql, params_from_iter(vals))
         .map_err(sql_err("storing the memory"))?;
-    // The table's own report, computed after any deferred near-duplicate check.
+    Ok(conn.last_insert_rowid())
+}
+
+/// The table's report on the last INSERT, computed after any deferred near-duplicate
+/// check (`subcog_last_insert`, which embeds what awaits embedding first).
+fn last_outcome(conn: &Connection) -> Result<Stored, String> {
     let outcome: Option<String> = conn
         .query_row(&format!("SELECT subcog_last_insert('{TABLE}')"), [], |r| {
             r.get(0)
@@ -435,26 +453,92 @@ pub fn store_batch(
 ) -> Result<Vec<Stored>, String> {
     let mut out = Err(String::new());
     db::write(conn, |tx| {
-        let mut ids = Vec::with_capacity(batch.len());
-        for (line, r) in batch {
-            let id = if keep_ids { r.id } else { None };
-            match insert_in(tx, &r.memory, r.created_at, r.expires_at, id) {
-                Ok(s) => ids.push(s),
-                Err(e) => {
-                    out = Err(format!("line {line}: {e}"));
-                    // Roll the batch back: nothing of a failing batch is kept.
-                    return Err(rusqlite::Error::InvalidQuery);
-                }
-            }
+        out = store_batch_in(tx, batch, keep_ids);
+        match out {
+            Ok(_) => Ok(()),
+            // Roll the batch back: nothing of a failing batch is kept.
+            Err(_) => Err(rusqlite::Error::InvalidQuery),
         }
-        out = Ok(ids);
-        Ok(())
     })
     .or_else(|e| match e {
         rusqlite::Error::InvalidQuery => Ok(()),
         e => Err(sql_err("importing")(e)),
     })?;
     out
+}
+
+/// [`store_batch`] inside its transaction. Outcomes are derived without asking the
+/// table after each line (`subcog_last_insert` would embed every line alone): a line
+/// whose INSERT landed on an id above every id before it is a new memory, else an exact
+/// duplicate (merged or skipped per the table's `dedup` option); after the batch, a
+/// query on the table embeds and checks what awaits it, and each new memory's
+/// `supersedes` link (if any) makes it `superseded`.
+fn store_batch_in(
+    tx: &Connection,
+    batch: &[(usize, ImportRecord)],
+    keep_ids: bool,
+) -> Result<Vec<Stored>, String> {
+    let read = sql_err("importing");
+    let mut max_id: i64 = tx
+        .query_row(
+            &format!("SELECT coalesce(max(id), 0) FROM {TABLE}"),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&read)?;
+    let policy: String = tx
+        .query_row(
+            &format!(
+                "SELECT coalesce((SELECT value FROM {TABLE}_config WHERE key = 'dedup'), 'merge')"
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(&read)?;
+    let mut out = Vec::with_capacity(batch.len());
+    for (line, r) in batch {
+        let explicit = if keep_ids { r.id } else { None };
+        let id = insert_row(tx, &r.memory, r.created_at, r.expires_at, explicit)
+            .map_err(|e| format!("line {line}: {e}"))?;
+        let new = explicit.is_some() || id > max_id;
+        max_id = max_id.max(id);
+        out.push(Stored {
+            id,
+            outcome: if new {
+                Outcome::Inserted
+            } else {
+                Outcome::Duplicate
+            },
+            action: (!new).then(|| policy.clone()),
+            supersedes: None,
+            similarity: None,
+        });
+    }
+    // Any query on the table runs the deferred embedding and near-duplicate checks.
+    tx.query_row(
+        &format!("SELECT count(*) FROM {TABLE} WHERE rowid = 0"),
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map_err(&read)?;
+    let mut st = tx
+        .prepare(&format!(
+            "SELECT dst, weight FROM {TABLE}_links WHERE src = ?1 AND kind = 'supersedes' \
+             ORDER BY dst DESC LIMIT 1"
+        ))
+        .map_err(&read)?;
+    for s in out.iter_mut().filter(|s| s.outcome == Outcome::Inserted) {
+        let link: Option<(i64, Option<f64>)> = st
+            .query_row([s.id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(&read)?;
+        if let Some((older, similarity)) = link {
+            s.outcome = Outcome::Superseded;
+            s.supersedes = Some(older);
+            s.similarity = similarity.map(|x| (x * 1e4).round() / 1e4);
+        }
+    }
+    Ok(out)
 }
 
 /// Reads one memory.
