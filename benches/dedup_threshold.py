@@ -450,10 +450,12 @@ def main():
             print(f"One step lower ({t:.2f}) would catch {int(((cos >= t) & (groups != 'distinct')).sum()) - caught} "
                   f"more corrections/restatements but supersede {d} distinct pairs and make "
                   f"{cl['questions_hit']} questions lose an evidence turn.")
-        ex = [e for e in st[rec]["examples"]][:a.examples]
+        allex = st[rec]["examples"]
+        ex = [e for e in allex if e[6]] + [e for e in allex if not e[6]][:a.examples]
         if ex:
             print()
-            print(f"LoCoMo supersessions at {rec:.2f}, lowest similarity first (* = the hidden turn is evidence):")
+            print(f"LoCoMo supersessions at {rec:.2f}: every one that hides an evidence turn (*), then the "
+                  f"{a.examples} of lowest similarity:")
             print()
             for s, ns, od, ot, nd, nt, is_ev in ex:
                 print(f"- {s:.3f} {ns} {od}{'*' if is_ev else ''} \"{ot[:110]}\" <- {nd} \"{nt[:110]}\"")
