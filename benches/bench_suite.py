@@ -416,9 +416,11 @@ def section_knn(a, rep, datasets, variants):
                               f"the table runs inside it), 'optimize' {p['optimize']:.1f} s, COMMIT {p['commit']:.2f} s")
                 c = s["counts"]
                 if c["not_stored"] or c["superseded"]:
-                    hidden.append(f"{e}, {name} N={n:,}: {c['rows']:,} rows stored ({c['not_stored']} exact "
-                                  f"duplicates landed on earlier rows), "
-                                  f"{'n/a' if c['superseded'] is None else c['superseded']} superseded")
+                    hidden.append(f"{e}, {name} N={n:,}: {c['rows']:,} rows stored ({c['not_stored']} INSERTs "
+                                  f"landed on earlier rows: exact duplicates, or near duplicates merged by a "
+                                  f"build without supersession), "
+                                  f"{'n/a (no superseded_by column)' if c['superseded'] is None else c['superseded']}"
+                                  f" superseded")
             rep.results.setdefault("knn", {}).setdefault(name, {})[n] = r
             for e in lat:
                 x = r[e]
