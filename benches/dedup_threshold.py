@@ -284,7 +284,7 @@ def verify_locomo(convs, vec_of, t, log):
         conn.executemany("INSERT INTO mem(content, namespace, embedding) VALUES (?, ?, ?)",
                          ((text, ns, v.tobytes()) for (_, text), v in zip(turns, vec_of[ns])))
         conn.execute("COMMIT")
-        fate, hidden = simulate(turns, vec_of[ns], t)
+        fate, _ = simulate(turns, vec_of[ns], t)
         model_rows += sum(1 for f in fate if f[0] != "duplicate")
         model_hidden += sum(1 for f in fate if f[0] == "superseded_other")
     rows = conn.execute("SELECT count(*) FROM mem").fetchone()[0]
