@@ -40,15 +40,18 @@ pub enum Checkpoint {
     /// `max(16384, size / 2)`, so a bulk load in one transaction rewrites the snapshot a
     /// few times instead of every thousand rows.
     Write,
-    /// Inside a statement whose writes are searched right away (the near-duplicate check
-    /// of each INSERT, [`crate::dedup`]): when the pending list exceeds
-    /// `max(1024, size / 16)`. Each such search scans the pending vectors exactly, so a
-    /// long pending list would make a bulk load quadratic; folding it into the graph
-    /// costs the same graph insertions as later, and the snapshot write stays deferred.
+    /// After a batch of near-duplicate checks ([`crate::dedup`], inside a statement or at
+    /// COMMIT): when the pending list reaches [`WRITE_SEARCHED_PENDING`].
     WriteSearched,
     /// Now (`'optimize'`).
     Force,
 }
+
+/// Pending ids at which [`Checkpoint::WriteSearched`] folds them into the graph: every
+/// batch of near-duplicate checks compares the pending vectors exactly, so this bounds
+/// that scan; a fold of this many costs the same graph insertions as one large fold later
+/// (plus one reachability check each), and the snapshot write stays deferred to COMMIT.
+pub const WRITE_SEARCHED_PENDING: usize = 128;
 
 /// One neighbour: `(id, distance)`.
 pub type Hit = (i64, f32);
@@ -395,6 +398,65 @@ impl Ann {
         Ok(hits)
     }
 
+    /// Graph candidates for a batch of near-duplicate checks ([`crate::dedup`]): for each
+    /// `(namespace, query)`, the ids of that namespace the graph walk (candidate list `ef`,
+    /// at most `k` results) puts within `max_distance` of the query by graph distance
+    /// (plus the binary16 rounding), nearest first. Pending ids are skipped: the caller
+    /// compares the pending vectors itself, exactly. The walks run on [`index_threads`]
+    /// threads. Unlike [`Ann::search`] this never scans a namespace exactly, so a check
+    /// costs a short walk whatever the table's size, and it is approximate only there.
+    ///
+    /// # Errors
+    /// SQLite errors, or [`Error::Index`] from usearch.
+    pub fn graph_candidates(
+        &mut self,
+        store: &Store,
+        queries: &[(&str, &[f32])],
+        k: usize,
+        ef: usize,
+        max_distance: f32,
+    ) -> Result<Vec<Vec<i64>>> {
+        let none = || vec![Vec::new(); queries.len()];
+        self.ensure_loaded(store)?;
+        if self.index.as_ref().is_none_or(|i| i.size() == 0) {
+            return Ok(none());
+        }
+        let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
+        if self.ns.loaded {
+            self.ns.resolve(store, &pending)?;
+        } else {
+            self.ns.load(store, &pending)?;
+        }
+        let Some(index) = self.index.as_ref() else {
+            return Ok(none());
+        };
+        let ef = ef.max(k);
+        if index.expansion_search() != ef {
+            index.change_expansion_search(ef);
+        }
+        // binary16 rounding of unit vectors moves 1 - a.b by far less than 0.01 at 384-d.
+        let limit = max_distance + if self.unit { 0.01 } else { 0.0 };
+        let jobs: Vec<(Option<u32>, std::borrow::Cow<'_, [f32]>)> = queries
+            .iter()
+            .map(|(ns, q)| (self.ns.ids.get(*ns).copied(), self.graph_vector(q)))
+            .collect();
+        let of = &self.ns.of;
+        par_map(&jobs, |(want, gq)| -> Result<Vec<i64>> {
+            let Some(want) = *want else {
+                return Ok(Vec::new());
+            };
+            let m = index.filtered_search(gq, k, |key: u64| {
+                !pending.contains(&(key as i64)) && of.get(&key).copied() == Some(want)
+            })?;
+            Ok(m.keys
+                .iter()
+                .zip(&m.distances)
+                .filter(|(_, d)| **d <= limit)
+                .map(|(key, _)| *key as i64)
+                .collect())
+        })
+    }
+
     /// Folds the pending ids into the graph when `when` says it is due (see
     /// [`Checkpoint`]). Returns whether it ran.
     ///
@@ -414,11 +476,11 @@ impl Ann {
         let threshold = match when {
             Checkpoint::Commit => (size / 8).max(1024),
             Checkpoint::Write => (size / 2).max(16384),
-            Checkpoint::WriteSearched => (size / 64).max(128),
+            Checkpoint::WriteSearched => WRITE_SEARCHED_PENDING,
             Checkpoint::Force => 1,
         };
         let in_statement = matches!(when, Checkpoint::Write | Checkpoint::WriteSearched);
-        if in_statement {
+        if when == Checkpoint::Write {
             // Each write adds at most one pending id; rollbacks only remove some.
             self.writes_uncounted += 1;
             if self.pending_counted + self.writes_uncounted < threshold {
@@ -513,8 +575,7 @@ impl Ann {
             items.iter_mut().for_each(|(_, v)| *v = unit_vector(v));
         }
         add_parallel(index, &items)?;
-        index.change_expansion_search(store.opts.ef_search);
-        let unreachable = unreachable(index, &items, self.unit, store.opts.metric)?;
+        let unreachable = unreachable(index, &items, self.unit, &store.opts)?;
         let generation = random_generation();
         if save {
             self.save(store, generation)?;
@@ -543,7 +604,7 @@ impl Ann {
         })?;
         index.reserve(items.len().max(1024))?;
         add_parallel(&index, &items)?;
-        let unreachable = unreachable(&index, &items, unit, store.opts.metric)?;
+        let unreachable = unreachable(&index, &items, unit, &store.opts)?;
         self.index = Some(index);
         self.unit = unit;
         let generation = random_generation();
@@ -666,6 +727,10 @@ fn install_metric(index: &mut Index, metric: Metric, unit: bool, dim: usize) {
     }));
 }
 
+/// Fewest items a checkpoint spreads over [`index_threads`] threads (fewer run on the
+/// caller's thread: a thread costs ~20 us to start, an insertion ~50-100 us).
+const PARALLEL_MIN: usize = 64;
+
 /// Threads that build the graph at a checkpoint, 0 = the default (see [`index_threads`]).
 static INDEX_THREADS: AtomicUsize = AtomicUsize::new(0);
 
@@ -700,7 +765,7 @@ pub fn set_index_threads(n: usize) {
 fn add_parallel(index: &Index, items: &[(u64, Vec<f32>)]) -> Result<()> {
     let hw = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = index_threads().clamp(1, hw.max(1));
-    if threads == 1 || items.len() < 256 {
+    if threads == 1 || items.len() < PARALLEL_MIN {
         for (key, v) in items {
             index.add(*key, v)?;
         }
@@ -732,15 +797,22 @@ fn add_parallel(index: &Index, items: &[(u64, Vec<f32>)]) -> Result<()> {
 /// vector finds is returned by that search.
 const REACH_CANDIDATES: usize = 11;
 
+/// Candidate list of the reachability check's first, cheap pass. Measured on 16,384
+/// random 384-d unit vectors (M 16, ef_construction 64): ef 32 flags 242 nodes (1.5%),
+/// ef 128 (the default ef_search) 17; the first pass costs a quarter of the second.
+const REACH_EF_FIRST: usize = 32;
+
 /// Ids of `items` (just added to `index`) that a search for their own vector does not
 /// find among the first [`REACH_CANDIDATES`] (for a float32 graph: the first), at the
-/// index's `ef_search`. HNSW can leave a node with no incoming path from the entry
-/// point (its neighbours pruned it away), and no search would ever return it; the
+/// table's `ef_search`. HNSW can leave a node that no search path reaches (its
+/// neighbours pruned their links to it), and then no search ever returns it; the
 /// caller keeps such ids pending, so every search scans them exactly beside the graph
-/// and the next checkpoint re-inserts (re-links) them. Rare (about 1 node in 2,000 to
-/// 7,000 on 384-d data), so the pending list stays short. Runs on [`index_threads`]
-/// threads like [`add_parallel`]; costs one search per added vector. Not run for
-/// `metric=ip`, where a vector's nearest neighbour need not be itself.
+/// and the next checkpoint re-inserts (re-links) them. They are rare (about 1 node in
+/// 1,000 on random 384-d data, fewer on clustered data), so the pending list stays
+/// short. Two passes: every node at ef [`REACH_EF_FIRST`], then the nodes it missed at
+/// `ef_search`. Runs on [`index_threads`] threads like [`add_parallel`]. Not run for
+/// `metric=ip`, where a vector's nearest neighbour need not be itself. Leaves the
+/// index's search expansion at `ef_search`.
 ///
 /// # Errors
 /// [`Error::Index`] from usearch.
@@ -748,43 +820,61 @@ fn unreachable(
     index: &Index,
     items: &[(u64, Vec<f32>)],
     unit: bool,
-    metric: Metric,
+    opts: &crate::options::TableOptions,
 ) -> Result<Vec<i64>> {
-    if metric == Metric::Ip {
+    if opts.metric == Metric::Ip {
         return Ok(Vec::new());
     }
     let count = if unit { REACH_CANDIDATES } else { 1 };
-    let check = |part: &[(u64, Vec<f32>)]| -> Result<Vec<i64>> {
-        let mut out = Vec::new();
-        for (key, v) in part {
-            let m = index.search(v, count)?;
-            if !m.keys.contains(key) {
-                // A float32 graph ranks an exact copy of the vector (distance 0) first;
-                // another row with the very same vector is as good an answer.
-                let tie = !unit && m.distances.first().is_some_and(|d| *d <= 0.0);
-                if !tie {
-                    out.push(*key as i64);
-                }
-            }
-        }
-        Ok(out)
+    let found = |(key, v): &(u64, Vec<f32>)| -> Result<bool> {
+        let m = index.search(v, count)?;
+        // A float32 graph ranks an exact copy of the vector (distance 0) first; another
+        // row with the very same vector is as good an answer.
+        let tie = !unit && m.distances.first().is_some_and(|d| *d <= 0.0);
+        Ok(m.keys.contains(key) || tie)
     };
+    index.change_expansion_search(REACH_EF_FIRST.min(opts.ef_search));
+    let first = par_map(items, found)?;
+    index.change_expansion_search(opts.ef_search);
+    let suspects: Vec<(u64, Vec<f32>)> = items
+        .iter()
+        .zip(first)
+        .filter(|(_, ok)| !ok)
+        .map(|(item, _)| item.clone())
+        .collect();
+    let second = par_map(&suspects, found)?;
+    Ok(suspects
+        .iter()
+        .zip(second)
+        .filter(|(_, ok)| !ok)
+        .map(|((key, _), _)| *key as i64)
+        .collect())
+}
+
+/// `f` over every item, on [`index_threads`] threads (each taking a contiguous chunk;
+/// on the caller's thread when one suffices or there are fewer than [`PARALLEL_MIN`]
+/// items), results in item order. The first error wins.
+///
+/// # Errors
+/// The first error of `f`, or [`Error::Index`] if a thread panicked.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
     let hw = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = index_threads().clamp(1, hw.max(1));
-    if threads == 1 || items.len() < 256 {
-        return check(items);
+    if threads == 1 || items.len() < PARALLEL_MIN {
+        return items.iter().map(&f).collect();
     }
     let chunk = items.len().div_ceil(threads);
+    let f = &f;
     std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| s.spawn(move || check(part)))
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Result<Vec<R>>>()))
             .collect();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(items.len());
         for h in handles {
             out.extend(
                 h.join()
-                    .map_err(|_| Error::Index("an HNSW check thread panicked".into()))??,
+                    .map_err(|_| Error::Index("an HNSW worker thread panicked".into()))??,
             );
         }
         Ok(out)

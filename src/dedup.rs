@@ -4,15 +4,21 @@
 //! Two kinds of duplicate, both within one namespace and among unexpired memories:
 //! - exact: same normalised content ([`normalise`]), found by the SHA-256 [`content_hash`]
 //!   stored in `<table>_content.hash` when the INSERT runs;
-//! - near: cosine similarity of the embeddings >= the table's `dedup_threshold`, found
-//!   by a KNN search (k = 8, same namespace) when the INSERT runs. An auto-embedded row is
-//!   then embedded at once rather than in the batch before the next search or COMMIT,
-//!   so the INSERT knows where it lands: `last_insert_rowid()` is the memory it landed
-//!   on, and `subcog_last_insert(table)` says how.
+//! - near: cosine similarity of the embeddings >= the table's `dedup_threshold` to the
+//!   nearest live, not superseded memory of the namespace, found by a KNN search (k = 8).
+//!   A near duplicate is a newer statement of the same thing (often a correction: "the
+//!   limit is 500", after "the limit is 100"), so it is stored as a new memory and the
+//!   older one is marked superseded by it (a `supersedes` link in `<table>_links`):
+//!   hidden from every search unless `include_superseded = 1`, still readable by id.
+//!   Nothing an INSERT is given is discarded. With a supplied vector the check runs in
+//!   the INSERT; an auto-embedded row is checked when its batch is embedded (before the
+//!   next query on the table, or at COMMIT).
 //!
-//! The table's `dedup` option says what happens ([`crate::options::DedupPolicy`]). Only
-//! INSERTs without an explicit id are deduplicated: an explicit id is a request for that
-//! row.
+//! The table's `dedup` option says what an exact duplicate does
+//! ([`crate::options::DedupPolicy`]: merge into the existing memory, or skip); with
+//! `dedup=off` neither check runs. Only INSERTs without an explicit id are
+//! deduplicated: an explicit id is a request for that row. `last_insert_rowid()` is the
+//! memory an INSERT landed on, and `subcog_last_insert(table)` says how.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -92,23 +98,29 @@ fn merge_json(a: &mut serde_json::Value, b: serde_json::Value) {
 pub struct Outcome {
     /// The memory the INSERT landed on (new or existing).
     pub id: i64,
-    /// `inserted`, `duplicate` (same normalised content) or `near_duplicate`.
+    /// `inserted`, `duplicate` (same normalised content: landed on an existing memory)
+    /// or `superseded` (a new memory that supersedes the older near duplicate).
     pub kind: &'static str,
     /// For duplicates: `skip` or `merge`.
     pub action: Option<&'static str>,
-    /// For near duplicates: cosine similarity to the memory it landed on.
+    /// For `superseded`: the older memory's id.
+    pub supersedes: Option<i64>,
+    /// For `superseded`: cosine similarity to the older memory.
     pub similarity: Option<f64>,
 }
 
 impl Outcome {
-    /// The outcome as a JSON object: `{"id", "outcome", "action", "similarity"}` (absent
-    /// fields omitted).
+    /// The outcome as a JSON object: `{"id", "outcome", "action", "supersedes",
+    /// "similarity"}` (absent fields omitted; similarity rounded to 4 decimals).
     pub fn to_json(&self) -> String {
         let mut m = serde_json::Map::new();
         m.insert("id".into(), self.id.into());
         m.insert("outcome".into(), self.kind.into());
         if let Some(a) = self.action {
             m.insert("action".into(), a.into());
+        }
+        if let Some(s) = self.supersedes {
+            m.insert("supersedes".into(), s.into());
         }
         if let Some(s) = self.similarity {
             m.insert("similarity".into(), ((s * 1e4).round() / 1e4).into());
@@ -211,6 +223,7 @@ mod tests {
             id: 7,
             kind: "inserted",
             action: None,
+            supersedes: None,
             similarity: None,
         };
         record(1, "main", "Mem", o.clone());

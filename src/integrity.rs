@@ -59,6 +59,21 @@ pub fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
             "{orphan_vectors} stored vectors belong to no memory"
         ));
     }
+    let orphan_links = count(
+        c,
+        &format!(
+            "SELECT count(*) FROM {l} l WHERE NOT EXISTS (SELECT 1 FROM {c} c WHERE c.id = l.src) \
+             OR NOT EXISTS (SELECT 1 FROM {c} c WHERE c.id = l.dst)",
+            l = t("links"),
+            c = t("content")
+        ),
+    )?;
+    if orphan_links > 0 {
+        problems.push(format!(
+            "{orphan_links} links between memories name a memory that does not exist"
+        ));
+    }
+    let links = count(c, &format!("SELECT count(*) FROM {}", t("links")))?;
     let bad_vectors = {
         let mut bad = 0i64;
         store.scan_vectors(None, |_, blob| {
@@ -160,6 +175,8 @@ pub fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
             "hnsw_nodes": nodes,
             "hnsw_generation": generation.to_string(),
             "orphan_vectors": orphan_vectors,
+            "links": links,
+            "orphan_links": orphan_links,
             "invalid_vectors": bad_vectors,
             "fts_missing": fts_missing,
             "fts_orphans": fts_orphans,

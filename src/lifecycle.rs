@@ -1,24 +1,25 @@
 //! SQL functions about the life of memories: where an INSERT landed (dedup) and the
 //! purge of expired memories (TTL).
 //!
-//! * `subcog_last_insert(table)` -> JSON `{"id", "outcome", "action", "similarity"}` of
-//!   the last INSERT into `table` on this connection (`outcome`: `inserted`,
-//!   `duplicate` or `near_duplicate`; see [`crate::dedup`]), or NULL when there was none
-//!   or it was rolled back.
+//! * `subcog_last_insert(table)` -> JSON `{"id", "outcome", "action", "supersedes",
+//!   "similarity"}` of the last INSERT into `table` on this connection (`outcome`:
+//!   `inserted`, `duplicate` or `superseded`; see [`crate::dedup`]), or NULL when there
+//!   was none or it was rolled back. Rows of the open transaction that await their
+//!   embedding are embedded (and near-duplicate checked) first, so the outcome is final.
 //! * `subcog_purge(table)` -> INTEGER: deletes the memories of `table` whose
 //!   `expires_at` has passed and returns how many (the same as
 //!   `INSERT INTO t(t) VALUES ('purge')`, which returns nothing).
 //!
 //! `table` is `name` or `schema.name`.
 
-use rusqlite::Connection;
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::dedup;
 use crate::error::{Error, Result};
 use crate::row::{now_ms, type_name};
-use crate::store::{quote, split_name};
+use crate::store::{SUPERSEDES, quote, split_name};
 
 /// Registers `subcog_last_insert` and `subcog_purge` on `conn`.
 ///
@@ -89,6 +90,35 @@ fn last_insert(ctx: &Context<'_>) -> Result<Option<String>> {
     );
     if !conn.prepare(&sql)?.exists([outcome.id])? {
         return Ok(None);
+    }
+    let mut outcome = outcome;
+    if outcome.kind == "inserted" {
+        // Any query on the table embeds (and near-duplicate checks) what awaits it; the
+        // check's verdict is the `supersedes` link.
+        conn.query_row(
+            &format!(
+                "SELECT count(*) FROM {}.{} WHERE rowid = ?1",
+                quote(&schema),
+                quote(&table)
+            ),
+            [outcome.id],
+            |r| r.get::<_, i64>(0),
+        )?;
+        let sql = format!(
+            "SELECT dst, weight FROM {}.{} WHERE src = ?1 AND kind = ?2 ORDER BY dst DESC LIMIT 1",
+            quote(&schema),
+            quote(&format!("{table}_links"))
+        );
+        let link: Option<(i64, Option<f64>)> = conn
+            .query_row(&sql, rusqlite::params![outcome.id, SUPERSEDES], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((older, similarity)) = link {
+            outcome.kind = "superseded";
+            outcome.supersedes = Some(older);
+            outcome.similarity = similarity;
+        }
     }
     Ok(Some(outcome.to_json()))
 }

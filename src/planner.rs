@@ -3,7 +3,7 @@
 //!
 //! `idxNum` is a bit set of the consumed terms (see the `bit` constants); their values are
 //! passed to xFilter in `argv` in ascending bit order: the MATCH operand, `k`, `namespace`,
-//! the rowid, `LIMIT`, `OFFSET`, `ranking`. `idxStr` is a readable summary shown by EXPLAIN QUERY PLAN
+//! the rowid, `LIMIT`, `OFFSET`, `ranking`, `include_superseded`. `idxStr` is a readable summary shown by EXPLAIN QUERY PLAN
 //! (e.g. `knn k namespace`).
 //!
 //! | WHERE                                   | plan      | idxNum bits            |
@@ -17,8 +17,11 @@
 //! | `namespace = ?`                         | ns scan   | `NAMESPACE`            |
 //! | nothing usable                          | full scan | `0`                    |
 //!
-//! `LIMIT`/`OFFSET` (SQLite >= 3.38 passes them when the whole query is on this table) are
-//! consumed as values only: SQLite still applies them, and a search without `k` uses
+//! `LIMIT`/`OFFSET` reach xBestIndex from SQLite 3.38.0 when the query reads this table
+//! alone (no join, DISTINCT, GROUP BY or aggregate; every WHERE term on this table; ORDER
+//! BY, if any, on its columns), and in a query with a MATCH term only from 3.41.0 (3.40.1
+//! never passes them there). They are consumed as values only, and only when every other
+//! term is consumed too: SQLite still applies them, and a search without `k` uses
 //! `LIMIT + OFFSET` as its `k`.
 
 use crate::row::col;
@@ -45,10 +48,23 @@ pub mod bit {
     pub const CONFLICT: i32 = 256;
     /// `ranking = ?`: per-query ranking weights (JSON).
     pub const RANKING: i32 = 512;
+    /// `include_superseded = ?`: searches also return superseded memories when true.
+    pub const INCLUDE_SUPERSEDED: i32 = 1024;
     /// All bits that take an argv value, in argv order.
-    pub const ARGS: [i32; 9] = [
-        KNN, KEYWORD, HYBRID, K, NAMESPACE, ROWID, LIMIT, OFFSET, RANKING,
+    pub const ARGS: [i32; 10] = [
+        KNN,
+        KEYWORD,
+        HYBRID,
+        K,
+        NAMESPACE,
+        ROWID,
+        LIMIT,
+        OFFSET,
+        RANKING,
+        INCLUDE_SUPERSEDED,
     ];
+    /// Position of [`ROWID`] in [`ARGS`].
+    pub const ROWID_SLOT: usize = 5;
 }
 
 /// The operator of a WHERE term, as far as the planner cares.
@@ -100,7 +116,7 @@ pub struct Decision {
 /// `reranks`: the table's options put recency or importance into the ranking, so a KNN
 /// search's rows come out by final score, not by distance.
 pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<Decision> {
-    let mut chosen: [Option<usize>; 9] = [None; 9];
+    let mut chosen: [Option<usize>; bit::ARGS.len()] = [None; bit::ARGS.len()];
     let mut matches = 0;
     for (i, t) in terms.iter().enumerate() {
         let b = match (t.column, t.op) {
@@ -113,6 +129,7 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<D
             (_, Op::Limit) => bit::LIMIT,
             (_, Op::Offset) => bit::OFFSET,
             (col::RANKING, Op::Eq) => bit::RANKING,
+            (col::INCLUDE_SUPERSEDED, Op::Eq) => bit::INCLUDE_SUPERSEDED,
             _ => continue,
         };
         if !t.usable {
@@ -143,7 +160,24 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<D
     // term is then left to SQLite).
     if search != 0 && idx_num & bit::ROWID != 0 {
         idx_num &= !bit::ROWID;
-        chosen[5] = None;
+        chosen[bit::ROWID_SLOT] = None;
+    }
+    // LIMIT/OFFSET stand in for `k` only when every other term is consumed here: a term
+    // SQLite applies after the search (`importance > 0.5`, a second `k`, an `id` beside a
+    // MATCH) would filter the LIMIT rows and return fewer. SQLite >= 3.4x declines such a
+    // plan itself (`allConstraintsUsed`: it re-plans without LIMIT); 3.41.0 passes it.
+    let consumed = |i: usize| chosen.contains(&Some(i));
+    // Slots of LIMIT and OFFSET in `bit::ARGS`.
+    let limit_slots = [6, 7];
+    let all_used = terms
+        .iter()
+        .enumerate()
+        .all(|(i, t)| matches!(t.op, Op::Limit | Op::Offset) || consumed(i));
+    if !all_used {
+        for slot in limit_slots {
+            chosen[slot] = None;
+            idx_num &= !bit::ARGS[slot];
+        }
     }
     let mut usage = vec![None; terms.len()];
     let mut argv = 0;
@@ -193,6 +227,7 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<D
         (bit::LIMIT, "limit"),
         (bit::OFFSET, "offset"),
         (bit::RANKING, "ranking"),
+        (bit::INCLUDE_SUPERSEDED, "include_superseded"),
     ] {
         if idx_num & b != 0 {
             words.push(w);
@@ -270,6 +305,51 @@ mod tests {
             .unwrap_or_else(|| panic!());
         assert_eq!(d.idx_num, bit::HYBRID | bit::LIMIT);
         assert_eq!(d.usage, vec![Some((1, true)), Some((2, false))]);
+    }
+
+    #[test]
+    fn limit_is_left_alone_when_another_term_is_not_consumed() {
+        // `importance > 0.5` is applied by SQLite after the search: LIMIT rows of the
+        // search would be filtered down to fewer, so LIMIT must not stand in for k.
+        let terms = [
+            t(col::EMBEDDING, Op::Match),
+            t(col::IMPORTANCE, Op::Other),
+            t(-1, Op::Limit),
+            t(-1, Op::Offset),
+        ];
+        let d = plan(&terms, &[], false).unwrap_or_else(|| panic!());
+        assert_eq!(d.idx_num, bit::KNN);
+        assert_eq!(d.usage, vec![Some((1, true)), None, None, None]);
+        assert_eq!(d.idx_str, "knn");
+        // An id term beside a search is left to SQLite too.
+        let terms = [
+            t(col::TABLE, Op::Match),
+            t(col::ID, Op::Eq),
+            t(-1, Op::Limit),
+        ];
+        let d = plan(&terms, &[], false).unwrap_or_else(|| panic!());
+        assert_eq!(d.idx_num, bit::HYBRID);
+        // Every term consumed: LIMIT and OFFSET are passed.
+        let terms = [
+            t(col::TABLE, Op::Match),
+            t(col::NAMESPACE, Op::Eq),
+            t(-1, Op::Limit),
+            t(-1, Op::Offset),
+        ];
+        let d = plan(&terms, &[], false).unwrap_or_else(|| panic!());
+        assert_eq!(
+            d.idx_num,
+            bit::HYBRID | bit::NAMESPACE | bit::LIMIT | bit::OFFSET
+        );
+        assert_eq!(
+            d.usage,
+            vec![
+                Some((1, true)),
+                Some((2, true)),
+                Some((3, false)),
+                Some((4, false))
+            ]
+        );
     }
 
     #[test]

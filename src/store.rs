@@ -11,6 +11,7 @@
 //! | `mem_pending`     | ids whose vector changed since the HNSW snapshot was taken     |
 //! | `mem_hnsw`        | the serialized usearch HNSW snapshot, in 1 MiB chunks          |
 //! | `mem_unembedded`  | ids written in the open transaction that await their embedding |
+//! | `mem_links`       | relations between memories: `(src, dst, kind, weight)`          |
 //!
 //! All of it is ordinary SQLite data, so transactions, savepoints, the rollback journal
 //! or WAL cover it. The HNSW snapshot is derived data; see [`crate::ann`] for how it
@@ -23,10 +24,15 @@ use crate::options::TableOptions;
 use crate::row::Row;
 use crate::vector;
 
-/// On-disk format of the shadow tables written by this build. Format 2 added
-/// `expires_at` and `hash` to `<table>_content`; format 1
-/// tables are upgraded in place when first opened read-write ([`Store::connect`]).
-pub const FORMAT_VERSION: i64 = 2;
+/// On-disk format of the shadow tables written by this build. Format 3 added
+/// `<table>_links` and `<table>_unembedded.dedup`; format 2 added `expires_at` and `hash`
+/// to `<table>_content`. Older tables are upgraded in place when first opened read-write
+/// ([`Store::connect`]).
+pub const FORMAT_VERSION: i64 = 3;
+
+/// `kind` of the link from a memory to the older memory it supersedes (a near duplicate
+/// stored after it, [`crate::dedup`]).
+pub const SUPERSEDES: &str = "supersedes";
 /// Keys of `<table>_config` that describe the HNSW snapshot rather than table options.
 const SNAPSHOT_KEYS: &[&str] = &["format", "generation", "hnsw_saved", "hnsw_vectors"];
 /// Size of one `<table>_hnsw` chunk, in bytes.
@@ -54,6 +60,7 @@ struct Names {
     pending: String,
     hnsw: String,
     unembedded: String,
+    links: String,
 }
 
 /// `s` as an SQL identifier in double quotes (embedded quotes doubled).
@@ -79,6 +86,7 @@ pub const SHADOW_SUFFIXES: &[&str] = &[
     "pending",
     "hnsw",
     "unembedded",
+    "links",
 ];
 
 impl Names {
@@ -94,6 +102,7 @@ impl Names {
             pending: n("pending"),
             hnsw: n("hnsw"),
             unembedded: n("unembedded"),
+            links: n("links"),
             raw_schema: schema.to_string(),
             schema: s,
         }
@@ -120,8 +129,10 @@ impl Store {
              CREATE TABLE {vectors}(id INTEGER PRIMARY KEY, embedding BLOB NOT NULL);
              CREATE TABLE {pending}(id INTEGER PRIMARY KEY);
              CREATE TABLE {hnsw}(chunk INTEGER PRIMARY KEY, data BLOB NOT NULL);
-             CREATE TABLE {unembedded}(id INTEGER PRIMARY KEY);",
+             CREATE TABLE {unembedded}(id INTEGER PRIMARY KEY, dedup INTEGER NOT NULL DEFAULT 0);
+             {links_sql};",
             content_sql = content_table_sql(&q.content),
+            links_sql = links_table_sql(&q.links),
             config = q.config,
             fts = q.fts,
             vectors = q.vectors,
@@ -187,6 +198,9 @@ impl Store {
             .unwrap_or(0);
         if format == 1 {
             migrate_v1(&conn, &q, table)?;
+        }
+        if format == 1 || format == 2 {
+            migrate_v2(&conn, &q, table)?;
         } else if format != FORMAT_VERSION {
             return Err(Error::Corrupt(format!(
                 "memories table {table}: on-disk format {format}, this build of subcog reads format \
@@ -216,8 +230,8 @@ impl Store {
         self.conn.execute_batch(&format!(
             "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
              DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
-             DROP TABLE IF EXISTS {};",
-            q.fts, q.content, q.vectors, q.pending, q.hnsw, q.unembedded, q.config
+             DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+            q.fts, q.content, q.vectors, q.pending, q.hnsw, q.unembedded, q.links, q.config
         ))?;
         Ok(())
     }
@@ -242,6 +256,22 @@ impl Store {
         self.q = Names::new(&self.q.raw_schema.clone(), new);
         self.table = new.to_string();
         Ok(())
+    }
+
+    /// Deletes links that name a memory that does not exist (for `'rebuild'`).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn delete_orphan_links(&self) -> Result<usize> {
+        Ok(self.conn.execute(
+            &format!(
+                "DELETE FROM {l} WHERE NOT EXISTS (SELECT 1 FROM {c} WHERE {c}.id = {l}.src) \
+                 OR NOT EXISTS (SELECT 1 FROM {c} WHERE {c}.id = {l}.dst)",
+                l = self.q.links,
+                c = self.q.content
+            ),
+            [],
+        )?)
     }
 
     /// Deletes stored vectors that belong to no memory.
@@ -389,8 +419,9 @@ impl Store {
     }
 
     /// Inserts a memory, its FTS5 entry and, per `vec`, its vector (`Set`), a note that
-    /// it awaits embedding (`Defer`) or nothing; marks it pending.
-    pub fn insert(&self, row: &Row, vec: VectorChange<'_>) -> Result<()> {
+    /// it awaits embedding (`Defer`; `near_check`: the near-duplicate check runs once it
+    /// is embedded, [`Store::unembedded`]) or nothing; marks it pending.
+    pub fn insert(&self, row: &Row, vec: VectorChange<'_>, near_check: bool) -> Result<()> {
         let sql = format!(
             "INSERT INTO {}(id, content, namespace, tags, metadata, source, importance, \
              created_at, updated_at, expires_at, hash) \
@@ -412,8 +443,13 @@ impl Store {
         ])?;
         self.fts_insert(row.id, &row.content)?;
         match vec {
-            VectorChange::Set(v) => self.set_vector(row.id, v)?,
-            VectorChange::Defer => self.mark_unembedded(row.id)?,
+            VectorChange::Set(v) => {
+                self.set_vector(row.id, v)?;
+                if near_check {
+                    self.mark_unembedded(row.id, true)?;
+                }
+            }
+            VectorChange::Defer => self.mark_unembedded(row.id, near_check)?,
             VectorChange::Keep | VectorChange::Remove => {}
         }
         self.mark_pending(row.id)
@@ -458,7 +494,7 @@ impl Store {
             }
             VectorChange::Defer => {
                 self.remove_vector(new.id)?;
-                self.mark_unembedded(new.id)?;
+                self.mark_unembedded(new.id, false)?;
             }
         }
         if old.namespace != new.namespace || !matches!(vec, VectorChange::Keep) {
@@ -474,7 +510,98 @@ impl Store {
         self.conn.prepare_cached(&sql)?.execute([old.id])?;
         self.remove_vector(old.id)?;
         self.clear_unembedded(old.id)?;
+        self.delete_links(old.id)?;
         self.mark_pending(old.id)
+    }
+
+    /// Records the link `src -kind-> dst` with `weight` (for [`SUPERSEDES`]: the cosine
+    /// similarity), replacing an existing one of the same three.
+    pub fn add_link(&self, src: i64, dst: i64, kind: &str, weight: f64, now: i64) -> Result<()> {
+        let sql = format!(
+            "INSERT OR REPLACE INTO {}(src, dst, kind, weight, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            self.q.links
+        );
+        self.conn
+            .prepare_cached(&sql)?
+            .execute(params![src, dst, kind, weight, now])?;
+        Ok(())
+    }
+
+    /// Deletes every link from or to `id` (the memory is deleted).
+    fn delete_links(&self, id: i64) -> Result<()> {
+        let sql = format!("DELETE FROM {} WHERE src = ?1 OR dst = ?1", self.q.links);
+        self.conn.prepare_cached(&sql)?.execute([id])?;
+        Ok(())
+    }
+
+    /// Points every link of memory `old` at `new` (an UPDATE that changes the id).
+    pub fn move_links(&self, old: i64, new: i64) -> Result<()> {
+        for end in ["src", "dst"] {
+            let sql = format!(
+                "UPDATE OR REPLACE {} SET {end} = ?2 WHERE {end} = ?1",
+                self.q.links
+            );
+            self.conn.prepare_cached(&sql)?.execute([old, new])?;
+        }
+        Ok(())
+    }
+
+    /// The newest memory that supersedes `id`, with the link's weight (similarity).
+    pub fn superseded_by(&self, id: i64) -> Result<Option<(i64, f64)>> {
+        let sql = format!(
+            "SELECT src, weight FROM {} WHERE dst = ?1 AND kind = ?2 ORDER BY src DESC LIMIT 1",
+            self.q.links
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![id, SUPERSEDES], |r| {
+                Ok((r.get(0)?, r.get::<_, Option<f64>>(1)?.unwrap_or(0.0)))
+            })
+            .optional()?)
+    }
+
+    /// The memory `id` supersedes, with the link's weight (similarity).
+    pub fn supersedes(&self, id: i64) -> Result<Option<(i64, f64)>> {
+        let sql = format!(
+            "SELECT dst, weight FROM {} WHERE src = ?1 AND kind = ?2 ORDER BY dst DESC LIMIT 1",
+            self.q.links
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![id, SUPERSEDES], |r| {
+                Ok((r.get(0)?, r.get::<_, Option<f64>>(1)?.unwrap_or(0.0)))
+            })
+            .optional()?)
+    }
+
+    /// Ids hidden from searches at `now`, of `namespace` (all when `None`): expired
+    /// memories, and superseded ones unless `include_superseded`.
+    pub fn hidden_ids(
+        &self,
+        now: i64,
+        namespace: Option<&str>,
+        include_superseded: bool,
+    ) -> Result<Vec<i64>> {
+        let sql = format!(
+            "SELECT id FROM {c} WHERE expires_at <= ?1 AND (?2 IS NULL OR namespace = ?2)
+             UNION
+             SELECT l.dst FROM {l} l JOIN {c} c ON c.id = l.dst
+              WHERE ?3 = 0 AND l.kind = ?4 AND (?2 IS NULL OR c.namespace = ?2)",
+            c = self.q.content,
+            l = self.q.links
+        );
+        let ids = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(
+                params![now, namespace, i64::from(include_superseded), SUPERSEDES],
+                |r| r.get(0),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
     }
 
     /// The oldest live (unexpired at `now`) memory of `namespace` whose normalised content
@@ -487,16 +614,20 @@ impl Store {
         except: i64,
     ) -> Result<Option<i64>> {
         let sql = format!(
-            "SELECT id FROM {} WHERE namespace = ?1 AND hash = ?2 AND id <> ?4 \
-             AND (expires_at IS NULL OR expires_at > ?3) ORDER BY id LIMIT 1",
-            self.q.content
+            "SELECT id FROM {c} WHERE namespace = ?1 AND hash = ?2 AND id <> ?4 \
+             AND (expires_at IS NULL OR expires_at > ?3) \
+             AND NOT EXISTS (SELECT 1 FROM {l} WHERE dst = {c}.id AND kind = ?5) \
+             ORDER BY id LIMIT 1",
+            c = self.q.content,
+            l = self.q.links
         );
         Ok(self
             .conn
             .prepare_cached(&sql)?
-            .query_row(params![namespace, hash.as_slice(), now, except], |r| {
-                r.get(0)
-            })
+            .query_row(
+                params![namespace, hash.as_slice(), now, except, SUPERSEDES],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
@@ -549,16 +680,19 @@ impl Store {
         Ok(ids)
     }
 
-    fn mark_unembedded(&self, id: i64) -> Result<()> {
+    fn mark_unembedded(&self, id: i64, near_check: bool) -> Result<()> {
         let sql = format!(
-            "INSERT OR IGNORE INTO {}(id) VALUES (?1)",
+            "INSERT OR REPLACE INTO {}(id, dedup) VALUES (?1, ?2)",
             self.q.unembedded
         );
-        self.conn.prepare_cached(&sql)?.execute([id])?;
+        self.conn
+            .prepare_cached(&sql)?
+            .execute(params![id, i64::from(near_check)])?;
         Ok(())
     }
 
-    fn clear_unembedded(&self, id: i64) -> Result<()> {
+    /// Removes the "awaits embedding or check" note of `id`.
+    pub fn clear_unembedded(&self, id: i64) -> Result<()> {
         let sql = format!("DELETE FROM {} WHERE id = ?1", self.q.unembedded);
         self.conn.prepare_cached(&sql)?.execute([id])?;
         Ok(())
@@ -573,15 +707,29 @@ impl Store {
             .query_row([], |r| r.get(0))?)
     }
 
-    /// Up to `limit` memories awaiting their embedding: `(id, content)`.
-    pub fn unembedded(&self, limit: usize) -> Result<Vec<(i64, String)>> {
+    /// Up to `limit` memories awaiting their embedding or their near-duplicate check, in
+    /// id order.
+    pub fn unembedded(&self, limit: usize) -> Result<Vec<Unembedded>> {
         let sql = format!(
-            "SELECT u.id, c.content FROM {} u JOIN {} c ON c.id = u.id ORDER BY u.id LIMIT ?1",
-            self.q.unembedded, self.q.content
+            "SELECT u.id, c.content, c.namespace, u.dedup, v.embedding FROM {} u \
+             JOIN {} c ON c.id = u.id LEFT JOIN {} v ON v.id = u.id ORDER BY u.id LIMIT ?1",
+            self.q.unembedded, self.q.content, self.q.vectors
         );
+        let dim = self.opts.dim;
         let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st
-            .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([limit as i64], |r| {
+                Ok(Unembedded {
+                    id: r.get(0)?,
+                    content: r.get(1)?,
+                    namespace: r.get(2)?,
+                    near_check: r.get::<_, i64>(3)? != 0,
+                    vector: match r.get_ref(4)? {
+                        rusqlite::types::ValueRef::Blob(b) => vector::decode_stored(b, dim),
+                        _ => None,
+                    },
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
@@ -886,10 +1034,13 @@ impl Store {
         };
         match namespace {
             Some(ns) => {
+                // CROSS JOIN fixes the loop order: the short pending list outside, then
+                // the namespace, then the vector (without statistics SQLite may pick the
+                // namespace index and visit every memory of the namespace).
                 let sql = format!(
-                    "SELECT p.id, v.embedding FROM {} p JOIN {} v ON v.id = p.id \
-                     JOIN {} c ON c.id = p.id WHERE c.namespace = ?1",
-                    self.q.pending, self.q.vectors, self.q.content
+                    "SELECT p.id, v.embedding FROM {} p CROSS JOIN {} c ON c.id = p.id \
+                     CROSS JOIN {} v ON v.id = p.id WHERE c.namespace = ?1",
+                    self.q.pending, self.q.content, self.q.vectors
                 );
                 let mut st = self.conn.prepare_cached(&sql)?;
                 let mut rows = st.query([ns])?;
@@ -907,6 +1058,26 @@ impl Store {
                 while let Some(r) = rows.next()? {
                     each(r)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f(id, namespace, embedding_blob)` for every pending id that has a stored
+    /// vector (one pass, for a batch of near-duplicate checks).
+    pub fn pending_vectors_ns(&self, mut f: impl FnMut(i64, &str, &[u8])) -> Result<()> {
+        let sql = format!(
+            "SELECT p.id, c.namespace, v.embedding FROM {} p CROSS JOIN {} c ON c.id = p.id \
+             CROSS JOIN {} v ON v.id = p.id",
+            self.q.pending, self.q.content, self.q.vectors
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            if let (rusqlite::types::ValueRef::Text(ns), rusqlite::types::ValueRef::Blob(b)) =
+                (r.get_ref(1)?, r.get_ref(2)?)
+            {
+                f(r.get(0)?, &String::from_utf8_lossy(ns), b);
             }
         }
         Ok(())
@@ -977,6 +1148,22 @@ fn advise_huge_pages(buf: &mut Vec<u8>) {
     let _ = buf;
 }
 
+/// A memory awaiting its embedding ([`Store::unembedded`]).
+#[derive(Debug, Clone)]
+pub struct Unembedded {
+    /// Rowid.
+    pub id: i64,
+    /// The text to embed.
+    pub content: String,
+    /// Its namespace (the scope of the near-duplicate check).
+    pub namespace: String,
+    /// Whether the near-duplicate check runs once it is embedded (an INSERT without id
+    /// into a table with dedup on).
+    pub near_check: bool,
+    /// Its stored vector (`[f32; dim]`) when it was supplied: only the check awaits.
+    pub vector: Option<Vec<f32>>,
+}
+
 /// What an UPDATE does to the stored vector.
 #[derive(Debug, Clone, Copy)]
 pub enum VectorChange<'a> {
@@ -1002,6 +1189,45 @@ fn content_table_sql(name: &str) -> String {
             updated_at INTEGER NOT NULL, expires_at INTEGER, hash BLOB,
             UNIQUE (namespace, id), UNIQUE (namespace, hash, id), UNIQUE (expires_at, id))"
     )
+}
+
+/// `CREATE TABLE` of `<table>_links` (`name`: its quoted, schema-qualified name): one row
+/// per relation `src -kind-> dst`; the UNIQUE constraint is the index by target.
+fn links_table_sql(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name}(src INTEGER NOT NULL, dst INTEGER NOT NULL, kind TEXT NOT NULL,
+            weight REAL, created_at INTEGER NOT NULL, PRIMARY KEY (src, kind, dst),
+            UNIQUE (dst, kind, src)) WITHOUT ROWID"
+    )
+}
+
+/// Upgrades the shadow tables of a format 2 table to format 3: `<table>_links` is created
+/// and `<table>_unembedded` gains `dedup`. Runs in a savepoint.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the table when the upgrade cannot be written (e.g. a
+/// read-only database: open it read-write once with this build).
+fn migrate_v2(conn: &Connection, q: &Names, table: &str) -> Result<()> {
+    let run = || -> rusqlite::Result<()> {
+        conn.execute_batch(&format!(
+            "SAVEPOINT subcog_migrate;
+             {links};
+             ALTER TABLE {unembedded} ADD COLUMN dedup INTEGER NOT NULL DEFAULT 0;
+             INSERT OR REPLACE INTO {config}(key, value) VALUES ('format', '{FORMAT_VERSION}');
+             RELEASE subcog_migrate;",
+            links = links_table_sql(&q.links),
+            unembedded = q.unembedded,
+            config = q.config,
+        ))
+    };
+    run().map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK TO subcog_migrate; RELEASE subcog_migrate;");
+        Error::Corrupt(format!(
+            "memories table {table}: on-disk format 2 must be upgraded to format \
+             {FORMAT_VERSION} once, and the upgrade failed ({e}); open the database read-write \
+             with this build"
+        ))
+    })
 }
 
 /// Upgrades the shadow tables of a format 1 table to format 2: `<table>_content` is
@@ -1036,10 +1262,10 @@ fn migrate_v1(conn: &Connection, q: &Names, table: &str) -> Result<()> {
         }
         conn.execute(
             &format!(
-                "INSERT OR REPLACE INTO {}(key, value) VALUES ('format', ?1)",
+                "INSERT OR REPLACE INTO {}(key, value) VALUES ('format', '2')",
                 q.config
             ),
-            [FORMAT_VERSION.to_string()],
+            [],
         )?;
         conn.execute_batch("RELEASE subcog_migrate;")
     };

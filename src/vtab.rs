@@ -28,7 +28,7 @@ use crate::rank::{Components, Ranking};
 use crate::redact;
 use crate::row::{self, Row, col};
 use crate::search::{self, Found};
-use crate::store::{Store, VectorChange};
+use crate::store::{SUPERSEDES, Store, Unembedded, VectorChange};
 use crate::{embedder, vector};
 
 /// Name of the module in `CREATE VIRTUAL TABLE ... USING memories(...)`.
@@ -155,6 +155,10 @@ pub struct MemoriesTab {
     base: ffi::sqlite3_vtab,
     store: Store,
     ann: RefCell<Ann>,
+    /// INSERTs since the last flush that await their near-duplicate check: at
+    /// [`FLUSH_BATCH`] the INSERT runs the flush itself, so the checks run in batches
+    /// and the pending list stays short during a bulk load.
+    awaiting: std::cell::Cell<usize>,
     /// Schema name (`main`, `temp`, an attached name): part of the dedup outcome key.
     schema: String,
 }
@@ -208,6 +212,7 @@ impl MemoriesTab {
                 base: ffi::sqlite3_vtab::default(),
                 store,
                 ann: RefCell::new(Ann::new()),
+                awaiting: std::cell::Cell::new(0),
                 schema,
             },
         ))
@@ -242,43 +247,31 @@ impl MemoriesTab {
             expires_at: expiry(&v(col::TTL)?, &v(col::EXPIRES_AT)?, now)?,
             content,
         };
-        let mut vec = self.embedding_for(&v(col::EMBEDDING)?)?;
+        let vec = self.embedding_for(&v(col::EMBEDDING)?)?;
         let store = &self.store;
         let dedup = store.opts.dedup;
-        if explicit.is_none() && dedup != DedupPolicy::Off {
-            let hash = dedup::content_hash(&row.content);
-            if let Some(existing) = store.find_by_hash(&row.namespace, &hash, now, 0)? {
-                if let Some(old) = store.get(existing)? {
-                    self.absorb(&old, &row, now)?;
-                }
-                self.record(Outcome {
-                    id: existing,
-                    kind: "duplicate",
-                    action: Some(dedup.name()),
-                    similarity: None,
-                });
-                return Ok(existing);
+        let deduplicated = explicit.is_none() && dedup != DedupPolicy::Off;
+        if deduplicated
+            && let Some(existing) =
+                store.find_by_hash(&row.namespace, &dedup::content_hash(&row.content), now, 0)?
+        {
+            if let Some(old) = store.get(existing)? {
+                self.absorb(&old, &row, now)?;
             }
-            if self.near_dedup() {
-                // The near-duplicate check needs the vector now: embed this row alone
-                // instead of in the deferred batch.
-                if matches!(vec, Embedding::Deferred) {
-                    vec = Embedding::Supplied(self.require_model()?.embed(&row.content)?.to_vec());
-                }
-                if let Embedding::Supplied(v) = &vec
-                    && let Some((old, similarity)) = self.near_duplicate(&row.namespace, v, now)?
-                {
-                    self.absorb(&old, &row, now)?;
-                    self.record(Outcome {
-                        id: old.id,
-                        kind: "near_duplicate",
-                        action: Some(dedup.name()),
-                        similarity: Some(similarity),
-                    });
-                    return Ok(old.id);
-                }
-            }
+            self.record(Outcome {
+                id: existing,
+                kind: "duplicate",
+                action: Some(dedup.name()),
+                supersedes: None,
+                similarity: None,
+            });
+            return Ok(existing);
         }
+        // The near-duplicate check runs in batches (flush): before the next query on the
+        // table, at COMMIT, or every FLUSH_BATCH such INSERTs.
+        let near_check = deduplicated
+            && self.near_dedup()
+            && matches!(vec, Embedding::Supplied(_) | Embedding::Deferred);
         row.id = match explicit {
             Some(id) if store.exists(id)? => {
                 // SAFETY: called inside xUpdate on this table's connection.
@@ -303,19 +296,23 @@ impl MemoriesTab {
             Some(id) => id,
             None => store.next_id()?,
         };
-        store.insert(&row, vec.change())?;
+        store.insert(&row, vec.change(), near_check)?;
+        // "inserted" until the check says otherwise: subcog_last_insert reads the link.
         self.record(Outcome {
             id: row.id,
             kind: "inserted",
             action: None,
+            supersedes: None,
             similarity: None,
         });
-        let when = if explicit.is_none() && self.near_dedup() {
-            Checkpoint::WriteSearched
+        if near_check {
+            self.awaiting.set(self.awaiting.get() + 1);
+            if self.awaiting.get() >= FLUSH_BATCH {
+                self.flush()?;
+            }
         } else {
-            Checkpoint::Write
-        };
-        self.ann.borrow_mut().maybe_checkpoint(store, when)?;
+            self.checkpoint_write()?;
+        }
         Ok(row.id)
     }
 
@@ -335,27 +332,93 @@ impl MemoriesTab {
         o.dedup != DedupPolicy::Off && o.dedup_threshold < 1.0 && o.metric == vector::Metric::Cosine
     }
 
-    /// The nearest live memory of `namespace` to `v` when its cosine similarity is at
-    /// least `dedup_threshold`: `(memory, similarity)`.
-    fn near_duplicate(&self, namespace: &str, v: &[f32], now: i64) -> Result<Option<(Row, f64)>> {
+    /// The near-duplicate checks of one flushed batch (`batch[i]` with vector `vecs[i]`,
+    /// in id order; `checks`: the indexes to check). For each, the nearest live
+    /// (unexpired, not superseded) memory of its namespace at cosine >= `dedup_threshold`
+    /// gets a `supersedes` link from it. Candidates: the graph's (one short walk per row,
+    /// on the index threads), the pending vectors outside the batch (read once), and the
+    /// rows before it in the batch; so a row never finds itself or a later row.
+    fn check_batch(
+        &self,
+        batch: &[Unembedded],
+        vecs: &[Vec<f32>],
+        checks: &[usize],
+        now: i64,
+    ) -> Result<()> {
         let store = &self.store;
-        let hits = self.ann.borrow_mut().search_ef(
+        let metric = store.opts.metric;
+        let threshold = store.opts.dedup_threshold;
+        let max_distance = (1.0 - threshold) as f32;
+        let queries: Vec<(&str, &[f32])> = checks
+            .iter()
+            .map(|&i| (batch[i].namespace.as_str(), vecs[i].as_slice()))
+            .collect();
+        let graph = self.ann.borrow_mut().graph_candidates(
             store,
-            v,
+            &queries,
             NEAR_DUP_CANDIDATES,
-            Some(namespace),
             NEAR_DUP_EF,
+            max_distance,
         )?;
-        for (id, d) in hits {
-            let similarity = 1.0 - f64::from(d);
-            if similarity < store.opts.dedup_threshold {
-                break;
+        let in_batch: HashSet<i64> = batch.iter().map(|u| u.id).collect();
+        let mut others: Vec<(i64, String, Vec<f32>)> = Vec::new();
+        let dim = store.opts.dim;
+        store.pending_vectors_ns(|id, ns, blob| {
+            if !in_batch.contains(&id)
+                && let Some(v) = vector::decode_stored(blob, dim)
+            {
+                others.push((id, ns.to_string(), v));
             }
-            if let Some(old) = store.get(id)?.filter(|r| !r.expired(now)) {
-                return Ok(Some((old, similarity)));
+        })?;
+        for (&i, candidates) in checks.iter().zip(graph) {
+            let (u, v) = (&batch[i], &vecs[i]);
+            let mut hits: Vec<(i64, f32)> = Vec::new();
+            for id in candidates {
+                if in_batch.contains(&id) {
+                    continue;
+                }
+                if let Some(w) = store.embedding(id)? {
+                    hits.push((id, metric.distance(v, &w)));
+                }
+            }
+            for (id, ns, w) in &others {
+                if *ns == u.namespace {
+                    hits.push((*id, metric.distance(v, w)));
+                }
+            }
+            for j in 0..i {
+                if batch[j].namespace == u.namespace {
+                    hits.push((batch[j].id, metric.distance(v, &vecs[j])));
+                }
+            }
+            hits.retain(|h| h.1 <= max_distance);
+            hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            for (id, d) in hits {
+                let similarity = 1.0 - f64::from(d);
+                if similarity < threshold {
+                    break;
+                }
+                let live = store.get(id)?.is_some_and(|r| !r.expired(now));
+                if live && store.superseded_by(id)?.is_none() {
+                    store.add_link(u.id, id, SUPERSEDES, similarity, now)?;
+                    break;
+                }
             }
         }
-        Ok(None)
+        Ok(())
+    }
+
+    /// The in-statement checkpoint of a write that needs no near-duplicate check. Rows
+    /// that await their check must not be folded into the graph before it ran (the check
+    /// would find them), so they are flushed first when a checkpoint could be due.
+    fn checkpoint_write(&self) -> Result<()> {
+        if self.awaiting.get() > 0 {
+            self.flush()?;
+        }
+        self.ann
+            .borrow_mut()
+            .maybe_checkpoint(&self.store, Checkpoint::Write)
+            .map(|_| ())
     }
 
     /// Folds the duplicate `new` into the existing memory `old` per the dedup policy.
@@ -426,25 +489,62 @@ impl MemoriesTab {
     }
 
     /// Embeds, in batches, every memory of the open transaction that awaits its
-    /// embedding. Called before every search on this table and at commit (xSync).
+    /// embedding, and runs the near-duplicate checks that await (a batch at a time, in id
+    /// order, [`MemoriesTab::check_batch`]). Called before every query on this table, at
+    /// commit (xSync), and by an INSERT every [`FLUSH_BATCH`] checks.
     ///
     /// # Errors
     /// Model or inference errors; SQLite errors.
     fn flush(&self) -> Result<()> {
         let store = &self.store;
+        self.awaiting.set(0);
         if !store.has_unembedded()? {
             return Ok(());
         }
-        let model = self.require_model()?;
+        let near = self.near_dedup();
+        let now = row::now_ms();
         loop {
             let batch = store.unembedded(FLUSH_BATCH)?;
             if batch.is_empty() {
                 break;
             }
-            let texts: Vec<&str> = batch.iter().map(|(_, c)| c.as_str()).collect();
-            let vectors = model.embed_batch(&texts)?;
-            for ((id, _), v) in batch.iter().zip(vectors) {
-                store.set_embedded(*id, &v)?;
+            let texts: Vec<&str> = batch
+                .iter()
+                .filter(|u| u.vector.is_none())
+                .map(|u| u.content.as_str())
+                .collect();
+            let mut embedded = if texts.is_empty() {
+                Vec::new()
+            } else {
+                self.require_model()?.embed_batch(&texts)?
+            }
+            .into_iter();
+            let mut vecs: Vec<Vec<f32>> = Vec::with_capacity(batch.len());
+            for u in &batch {
+                match &u.vector {
+                    Some(v) => vecs.push(v.clone()),
+                    None => vecs.push(embedded.next().map(|e| e.to_vec()).ok_or_else(|| {
+                        Error::Model("the model returned fewer vectors than texts".into())
+                    })?),
+                }
+            }
+            let checks: Vec<usize> = (0..batch.len())
+                .filter(|&i| near && batch[i].near_check)
+                .collect();
+            if !checks.is_empty() {
+                self.check_batch(&batch, &vecs, &checks, now)?;
+            }
+            for (u, v) in batch.iter().zip(&vecs) {
+                if u.vector.is_some() {
+                    store.clear_unembedded(u.id)?;
+                } else {
+                    store.set_embedded(u.id, v)?;
+                }
+            }
+            if !checks.is_empty() {
+                self.ann
+                    .borrow_mut()
+                    .maybe_checkpoint(store, Checkpoint::WriteSearched)?;
             }
         }
         self.ann
@@ -464,6 +564,7 @@ impl MemoriesTab {
             "rebuild" => {
                 self.flush()?;
                 self.store.delete_orphan_vectors()?;
+                self.store.delete_orphan_links()?;
                 self.store.rebuild_fts()?;
                 self.store.rehash(&self.store.stale_hashes()?)?;
                 self.ann.borrow_mut().rebuild(&self.store)
@@ -511,6 +612,14 @@ impl MemoriesTab {
         let Some(old) = store.get(old_id)? else {
             return Ok(());
         };
+        let superseded_by = store.superseded_by(old_id)?.map(|(id, _)| id);
+        if row::id(&v(col::SUPERSEDED_BY)?)? != superseded_by {
+            return Err(Error::invalid(format!(
+                "column superseded_by: read-only (set by the near-duplicate check on INSERT; \
+                 delete the newer memory to undo it), expected {}, got another value",
+                superseded_by.map_or("NULL".to_string(), |i| i.to_string())
+            )));
+        }
         let content = self.scrub_text(row::content(&v(col::CONTENT)?)?, "content")?;
         let now = row::now_ms();
         let new = Row {
@@ -560,13 +669,11 @@ impl MemoriesTab {
                 (None, VectorChange::Keep) if store.opts.auto_embed => VectorChange::Defer,
                 (None, c) => c,
             };
+            store.move_links(old_id, new_id)?;
             store.delete(&old)?;
-            store.insert(&new, change)?;
+            store.insert(&new, change, false)?;
         }
-        self.ann
-            .borrow_mut()
-            .maybe_checkpoint(store, Checkpoint::Write)?;
-        Ok(())
+        self.checkpoint_write()
     }
 }
 
@@ -666,9 +773,7 @@ impl UpdateVTab<'_> for MemoriesTab {
             };
             if let Some(old) = self.store.get(id)? {
                 self.store.delete(&old)?;
-                self.ann
-                    .borrow_mut()
-                    .maybe_checkpoint(&self.store, Checkpoint::Write)?;
+                self.checkpoint_write()?;
             }
             Ok(())
         })
@@ -771,7 +876,7 @@ impl MemCursor<'_> {
                  column); combine searches with a subquery",
             ));
         }
-        let mut vals: [Option<ValueRef<'_>>; 9] = [None; 9];
+        let mut vals: [Option<ValueRef<'_>>; bit::ARGS.len()] = [None; bit::ARGS.len()];
         let mut next = 0;
         for (slot, b) in bit::ARGS.iter().enumerate() {
             if idx_num & b != 0 {
@@ -779,7 +884,18 @@ impl MemCursor<'_> {
                 next += 1;
             }
         }
-        let [knn, keyword, hybrid, k, ns, rowid, limit, offset, ranking] = vals;
+        let [
+            knn,
+            keyword,
+            hybrid,
+            k,
+            ns,
+            rowid,
+            limit,
+            offset,
+            ranking,
+            include_superseded,
+        ] = vals;
         // `x MATCH NULL` matches nothing, as any comparison with NULL.
         if [knn, keyword, hybrid]
             .iter()
@@ -787,46 +903,68 @@ impl MemCursor<'_> {
         {
             return Ok((Vec::new(), Vec::new()));
         }
+        // `k`, the rowid and LIMIT/OFFSET with SQLite's integer affinity: `k = '3'` is 3.
         let int = |v: Option<ValueRef<'_>>, what: &str| -> Result<Option<i64>> {
-            match v {
-                None | Some(ValueRef::Null) => Ok(None),
-                Some(ValueRef::Integer(i)) => Ok(Some(i)),
-                Some(ValueRef::Real(r)) if r.fract() == 0.0 => Ok(Some(r as i64)),
-                Some(other) => Err(Error::invalid(format!(
-                    "{what}: expected an INTEGER, got {}",
-                    match other {
-                        ValueRef::Text(t) => format!("TEXT '{}'", String::from_utf8_lossy(t)),
-                        ValueRef::Blob(_) => "a BLOB".into(),
-                        ValueRef::Real(r) => format!("{r}"),
-                        _ => "NULL".into(),
-                    }
-                ))),
-            }
+            v.map_or(Ok(None), |v| row::integer(&v, what, "an INTEGER"))
         };
         let ns: Option<String> = match ns {
             None => None,
             Some(ValueRef::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
             Some(ValueRef::Null) => return Ok((Vec::new(), Vec::new())),
+            // TEXT affinity, as an ordinary TEXT column compares: a number as SQLite
+            // renders it (REAL 1.0 is '1.0'), a BLOB never equals a TEXT value.
             Some(ValueRef::Integer(i)) => Some(i.to_string()),
-            Some(ValueRef::Real(r)) => Some(r.to_string()),
-            Some(ValueRef::Blob(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(ValueRef::Real(r)) => Some(self.tab().store.conn().query_row(
+                "SELECT CAST(?1 AS TEXT)",
+                [r],
+                |row| row.get(0),
+            )?),
+            Some(ValueRef::Blob(_)) => return Ok((Vec::new(), Vec::new())),
         };
-        let k_val = int(k, "k")?;
+        let k_val = int(k, "column k")?;
         let limit = int(limit, "LIMIT")?;
         let offset = int(offset, "OFFSET")?.unwrap_or(0).max(0);
         let table = &self.tab().store.table;
+        // First SQLite release that passes LIMIT to xBestIndex in a query with a MATCH term
+        // (measured with EXPLAIN QUERY PLAN: 3.40.1 does not, 3.41.0 and 3.54.1 do).
+        const LIMIT_WITH_MATCH: i64 = 3_041_000;
         let k_for = |needed: bool| -> Result<Option<usize>> {
             match (k_val, limit) {
                 (Some(k), _) => search::check_k(k, "k").map(Some),
                 (None, Some(l)) if l >= 0 => {
-                    search::check_k((l + offset).clamp(1, search::MAX_K), "LIMIT").map(Some)
+                    search::check_k(l.saturating_add(offset).clamp(1, search::MAX_K), "LIMIT")
+                        .map(Some)
                 }
-                _ if needed => Err(Error::invalid(format!(
-                    "{table}: a KNN or hybrid search needs k, as in `AND k = 10` (a bare LIMIT n \
-                     works too where the host SQLite passes LIMIT to virtual tables with MATCH; \
-                     SQLite {} does not)",
-                    crate::host_sqlite_version()
-                ))),
+                _ if needed => {
+                    // From the version string: as an extension, the number that
+                    // `sqlite3_libversion_number()` reports is at least the 3.45.3 that
+                    // rusqlite's bindings expect (see `entry`).
+                    let host_version = crate::host_sqlite_version()
+                        .split('.')
+                        .map(|p| p.parse::<i64>().unwrap_or(0))
+                        .chain([0, 0])
+                        .take(3)
+                        .fold(0, |n, p| n * 1000 + p);
+                    let why = match limit {
+                        Some(l) => format!("LIMIT {l} sets no limit"),
+                        None if host_version < LIMIT_WITH_MATCH => format!(
+                            "this query passed no LIMIT to the table, and SQLite {} never \
+                             passes LIMIT to a virtual table in a query with MATCH (3.41.0 \
+                             and later do)",
+                            crate::host_sqlite_version()
+                        ),
+                        None => "this query passed no LIMIT to the table (SQLite passes it \
+                                 only when the query reads this table alone, without \
+                                 DISTINCT, GROUP BY or an aggregate, every WHERE term is the \
+                                 MATCH, k, namespace =, id = or ranking =, and any ORDER BY is \
+                                 on its columns)"
+                            .to_string(),
+                    };
+                    Err(Error::invalid(format!(
+                        "{table}: a KNN or hybrid search needs k, as in `AND k = 10`, or a \
+                         LIMIT; {why}"
+                    )))
+                }
                 _ => Ok(None),
             }
         };
@@ -850,10 +988,25 @@ impl MemCursor<'_> {
                  {table} MATCH)"
             )));
         }
-        // Expired memories never come back from a search: fetch that many more, drop them.
+        let include_superseded = match include_superseded {
+            None | Some(ValueRef::Null) => false,
+            Some(ValueRef::Integer(i)) => i != 0,
+            Some(ValueRef::Real(r)) => r != 0.0,
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "column include_superseded: expected 0 or 1, got {}",
+                    row::type_name(&other)
+                )));
+            }
+        };
+        // Expired (and, unless asked for, superseded) memories never come back from a
+        // search: fetch that many more, drop them.
         let now = row::now_ms();
         let expired: HashSet<i64> = if searching {
-            store.expired_ids(now, ns.as_deref())?.into_iter().collect()
+            store
+                .hidden_ids(now, ns.as_deref(), include_superseded)?
+                .into_iter()
+                .collect()
         } else {
             HashSet::new()
         };
@@ -962,7 +1115,7 @@ impl MemCursor<'_> {
                 "k: only meaningful with a search (embedding MATCH, content MATCH or {table} MATCH)"
             )));
         }
-        let ids = match int(rowid, "id")? {
+        let ids = match int(rowid, "column id")? {
             Some(id) => vec![id],
             None if rowid.is_some() => Vec::new(),
             None => store.ids(ns.as_deref())?,
@@ -1033,6 +1186,10 @@ unsafe impl VTabCursor for MemCursor<'_> {
                 ctx.set_result(&blob)
             }
             col::EXPIRES_AT => ctx.set_result(r.expires_at),
+            col::SUPERSEDED_BY => {
+                let by = guard(|| self.tab().store.superseded_by(r.id))?;
+                ctx.set_result(by.map(|(id, _)| id))
+            }
             col::EXPLAIN => ctx.set_result(self.explain()),
             col::DISTANCE => ctx.set_result(found.and_then(|f| f.distance)),
             col::SCORE => ctx.set_result(found.and_then(|f| f.score)),

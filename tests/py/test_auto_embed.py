@@ -28,9 +28,9 @@ def conn():
     c.load_extension(EXT)
     if not json.loads(c.execute("SELECT subcog_info()").fetchone()[0])["model_present"]:
         pytest.skip("model not installed (make setup)")
-    # dedup=off: with near-duplicate detection on (the default), each INSERT embeds its
-    # row at once to find its duplicates; these tests are about the deferred batch.
-    c.execute("CREATE VIRTUAL TABLE mem USING memories(dedup=off)")
+    # The default table: with dedup on, auto-embedded rows are embedded in the deferred
+    # batch too (their near-duplicate check runs there).
+    c.execute("CREATE VIRTUAL TABLE mem USING memories()")
     yield c
     c.close()
 

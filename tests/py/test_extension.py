@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXT = os.environ.get("SUBCOG_EXT", str(REPO / "target/release/libsubcog"))
 DIM = 384
 COLUMNS = ["id", "content", "namespace", "tags", "metadata", "source", "importance",
-           "created_at", "updated_at", "embedding", "expires_at"]
+           "created_at", "updated_at", "embedding", "expires_at", "superseded_by"]
 
 
 # ---------------------------------------------------------------- helpers

@@ -133,39 +133,69 @@ def test_duplicates_are_per_namespace_and_explicit_ids_are_not_deduplicated(conn
     assert count(conn) == 3
 
 
-def test_near_duplicate_by_supplied_vectors_and_threshold(conn):
+def test_near_duplicate_supersedes_the_older_memory(conn):
     conn.execute("CREATE VIRTUAL TABLE mem USING memories(dim=3, auto_embed=off, "
                  "dedup_threshold=0.95)")
     a, _ = insert(conn, content="first wording", embedding=pack(unit([1, 0, 0])))
-    # cos = 0.98: a near duplicate
+    # cos = 0.98: a near duplicate, stored as a new memory that supersedes the first
     b, out = insert(conn, content="second wording", tags='["t"]',
                     embedding=pack(unit([1, 0.2, 0])))
-    assert b == a and out["outcome"] == "near_duplicate" and out["action"] == "merge"
+    assert b != a and out["outcome"] == "superseded" and out["supersedes"] == a
     assert 0.95 <= out["similarity"] < 1
-    assert conn.execute("SELECT content, tags FROM mem").fetchall() == [("first wording", '["t"]')]
-    # cos = 0.89: below the threshold
-    c, out = insert(conn, content="third wording", embedding=pack(unit([1, 0.5, 0])))
-    assert c != a and out["outcome"] == "inserted" and count(conn) == 2
+    assert conn.execute("SELECT id, content, tags, superseded_by FROM mem ORDER BY id").fetchall() == [
+        (a, "first wording", "[]", b), (b, "second wording", '["t"]', None)]
+    # hidden from every search by default, returned with include_superseded = 1
+    q = pack(unit([1, 0.1, 0]))
+    knn = "SELECT id FROM mem WHERE embedding MATCH ? AND k = 5"
+    assert [r[0] for r in conn.execute(knn, (q,))] == [b]
+    assert sorted(r[0] for r in conn.execute(knn + " AND include_superseded = 1", (q,))) == [a, b]
+    assert [r[0] for r in conn.execute("SELECT id FROM mem WHERE content MATCH 'wording'")] == [b]
+    assert [r[0] for r in conn.execute("SELECT id FROM vec_search('mem', ?, 5)", (q,))] == [b]
+    # cos = 0.91 to the nearest live memory (b): below the threshold
+    c, out = insert(conn, content="third wording", embedding=pack(unit([1, 0.6, 0.3])))
+    assert c not in (a, b) and out["outcome"] == "inserted" and count(conn) == 3
+    # the superseded memory is no dedup target; an exact copy of it supersedes its successor
+    d, out = insert(conn, content="first wording", embedding=pack(unit([1, 0, 0])))
+    assert d not in (a, b, c) and out["outcome"] == "superseded" and out["supersedes"] == b
+    # deleting the correction makes the older memory visible again
+    conn.execute("DELETE FROM mem WHERE id = ?", (d,))
+    assert conn.execute("SELECT superseded_by FROM mem WHERE id = ?", (b,)).fetchone() == (None,)
+    ok = json.loads(conn.execute("SELECT subcog_integrity('mem')").fetchone()[0])
+    assert ok["ok"] and ok["counts"]["links"] == 1, ok
 
 
-def test_near_duplicate_with_the_model(model):
+def test_superseded_by_is_read_only(conn):
+    conn.execute("CREATE VIRTUAL TABLE mem USING memories(dim=3, auto_embed=off)")
+    a, _ = insert(conn, content="x", embedding=pack(unit([1, 0, 0])))
+    conn.execute("UPDATE mem SET content = 'y' WHERE id = ?", (a,))
+    with pytest.raises(sqlite3.Error, match="superseded_by: read-only"):
+        conn.execute("UPDATE mem SET superseded_by = 5 WHERE id = ?", (a,))
+
+
+def test_corrections_with_the_model_are_kept(model):
     c = model
     c.execute("CREATE VIRTUAL TABLE mem USING memories()")
     a, _ = insert(c, content="The deploy script lives in tools/deploy.sh")
     b, out = insert(c, content="The deploy script lives in tools/deploy.sh.")
-    assert b == a and out["outcome"] in ("duplicate", "near_duplicate")
+    assert out["outcome"] in ("duplicate", "superseded")
     d, out = insert(c, content="Alice drinks green tea every morning")
-    assert d != a and out["outcome"] == "inserted"
-    sims = {}
-    for text in ["The deploy script is in tools/deploy.sh", "Bob plays the cello"]:
-        e = json.loads(c.execute(
-            "SELECT vec_to_json(embed(?))", (text,)).fetchone()[0])
-        base = json.loads(c.execute(
-            "SELECT vec_to_json(embedding) FROM mem WHERE id = ?", (a,)).fetchone()[0])
-        sims[text] = sum(x * y for x, y in zip(e, base))
+    assert d not in (a, b) and out["outcome"] == "inserted"
     _, out = insert(c, content="Bob plays the cello")
-    assert out["outcome"] == "inserted", sims
-    assert count(c) == 3
+    assert out["outcome"] == "inserted"
+    # the correction pair: the new text is stored, the old one superseded
+    old, _ = insert(c, content="The API rate limit is 100 requests per minute")
+    new, out = insert(c, content="The API rate limit is 500 requests per minute")
+    assert new != old and out["outcome"] == "superseded" and out["supersedes"] == old, out
+    rows = c.execute("SELECT content FROM mem WHERE mem MATCH 'API rate limit' AND k = 3").fetchall()
+    assert ("The API rate limit is 500 requests per minute",) in rows
+    assert ("The API rate limit is 100 requests per minute",) not in rows
+    # inside a transaction the auto-embedded row is checked when its batch is embedded;
+    # subcog_last_insert embeds it first, so it reports the final outcome
+    c.execute("BEGIN")
+    newer, _ = insert(c, content="The API rate limit is 900 requests per minute")
+    c.execute("COMMIT")
+    out = json.loads(c.execute("SELECT subcog_last_insert('mem')").fetchone()[0])
+    assert out["outcome"] == "superseded" and out["supersedes"] == new, out
 
 
 def test_rolled_back_insert_leaves_no_trace_in_dedup_state(conn):
@@ -390,7 +420,7 @@ def test_format_1_database_is_upgraded_in_place(tmp_path):
     got = c.execute("SELECT id FROM mem WHERE embedding MATCH ? AND k = 1",
                     (pack([0, 1, 0, 0]),)).fetchall()
     assert got == [(2,)]
-    assert c.execute("SELECT value FROM mem_config WHERE key = 'format'").fetchone()[0] == "2"
+    assert c.execute("SELECT value FROM mem_config WHERE key = 'format'").fetchone()[0] == "3"
     # hashes were backfilled: the old rows are dedup targets
     cur = c.execute("INSERT INTO mem(content, namespace, embedding) VALUES ('ALPHA note', 'ns', ?)",
                     (pack([0, 0, 0, 1]),))
