@@ -1,6 +1,7 @@
 """The other subcommands of `subcog`: sql, shell, import, export."""
 
 import json
+import re
 import sqlite3
 
 import pytest
@@ -70,7 +71,9 @@ def test_import_export_roundtrip(tmp_path, db_path):
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(json.dumps(m) for m in MEMORIES) + "\n\n")
     p = run("import", db_path, src)
-    assert "imported 3 memories" in p.stderr
+    assert f"imported 3 lines into {db_path} in " in p.stderr
+    assert ": 3 inserted, 0 merged into existing memories, 0 superseded older memories " \
+           "(1 blank line skipped)" in p.stderr
     assert "\r" not in p.stderr  # no progress bar drawn when stderr is not a terminal
     out = run("export", db_path).stdout.splitlines()
     rows = [json.loads(line) for line in out]
@@ -89,6 +92,70 @@ def test_import_export_roundtrip(tmp_path, db_path):
     assert [strip(r) for r in again] == [strip(r) for r in rows]
     con = sqlite3.connect(other)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+IMPORT_LINE = re.compile(r"^imported (\d+) lines into (.+) in [\d.]+ s: (\d+) inserted, "
+                         r"(\d+) merged into existing memories, (\d+) superseded older "
+                         r"memories(?:, (\d+) duplicates of existing memories left unchanged "
+                         r"\(dedup=skip\))?(?: \((\d+) blank lines? skipped\))?$", re.M)
+
+
+def import_counts(stderr):
+    """{lines, inserted, merged, superseded, unchanged, blank} from the import's report."""
+    m = IMPORT_LINE.search(stderr)
+    assert m, stderr
+    n = [int(g) if g else 0 for g in m.groups()[2:]]
+    return {"lines": int(m.group(1)), "inserted": n[0], "merged": n[1], "superseded": n[2],
+            "unchanged": n[3], "blank": n[4]}
+
+
+# Exact duplicates (case and spacing aside, same namespace), a duplicate text in another
+# namespace, and a corrected number (cosine 0.96 with the default model: a near duplicate).
+DUP_LINES = [
+    {"content": "The API rate limit is 100 requests per minute.", "tags": ["api"]},
+    {"content": "Alice owns the billing service.", "namespace": "team"},
+    {"content": "the API rate limit is 100   requests per MINUTE.", "tags": ["limits"]},
+    {"content": "Deploy with make deploy-prod.", "namespace": "ops"},
+    {"content": "Deploy with make deploy-prod.", "namespace": "shop"},
+    {"content": "ALICE OWNS THE BILLING SERVICE.", "namespace": "team", "importance": 0.9},
+    {"content": "The API rate limit is 500 requests per minute."},
+]
+
+
+def test_import_counts_inserted_merged_superseded(tmp_path, db_path):
+    """The report counts what the table did with each line (`subcog_last_insert`), on the
+    default table; `dedup=skip` and `dedup=off` tables as extra cases."""
+    src = tmp_path / "dups.jsonl"
+    src.write_text("\n".join(json.dumps(m) for m in DUP_LINES) + "\n\n")
+    p = run("import", db_path, src, "-q")
+    assert import_counts(p.stderr) == {"lines": 7, "inserted": 4, "merged": 2,
+                                       "superseded": 1, "unchanged": 0, "blank": 1}
+    rows = json.loads(run("sql", db_path, "SELECT id, content, namespace, tags, importance, "
+                          "superseded_by FROM memories ORDER BY id", "--mode", "json").stdout)
+    assert len(rows) == 4 + 1  # inserted + superseded: every non-duplicate line is kept
+    by_text = {r["content"]: r for r in rows}
+    old = by_text["The API rate limit is 100 requests per minute."]
+    new = by_text["The API rate limit is 500 requests per minute."]
+    assert json.loads(old["tags"]) == ["api", "limits"]  # merged
+    assert old["superseded_by"] == new["id"] and new["superseded_by"] is None
+    assert by_text["Alice owns the billing service."]["importance"] == 0.9
+    assert sorted(r["namespace"] for r in rows if r["content"].startswith("Deploy")) == [
+        "ops", "shop"]
+    top = run("sql", db_path, "SELECT content FROM memories WHERE memories MATCH "
+              "'API rate limit' AND k = 5").stdout.splitlines()
+    assert top[0] == "The API rate limit is 500 requests per minute."
+    assert old["content"] not in top  # superseded: hidden from searches
+
+    skip = tmp_path / "skip.db"
+    run("sql", skip, "CREATE VIRTUAL TABLE memories USING memories(dedup=skip)")
+    got = import_counts(run("import", skip, src, "-q").stderr)
+    assert got == {"lines": 7, "inserted": 4, "merged": 0, "superseded": 1, "unchanged": 2,
+                   "blank": 1}
+    off = tmp_path / "off.db"
+    run("sql", off, "CREATE VIRTUAL TABLE memories USING memories(dedup=off)")
+    got = import_counts(run("import", off, src, "-q").stderr)
+    assert got["inserted"] == 7 and got["merged"] == got["superseded"] == 0
+    assert run("sql", off, "SELECT count(*) FROM memories").stdout == "7\n"
 
 
 def test_import_rejects_bad_lines_before_writing(tmp_path, db_path):

@@ -39,7 +39,14 @@ def check_tool_list(tools):
     assert search["properties"]["k"]["maximum"] == 100
     modes = {m["const"] for m in search["properties"]["mode"]["oneOf"]}
     assert modes == {"hybrid", "vector", "keyword"}
-    assert set(by_name["memory_store"].output_schema["required"]) == {"id", "outcome"}
+    store_out = by_name["memory_store"].output_schema
+    assert set(store_out["required"]) == {"id", "outcome"}
+    assert {v["const"] for v in store_out["properties"]["outcome"]["oneOf"]} == {
+        "inserted", "duplicate", "superseded"}
+    assert {"action", "supersedes", "similarity"} <= set(store_out["properties"])
+    assert "superseded" in by_name["memory_store"].description
+    assert "near_duplicate" not in str(tools)
+    assert "reciprocal rank" not in str(tools).lower()
     assert {"recency", "recency_half_life", "importance"} <= set(search["properties"])
     results = by_name["memory_search"].output_schema["properties"]["results"]
     assert "score" in results["items"]["properties"]
@@ -74,8 +81,23 @@ async def exercise(call, db):
     # Storing the same memory again lands on it (dedup), and says so.
     again = await ok("memory_store", {**MEMORIES[0], "tags": ["again"]})
     assert again == {"id": ids[0], "outcome": "duplicate", "action": "merge"}
+    # Nearly the same text is a newer statement of it: stored, and the older one superseded.
     near = await ok("memory_store", {**MEMORIES[0], "content": MEMORIES[0]["content"] + "!!"})
-    assert near["id"] == ids[0] and near["outcome"] == "near_duplicate", near
+    assert near["outcome"] == "superseded" and near["supersedes"] == ids[0], near
+    assert near["id"] not in ids and 0.95 <= near["similarity"] <= 1, near
+    assert set(near) == {"id", "outcome", "supersedes", "similarity"}
+    assert (await ok("memory_get", {"id": ids[0]}))["superseded_by"] == near["id"]
+    assert "superseded_by" not in await ok("memory_get", {"id": near["id"]})
+    for mode in ("hybrid", "vector", "keyword"):
+        res = (await ok("memory_search", {"query": "deploy the shop", "k": 5,
+                                          "mode": mode}))["results"]
+        assert near["id"] in [r["id"] for r in res], (mode, res)
+        assert ids[0] not in [r["id"] for r in res], (mode, res)
+    listed = [m["id"] for m in (await ok("memory_list", {}))["memories"]]
+    assert near["id"] in listed and ids[0] not in listed
+    # Deleting the newer memory brings the older one back.
+    await ok("memory_delete", {"id": near["id"]})
+    assert "superseded_by" not in await ok("memory_get", {"id": ids[0]})
 
     for mode in ("hybrid", "vector"):
         for query, want in QUERIES:

@@ -120,15 +120,12 @@ fn run(cli: Cli) -> Result<(), String> {
             let conn = db::open(&path, Prepare::Memories)?;
             let started = std::time::Instant::now();
             let s = transfer::import(&conn, &file, keep_ids, quiet)?;
-            let blank = match s.skipped {
-                0 => String::new(),
-                n => format!(" ({n} blank lines skipped)"),
-            };
             eprintln!(
-                "imported {} memories into {} in {:.1} s{blank}",
-                s.stored,
+                "imported {} lines into {} in {:.1} s: {}",
+                s.lines(),
                 path.display(),
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                s.describe()
             );
             Ok(())
         }

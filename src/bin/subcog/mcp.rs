@@ -259,9 +259,11 @@ impl MemoryServer {
         name = "memory_store",
         description = "Save a memory that should persist across conversations: a fact about \
         the user, a preference, a decision, or a piece of project knowledge. Write `content` as \
-        one self-contained sentence. Secrets (API keys, tokens, passwords) are redacted. If the \
-        same or nearly the same memory exists, it is updated instead of duplicated: the result \
-        says which (outcome inserted, duplicate or near_duplicate) and gives the memory's id.",
+        one self-contained sentence. Secrets (API keys, tokens, passwords) are redacted. The \
+        result gives the memory's id and an outcome: inserted (a new memory); duplicate (the \
+        same text already exists as memory id: it is updated, not repeated); superseded (a new \
+        memory that replaces a nearly identical older one, e.g. a corrected fact: the older \
+        memory, given as supersedes with the similarity, no longer comes back from searches).",
         annotations(
             title = "Store a memory",
             read_only_hint = false,
@@ -408,7 +410,7 @@ impl MemoryServer {
     #[tool(
         name = "memory_stats",
         description = "Overview of the memory store: number of memories per namespace, the \
-        embedding model, and the database file's path and size.",
+        embedding model (and whether it is loaded yet), and the database file's path and size.",
         annotations(
             title = "Memory statistics",
             read_only_hint = true,
@@ -525,11 +527,63 @@ impl<T: Transport<RoleServer>> Transport<RoleServer> for HandshakeOnly<T> {
     }
 }
 
-/// Serves MCP on stdin/stdout until the client closes the connection.
+/// Starts loading the embedding model on a background thread, through the process-wide
+/// loader [`subcog::embedder::get`], and logs one line to stderr when it is done: `subcog:
+/// embedding model loaded in N ms`, or `subcog: embedding model not loaded (...)` with the
+/// reason. A tool call that needs the model meanwhile waits inside `get` for this same load
+/// (it holds the loader's lock) instead of loading a second copy; when the model is missing
+/// `get` checks the files again on every call, so the tools that need no model keep working
+/// and the others return the same error, naming the missing file.
+///
+/// The line is printed whatever `RUST_LOG` says: it is the one thing a user needs to see to
+/// know why the first store may wait (the load took 0.4-0.55 s on the 2-core machine the
+/// project is developed on, up to 1 s when other processes competed for the cores;
+/// measured with `tests/mcp/first_store_latency.py`).
+///
+/// # Errors
+/// The thread cannot be spawned (the model then loads on first use, as without this).
+fn preload_model() -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("subcog-model-load".into())
+        .spawn(|| {
+            let started = std::time::Instant::now();
+            match subcog::embedder::get() {
+                Ok(_) => eprintln!(
+                    "subcog: embedding model loaded in {} ms ({})",
+                    started.elapsed().as_millis(),
+                    subcog::embedder::MODEL_NAME
+                ),
+                Err(e) => eprintln!(
+                    "subcog: embedding model not loaded ({e}); memory_get, memory_list, \
+                     memory_delete, memory_stats and keyword search still work"
+                ),
+            }
+        })
+}
+
+/// Serves MCP on stdin/stdout until the client closes the connection, loading the
+/// embedding model in the background from the start ([`preload_model`]).
 ///
 /// # Errors
 /// The database cannot be opened, or the transport fails.
 pub fn serve(db: Option<PathBuf>) -> Result<(), String> {
+    let loader = preload_model()
+        .map_err(|e| tracing::warn!("cannot start the model-loading thread: {e}"))
+        .ok();
+    let served = serve_until_closed(db);
+    // Wait for a load still under way: exiting while ONNX Runtime initialises on another
+    // thread would run its static destructors under it. This only delays the exit of a
+    // server closed within the load time.
+    if let Some(h) = loader
+        && h.join().is_err()
+    {
+        tracing::warn!("the model-loading thread panicked");
+    }
+    served
+}
+
+/// [`serve`] without the model preload.
+fn serve_until_closed(db: Option<PathBuf>) -> Result<(), String> {
     let path = db::resolve(db);
     let conn = db::open(&path, Prepare::Memories)?;
     let server = MemoryServer::new(conn, path.display().to_string());

@@ -16,9 +16,9 @@ pub const MAX_K: u32 = 100;
 /// Largest page `memory_list` returns.
 pub const MAX_LIMIT: u32 = 1000;
 
-/// The columns every read returns, in [`Memory::from_row`] order.
+/// The columns every read returns ([`Memory::from_row`] reads them by name).
 const COLUMNS: &str = "id, content, namespace, tags, metadata, source, importance, created_at, \
-     updated_at, expires_at";
+     updated_at, expires_at, superseded_by";
 
 /// One stored memory.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -48,18 +48,25 @@ pub struct Memory {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "i64")]
     pub expires_at: Option<i64>,
+    /// Id of the newer memory that supersedes this one (a near duplicate stored later,
+    /// e.g. a corrected fact); absent when none does. A superseded memory no longer comes
+    /// back from searches or memory_list; deleting the newer one brings it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i64")]
+    pub superseded_by: Option<i64>,
 }
 
 impl Memory {
-    /// Reads the [`COLUMNS`] of one row.
+    /// Reads the [`COLUMNS`] of one row, by name.
     fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        let json = |i: usize| -> rusqlite::Result<Value> {
-            let text: String = row.get(i)?;
+        let json = |name: &str| -> rusqlite::Result<Value> {
+            let text: String = row.get(name)?;
             serde_json::from_str(&text).map_err(|e| {
+                let i = row.as_ref().column_index(name).unwrap_or(0);
                 rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
             })
         };
-        let tags = match json(3)? {
+        let tags = match json("tags")? {
             Value::Array(items) => items
                 .into_iter()
                 .map(|v| match v {
@@ -69,21 +76,22 @@ impl Memory {
                 .collect(),
             _ => Vec::new(),
         };
-        let metadata = match json(4)? {
+        let metadata = match json("metadata")? {
             Value::Object(m) => m,
             _ => Map::new(),
         };
         Ok(Memory {
-            id: row.get(0)?,
-            content: row.get(1)?,
-            namespace: row.get(2)?,
+            id: row.get("id")?,
+            content: row.get("content")?,
+            namespace: row.get("namespace")?,
             tags,
             metadata,
-            source: row.get(5)?,
-            importance: row.get(6)?,
-            created_at: row.get(7)?,
-            updated_at: row.get(8)?,
-            expires_at: row.get(9)?,
+            source: row.get("source")?,
+            importance: row.get("importance")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+            expires_at: row.get("expires_at")?,
+            superseded_by: row.get("superseded_by")?,
         })
     }
 }
@@ -114,19 +122,39 @@ pub struct NewMemory {
     pub ttl: Option<Value>,
 }
 
+/// What the table did with a stored memory (the `outcome` of `subcog_last_insert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+pub enum Outcome {
+    /// Stored as a new memory `id`.
+    Inserted,
+    /// Same text (ignoring case and spacing) as the existing memory `id` in the same
+    /// namespace: no new memory; see `action`.
+    Duplicate,
+    /// Stored as a new memory `id` that supersedes the older memory `supersedes` (meaning
+    /// nearly the same, e.g. a corrected fact): the older one no longer comes back from
+    /// searches, and is still readable by id (its `superseded_by` is `id`).
+    Superseded,
+}
+
 /// Where a store landed: the table's dedup outcome (`subcog_last_insert`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Stored {
-    /// Id of the memory the content is now in (new, or the existing duplicate).
+    /// Id of the memory the content is now in: the new memory, or for a duplicate the
+    /// existing one.
     pub id: i64,
-    /// "inserted" (a new memory), "duplicate" (same text as memory `id`) or
-    /// "near_duplicate" (meaning nearly the same as memory `id`).
-    pub outcome: String,
+    /// "inserted", "duplicate" or "superseded" (see the variants).
+    pub outcome: Outcome,
     /// For duplicates: "merge" (tags/metadata merged into the existing memory, timestamp
     /// refreshed) or "skip" (existing memory unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
-    /// For near duplicates: cosine similarity to memory `id`.
+    /// For "superseded": id of the older memory that the new memory `id` supersedes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<i64>,
+    /// For "superseded": cosine similarity of the new memory to the older one (at least the
+    /// table's `dedup_threshold`, 4 decimals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub similarity: Option<f64>,
 }
@@ -149,7 +177,9 @@ pub struct Changes {
 #[serde(rename_all = "lowercase")]
 #[schemars(inline)]
 pub enum Mode {
-    /// Keyword (BM25) and semantic (vector) results fused by reciprocal rank fusion.
+    /// Keyword (BM25) and semantic (vector) candidates ranked by a weighted sum of the
+    /// normalised BM25 score and the cosine similarity, plus a share of the best score of
+    /// the memories stored next to each one (conversation context).
     #[default]
     Hybrid,
     /// Semantic similarity of the query's embedding only.
@@ -165,8 +195,11 @@ pub struct Scored {
     /// The memory.
     #[serde(flatten)]
     pub memory: Memory,
-    /// Relevance, higher is better: RRF sum (hybrid), 1 - cosine distance (vector), -BM25
-    /// (keyword); with recency or importance weights, the weighted final score.
+    /// Relevance, higher is better. Hybrid: `w * bm25 / best_bm25 + (1 - w) * cosine`,
+    /// plus `g` times the best such score among the memories stored next to it (`w` and
+    /// `g` are the table's `hybrid_keyword_weight`, default 0.4, and
+    /// `hybrid_context_weight`, default 0.5); vector: 1 - cosine distance; keyword:
+    /// -BM25. With recency or importance weights, the weighted final score.
     pub score: f64,
     /// With recency or importance weights: the components of the score (relevance,
     /// recency, age_days, importance, weights).
@@ -226,6 +259,9 @@ pub struct Stats {
     pub dim: i64,
     /// Whether the model files are installed.
     pub model_present: bool,
+    /// Whether the model is loaded in this process (`subcog mcp` loads it in the background
+    /// as it starts; false while that load runs, or when the files are missing).
+    pub model_loaded: bool,
     /// Database file path.
     pub database_path: String,
     /// Database size in bytes (pages in use times page size; the WAL file not included).
@@ -343,20 +379,17 @@ fn insert_in(
     let sql = format!("INSERT INTO {TABLE}({}) VALUES ({marks})", cols.join(", "));
     conn.execute(&sql, params_from_iter(vals))
         .map_err(sql_err("storing the memory"))?;
-    let id = conn.last_insert_rowid();
+    // The table's own report, computed after any deferred near-duplicate check.
     let outcome: Option<String> = conn
         .query_row(&format!("SELECT subcog_last_insert('{TABLE}')"), [], |r| {
             r.get(0)
         })
         .map_err(sql_err("reading the store outcome"))?;
-    Ok(outcome
-        .and_then(|o| serde_json::from_str::<Stored>(&o).ok())
-        .unwrap_or(Stored {
-            id,
-            outcome: "inserted".into(),
-            action: None,
-            similarity: None,
-        }))
+    let outcome = outcome.ok_or_else(|| {
+        format!("reading the store outcome failed: subcog_last_insert('{TABLE}') is NULL")
+    })?;
+    serde_json::from_str::<Stored>(&outcome)
+        .map_err(|e| format!("reading the store outcome failed: unexpected {outcome} ({e})"))
 }
 
 /// Stores one memory and returns its id.
@@ -390,8 +423,8 @@ pub struct ImportRecord {
     pub id: Option<i64>,
 }
 
-/// Stores a batch of records in one transaction; returns their ids. A bad record
-/// fails the whole batch, with its position in the message.
+/// Stores a batch of records in one transaction; returns where each landed, in order. A
+/// bad record fails the whole batch, with its position in the message.
 ///
 /// # Errors
 /// The first invalid record, or the table's error.
@@ -399,14 +432,14 @@ pub fn store_batch(
     conn: &Connection,
     batch: &[(usize, ImportRecord)],
     keep_ids: bool,
-) -> Result<Vec<i64>, String> {
+) -> Result<Vec<Stored>, String> {
     let mut out = Err(String::new());
     db::write(conn, |tx| {
         let mut ids = Vec::with_capacity(batch.len());
         for (line, r) in batch {
             let id = if keep_ids { r.id } else { None };
             match insert_in(tx, &r.memory, r.created_at, r.expires_at, id) {
-                Ok(s) => ids.push(s.id),
+                Ok(s) => ids.push(s),
                 Err(e) => {
                     out = Err(format!("line {line}: {e}"));
                     // Roll the batch back: nothing of a failing batch is kept.
@@ -574,13 +607,13 @@ pub fn search(
         let rows = stmt.query_map(params_from_iter(vals.clone()), |r| {
             let explain = match &rank_json {
                 Some(_) => r
-                    .get::<_, Option<String>>(11)?
+                    .get::<_, Option<String>>("explain")?
                     .and_then(|e| serde_json::from_str(&e).ok()),
                 None => None,
             };
             Ok(Scored {
                 memory: Memory::from_row(r)?,
-                score: r.get::<_, Option<f64>>(10)?.unwrap_or(0.0),
+                score: r.get::<_, Option<f64>>("score")?.unwrap_or(0.0),
                 explain,
             })
         })?;
@@ -589,7 +622,8 @@ pub fn search(
     .map_err(sql_err("searching"))
 }
 
-/// Lists memories newest first (by `created_at`, then id).
+/// Lists memories newest first (by `created_at`, then id), leaving out expired and
+/// superseded ones (as every search does).
 ///
 /// # Errors
 /// `limit` out of 1..=[`MAX_LIMIT`], or the table's error.
@@ -608,9 +642,10 @@ pub fn list(
     } else {
         ""
     };
-    // Expired memories are left out (they are gone for every search too).
+    // Expired and superseded memories are left out (they are gone for every search too).
     let sql = format!(
-        "SELECT {COLUMNS} FROM {TABLE} WHERE (expires_at IS NULL OR expires_at > ?4) {filter}\
+        "SELECT {COLUMNS} FROM {TABLE} WHERE (expires_at IS NULL OR expires_at > ?4) \
+         AND superseded_by IS NULL {filter}\
          ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2"
     );
     let now = subcog::row::now_ms();
@@ -677,15 +712,14 @@ pub fn stats(conn: &Connection, path: &str) -> Result<Stats, String> {
     .map(|(namespaces, info, size)| {
         let info: Value = serde_json::from_str(&info).unwrap_or(Value::Null);
         let text = |k: &str| info.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let flag = |k: &str| info.get(k).and_then(Value::as_bool).unwrap_or(false);
         Stats {
             total: namespaces.iter().map(|n| n.count).sum(),
             namespaces,
             model: text("model"),
             dim: info.get("dim").and_then(Value::as_i64).unwrap_or(0),
-            model_present: info
-                .get("model_present")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            model_present: flag("model_present"),
+            model_loaded: flag("model_loaded"),
             database_path: path.to_string(),
             database_size_bytes: size,
             version: text("version"),

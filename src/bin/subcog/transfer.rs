@@ -12,20 +12,69 @@ use std::path::Path;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rusqlite::Connection;
 
-use crate::ops::{self, ImportRecord};
+use crate::ops::{self, ImportRecord, Outcome, Stored};
 use crate::output::io_err;
 
 /// Rows per write transaction: large enough to be fast, small enough that concurrent MCP
 /// servers on the same database wait at most a few seconds for the lock.
 const BATCH: usize = 64;
 
-/// What an import did.
-#[derive(Debug)]
+/// What an import did, line by line, from the table's report on each INSERT
+/// (`subcog_last_insert`). `inserted + superseded` memories were added to the table;
+/// `merged` and `unchanged` lines added none.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ImportSummary {
-    /// Memories stored.
-    pub stored: usize,
+    /// Lines stored as new memories.
+    pub inserted: usize,
+    /// Lines that were exact duplicates (same text ignoring case and spacing, same
+    /// namespace) of an existing memory and were merged into it (`dedup=merge`, the
+    /// default): its tags, metadata, importance and expiry absorbed the line's.
+    pub merged: usize,
+    /// Lines that were exact duplicates left out unchanged (`dedup=skip`).
+    pub unchanged: usize,
+    /// Lines stored as new memories that supersede an older near-duplicate memory (which
+    /// no longer comes back from searches).
+    pub superseded: usize,
     /// Blank lines skipped.
-    pub skipped: usize,
+    pub blank: usize,
+}
+
+impl ImportSummary {
+    /// Lines imported (every non-blank line).
+    pub fn lines(&self) -> usize {
+        self.inserted + self.merged + self.unchanged + self.superseded
+    }
+
+    /// Counts one line's outcome.
+    fn add(&mut self, s: &Stored) {
+        match (s.outcome, s.action.as_deref()) {
+            (Outcome::Inserted, _) => self.inserted += 1,
+            (Outcome::Superseded, _) => self.superseded += 1,
+            (Outcome::Duplicate, Some("skip")) => self.unchanged += 1,
+            (Outcome::Duplicate, _) => self.merged += 1,
+        }
+    }
+
+    /// What became of the lines, e.g. `16800 inserted, 120 merged into existing memories,
+    /// 80 superseded older memories` (the dedup=skip and blank counts only when not 0).
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} inserted, {} merged into existing memories, {} superseded older memories",
+            self.inserted, self.merged, self.superseded
+        );
+        if self.unchanged > 0 {
+            s += &format!(
+                ", {} duplicates of existing memories left unchanged (dedup=skip)",
+                self.unchanged
+            );
+        }
+        match self.blank {
+            0 => {}
+            1 => s += " (1 blank line skipped)",
+            n => s += &format!(" ({n} blank lines skipped)"),
+        }
+        s
+    }
 }
 
 /// Reads every record of `file` (all are checked before anything is written).
@@ -75,20 +124,25 @@ pub fn import(
     ) {
         bar.set_style(style.progress_chars("=> "));
     }
-    let mut stored = 0;
+    let mut summary = ImportSummary {
+        blank: skipped,
+        ..ImportSummary::default()
+    };
     for chunk in records.chunks(BATCH) {
-        ops::store_batch(conn, chunk, keep_ids).map_err(|e| {
+        let outcomes = ops::store_batch(conn, chunk, keep_ids).map_err(|e| {
             bar.abandon();
             format!(
-                "{}: {e} ({stored} memories from earlier lines were imported)",
-                file.display()
+                "{}: {e} (the {} lines before this batch were imported: {})",
+                file.display(),
+                summary.lines(),
+                summary.describe()
             )
         })?;
-        stored += chunk.len();
+        outcomes.iter().for_each(|s| summary.add(s));
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(ImportSummary { stored, skipped })
+    Ok(summary)
 }
 
 /// Writes every memory of `conn` as JSON lines to `out`, in id order; returns the count.
