@@ -70,6 +70,12 @@ bench: setup venv build
 	$(PY) benches/bench_suite.py $(BENCH_ARGS)
 	@if [ "$$BENCH_MICRO" = 1 ]; then $(MAKE) --no-print-directory bench-micro; fi
 
+## dedup-study: which default dedup_threshold (benches/dedup_threshold.py): hand-written
+## correction pairs and LoCoMo, per threshold; STUDY_ARGS passes options ("--markdown --verify")
+.PHONY: dedup-study
+dedup-study: setup venv build
+	$(PY) benches/dedup_threshold.py $(STUDY_ARGS)
+
 ## bench-micro: criterion micro-benchmarks in benches/*.rs (bundled SQLite, in-process; own
 ## target dir, because the bench profile writes to target/release and would replace the .so)
 bench-micro: setup
