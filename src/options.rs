@@ -33,9 +33,11 @@ pub struct TableOptions {
     /// What an INSERT of a duplicate does ([`DedupPolicy`]). Default `merge`.
     pub dedup: DedupPolicy,
     /// Cosine similarity at or above which a new memory is a near duplicate of an existing
-    /// one in the same namespace. Default 0.95 (peers use 0.90 (Subcog) to 0.95 (Memoria);
-    /// on the 2,760 LoCoMo conversation turns 0.92 folded 36, some of them distinct remarks;
-    /// 0.95 folded 7, all farewells and repeated plans).
+    /// one in the same namespace: the new memory supersedes it. Default 0.92, from
+    /// BENCHMARKS.md "Dedup threshold" (`benches/dedup_threshold.py`): the lowest threshold
+    /// at which none of 36 hand-written distinct-fact pairs is superseded and at most 1% of
+    /// the LoCoMo questions lose an evidence turn (at 0.92: 31 of 72 corrections and 8 of 36
+    /// restatements supersede; 20 of 2,760 LoCoMo turns are superseded).
     /// Only for tables with `metric=cosine`; 1.0 keeps exact duplicates only.
     pub dedup_threshold: f64,
     /// What a secret found in `content`, `tags` or `metadata` does
@@ -156,7 +158,7 @@ impl Default for TableOptions {
             auto_embed: true,
             exact_max: 2048,
             dedup: DedupPolicy::Merge,
-            dedup_threshold: 0.95,
+            dedup_threshold: 0.92,
             secrets: crate::redact::SecretPolicy::Redact,
             recency_weight: 0.0,
             recency_half_life_ms: 30 * 86_400_000,
