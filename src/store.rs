@@ -577,33 +577,6 @@ impl Store {
             .optional()?)
     }
 
-    /// Ids hidden from searches at `now`, of `namespace` (all when `None`): expired
-    /// memories, and superseded ones unless `include_superseded`.
-    pub fn hidden_ids(
-        &self,
-        now: i64,
-        namespace: Option<&str>,
-        include_superseded: bool,
-    ) -> Result<Vec<i64>> {
-        let sql = format!(
-            "SELECT id FROM {c} WHERE expires_at <= ?1 AND (?2 IS NULL OR namespace = ?2)
-             UNION
-             SELECT l.dst FROM {l} l JOIN {c} c ON c.id = l.dst
-              WHERE ?3 = 0 AND l.kind = ?4 AND (?2 IS NULL OR c.namespace = ?2)",
-            c = self.q.content,
-            l = self.q.links
-        );
-        let ids = self
-            .conn
-            .prepare_cached(&sql)?
-            .query_map(
-                params![now, namespace, i64::from(include_superseded), SUPERSEDES],
-                |r| r.get(0),
-            )?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(ids)
-    }
-
     /// The oldest live (unexpired at `now`) memory of `namespace` whose normalised content
     /// has this hash ([`crate::dedup::content_hash`]), other than `except`.
     pub fn find_by_hash(

@@ -112,6 +112,10 @@ const FLUSH_BATCH: usize = 256;
 /// skipped).
 const NEAR_DUP_CANDIDATES: usize = 8;
 
+/// Most extra candidates a search fetches to make up for hidden (expired, superseded)
+/// rows among its best ones: after that it returns what is visible.
+const MAX_EXTRA: usize = 4 * search::MAX_K as usize;
+
 /// HNSW candidate list of the near-duplicate check's graph walk (see
 /// [`Ann::search_ef`]); the binary16 graph raises it to k + 10 = 18 candidates.
 const NEAR_DUP_EF: usize = 24;
@@ -1002,24 +1006,36 @@ impl MemCursor<'_> {
         // Expired (and, unless asked for, superseded) memories never come back from a
         // search: fetch that many more, drop them.
         let now = row::now_ms();
-        let expired: HashSet<i64> = if searching {
-            store
-                .hidden_ids(now, ns.as_deref(), include_superseded)?
-                .into_iter()
-                .collect()
-        } else {
-            HashSet::new()
+        // Expired memories, and superseded ones unless asked for, never come back from a
+        // search. Each candidate is checked (two indexed lookups); when too few remain the
+        // search runs again with twice the extra depth, so a table with many hidden rows
+        // pays only where they crowd the top.
+        let hidden = |id: i64| -> Result<bool> {
+            Ok(store.get(id)?.is_none_or(|r| r.expired(now))
+                || (!include_superseded && store.superseded_by(id)?.is_some()))
         };
-        let fetch = |k: usize| {
-            rank.pool(k, search::MAX_K as usize)
-                .saturating_add(expired.len())
-        };
+        let pool = |k: usize| rank.pool(k, search::MAX_K as usize);
+        let run_visible =
+            |k: usize, search: &mut dyn FnMut(usize) -> Result<(Vec<Found>, bool)>| -> Result<Vec<Found>> {
+                let need = pool(k);
+                let mut extra = 0usize;
+                loop {
+                    let (found, exhausted) = search(extra)?;
+                    let mut visible = Vec::with_capacity(found.len());
+                    for f in found {
+                        if !hidden(f.id)? {
+                            visible.push(f);
+                        }
+                    }
+                    if visible.len() >= need || exhausted || extra >= MAX_EXTRA {
+                        return Ok(visible);
+                    }
+                    extra = (extra * 2).max(k.min(MAX_EXTRA)).max(16).min(MAX_EXTRA);
+                }
+            };
         self.ranking = Some(rank);
         let finish = |found: Vec<Found>, k: usize| -> Result<(Vec<Found>, Vec<Components>)> {
-            let mut found: Vec<Found> = found
-                .into_iter()
-                .filter(|f| !expired.contains(&f.id))
-                .collect();
+            let mut found = found;
             if !rank.active() {
                 found.truncate(k);
                 return Ok((found, Vec::new()));
@@ -1059,13 +1075,13 @@ impl MemCursor<'_> {
                     )));
                 }
             };
-            let found = search::knn(
-                store,
-                &mut tab.ann.borrow_mut(),
-                &query,
-                fetch(k),
-                ns.as_deref(),
-            )?;
+            let found = run_visible(k, &mut |extra| {
+                let want = pool(k).saturating_add(extra);
+                let found =
+                    search::knn(store, &mut tab.ann.borrow_mut(), &query, want, ns.as_deref())?;
+                let exhausted = found.len() < want;
+                Ok((found, exhausted))
+            })?;
             return finish(found, k);
         }
         if let Some(q) = keyword {
@@ -1079,7 +1095,12 @@ impl MemCursor<'_> {
                     ));
                 }
             };
-            let found = search::keyword(store, &q, fetch(k), ns.as_deref())?;
+            let found = run_visible(k, &mut |extra| {
+                let want = pool(k).saturating_add(extra);
+                let found = search::keyword(store, &q, want, ns.as_deref())?;
+                let exhausted = found.len() < want;
+                Ok((found, exhausted))
+            })?;
             return finish(found, k);
         }
         if let Some(q) = hybrid {
@@ -1093,21 +1114,26 @@ impl MemCursor<'_> {
                     )));
                 }
             };
-            // Without re-ranking, extra rows (for expired ones to drop) must not change
-            // the candidate depth a plain k-search uses; re-ranking wants a deeper pool.
-            let depth = if rank.active() {
-                fetch(k)
-            } else {
-                k.max(store.opts.hybrid_depth) + expired.len()
-            };
-            let found = search::hybrid_at_depth(
-                store,
-                &mut tab.ann.borrow_mut(),
-                &text,
-                fetch(k),
-                depth,
-                ns.as_deref(),
-            )?;
+            // Without re-ranking, the first run uses the candidate depth a plain k-search
+            // uses; re-ranking wants a deeper pool. Hidden rows deepen it.
+            let found = run_visible(k, &mut |extra| {
+                let want = pool(k).saturating_add(extra);
+                let depth = if rank.active() {
+                    want
+                } else {
+                    k.max(store.opts.hybrid_depth) + extra
+                };
+                let found = search::hybrid_at_depth(
+                    store,
+                    &mut tab.ann.borrow_mut(),
+                    &text,
+                    want,
+                    depth,
+                    ns.as_deref(),
+                )?;
+                let exhausted = found.len() < want;
+                Ok((found, exhausted))
+            })?;
             return finish(found, k);
         }
         if k_val.is_some() {
