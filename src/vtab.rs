@@ -374,9 +374,43 @@ impl MemoriesTab {
                 others.push((id, ns.to_string(), v));
             }
         })?;
+        // Namespaces of at most exact_max vectors are compared exactly, as searches do:
+        // their vectors are read once for the batch.
+        let mut small: std::collections::HashMap<&str, Vec<(i64, Vec<f32>)>> =
+            std::collections::HashMap::new();
+        let cap = store.opts.exact_max.saturating_add(1);
+        for &i in checks {
+            let ns = batch[i].namespace.as_str();
+            if small.contains_key(ns) || store.count_capped(ns, cap)? > store.opts.exact_max {
+                continue;
+            }
+            let mut all = Vec::new();
+            store.scan_vectors(Some(ns), |id, blob| {
+                if !in_batch.contains(&id)
+                    && let Some(v) = vector::decode_stored(blob, dim)
+                {
+                    all.push((id, v));
+                }
+            })?;
+            small.insert(ns, all);
+        }
         for (&i, candidates) in checks.iter().zip(graph) {
             let (u, v) = (&batch[i], &vecs[i]);
             let mut hits: Vec<(i64, f32)> = Vec::new();
+            let exact = small.get(u.namespace.as_str());
+            for (id, w) in exact.into_iter().flatten() {
+                hits.push((*id, metric.distance(v, w)));
+            }
+            let candidates = if exact.is_some() {
+                Vec::new()
+            } else {
+                candidates
+            };
+            let others_here = if exact.is_some() {
+                &[][..]
+            } else {
+                &others[..]
+            };
             for id in candidates {
                 if in_batch.contains(&id) {
                     continue;
@@ -385,7 +419,7 @@ impl MemoriesTab {
                     hits.push((id, metric.distance(v, &w)));
                 }
             }
-            for (id, ns, w) in &others {
+            for (id, ns, w) in others_here {
                 if *ns == u.namespace {
                     hits.push((*id, metric.distance(v, w)));
                 }
@@ -500,6 +534,24 @@ impl MemoriesTab {
     /// # Errors
     /// Model or inference errors; SQLite errors.
     fn flush(&self) -> Result<()> {
+        self.keeping_last_rowid(|| self.flush_now())
+    }
+
+    /// Runs `f`, then restores the connection's `last_insert_rowid()`: the writes to the
+    /// shadow tables done by a flush or a checkpoint (in a SELECT, or at COMMIT) must not
+    /// change what the user's last INSERT reports.
+    fn keeping_last_rowid<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let conn = self.store.conn();
+        let saved = conn.last_insert_rowid();
+        let r = f();
+        if conn.last_insert_rowid() != saved {
+            // SAFETY: the handle is this table's open connection, used on its own thread.
+            unsafe { ffi::sqlite3_set_last_insert_rowid(conn.handle(), saved) };
+        }
+        r
+    }
+
+    fn flush_now(&self) -> Result<()> {
         let store = &self.store;
         self.awaiting.set(0);
         if !store.has_unembedded()? {
@@ -798,11 +850,13 @@ impl TransactionVTab<'_> for MemoriesTab {
     /// roll the whole transaction back.
     fn sync(&mut self) -> rusqlite::Result<()> {
         guard(|| {
-            self.flush()?;
-            self.ann
-                .borrow_mut()
-                .maybe_checkpoint(&self.store, Checkpoint::Commit)
-                .map(|_| ())
+            self.keeping_last_rowid(|| {
+                self.flush()?;
+                self.ann
+                    .borrow_mut()
+                    .maybe_checkpoint(&self.store, Checkpoint::Commit)
+                    .map(|_| ())
+            })
         })
     }
 
@@ -1015,24 +1069,25 @@ impl MemCursor<'_> {
                 || (!include_superseded && store.superseded_by(id)?.is_some()))
         };
         let pool = |k: usize| rank.pool(k, search::MAX_K as usize);
-        let run_visible =
-            |k: usize, search: &mut dyn FnMut(usize) -> Result<(Vec<Found>, bool)>| -> Result<Vec<Found>> {
-                let need = pool(k);
-                let mut extra = 0usize;
-                loop {
-                    let (found, exhausted) = search(extra)?;
-                    let mut visible = Vec::with_capacity(found.len());
-                    for f in found {
-                        if !hidden(f.id)? {
-                            visible.push(f);
-                        }
+        let run_visible = |k: usize,
+                           search: &mut dyn FnMut(usize) -> Result<(Vec<Found>, bool)>|
+         -> Result<Vec<Found>> {
+            let need = pool(k);
+            let mut extra = 0usize;
+            loop {
+                let (found, exhausted) = search(extra)?;
+                let mut visible = Vec::with_capacity(found.len());
+                for f in found {
+                    if !hidden(f.id)? {
+                        visible.push(f);
                     }
-                    if visible.len() >= need || exhausted || extra >= MAX_EXTRA {
-                        return Ok(visible);
-                    }
-                    extra = (extra * 2).max(k.min(MAX_EXTRA)).max(16).min(MAX_EXTRA);
                 }
-            };
+                if visible.len() >= need || exhausted || extra >= MAX_EXTRA {
+                    return Ok(visible);
+                }
+                extra = (extra * 2).max(k.min(MAX_EXTRA)).max(16).min(MAX_EXTRA);
+            }
+        };
         self.ranking = Some(rank);
         let finish = |found: Vec<Found>, k: usize| -> Result<(Vec<Found>, Vec<Components>)> {
             let mut found = found;
@@ -1077,8 +1132,13 @@ impl MemCursor<'_> {
             };
             let found = run_visible(k, &mut |extra| {
                 let want = pool(k).saturating_add(extra);
-                let found =
-                    search::knn(store, &mut tab.ann.borrow_mut(), &query, want, ns.as_deref())?;
+                let found = search::knn(
+                    store,
+                    &mut tab.ann.borrow_mut(),
+                    &query,
+                    want,
+                    ns.as_deref(),
+                )?;
                 let exhausted = found.len() < want;
                 Ok((found, exhausted))
             })?;

@@ -355,7 +355,11 @@ impl Oracle {
     /// A random id (`None` when empty): the first at or after a uniform draw between
     /// the smallest and the largest id (O(log n); rows after gaps come up more often).
     pub fn random_id(&self, rng: &mut Rng) -> Option<i64> {
-        pick_from(self.rows.keys(), |x| self.rows.range(x..).next().map(|(k, _)| *k), rng)
+        pick_from(
+            self.rows.keys(),
+            |x| self.rows.range(x..).next().map(|(k, _)| *k),
+            rng,
+        )
     }
 
     /// The largest id (0 when empty).
@@ -433,8 +437,9 @@ pub fn knn(
     ns: Option<&str>,
     include_superseded: bool,
 ) -> rusqlite::Result<Vec<(i64, f32)>> {
-    let mut sql =
-        format!("SELECT id, distance FROM {table} WHERE embedding MATCH ?1 AND k = ?2 AND (?3 IS NULL OR 1)");
+    let mut sql = format!(
+        "SELECT id, distance FROM {table} WHERE embedding MATCH ?1 AND k = ?2 AND (?3 IS NULL OR 1)"
+    );
     if ns.is_some() {
         sql.push_str(" AND namespace = ?3");
     }
