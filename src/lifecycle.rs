@@ -12,14 +12,14 @@
 //!
 //! `table` is `name` or `schema.name`.
 
+use rusqlite::Connection;
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension};
 
 use crate::dedup;
 use crate::error::{Error, Result};
 use crate::row::{now_ms, type_name};
-use crate::store::{SUPERSEDES, quote, split_name};
+use crate::store::{quote, split_name};
 
 /// Registers `subcog_last_insert` and `subcog_purge` on `conn`.
 ///
@@ -104,20 +104,12 @@ fn last_insert(ctx: &Context<'_>) -> Result<Option<String>> {
             [outcome.id],
             |r| r.get::<_, i64>(0),
         )?;
-        let sql = format!(
-            "SELECT dst, weight FROM {}.{} WHERE src = ?1 AND kind = ?2 ORDER BY dst DESC LIMIT 1",
-            quote(&schema),
-            quote(&format!("{table}_links"))
-        );
-        let link: Option<(i64, Option<f64>)> = conn
-            .query_row(&sql, rusqlite::params![outcome.id, SUPERSEDES], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
+        let store = crate::store::Store::connect(connection(ctx)?, &schema, &table)?;
+        let link = store.supersedes(outcome.id)?;
         if let Some((older, similarity)) = link {
             outcome.kind = "superseded";
             outcome.supersedes = Some(older);
-            outcome.similarity = similarity;
+            outcome.similarity = Some(similarity);
         }
     }
     Ok(Some(outcome.to_json()))

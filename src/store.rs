@@ -549,23 +549,20 @@ impl Store {
 
     /// The newest memory that supersedes `id`, with the link's weight (similarity).
     pub fn superseded_by(&self, id: i64) -> Result<Option<(i64, f64)>> {
-        let sql = format!(
-            "SELECT src, weight FROM {} WHERE dst = ?1 AND kind = ?2 ORDER BY src DESC LIMIT 1",
-            self.q.links
-        );
-        Ok(self
-            .conn
-            .prepare_cached(&sql)?
-            .query_row(params![id, SUPERSEDES], |r| {
-                Ok((r.get(0)?, r.get::<_, Option<f64>>(1)?.unwrap_or(0.0)))
-            })
-            .optional()?)
+        self.supersedes_link(id, "dst", "src")
     }
 
     /// The memory `id` supersedes, with the link's weight (similarity).
     pub fn supersedes(&self, id: i64) -> Result<Option<(i64, f64)>> {
+        self.supersedes_link(id, "src", "dst")
+    }
+
+    /// The [`SUPERSEDES`] link whose `known` end is `id`: its `other` end (the largest
+    /// when several) and weight.
+    fn supersedes_link(&self, id: i64, known: &str, other: &str) -> Result<Option<(i64, f64)>> {
         let sql = format!(
-            "SELECT dst, weight FROM {} WHERE src = ?1 AND kind = ?2 ORDER BY dst DESC LIMIT 1",
+            "SELECT {other}, weight FROM {} WHERE {known} = ?1 AND kind = ?2 \
+             ORDER BY {other} DESC LIMIT 1",
             self.q.links
         );
         Ok(self
