@@ -519,8 +519,36 @@ impl Ann {
         let (g, saved) = store.snapshot_state()?;
         if g != saved {
             self.save(store, g)?;
+            self.keep_unreachable_pending(store)?;
         }
         Ok(())
+    }
+
+    /// Runs the reachability check ([`unreachable`]) over every node of the graph that is
+    /// not pending, and adds the ones their own vector does not find to the pending list.
+    /// Called whenever a snapshot is written: insertions after a node was added can
+    /// prune the links that led to it, so checking only the nodes a checkpoint adds is
+    /// not enough. Costs one short search per node (about 1.5 s CPU at 100,000 nodes),
+    /// once per snapshot write.
+    ///
+    /// # Errors
+    /// SQLite or usearch errors.
+    fn keep_unreachable_pending(&self, store: &Store) -> Result<()> {
+        let Some(index) = self.index.as_ref() else {
+            return Ok(());
+        };
+        let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
+        let dim = store.opts.dim;
+        let mut items: Vec<(u64, Vec<f32>)> = Vec::new();
+        store.scan_vectors(None, |id, blob| {
+            if !pending.contains(&id)
+                && let Some(v) = vector::decode_stored(blob, dim)
+            {
+                items.push((id as u64, self.graph_vector(&v).into_owned()));
+            }
+        })?;
+        let lost = unreachable(index, &items, self.unit, &store.opts)?;
+        store.mark_pending_all(&lost)
     }
 
     /// Serializes the graph into `<table>_hnsw` as the snapshot of `generation`.
@@ -575,15 +603,17 @@ impl Ann {
             items.iter_mut().for_each(|(_, v)| *v = unit_vector(v));
         }
         add_parallel(index, &items)?;
-        let unreachable = unreachable(index, &items, self.unit, &store.opts)?;
         let generation = random_generation();
         if save {
             self.save(store, generation)?;
             store.clear_pending()?;
+            self.keep_unreachable_pending(store)?;
         } else {
+            // A deferred snapshot: the new nodes now, every node when it is written.
+            let unreachable = unreachable(index, &items, self.unit, &store.opts)?;
             store.set_generation_unsaved(generation)?;
+            store.mark_pending_all(&unreachable)?;
         }
-        store.mark_pending_all(&unreachable)?;
         self.generation = generation;
         Ok(())
     }

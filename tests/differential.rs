@@ -1733,13 +1733,15 @@ impl AWorld {
     }
 }
 
-/// KNOWN FAILURE (issue 16, open): at the end of the run one memory of `a_default`
-/// (384-d, auto-embedded) is not returned by a KNN of its own vector. Checkpoints check
-/// the nodes they add, but a node can become unreachable later, when later insertions
-/// prune the links to it; that is not detected yet. Run it with `cargo test ... --
-/// --ignored` (it fails today: `memory 14 is not found by a KNN of its own vector`).
+/// KNOWN FAILURE (issue 16, open): at the end of the run (seed 1) memory 14 of `a_default`
+/// (384-d, auto-embedded) is not returned by a KNN of the vector the oracle holds for it
+/// (`[(352, 0.0858)]`). It fails the same way every run, so it is not the graph's
+/// randomness; the table and the oracle agree on its supersession. Not diagnosed: either
+/// the oracle keeps a stale vector for a re-embedded row, or the table hides or mis-stores
+/// it. Run with `cargo test --no-default-features --features bundled --test differential
+/// -- --include-ignored`.
 #[test]
-#[ignore = "known failure: nodes made unreachable by later insertions are not detected yet"]
+#[ignore = "known failure, not diagnosed: see the comment"]
 fn auto_embedded_default_tables_agree_with_the_oracle() {
     let (_, seeds, _) = env_list();
     let probe = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
