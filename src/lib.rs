@@ -15,25 +15,18 @@
 #![warn(missing_docs)]
 
 pub mod ann;
-pub mod dedup;
 pub mod embedder;
-#[cfg(feature = "ext")]
-pub mod entry;
-pub mod error;
-pub mod functions;
-pub mod integrity;
-pub mod lifecycle;
-pub mod options;
-pub mod planner;
-pub mod rank;
-pub mod redact;
+pub(crate) mod error;
+pub(crate) mod options;
+pub(crate) mod redact;
 pub mod row;
-pub mod search;
-pub mod store;
-pub mod text;
-pub mod vec_search;
+pub(crate) mod search;
+pub mod sql;
+pub(crate) mod store;
+pub(crate) mod table;
 pub mod vector;
-pub mod vtab;
+
+pub use search::text;
 
 /// Registers the `memories` module, `vec_search` and every SQL function on `conn`.
 ///
@@ -43,10 +36,10 @@ pub mod vtab;
 /// # Errors
 /// SQLite errors from registering a module or function.
 pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    functions::register(conn)?;
-    lifecycle::register(conn)?;
-    vtab::register(conn)?;
-    vec_search::register(conn)?;
+    sql::functions::register(conn)?;
+    sql::lifecycle::register(conn)?;
+    sql::vtab::register(conn)?;
+    sql::vec_search::register(conn)?;
     Ok(())
 }
 

@@ -366,8 +366,10 @@ const SPECS: &[Spec] = &[
 /// The kind [`redact_json`] reports for a string value redacted because of its key.
 pub const SECRET_FIELD: &str = "secret_field";
 
+#[cfg(test)]
 const N_SPECS: usize = SPECS.len();
 
+#[cfg(test)]
 const KIND_ARRAY: [&str; N_SPECS + 1] = {
     let mut a = [SECRET_FIELD; N_SPECS + 1];
     let mut i = 0;
@@ -380,6 +382,7 @@ const KIND_ARRAY: [&str; N_SPECS + 1] = {
 
 /// Every kind a [`Finding`] can have: the text detectors in priority order, then
 /// [`SECRET_FIELD`] (JSON only).
+#[cfg(test)]
 pub const KINDS: &[&str] = &KIND_ARRAY;
 
 /// A compiled detector.

@@ -32,7 +32,7 @@ pub mod col {
     /// expired (never returned by a search; removed by `'purge'`), or NULL (never).
     pub const EXPIRES_AT: i32 = 10;
     /// `superseded_by INTEGER`: read-only; the id of the newer memory that supersedes this
-    /// one (a near duplicate stored after it, see [`crate::dedup`]), or NULL. Superseded
+    /// one (a near duplicate stored after it, see [`crate::table::dedup`]), or NULL. Superseded
     /// memories come back from no search unless `include_superseded = 1`.
     pub const SUPERSEDED_BY: i32 = 11;
     /// `distance REAL HIDDEN`: KNN distance of this row to the query vector.
@@ -46,7 +46,7 @@ pub mod col {
     pub const TTL: i32 = 15;
     /// `ranking TEXT HIDDEN`: per-query ranking weights as JSON, e.g.
     /// `ranking = '{"recency_weight":0.3,"half_life":"7d","importance_weight":0.1}'`
-    /// (see [`crate::rank`]).
+    /// (see [`crate::search::rank`]).
     pub const RANKING: i32 = 16;
     /// `explain TEXT HIDDEN`: JSON of the ranking components of a search result.
     pub const EXPLAIN: i32 = 17;

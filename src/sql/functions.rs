@@ -5,10 +5,11 @@ use rusqlite::Connection;
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
 
+use crate::embedder;
 use crate::error::{Error, Result};
 use crate::row::type_name;
+use crate::search::text;
 use crate::vector::{self, Metric};
-use crate::{embedder, text};
 
 /// Version of this extension (the crate version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -165,7 +166,7 @@ fn fts_query(ctx: &Context<'_>) -> Result<Option<String>> {
     }
 }
 
-/// `subcog_integrity(table)` -> JSON report of [`crate::integrity::check`].
+/// `subcog_integrity(table)` -> JSON report of [`crate::table::integrity::check`].
 fn integrity(ctx: &Context<'_>) -> Result<String> {
     let name = match ctx.get_raw(0) {
         ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
@@ -181,7 +182,7 @@ fn integrity(ctx: &Context<'_>) -> Result<String> {
         let c = ctx.get_connection()?;
         Connection::from_handle(c.handle())?
     };
-    Ok(crate::integrity::check(conn, &name)?.to_string())
+    Ok(crate::table::integrity::check(conn, &name)?.to_string())
 }
 
 /// The process-wide settings `subcog_config` reads and writes.

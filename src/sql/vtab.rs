@@ -2,7 +2,7 @@
 //!
 //! The table owns no state of its own beyond caches: rows live in the shadow tables
 //! ([`crate::store`]), the in-memory HNSW graph ([`crate::ann`]) is checked against them
-//! on every search. Planning is in [`crate::planner`], the searches in [`crate::search`].
+//! on every search. Planning is in [`crate::sql::planner`], the searches in [`crate::search`].
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -19,16 +19,16 @@ use rusqlite::vtab::{
 use rusqlite::{Connection, ffi};
 
 use crate::ann::{Ann, Checkpoint};
-use crate::dedup::{self, Outcome};
 use crate::error::{Error, Result, guard};
 use crate::options::DedupPolicy;
 use crate::options::TableOptions;
-use crate::planner::{self, Op, Term, bit};
-use crate::rank::{Components, Ranking};
 use crate::redact;
 use crate::row::{self, Row, col};
+use crate::search::rank::{Components, Ranking};
 use crate::search::{self, Found};
+use crate::sql::planner::{self, Op, Term, bit};
 use crate::store::{SUPERSEDES, Store, Unembedded, VectorChange};
+use crate::table::dedup::{self, Outcome};
 use crate::{embedder, vector};
 
 /// Name of the module in `CREATE VIRTUAL TABLE ... USING memories(...)`.
@@ -1183,7 +1183,7 @@ impl MemCursor<'_> {
                 } else {
                     k.max(store.opts.hybrid_depth) + extra
                 };
-                let found = search::hybrid_at_depth(
+                let found = search::hybrid(
                     store,
                     &mut tab.ann.borrow_mut(),
                     &text,

@@ -9,7 +9,7 @@
 //!   pending, the HNSW snapshot holds its vector exactly (`hnsw_missing`, `hnsw_stale`),
 //!   and holds nothing else (`hnsw_extra`) — the invariant of [`crate::ann`];
 //! * every memory's dedup `hash` is the hash of its content (`stale_hashes`), so exact
-//!   duplicates are found ([`crate::dedup`]).
+//!   duplicates are found ([`crate::table::dedup`]).
 //!
 //! `INSERT INTO mem(mem) VALUES ('rebuild')` repairs everything it can report.
 

@@ -31,7 +31,7 @@ use crate::vector;
 pub const FORMAT_VERSION: i64 = 3;
 
 /// `kind` of the link from a memory to the older memory it supersedes (a near duplicate
-/// stored after it, [`crate::dedup`]).
+/// stored after it, [`crate::table::dedup`]).
 pub const SUPERSEDES: &str = "supersedes";
 /// Keys of `<table>_config` that describe the HNSW snapshot rather than table options.
 const SNAPSHOT_KEYS: &[&str] = &["format", "generation", "hnsw_saved", "hnsw_vectors"];
@@ -439,7 +439,7 @@ impl Store {
             row.created_at,
             row.updated_at,
             row.expires_at,
-            crate::dedup::content_hash(&row.content).as_slice()
+            crate::table::dedup::content_hash(&row.content).as_slice()
         ])?;
         self.fts_insert(row.id, &row.content)?;
         match vec {
@@ -477,7 +477,7 @@ impl Store {
             new.created_at,
             new.updated_at,
             new.expires_at,
-            crate::dedup::content_hash(&new.content).as_slice()
+            crate::table::dedup::content_hash(&new.content).as_slice()
         ])?;
         if old.content != new.content {
             self.fts_insert(new.id, &new.content)?;
@@ -575,7 +575,7 @@ impl Store {
     }
 
     /// The oldest live (unexpired at `now`) memory of `namespace` whose normalised content
-    /// has this hash ([`crate::dedup::content_hash`]), other than `except`.
+    /// has this hash ([`crate::table::dedup::content_hash`]), other than `except`.
     pub fn find_by_hash(
         &self,
         namespace: &str,
@@ -610,7 +610,7 @@ impl Store {
         while let Some(r) = rows.next()? {
             let content: String = r.get(1)?;
             let hash: Option<Vec<u8>> = r.get(2)?;
-            if hash.as_deref() != Some(crate::dedup::content_hash(&content).as_slice()) {
+            if hash.as_deref() != Some(crate::table::dedup::content_hash(&content).as_slice()) {
                 out.push(r.get(0)?);
             }
         }
@@ -627,7 +627,7 @@ impl Store {
             if let Some(row) = self.get(id)? {
                 self.conn.prepare_cached(&sql)?.execute(params![
                     id,
-                    crate::dedup::content_hash(&row.content).as_slice(),
+                    crate::table::dedup::content_hash(&row.content).as_slice(),
                     row.content
                 ])?;
             }
@@ -1228,7 +1228,10 @@ fn migrate_v1(conn: &Connection, q: &Names, table: &str) -> Result<()> {
             .collect::<rusqlite::Result<_>>()?;
         let mut st = conn.prepare(&format!("UPDATE {} SET hash = ?2 WHERE id = ?1", q.content))?;
         for (id, content) in rows {
-            st.execute(params![id, crate::dedup::content_hash(&content).as_slice()])?;
+            st.execute(params![
+                id,
+                crate::table::dedup::content_hash(&content).as_slice()
+            ])?;
         }
         conn.execute(
             &format!(

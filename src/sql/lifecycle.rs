@@ -3,7 +3,7 @@
 //!
 //! * `subcog_last_insert(table)` -> JSON `{"id", "outcome", "action", "supersedes",
 //!   "similarity"}` of the last INSERT into `table` on this connection (`outcome`:
-//!   `inserted`, `duplicate` or `superseded`; see [`crate::dedup`]), or NULL when there
+//!   `inserted`, `duplicate` or `superseded`; see [`crate::table::dedup`]), or NULL when there
 //!   was none or it was rolled back. Rows of the open transaction that await their
 //!   embedding are embedded (and near-duplicate checked) first, so the outcome is final.
 //! * `subcog_purge(table)` -> INTEGER: deletes the memories of `table` whose
@@ -16,10 +16,10 @@ use rusqlite::Connection;
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
 
-use crate::dedup;
 use crate::error::{Error, Result};
 use crate::row::{now_ms, type_name};
 use crate::store::{quote, split_name};
+use crate::table::dedup;
 
 /// Registers `subcog_last_insert` and `subcog_purge` on `conn`.
 ///

@@ -40,7 +40,7 @@ pub enum Checkpoint {
     /// `max(16384, size / 2)`, so a bulk load in one transaction rewrites the snapshot a
     /// few times instead of every thousand rows.
     Write,
-    /// After a batch of near-duplicate checks ([`crate::dedup`], inside a statement or at
+    /// After a batch of near-duplicate checks ([`crate::table::dedup`], inside a statement or at
     /// COMMIT): when the pending list reaches [`WRITE_SEARCHED_PENDING`].
     WriteSearched,
     /// Now (`'optimize'`).
@@ -398,7 +398,7 @@ impl Ann {
         Ok(hits)
     }
 
-    /// Graph candidates for a batch of near-duplicate checks ([`crate::dedup`]): for each
+    /// Graph candidates for a batch of near-duplicate checks ([`crate::table::dedup`]): for each
     /// `(namespace, query)`, the ids of that namespace the graph walk (candidate list `ef`,
     /// at most `k` results) puts within `max_distance` of the query by graph distance
     /// (plus the binary16 rounding), nearest first. Pending ids are skipped: the caller

@@ -1,12 +1,15 @@
 //! The three searches of a `memories` table: KNN, keyword (BM25) and hybrid (both fused,
 //! with neighbouring memories as context).
 
+pub(crate) mod rank;
+pub mod text;
+
 use std::collections::HashMap;
 
 use crate::ann::Ann;
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::{embedder, text, vector};
+use crate::{embedder, vector};
 
 /// Largest `k` accepted (sqlite-vec's cap as well).
 pub const MAX_K: i64 = 4096;
@@ -74,7 +77,7 @@ pub fn keyword(store: &Store, query: &str, k: usize, ns: Option<&str>) -> Result
 /// ties by id. The table options `hybrid_*` ([`crate::options::TableOptions`]) set
 /// `depth`, `w` (keyword weight), `g` (context weight) and the context window.
 ///
-/// 1. Candidates: each retriever's top `depth = max(k, hybrid_depth)` rows.
+/// 1. Candidates: each retriever's top `depth` rows.
 /// 2. Own score of a row: `w * bm25 / best_bm25 + (1 - w) * cos`, where `bm25` is FTS5's
 ///    (sign flipped, 0 for rows the keyword side did not return) and `cos` the cosine
 ///    similarity of the row's stored vector to the query vector (0 without a vector).
@@ -93,24 +96,12 @@ pub fn keyword(store: &Store, query: &str, k: usize, ns: Option<&str>) -> Result
 /// # Errors
 /// [`Error::Model`] if the model is missing, [`Error::Invalid`] if the table's dimension
 /// is not the model's.
-pub fn hybrid(
-    store: &Store,
-    ann: &mut Ann,
-    text: &str,
-    k: usize,
-    ns: Option<&str>,
-) -> Result<Vec<Found>> {
-    hybrid_at_depth(store, ann, text, k, k.max(store.opts.hybrid_depth), ns)
-}
-
-/// [`hybrid`] with an explicit candidate depth (each retriever's top `depth`) instead of
-/// `max(k, hybrid_depth)`. A re-ranker that wants more than `k` rows in the order a plain
-/// `k`-search would give can ask for `k = 50` at `depth = hybrid_depth`: the rows come from
-/// the candidates and their neighbours, so fewer than `k` may come back.
 ///
-/// # Errors
-/// As [`hybrid`].
-pub fn hybrid_at_depth(
+/// `depth` is each retriever's candidate count (a plain `k`-search passes
+/// `max(k, hybrid_depth)`). A re-ranker that wants more than `k` rows in the order a plain
+/// `k`-search would give asks for `k = 50` at `depth = hybrid_depth`: the rows come from
+/// the candidates and their neighbours, so fewer than `k` may come back.
+pub fn hybrid(
     store: &Store,
     ann: &mut Ann,
     text: &str,

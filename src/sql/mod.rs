@@ -1,0 +1,13 @@
+//! The SQL adapter: everything SQLite calls into. The `memories` virtual table's trait
+//! methods ([`vtab`]), its planner ([`planner`]), the SQL functions ([`functions`],
+//! [`lifecycle`]), the `vec_search` table-valued function ([`vec_search`]) and the
+//! loadable-extension entry point ([`entry`]). These decode SQL values and call
+//! [`crate::table`], where the memory logic lives.
+
+#[cfg(feature = "ext")]
+pub mod entry;
+pub(crate) mod functions;
+pub(crate) mod lifecycle;
+pub(crate) mod planner;
+pub(crate) mod vec_search;
+pub(crate) mod vtab;

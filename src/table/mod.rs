@@ -1,0 +1,4 @@
+//! The memory table's logic, apart from SQLite's callbacks.
+
+pub(crate) mod dedup;
+pub(crate) mod integrity;
