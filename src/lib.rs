@@ -17,6 +17,7 @@
 pub mod ann;
 pub mod embedder;
 pub(crate) mod error;
+pub(crate) mod names;
 pub(crate) mod options;
 pub(crate) mod redact;
 pub mod row;

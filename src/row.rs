@@ -72,8 +72,8 @@ pub fn declare_sql(table: &str) -> String {
          source TEXT, importance REAL, created_at INTEGER, updated_at INTEGER, embedding BLOB, \
          expires_at INTEGER, superseded_by INTEGER, distance REAL HIDDEN, score REAL HIDDEN, \
          k INTEGER HIDDEN, ttl HIDDEN, ranking TEXT HIDDEN, explain TEXT HIDDEN, \
-         include_superseded INTEGER HIDDEN, \"{}\" HIDDEN)",
-        table.replace('"', "\"\"")
+         include_superseded INTEGER HIDDEN, {} HIDDEN)",
+        crate::names::quote(table)
     )
 }
 

@@ -166,7 +166,7 @@ fn fts_query(ctx: &Context<'_>) -> Result<Option<String>> {
     }
 }
 
-/// `subcog_integrity(table)` -> JSON report of [`crate::table::integrity::check`].
+/// `subcog_integrity(table)` -> JSON report of [`crate::store::integrity::check`].
 fn integrity(ctx: &Context<'_>) -> Result<String> {
     let name = match ctx.get_raw(0) {
         ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
@@ -182,7 +182,7 @@ fn integrity(ctx: &Context<'_>) -> Result<String> {
         let c = ctx.get_connection()?;
         Connection::from_handle(c.handle())?
     };
-    Ok(crate::table::integrity::check(conn, &name)?.to_string())
+    Ok(crate::store::integrity::check(conn, &name)?.to_string())
 }
 
 /// The process-wide settings `subcog_config` reads and writes.

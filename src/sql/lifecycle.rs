@@ -17,8 +17,8 @@ use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
 
 use crate::error::{Error, Result};
+use crate::names::{quote, split_name};
 use crate::row::{now_ms, type_name};
-use crate::store::{quote, split_name};
 use crate::table::dedup;
 
 /// Registers `subcog_last_insert` and `subcog_purge` on `conn`.

@@ -122,8 +122,8 @@ impl VecSearchCursor<'_> {
         };
         // SAFETY: SQLite sets pVtab to the table that opened this cursor.
         let conn = unsafe { &(*(self.base.pVtab as *const VecSearchTab)).conn };
-        let (schema, name) = crate::store::split_name(&table);
-        let q = crate::store::quote;
+        let (schema, name) = crate::names::split_name(&table);
+        let q = crate::names::quote;
         let sql: Option<String> = conn
             .query_row(
                 &format!(

@@ -1,4 +1,3 @@
 //! The memory table's logic, apart from SQLite's callbacks.
 
 pub(crate) mod dedup;
-pub(crate) mod integrity;

@@ -20,7 +20,8 @@ use serde_json::json;
 
 use crate::ann::Ann;
 use crate::error::Result;
-use crate::store::{Store, quote};
+use crate::names::quote;
+use crate::store::Store;
 use crate::vector;
 
 fn count(conn: &Connection, sql: &str) -> Result<i64> {
@@ -33,7 +34,7 @@ fn count(conn: &Connection, sql: &str) -> Result<i64> {
 /// # Errors
 /// [`crate::error::Error::Invalid`] if `table` is not a `memories` table; SQLite errors.
 pub fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
-    let (schema, table) = crate::store::split_name(name);
+    let (schema, table) = crate::names::split_name(name);
     let store = Store::connect(conn, &schema, &table).map_err(|e| {
         crate::error::Error::invalid(format!(
             "subcog_integrity('{name}'): not a memories table ({e})"

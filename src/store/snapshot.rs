@@ -1,0 +1,146 @@
+//! `<table>_config` (options, format, HNSW generation) and `<table>_hnsw` (the serialized
+//! usearch graph in 1 MiB chunks).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::Store;
+use crate::error::Result;
+
+/// Size of one `<table>_hnsw` chunk, in bytes.
+const CHUNK: usize = 1 << 20;
+
+/// Asks Linux to back `buf`'s spare capacity with transparent huge pages (when THP is in
+/// `madvise` mode): a snapshot of ~100 MB then costs ~50 page faults instead of ~25,000,
+/// which was a third of the time to load it. Advisory only; failures are ignored.
+fn advise_huge_pages(buf: &mut Vec<u8>) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_mut_ptr() as usize;
+        let end = start + buf.capacity();
+        let first = start.next_multiple_of(HUGE);
+        if end > first + HUGE {
+            let len = (end - first) / HUGE * HUGE;
+            // SAFETY: [first, first + len) lies inside `buf`'s allocation, which is not
+            // yet written; MADV_HUGEPAGE changes no contents.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
+impl Store {
+    /// Reads a config value.
+    pub(crate) fn config_get(&self, key: &str) -> Result<Option<String>> {
+        let sql = self.sql(|| {
+            format!(
+                "SELECT CAST(value AS TEXT) FROM {} WHERE key = ?1",
+                self.q.config
+            )
+        });
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([key], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// Writes a config value.
+    pub(crate) fn config_set(&self, key: &str, value: &str) -> Result<()> {
+        let sql = self.sql(|| {
+            format!(
+                "INSERT OR REPLACE INTO {}(key, value) VALUES (?1, ?2)",
+                self.q.config
+            )
+        });
+        self.conn
+            .prepare_cached(&sql)?
+            .execute(params![key, value])?;
+        Ok(())
+    }
+
+    /// The HNSW snapshot's generation: 0 when there is no snapshot.
+    pub(crate) fn generation(&self) -> Result<u64> {
+        Ok(self
+            .config_get("generation")?
+            .and_then(|g| g.parse::<i64>().ok())
+            .map(|g| g as u64)
+            .unwrap_or(0))
+    }
+
+    /// `(generation, hnsw_saved)`: the HNSW generation and the generation the stored
+    /// snapshot has; they differ only inside the transaction of a deferred checkpoint
+    /// (`hnsw_saved` is absent in databases of format 1 without it: then equal).
+    pub(crate) fn snapshot_state(&self) -> Result<(u64, u64)> {
+        let g = self.generation()?;
+        let saved = self
+            .config_get("hnsw_saved")?
+            .and_then(|g| g.parse::<i64>().ok())
+            .map_or(g, |g| g as u64);
+        Ok((g, saved))
+    }
+
+    /// Whether the stored snapshot holds unit-length binary16 vectors (config
+    /// `hnsw_vectors` = `unit_f16`; absent in older databases, whose snapshots hold the
+    /// float32 vectors as stored).
+    pub(crate) fn hnsw_unit(&self) -> Result<bool> {
+        Ok(self.config_get("hnsw_vectors")?.as_deref() == Some("unit_f16"))
+    }
+
+    /// Advances the HNSW generation without writing the snapshot, and empties the
+    /// pending list (a deferred checkpoint: `hnsw_saved` keeps the stored snapshot's).
+    pub(crate) fn set_generation_unsaved(&self, generation: u64) -> Result<()> {
+        let (g, saved) = self.snapshot_state()?;
+        if g == saved {
+            self.config_set("hnsw_saved", &(saved as i64).to_string())?;
+        }
+        self.config_set("generation", &(generation as i64).to_string())?;
+        self.clear_pending()
+    }
+
+    /// Reads the serialized HNSW snapshot (empty if none) into one buffer of its exact
+    /// size (sized first with `length()`, which SQLite answers from the record header),
+    /// so a snapshot of hundreds of MB is copied once, without reallocations.
+    pub(crate) fn hnsw_blob(&self) -> Result<Vec<u8>> {
+        let len_sql =
+            self.sql(|| format!("SELECT coalesce(sum(length(data)), 0) FROM {}", self.q.hnsw));
+        let total: i64 = self
+            .conn
+            .prepare_cached(&len_sql)?
+            .query_row([], |r| r.get(0))?;
+        let sql = self.sql(|| format!("SELECT data FROM {} ORDER BY chunk", self.q.hnsw));
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        advise_huge_pages(&mut out);
+        while let Some(r) = rows.next()? {
+            if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)? {
+                out.extend_from_slice(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the HNSW snapshot with `data`, tagged `generation` (`unit`: it holds
+    /// unit-length binary16 vectors, else float32 as stored), inside the caller's
+    /// transaction. The pending list is left alone: a checkpoint empties it itself
+    /// ([`Store::clear_pending`]), while writing a deferred snapshot at COMMIT must keep
+    /// the ids that became pending after the deferred checkpoint.
+    pub(crate) fn save_hnsw(&self, data: &[u8], generation: u64, unit: bool) -> Result<()> {
+        self.conn
+            .execute(&*self.sql(|| format!("DELETE FROM {}", self.q.hnsw)), [])?;
+        let sql = self.sql(|| format!("INSERT INTO {}(chunk, data) VALUES (?1, ?2)", self.q.hnsw));
+        let mut st = self.conn.prepare_cached(&sql)?;
+        for (i, c) in data.chunks(CHUNK).enumerate() {
+            st.execute(params![i as i64, c])?;
+        }
+        self.config_set("generation", &(generation as i64).to_string())?;
+        self.config_set("hnsw_saved", &(generation as i64).to_string())?;
+        self.config_set("hnsw_vectors", if unit { "unit_f16" } else { "f32" })?;
+        Ok(())
+    }
+}
