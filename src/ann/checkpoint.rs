@@ -288,3 +288,15 @@ impl Ann {
         Ok((nodes, missing, stale, extra))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_are_nonzero_and_differ() {
+        let a = random_generation();
+        let b = random_generation();
+        assert!(a != 0 && b != 0 && a != b);
+    }
+}
