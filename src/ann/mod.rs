@@ -297,12 +297,13 @@ impl Ann {
                     }
             })?;
             // Exact distances from the stored vectors, so both paths rank alike.
-            for key in matches.keys {
-                let id = key as i64;
-                if let Some(v) = store.embedding(id)? {
-                    hits.push((id, store.opts.metric.distance(query, &v)));
+            let ids: Vec<i64> = matches.keys.iter().map(|&key| key as i64).collect();
+            let (metric, dim) = (store.opts.metric, store.opts.dim);
+            store.vectors_of(&ids, |id, blob| {
+                if let Some(v) = vector::decode_stored(blob, dim) {
+                    hits.push((id, metric.distance(query, &v)));
                 }
-            }
+            })?;
         }
         if !pending.is_empty() {
             // The pending ids' current vectors (of the namespace), in one join.

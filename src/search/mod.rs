@@ -141,32 +141,52 @@ pub fn hybrid(
             candidates.push(*id);
         }
     }
-    let mut pairs: Vec<(i64, i64)> = Vec::new();
-    if opts.hybrid_context_weight > 0.0 {
-        for &id in &candidates {
-            for n in store.neighbours(id, opts.hybrid_context_window)? {
-                pairs.push((id, n));
-            }
-        }
-    }
-    // Own score (and distance) of every row to rank: candidates and their neighbours.
-    let mut own: HashMap<i64, f64> = HashMap::new();
+    let pairs: Vec<(i64, i64)> = if opts.hybrid_context_weight > 0.0 {
+        store.neighbours_of(&candidates, opts.hybrid_context_window)?
+    } else {
+        Vec::new()
+    };
+    // Distance (table metric) and cosine similarity of every row to rank (candidates and
+    // their neighbours): on a cosine table the vector side's are known, the rest are read
+    // in one statement.
+    let mut rows: Vec<i64> = candidates.clone();
+    rows.extend(pairs.iter().map(|&(_, n)| n));
+    rows.sort_unstable();
+    rows.dedup();
+    let cosine = opts.metric == vector::Metric::Cosine;
     let mut distance: HashMap<i64, f64> = HashMap::new();
-    let w = opts.hybrid_keyword_weight;
-    for id in candidates.iter().chain(pairs.iter().map(|(_, n)| n)) {
-        if own.contains_key(id) {
-            continue;
+    let mut similarity: HashMap<i64, f64> = HashMap::new();
+    if cosine {
+        for &(id, d) in &vector_hits {
+            distance.insert(id, f64::from(d));
+            similarity.insert(id, 1.0 - f64::from(d));
         }
-        let cos = match store.embedding(*id)? {
-            Some(v) if v.len() == qv.len() => {
-                distance.insert(*id, opts.metric.distance(&qv, &v) as f64);
-                1.0 - vector::Metric::Cosine.distance(&qv, &v) as f64
-            }
-            _ => 0.0,
-        };
-        let kw = keyword_part.get(id).copied().unwrap_or(0.0);
-        own.insert(*id, w * kw + (1.0 - w) * cos);
     }
+    let unknown: Vec<i64> = rows
+        .iter()
+        .copied()
+        .filter(|id| !distance.contains_key(id))
+        .collect();
+    let dim = opts.dim;
+    store.vectors_of(&unknown, |id, blob| {
+        if let Some(v) = vector::decode_stored(blob, dim) {
+            distance.insert(id, f64::from(opts.metric.distance(&qv, &v)));
+            similarity.insert(
+                id,
+                1.0 - f64::from(vector::Metric::Cosine.distance(&qv, &v)),
+            );
+        }
+    })?;
+    // Own score of every row to rank.
+    let w = opts.hybrid_keyword_weight;
+    let own: HashMap<i64, f64> = rows
+        .iter()
+        .map(|id| {
+            let cos = similarity.get(id).copied().unwrap_or(0.0);
+            let kw = keyword_part.get(id).copied().unwrap_or(0.0);
+            (*id, w * kw + (1.0 - w) * cos)
+        })
+        .collect();
     let ranked = with_context(&own, &pairs, opts.hybrid_context_weight);
     Ok(ranked
         .into_iter()

@@ -24,7 +24,6 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::options::{TableOptions, parse_duration_ms};
-use crate::row::Row;
 use crate::search::Found;
 
 /// Ranking weights of one search.
@@ -147,31 +146,31 @@ impl Ranking {
     }
 
     /// Re-ranks `found` (each with its search score) by the final score, best first, ties
-    /// by id; `row(id)` gives `(updated_at, importance)`; rows it cannot find are
+    /// by id; `row(id)` gives `(updated_at, importance)` (ms since the Unix epoch, 0..=1); rows it cannot find are
     /// dropped. Sets each result's `score` to the final score and returns the components
     /// in the same order.
     ///
-    /// # Errors
-    /// Whatever `row` returns.
     pub fn apply(
         &self,
         found: Vec<Found>,
         now: i64,
-        mut row: impl FnMut(i64) -> Result<Option<Row>>,
-    ) -> Result<(Vec<Found>, Vec<Components>)> {
+        row: impl Fn(i64) -> Option<(i64, f64)>,
+    ) -> (Vec<Found>, Vec<Components>) {
         let scores: Vec<f64> = found.iter().map(|f| f.score.unwrap_or(0.0)).collect();
         let lo = scores.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let w_rel = 1.0 - self.recency_weight - self.importance_weight;
         let mut ranked: Vec<(Found, Components)> = Vec::with_capacity(found.len());
         for (mut f, s) in found.into_iter().zip(scores) {
-            let Some(r) = row(f.id)? else { continue };
+            let Some((updated_at, importance)) = row(f.id) else {
+                continue;
+            };
             let relevance = if hi > lo { (s - lo) / (hi - lo) } else { 1.0 };
-            let age_ms = (now - r.updated_at).max(0);
+            let age_ms = (now - updated_at).max(0);
             let recency = 0.5f64.powf(age_ms as f64 / self.half_life_ms.max(1) as f64);
             let score = w_rel * relevance
                 + self.recency_weight * recency
-                + self.importance_weight * r.importance;
+                + self.importance_weight * importance;
             f.score = Some(score);
             ranked.push((
                 f,
@@ -180,7 +179,7 @@ impl Ranking {
                     relevance,
                     recency,
                     age_ms,
-                    importance: r.importance,
+                    importance,
                     score,
                 },
             ));
@@ -191,8 +190,28 @@ impl Ranking {
                 .total_cmp(&a.score.unwrap_or(0.0))
                 .then(a.id.cmp(&b.id))
         });
-        Ok(ranked.into_iter().unzip())
+        ranked.into_iter().unzip()
     }
+}
+
+/// The `explain` column of one search result: the ranking components when recency or
+/// importance ranked it ([`Components::to_json`]), else the search's own score and
+/// distance, as JSON.
+pub fn explain(rank: &Ranking, found: &Found, components: Option<&Components>) -> String {
+    if let Some(c) = components {
+        return c.to_json(rank, found.distance);
+    }
+    let mut m = serde_json::Map::new();
+    if let Some(s) = found.score {
+        m.insert("search_score".into(), s.into());
+    }
+    if let Some(d) = found.distance {
+        m.insert("distance".into(), d.into());
+    }
+    if let Some(s) = found.score {
+        m.insert("score".into(), s.into());
+    }
+    Value::Object(m).to_string()
 }
 
 impl Components {
@@ -239,19 +258,9 @@ mod tests {
         }
     }
 
-    fn row(id: i64, updated_at: i64, importance: f64) -> Row {
-        Row {
-            id,
-            content: "x".into(),
-            namespace: "default".into(),
-            tags: "[]".into(),
-            metadata: "{}".into(),
-            source: None,
-            importance,
-            created_at: updated_at,
-            updated_at,
-            expires_at: None,
-        }
+    /// `(id, updated_at, importance)` of a stored row.
+    fn row(id: i64, updated_at: i64, importance: f64) -> (i64, i64, f64) {
+        (id, updated_at, importance)
     }
 
     fn ranking(recency_weight: f64, importance_weight: f64) -> Ranking {
@@ -267,13 +276,11 @@ mod tests {
         let now = 100 * DAY;
         // id 1: most relevant, 70 days old; id 2: a little less relevant, today.
         let rows = [row(1, 30 * DAY, 0.5), row(2, now, 0.5), row(3, now, 0.5)];
-        let get = |id: i64| Ok(rows.iter().find(|r| r.id == id).cloned());
+        let get = |id: i64| rows.iter().find(|r| r.0 == id).map(|r| (r.1, r.2));
         let off = ranking(0.0, 0.0);
         assert!(!off.active());
         let on = ranking(0.5, 0.0);
-        let (out, comps) = on
-            .apply(vec![found(1, 1.0), found(2, 0.9), found(3, 0.0)], now, get)
-            .unwrap_or_default();
+        let (out, comps) = on.apply(vec![found(1, 1.0), found(2, 0.9), found(3, 0.0)], now, get);
         assert_eq!(out.iter().map(|f| f.id).collect::<Vec<_>>(), vec![2, 1, 3]);
         // id 2: relevance 0.9, recency 1 -> 0.95; id 1: relevance 1, recency 2^-10.
         assert!((comps[0].score - 0.95).abs() < 1e-9);
@@ -285,14 +292,12 @@ mod tests {
     fn importance_breaks_near_ties() {
         let now = DAY;
         let rows = [row(1, now, 0.1), row(2, now, 1.0)];
-        let get = |id: i64| Ok(rows.iter().find(|r| r.id == id).cloned());
-        let (out, _) = ranking(0.0, 0.3)
-            .apply(
-                vec![found(1, 0.50), found(2, 0.45), found(3, 0.0)],
-                now,
-                get,
-            )
-            .unwrap_or_default();
+        let get = |id: i64| rows.iter().find(|r| r.0 == id).map(|r| (r.1, r.2));
+        let (out, _) = ranking(0.0, 0.3).apply(
+            vec![found(1, 0.50), found(2, 0.45), found(3, 0.0)],
+            now,
+            get,
+        );
         // id 3 has no row: dropped.
         assert_eq!(out.iter().map(|f| f.id).collect::<Vec<_>>(), vec![2, 1]);
     }

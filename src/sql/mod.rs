@@ -4,6 +4,8 @@
 //! loadable-extension entry point ([`entry`]). These decode SQL values and call
 //! [`crate::table`], where the memory logic lives.
 
+mod args;
+mod cursor;
 #[cfg(feature = "ext")]
 pub mod entry;
 pub(crate) mod functions;

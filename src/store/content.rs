@@ -2,9 +2,11 @@
 //! write-through of a row to the other shadow tables (FTS5, vectors, pending, links), as
 //! FTS5's `fts5_storage.c` writes its content table through to its index.
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, params};
 
-use super::{SUPERSEDES, Store, VectorChange};
+use super::{SUPERSEDES, Store, VectorChange, id_list};
 use crate::error::Result;
 use crate::row::Row;
 use crate::table::dedup::content_hash;
@@ -20,29 +22,39 @@ impl Store {
     pub(crate) fn get(&self, id: i64) -> Result<Option<Row>> {
         let sql = self.sql(|| {
             format!(
-                "SELECT id, content, namespace, tags, metadata, source, importance, created_at, \
-             updated_at, expires_at FROM {} WHERE id = ?1",
+                "SELECT {ROW_COLUMNS} FROM {} c WHERE id = ?1",
                 self.q.content
             )
         });
         Ok(self
             .conn
             .prepare_cached(&sql)?
-            .query_row([id], |r| {
-                Ok(Row {
-                    id: r.get(0)?,
-                    content: r.get(1)?,
-                    namespace: r.get(2)?,
-                    tags: r.get(3)?,
-                    metadata: r.get(4)?,
-                    source: r.get(5)?,
-                    importance: r.get(6)?,
-                    created_at: r.get(7)?,
-                    updated_at: r.get(8)?,
-                    expires_at: r.get(9)?,
-                })
-            })
+            .query_row([id], read_row)
             .optional()?)
+    }
+
+    /// The rows of `ids` that exist, each with the newest memory that supersedes it (the
+    /// `superseded_by` column), in one statement (`json_each` over the ids).
+    pub(crate) fn rows_of(&self, ids: &[i64]) -> Result<HashMap<i64, (Row, Option<i64>)>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let sql = self.sql(|| {
+            format!(
+                "SELECT {ROW_COLUMNS}, (SELECT max(src) FROM {l} WHERE dst = c.id AND kind = ?2) \
+                 FROM json_each(?1) j JOIN {c} c ON c.id = j.value",
+                c = self.q.content,
+                l = self.q.links
+            )
+        });
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut rows = st.query(params![id_list(ids), SUPERSEDES])?;
+        while let Some(r) = rows.next()? {
+            let row = read_row(r)?;
+            out.insert(row.id, (row, r.get(10)?));
+        }
+        Ok(out)
     }
 
     /// The id an INSERT without one gets (as SQLite's rowid allocation: max + 1).
@@ -56,8 +68,15 @@ impl Store {
 
     /// Inserts a memory, its FTS5 entry and, per `vec`, its vector (`Set`), a note that
     /// it awaits embedding (`Defer`; `near_check`: the near-duplicate check runs once it
-    /// is embedded, [`Store::unembedded`]) or nothing; marks it pending.
-    pub(crate) fn insert(&self, row: &Row, vec: VectorChange<'_>, near_check: bool) -> Result<()> {
+    /// is embedded, [`Store::unembedded`]) or nothing; marks it pending. `hash`: the
+    /// content hash ([`crate::table::dedup::content_hash`]), computed once by the caller.
+    pub(crate) fn insert(
+        &self,
+        row: &Row,
+        hash: &[u8; 32],
+        vec: VectorChange<'_>,
+        near_check: bool,
+    ) -> Result<()> {
         let sql = self.sql(|| {
             format!(
                 "INSERT INTO {}(id, content, namespace, tags, metadata, source, importance, \
@@ -77,7 +96,7 @@ impl Store {
             row.created_at,
             row.updated_at,
             row.expires_at,
-            content_hash(&row.content).as_slice()
+            hash.as_slice()
         ])?;
         self.fts_insert(row.id, &row.content)?;
         match vec {
@@ -289,29 +308,53 @@ impl Store {
         Ok(v)
     }
 
-    /// The memories stored next to `id` in its namespace: up to `window` ids just below it
-    /// and up to `window` just above it (id order, through the `(namespace, id)` index).
-    /// Used as context by hybrid search; empty when `id` does not exist or `window` is 0.
-    pub(crate) fn neighbours(&self, id: i64, window: usize) -> Result<Vec<i64>> {
-        if window == 0 {
+    /// The memories stored next to each of `ids` in its namespace: up to `window` ids
+    /// just below it and up to `window` just above it (id order, through the
+    /// `(namespace, id)` index), as `(id, neighbour)` pairs, in one statement. Used as
+    /// context by hybrid search; nothing for an id that does not exist or `window` 0.
+    pub(crate) fn neighbours_of(&self, ids: &[i64], window: usize) -> Result<Vec<(i64, i64)>> {
+        if window == 0 || ids.is_empty() {
             return Ok(Vec::new());
         }
         let sql = self.sql(|| {
             format!(
-                "SELECT id FROM (SELECT id FROM {c} WHERE namespace = \
-                 (SELECT namespace FROM {c} WHERE id = ?1) AND id < ?1 ORDER BY id DESC LIMIT ?2)
-             UNION ALL
-             SELECT id FROM (SELECT id FROM {c} WHERE namespace = \
-                 (SELECT namespace FROM {c} WHERE id = ?1) AND id > ?1 ORDER BY id LIMIT ?2)",
+                "SELECT c.id, n.id FROM json_each(?1) j JOIN {c} c ON c.id = j.value \
+                 JOIN {c} n ON n.id IN ( \
+                   SELECT id FROM (SELECT id FROM {c} WHERE namespace = c.namespace AND id < c.id \
+                     ORDER BY id DESC LIMIT ?2) \
+                   UNION ALL \
+                   SELECT id FROM (SELECT id FROM {c} WHERE namespace = c.namespace AND id > c.id \
+                     ORDER BY id LIMIT ?2))",
                 c = self.q.content
             )
         });
         let window = window.min(i64::MAX as usize) as i64;
         let mut st = self.conn.prepare_cached(&sql)?;
-        let mut out = Vec::new();
-        for r in st.query_map(params![id, window], |r| r.get(0))? {
-            out.push(r?);
-        }
-        Ok(out)
+        let pairs = st
+            .query_map(params![id_list(ids), window], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(pairs)
     }
+}
+
+/// The columns [`read_row`] reads, in order (`c`: the content table).
+const ROW_COLUMNS: &str = "c.id, c.content, c.namespace, c.tags, c.metadata, c.source, \
+     c.importance, c.created_at, c.updated_at, c.expires_at";
+
+/// A [`Row`] from the first ten columns of a result ([`ROW_COLUMNS`]).
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: r.get(0)?,
+        content: r.get(1)?,
+        namespace: r.get(2)?,
+        tags: r.get(3)?,
+        metadata: r.get(4)?,
+        source: r.get(5)?,
+        importance: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+        expires_at: r.get(9)?,
+    })
 }

@@ -116,6 +116,21 @@ impl Names {
     }
 }
 
+/// `ids` as a JSON array, the argument of the `json_each(?)` that batched statements
+/// read their ids from (one statement for a whole candidate list).
+fn id_list(ids: &[i64]) -> String {
+    let mut s = String::with_capacity(ids.len() * 8 + 2);
+    s.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&id.to_string());
+    }
+    s.push(']');
+    s
+}
+
 impl Store {
     /// Creates the shadow tables for a new table and records its options.
     ///

@@ -25,6 +25,28 @@ pub(crate) struct Unembedded {
 }
 
 impl Store {
+    /// Calls `f(id, embedding_blob)` for each of `ids` that has a stored vector, in one
+    /// statement.
+    pub(crate) fn vectors_of(&self, ids: &[i64], mut f: impl FnMut(i64, &[u8])) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = self.sql(|| {
+            format!(
+                "SELECT v.id, v.embedding FROM json_each(?1) j JOIN {} v ON v.id = j.value",
+                self.q.vectors
+            )
+        });
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut rows = st.query([super::id_list(ids)])?;
+        while let Some(r) = rows.next()? {
+            if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(1)? {
+                f(r.get(0)?, b);
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the stored embedding BLOB of one memory.
     pub(crate) fn embedding_blob(&self, id: i64) -> Result<Option<Vec<u8>>> {
         let sql = self.sql(|| format!("SELECT embedding FROM {} WHERE id = ?1", self.q.vectors));

@@ -1,3 +1,163 @@
-//! The memory table's logic, apart from SQLite's callbacks.
+//! The memory table's logic, apart from SQLite's callbacks: one [`MemoryTable`] per
+//! `memories` table per connection, holding its [`Store`] (the shadow tables) and its
+//! in-memory HNSW graph ([`Ann`]). The SQL adapter ([`crate::sql::vtab`]) decodes SQL
+//! values into [`write::NewRow`] / [`query::Query`] and calls in here; everything below
+//! is callable, and unit-testable, without a virtual table.
+//!
+//! * [`write`]: INSERT, UPDATE, DELETE: validation, redaction, exact dedup, conflicts,
+//!   the in-statement checkpoint;
+//! * [`flush`]: the batched embedding and near-duplicate checks (before a query, at
+//!   COMMIT, every [`flush::FLUSH_BATCH`] INSERTs);
+//! * [`commands`]: `'rebuild'`, `'optimize'`, `'purge'`;
+//! * [`query`]: a decoded search or scan: dispatch, hidden rows, ranking;
+//! * [`dedup`]: content hash, merge, the record of where an INSERT landed.
 
+pub(crate) mod commands;
 pub(crate) mod dedup;
+pub(crate) mod flush;
+pub(crate) mod query;
+pub(crate) mod write;
+
+use std::cell::{Cell, RefCell};
+
+use rusqlite::{Connection, ffi};
+
+use crate::ann::{Ann, Checkpoint};
+use crate::error::Result;
+use crate::options::{DedupPolicy, TableOptions};
+use crate::store::Store;
+use crate::vector;
+
+/// One `memories` table on one connection.
+pub(crate) struct MemoryTable {
+    pub(crate) store: Store,
+    ann: RefCell<Ann>,
+    /// INSERTs since the last flush that await their near-duplicate check: at
+    /// [`flush::FLUSH_BATCH`] the INSERT runs the flush itself, so the checks run in
+    /// batches and the pending list stays short during a bulk load.
+    awaiting: Cell<usize>,
+    /// Schema name (`main`, `temp`, an attached name): part of the dedup outcome key.
+    schema: String,
+}
+
+impl Drop for MemoryTable {
+    fn drop(&mut self) {
+        dedup::forget(self.db(), &self.schema, &self.store.table);
+    }
+}
+
+impl MemoryTable {
+    /// Creates the shadow tables of a new table with the options `args` (`key=value`
+    /// each, [`TableOptions::parse`]).
+    ///
+    /// # Errors
+    /// [`crate::error::Error::Invalid`] for a bad option; SQLite errors.
+    pub(crate) fn create(
+        conn: Connection,
+        schema: &str,
+        table: &str,
+        args: &[String],
+    ) -> Result<Self> {
+        let opts = TableOptions::parse(args)?;
+        Ok(Self::new(Store::create(conn, schema, table, opts)?, schema))
+    }
+
+    /// Opens an existing table (upgrading an older on-disk format in place).
+    ///
+    /// # Errors
+    /// [`crate::error::Error::Corrupt`] when the shadow tables are missing or newer.
+    pub(crate) fn connect(conn: Connection, schema: &str, table: &str) -> Result<Self> {
+        Ok(Self::new(Store::connect(conn, schema, table)?, schema))
+    }
+
+    fn new(store: Store, schema: &str) -> Self {
+        MemoryTable {
+            store,
+            ann: RefCell::new(Ann::new()),
+            awaiting: Cell::new(0),
+            schema: schema.to_string(),
+        }
+    }
+
+    /// DROP TABLE: drops every shadow table.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(crate) fn destroy(&self) -> Result<()> {
+        self.store.destroy()
+    }
+
+    /// ALTER TABLE RENAME: renames the shadow tables.
+    ///
+    /// # Errors
+    /// SQLite errors (a shadow table of the new name exists).
+    pub(crate) fn rename(&mut self, new: &str) -> Result<()> {
+        self.store.rename(new)
+    }
+
+    /// COMMIT (xSync): no memory is committed without its embedding and its
+    /// near-duplicate check, and the HNSW snapshot is brought up to date when enough is
+    /// pending. An error makes SQLite roll the transaction back.
+    ///
+    /// # Errors
+    /// Model, SQLite or usearch errors.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.keeping_last_rowid(|| {
+            self.flush()?;
+            self.ann
+                .borrow_mut()
+                .maybe_checkpoint(&self.store, Checkpoint::Commit)
+                .map(|_| ())
+        })
+    }
+
+    /// ROLLBACK: the outcome of an INSERT that was rolled back is forgotten (rows, hashes
+    /// and pending checks are undone by the journal).
+    pub(crate) fn rollback(&self) {
+        dedup::forget(self.db(), &self.schema, &self.store.table);
+    }
+
+    /// The `sqlite3*` address of this table's connection (key of dedup outcomes).
+    fn db(&self) -> usize {
+        // SAFETY: only the address is used, never dereferenced here.
+        unsafe { self.store.conn().handle() as usize }
+    }
+
+    fn record(&self, outcome: dedup::Outcome) {
+        dedup::record(self.db(), &self.schema, &self.store.table, outcome);
+    }
+
+    /// Whether inserts are checked for near duplicates (dedup on, threshold below 1,
+    /// cosine metric).
+    fn near_dedup(&self) -> bool {
+        let o = &self.store.opts;
+        o.dedup != DedupPolicy::Off && o.dedup_threshold < 1.0 && o.metric == vector::Metric::Cosine
+    }
+
+    /// Runs `f`, then restores the connection's `last_insert_rowid()`: the writes to the
+    /// shadow tables done by a flush or a checkpoint (in a SELECT, or at COMMIT) must not
+    /// change what the user's last INSERT reports.
+    fn keeping_last_rowid<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let conn = self.store.conn();
+        let saved = conn.last_insert_rowid();
+        let r = f();
+        if conn.last_insert_rowid() != saved {
+            // SAFETY: the handle is this table's open connection, used on its own thread.
+            unsafe { ffi::sqlite3_set_last_insert_rowid(conn.handle(), saved) };
+        }
+        r
+    }
+
+    /// The in-statement checkpoint of a write that needs no near-duplicate check. Rows
+    /// that await their check must not be folded into the graph before it ran (the check
+    /// would find them), so they are flushed first when a checkpoint could be due.
+    fn checkpoint_write(&self) -> Result<()> {
+        if self.awaiting.get() > 0 {
+            self.flush()?;
+        }
+        self.ann
+            .borrow_mut()
+            .maybe_checkpoint(&self.store, Checkpoint::Write)
+            .map(|_| ())
+    }
+}

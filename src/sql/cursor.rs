@@ -1,0 +1,157 @@
+//! The cursor of a `memories` query: xFilter runs the decoded query
+//! ([`crate::table::MemoryTable::query`]); the rows of a search's results come with it
+//! (one statement), a scan reads each row when reached.
+
+use std::ffi::c_int;
+use std::marker::PhantomData;
+
+use rusqlite::ffi;
+use rusqlite::types::Null;
+use rusqlite::vtab::{Context, Filters, VTabCursor};
+
+use super::args;
+use super::vtab::MemoriesTab;
+use crate::error::{Result, guard};
+use crate::row::col;
+use crate::search::rank;
+use crate::table::MemoryTable;
+use crate::table::query::{Answer, Stored};
+
+/// A cursor over the answer of one plan.
+#[repr(C)]
+pub(crate) struct MemCursor<'vtab> {
+    /// Base class; must be first.
+    base: ffi::sqlite3_vtab_cursor,
+    answer: Answer,
+    pos: usize,
+    /// The current row and its `superseded_by` (for a scan, read when the column is).
+    row: Option<Stored>,
+    /// Whether `row`'s `superseded_by` was read (searches read it with the row).
+    superseded_known: bool,
+    phantom: PhantomData<&'vtab MemoriesTab>,
+}
+
+impl<'vtab> MemCursor<'vtab> {
+    pub(super) fn new() -> Self {
+        MemCursor {
+            base: ffi::sqlite3_vtab_cursor::default(),
+            answer: Answer::default(),
+            pos: 0,
+            row: None,
+            superseded_known: false,
+            phantom: PhantomData,
+        }
+    }
+
+    /// The table this cursor reads, for as long as the cursor lives.
+    fn table(&self) -> &'vtab MemoryTable {
+        // SAFETY: SQLite sets pVtab to the MemoriesTab that opened this cursor (xOpen), and
+        // closes the cursor before it disconnects that table; `'vtab` is the borrow of the
+        // table the cursor was opened from (`VTab::open(&'vtab mut self)`).
+        unsafe { &(*(self.base.pVtab as *const MemoriesTab)).table }
+    }
+
+    /// Moves to the first result at or after `pos` whose row exists.
+    fn settle(&mut self) -> Result<()> {
+        self.row = None;
+        while let Some(found) = self.answer.results.get(self.pos) {
+            if let Some(stored) = self.answer.rows.remove(&found.id) {
+                self.row = Some(stored);
+                self.superseded_known = true;
+                return Ok(());
+            }
+            if self.answer.ranking.is_none()
+                && let Some(r) = self.table().store.get(found.id)?
+            {
+                self.row = Some((r, None));
+                self.superseded_known = false;
+                return Ok(());
+            }
+            self.pos += 1;
+        }
+        Ok(())
+    }
+
+    /// The `explain` column of the current result: NULL outside a search.
+    fn explain(&self) -> Option<String> {
+        let rank = self.answer.ranking.as_ref()?;
+        let found = self.answer.results.get(self.pos)?;
+        Some(rank::explain(
+            rank,
+            found,
+            self.answer.components.get(self.pos),
+        ))
+    }
+}
+
+unsafe impl VTabCursor for MemCursor<'_> {
+    fn filter(
+        &mut self,
+        idx_num: c_int,
+        _idx_str: Option<&str>,
+        args: &Filters<'_>,
+    ) -> rusqlite::Result<()> {
+        guard(|| {
+            let table = self.table();
+            // Searches see this transaction's writes, embeddings included.
+            table.flush()?;
+            self.answer = Answer::default();
+            self.answer = table.query(args::query(table, idx_num, args)?)?;
+            self.pos = 0;
+            self.settle()
+        })
+    }
+
+    fn next(&mut self) -> rusqlite::Result<()> {
+        guard(|| {
+            self.pos += 1;
+            self.settle()
+        })
+    }
+
+    fn eof(&self) -> bool {
+        self.row.is_none()
+    }
+
+    fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
+        let Some((r, superseded_by)) = &self.row else {
+            return ctx.set_result(Null);
+        };
+        let found = self.answer.results.get(self.pos);
+        match i {
+            col::ID => ctx.set_result(r.id),
+            col::CONTENT => ctx.set_result(&r.content),
+            col::NAMESPACE => ctx.set_result(&r.namespace),
+            col::TAGS => ctx.set_result(&r.tags),
+            col::METADATA => ctx.set_result(&r.metadata),
+            col::SOURCE => ctx.set_result(&r.source),
+            col::IMPORTANCE => ctx.set_result(r.importance),
+            col::CREATED_AT => ctx.set_result(r.created_at),
+            col::UPDATED_AT => ctx.set_result(r.updated_at),
+            col::EMBEDDING => {
+                if ctx.no_change() {
+                    return Ok(());
+                }
+                let blob = guard(|| self.table().store.embedding_blob(r.id))?;
+                ctx.set_result(&blob)
+            }
+            col::EXPIRES_AT => ctx.set_result(r.expires_at),
+            col::SUPERSEDED_BY => {
+                if self.superseded_known {
+                    return ctx.set_result(*superseded_by);
+                }
+                let by = guard(|| self.table().store.superseded_by(r.id))?;
+                ctx.set_result(by.map(|(id, _)| id))
+            }
+            col::EXPLAIN => ctx.set_result(self.explain()),
+            col::DISTANCE => ctx.set_result(found.and_then(|f| f.distance)),
+            col::SCORE => ctx.set_result(found.and_then(|f| f.score)),
+            col::K => ctx.set_result(self.answer.k),
+            _ => ctx.set_result(Null),
+        }
+    }
+
+    fn rowid(&self) -> rusqlite::Result<i64> {
+        Ok(self.row.as_ref().map_or(0, |(r, _)| r.id))
+    }
+}

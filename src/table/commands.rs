@@ -1,0 +1,72 @@
+//! FTS5-style commands, `INSERT INTO mem(mem) VALUES ('rebuild' | 'optimize' | 'purge')`,
+//! and the purge of expired memories that `subcog_purge(table)` shares.
+
+use super::MemoryTable;
+use crate::ann::Checkpoint;
+use crate::error::{Error, Result};
+use crate::row;
+use crate::store::Store;
+
+impl MemoryTable {
+    /// Runs the command `name` (case-insensitive): `rebuild` rebuilds the FTS5 index, the
+    /// dedup hashes and the HNSW graph from the content and vector tables (and drops
+    /// orphan vectors and links); `optimize` folds the pending vectors into the HNSW
+    /// snapshot now; `purge` deletes every expired memory.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for another name ([`unknown`]); SQLite, model or usearch errors.
+    pub(crate) fn command(&self, name: &str) -> Result<()> {
+        match name.to_ascii_lowercase().as_str() {
+            "rebuild" => {
+                self.flush()?;
+                let store = &self.store;
+                store.delete_orphan_vectors()?;
+                store.delete_orphan_links()?;
+                store.rebuild_fts()?;
+                store.rehash(&store.stale_hashes()?)?;
+                self.ann.borrow_mut().rebuild(store)
+            }
+            "purge" => {
+                self.flush()?;
+                purge(&self.store, row::now_ms())?;
+                self.ann
+                    .borrow_mut()
+                    .maybe_checkpoint(&self.store, Checkpoint::Write)
+                    .map(|_| ())
+            }
+            "optimize" => {
+                self.flush()?;
+                self.ann
+                    .borrow_mut()
+                    .maybe_checkpoint(&self.store, Checkpoint::Force)
+                    .map(|_| ())
+            }
+            _ => Err(unknown(&self.store.table, &format!("'{name}'"))),
+        }
+    }
+}
+
+/// The error for a value of the table column that is not a command (`got`: the value as
+/// shown to the user).
+pub(crate) fn unknown(table: &str, got: &str) -> Error {
+    Error::invalid(format!(
+        "column {table}: expected a command ('rebuild', 'optimize' or 'purge'), got {got}"
+    ))
+}
+
+/// Deletes every memory of `store` expired at `now` (ms since the Unix epoch), with its
+/// FTS5 entry, vector and links; returns how many. The caller checkpoints.
+///
+/// # Errors
+/// SQLite errors.
+pub(crate) fn purge(store: &Store, now: i64) -> Result<usize> {
+    let ids = store.expired_ids(now, None)?;
+    let mut n = 0;
+    for id in ids {
+        if let Some(old) = store.get(id)? {
+            store.delete(&old)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,179 @@
+//! The read path: one decoded query ([`Query`]) run against the table.
+//!
+//! A search runs the retriever (KNN, keyword or hybrid, [`crate::search`]) for a pool of
+//! candidates, reads the candidates' rows in one statement, drops the hidden ones
+//! (expired, or superseded unless asked for) and, when hidden rows crowd the top, runs
+//! again deeper (doubling, up to [`MAX_EXTRA`] extra); then recency/importance re-rank
+//! ([`crate::search::rank`]) and the first `k` are kept. A scan lists ids.
+
+use std::collections::HashMap;
+
+use super::MemoryTable;
+use crate::error::Result;
+use crate::row::{self, Row};
+use crate::search::rank::{Components, Ranking};
+use crate::search::{self, Found};
+
+/// Most extra candidates a search fetches to make up for hidden (expired, superseded)
+/// rows among its best ones: after that it returns what is visible.
+pub(crate) const MAX_EXTRA: usize = 4 * search::MAX_K as usize;
+
+/// The retriever of a search.
+#[derive(Debug, Clone)]
+pub(crate) enum Search {
+    /// `embedding MATCH ?`: the query vector, `[f32; dim]`.
+    Knn(Vec<f32>),
+    /// `content MATCH ?`: an FTS5 query.
+    Keyword(String),
+    /// `<table> MATCH ?`: the text, embedded and matched by words.
+    Hybrid(String),
+}
+
+/// A query as the adapter decoded it from xFilter's arguments.
+#[derive(Debug, Clone)]
+pub(crate) enum Query {
+    /// A search for `k` results (keyword without `k`: every match).
+    Search {
+        search: Search,
+        k: usize,
+        /// The value of the hidden `k` column in the results.
+        k_column: Option<i64>,
+        namespace: Option<String>,
+        ranking: Ranking,
+        include_superseded: bool,
+    },
+    /// A plain scan: one id, or every id (of one namespace), in id order.
+    Scan {
+        rowid: Option<i64>,
+        namespace: Option<String>,
+    },
+    /// A query that matches nothing (`MATCH NULL`, `namespace = NULL`, ...).
+    Empty,
+}
+
+/// A stored row read for a result, with its `superseded_by` value.
+pub(crate) type Stored = (Row, Option<i64>);
+
+/// What a query returns: the results in order and, for searches, their rows (read in one
+/// statement), the ranking used and its components per result.
+#[derive(Debug, Default)]
+pub(crate) struct Answer {
+    pub(crate) results: Vec<Found>,
+    /// Rows of the results (searches only; a scan reads each row when reached).
+    pub(crate) rows: HashMap<i64, Stored>,
+    /// The ranking used, when a search ran.
+    pub(crate) ranking: Option<Ranking>,
+    /// Ranking components per result when recency/importance re-ranked.
+    pub(crate) components: Vec<Components>,
+    /// The hidden `k` column's value.
+    pub(crate) k: Option<i64>,
+}
+
+impl MemoryTable {
+    /// Runs `query`. Searches see this transaction's writes, embeddings included (the
+    /// caller flushed).
+    ///
+    /// # Errors
+    /// [`crate::error::Error::Invalid`] for an FTS5 syntax error or a hybrid search on a
+    /// table whose dimension is not the model's; model, SQLite or usearch errors.
+    pub(crate) fn query(&self, query: Query) -> Result<Answer> {
+        match query {
+            Query::Empty => Ok(Answer::default()),
+            Query::Scan { rowid, namespace } => {
+                let ids = match rowid {
+                    Some(id) => vec![id],
+                    None => self.store.ids(namespace.as_deref())?,
+                };
+                let results = ids
+                    .into_iter()
+                    .map(|id| Found {
+                        id,
+                        distance: None,
+                        score: None,
+                    })
+                    .collect();
+                Ok(Answer {
+                    results,
+                    ..Answer::default()
+                })
+            }
+            Query::Search {
+                search,
+                k,
+                k_column,
+                namespace,
+                ranking,
+                include_superseded,
+            } => {
+                let mut answer = self.search(
+                    &search,
+                    k,
+                    namespace.as_deref(),
+                    ranking,
+                    include_superseded,
+                )?;
+                answer.k = k_column;
+                Ok(answer)
+            }
+        }
+    }
+
+    fn search(
+        &self,
+        search: &Search,
+        k: usize,
+        ns: Option<&str>,
+        rank: Ranking,
+        include_superseded: bool,
+    ) -> Result<Answer> {
+        let store = &self.store;
+        let now = row::now_ms();
+        let need = rank.pool(k, search::MAX_K as usize);
+        let mut extra = 0usize;
+        let (found, rows) = loop {
+            let want = need.saturating_add(extra);
+            let found = match search {
+                Search::Knn(q) => search::knn(store, &mut self.ann.borrow_mut(), q, want, ns)?,
+                Search::Keyword(q) => search::keyword(store, q, want, ns)?,
+                Search::Hybrid(text) => {
+                    // Without re-ranking the first run uses the depth a plain k-search
+                    // uses; re-ranking wants a deeper pool. Hidden rows deepen it.
+                    let depth = if rank.active() {
+                        want
+                    } else {
+                        k.max(store.opts.hybrid_depth) + extra
+                    };
+                    search::hybrid(store, &mut self.ann.borrow_mut(), text, want, depth, ns)?
+                }
+            };
+            let exhausted = found.len() < want;
+            let ids: Vec<i64> = found.iter().map(|f| f.id).collect();
+            let mut rows = store.rows_of(&ids)?;
+            rows.retain(|_, (r, by)| !r.expired(now) && (include_superseded || by.is_none()));
+            let visible: Vec<Found> = found
+                .into_iter()
+                .filter(|f| rows.contains_key(&f.id))
+                .collect();
+            if visible.len() >= need || exhausted || extra >= MAX_EXTRA {
+                break (visible, rows);
+            }
+            extra = (extra * 2).max(k.min(MAX_EXTRA)).max(16).min(MAX_EXTRA);
+        };
+        let (mut results, mut components) = if rank.active() {
+            rank.apply(found, now, |id| {
+                rows.get(&id).map(|(r, _)| (r.updated_at, r.importance))
+            })
+        } else {
+            (found, Vec::new())
+        };
+        results.truncate(k);
+        components.truncate(k);
+        Ok(Answer {
+            results,
+            rows,
+            ranking: Some(rank),
+            components,
+            k: None,
+        })
+    }
+}
