@@ -7,16 +7,13 @@ same texts (content only, auto_embed on) in one transaction, COMMIT included, em
 cache off (subcog_config('embed_cache_size', 0)) so every text runs through the model.
 Runs alternate (peer, subcog, peer, subcog, ...) so both see the same machine load.
 
-Usage: .venv/bin/python scripts/perf_embed_ingest.py [--n 600] [--rounds 3]
+Usage: .venv/bin/python benches/py/perf_embed_ingest.py [--n 600] [--rounds 3]
 """
 import argparse, os, sqlite3, sys, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 EXT = os.environ.get("SUBCOG_EXT", os.path.join(ROOT, "target", "release", "libsubcog"))
-for d in (os.path.join(ROOT, "benches"), "/work/wt-bench/benches"):
-    if os.path.exists(os.path.join(d, "benchdata.py")):
-        sys.path.insert(0, d)
-        break
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchdata  # noqa: E402
 
 ap = argparse.ArgumentParser()
