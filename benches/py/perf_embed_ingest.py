@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ingest with embedding from `content` vs the raw ONNX Runtime batch throughput.
 
-Peer: benches/benchdata.py's OrtEmbedder (Python onnxruntime + tokenizers, same model file,
+Peer: benches/py/benchdata.py's OrtEmbedder (Python onnxruntime + tokenizers, same model file,
 same recipe, same intra-op threads, batches of 16, length-sorted). subcog: INSERT of the
 same texts (content only, auto_embed on) in one transaction, COMMIT included, embedding
 cache off (subcog_config('embed_cache_size', 0)) so every text runs through the model.

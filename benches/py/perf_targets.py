@@ -13,8 +13,7 @@ performance targets one by one and prints one line per measurement:
            timed the second time), so the embedding itself is excluded;
 
 Data: the Gaussian mixture of benches/py/bench_knn.py (64 clusters, 384-d, unit norm, seeded),
-content from benches/benchdata.py's text generator when available (it is in the bench
-worktree), else numbered sentences.
+content from benches/py/benchdata.py's text generator (numbered sentences if it cannot load).
 
 Usage: .venv/bin/python benches/py/perf_targets.py [--n 100000] [--what ingest,knn,open,hybrid]
 usearch is imported from $USEARCH_SITE (a site-packages directory) when the venv lacks it.
