@@ -59,22 +59,22 @@ demo: setup build
 
 ## eval: LoCoMo recall@k of KNN, keyword and hybrid search (../shared/data/locomo-dev.json)
 eval: setup build
-	/usr/bin/python3 examples/locomo_eval.py
+	/usr/bin/python3 benches/py/locomo_eval.py
 
-## bench: the cross-tool suite (benches/bench_suite.py): subcog against sqlite-vec, usearch and
+## bench: the cross-tool suite (benches/py/bench_suite.py): subcog against sqlite-vec, usearch and
 ## Python onnxruntime, measured side by side in the same run, with ratios and PASS/MISS per
 ## target. BENCH_ARGS passes options (e.g. BENCH_ARGS="--quick" or "--sizes 10000 --markdown");
 ## BENCH_MICRO=1 also runs the criterion micro-benchmarks. The first run embeds the text
 ## corpus (several minutes) and caches it in target/bench-cache/.
 bench: setup venv build
-	$(PY) benches/bench_suite.py $(BENCH_ARGS)
+	$(PY) benches/py/bench_suite.py $(BENCH_ARGS)
 	@if [ "$$BENCH_MICRO" = 1 ]; then $(MAKE) --no-print-directory bench-micro; fi
 
-## dedup-study: which default dedup_threshold (benches/dedup_threshold.py): hand-written
+## dedup-study: which default dedup_threshold (benches/py/dedup_threshold.py): hand-written
 ## correction pairs and LoCoMo, per threshold; STUDY_ARGS passes options ("--markdown --verify")
 .PHONY: dedup-study
 dedup-study: setup venv build
-	$(PY) benches/dedup_threshold.py $(STUDY_ARGS)
+	$(PY) benches/py/dedup_threshold.py $(STUDY_ARGS)
 
 ## bench-micro: criterion micro-benchmarks in benches/*.rs (bundled SQLite, in-process; own
 ## target dir, because the bench profile writes to target/release and would replace the .so)

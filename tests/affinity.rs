@@ -8,18 +8,11 @@
 //! with an ordinary SQLite table column by column on the same list of strings.
 //! (`cargo test --no-default-features --features bundled --test affinity`)
 
+mod common;
+
+use common::{blob, err_of, ids, int, mem, ok_ids};
 use rusqlite::types::Value;
 use rusqlite::{Connection, params};
-
-fn mem() -> Connection {
-    let conn = Connection::open_in_memory().unwrap_or_else(|e| panic!("open: {e}"));
-    subcog::register(&conn).unwrap_or_else(|e| panic!("register: {e}"));
-    conn
-}
-
-fn blob(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
 
 /// A unit vector of the default dimension (384) pointing mostly along axis `i`.
 fn axis(i: usize) -> Vec<f32> {
@@ -27,27 +20,6 @@ fn axis(i: usize) -> Vec<f32> {
     v[i] = 1.0;
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.into_iter().map(|x| x / n).collect()
-}
-
-fn ids(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<Vec<i64>> {
-    let mut st = c.prepare(sql)?;
-    st.query_map(p, |r| r.get(0))?.collect()
-}
-
-fn ok_ids(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Vec<i64> {
-    ids(c, sql, p).unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-fn err_of(r: rusqlite::Result<impl std::fmt::Debug>) -> String {
-    match r {
-        Ok(v) => panic!("expected an error, got {v:?}"),
-        Err(e) => e.to_string(),
-    }
-}
-
-fn int(c: &Connection, sql: &str) -> i64 {
-    c.query_row(sql, [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// The default table, with auto-embedded content: every place a user's SQL gives an

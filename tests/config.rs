@@ -1,13 +1,10 @@
 //! subcog_config: reading and changing the process-wide settings, and their errors; the
 //! embedding cache's size and counters in subcog_info(). Needs no model. Bundled SQLite.
 
-use rusqlite::Connection;
+mod common;
 
-fn open() -> Connection {
-    let c = Connection::open_in_memory().unwrap_or_else(|e| panic!("open: {e}"));
-    subcog::register(&c).unwrap_or_else(|e| panic!("register: {e}"));
-    c
-}
+use common::{err_of, mem};
+use rusqlite::Connection;
 
 fn get(c: &Connection, sql: &str) -> rusqlite::Result<i64> {
     c.query_row(sql, [], |r| r.get(0))
@@ -21,17 +18,14 @@ fn info(c: &Connection) -> serde_json::Value {
 }
 
 fn err(c: &Connection, sql: &str) -> String {
-    match get(c, sql) {
-        Ok(v) => panic!("{sql}: expected an error, got {v}"),
-        Err(e) => e.to_string(),
-    }
+    err_of(get(c, sql))
 }
 
 #[test]
 fn settings_read_change_and_reject_bad_values() {
-    let c = open();
+    let c = mem();
     // One connection changes them for the process; another sees the change.
-    let d = open();
+    let d = mem();
     assert_eq!(
         get(&c, "SELECT subcog_config('index_threads', 3)").ok(),
         Some(3)

@@ -2,26 +2,20 @@
 //! `maybe_checkpoint`): searches inside the transaction, ROLLBACK TO, ROLLBACK, COMMIT and
 //! a second connection must all see exactly the table's rows. Bundled SQLite.
 
+mod common;
+
+use common::search::knn;
+use common::{assert_integrity, blob, count, open, temp_dir};
 use rusqlite::{Connection, params};
 
 const DIM: usize = 8;
 /// Past the in-statement checkpoint threshold (max(16384, size / 2) pending ids).
 const BULK: i64 = 17_000;
 
-fn open(path: &str) -> Connection {
-    let c = Connection::open(path).unwrap_or_else(|e| panic!("open: {e}"));
-    subcog::register(&c).unwrap_or_else(|e| panic!("register: {e}"));
-    c
-}
-
 fn vector(i: i64) -> Vec<f32> {
     (0..DIM)
         .map(|j| ((i as f32) * 0.37 + j as f32 * 1.3).sin() + if j == 0 { 0.1 } else { 0.0 })
         .collect()
-}
-
-fn blob(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 fn insert_range(c: &Connection, from: i64, to: i64) {
@@ -35,13 +29,11 @@ fn insert_range(c: &Connection, from: i64, to: i64) {
 }
 
 /// The nearest row to row `i`'s own vector, with its distance.
-fn nearest(c: &Connection, i: i64) -> (i64, f64) {
-    c.query_row(
-        "SELECT id, distance FROM m WHERE embedding MATCH ?1 AND k = 1",
-        [blob(&vector(i))],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+fn nearest(c: &Connection, i: i64) -> (i64, f32) {
+    let hits = knn(c, "m", &vector(i), 1, None, false).unwrap_or_else(|e| panic!("{e}"));
+    *hits
+        .first()
+        .unwrap_or_else(|| panic!("no nearest row to row {i}"))
 }
 
 fn config(c: &Connection, key: &str) -> Option<String> {
@@ -51,19 +43,6 @@ fn config(c: &Connection, key: &str) -> Option<String> {
         |r| r.get(0),
     )
     .ok()
-}
-
-fn count(c: &Connection) -> i64 {
-    c.query_row("SELECT count(*) FROM m", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn assert_clean(c: &Connection) {
-    let s: String = c
-        .query_row("SELECT subcog_integrity('m')", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}"));
-    assert_eq!(v["ok"], serde_json::Value::Bool(true), "{s}");
 }
 
 /// Every probed row finds itself at distance ~0 (so it is indexed or scanned), and no
@@ -78,9 +57,7 @@ fn probe(c: &Connection, max: i64, ctx: &str) {
 
 #[test]
 fn deferred_snapshot_is_consistent_through_savepoints_rollback_and_commit() {
-    let dir = std::env::temp_dir().join(format!("subcog-deferred-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = temp_dir("deferred");
     let path = dir.join("d.db");
     let path = path.to_string_lossy().into_owned();
     let c = open(&path);
@@ -106,16 +83,16 @@ fn deferred_snapshot_is_consistent_through_savepoints_rollback_and_commit() {
     probe(&c, 2 * BULK, "inside the savepoint");
     c.execute_batch("ROLLBACK TO s; RELEASE s")
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count(&c), BULK);
+    assert_eq!(count(&c, "m"), BULK);
     probe(&c, BULK, "after ROLLBACK TO");
     c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config(&c, "generation"), config(&c, "hnsw_saved"));
-    assert_clean(&c);
+    assert_integrity(&c, "m", "writer");
 
     // A second connection loads the committed snapshot.
     let r = open(&path);
     probe(&r, BULK, "second connection");
-    assert_clean(&r);
+    assert_integrity(&r, "m", "second connection");
 
     // A rolled-back bulk transaction leaves the committed snapshot as it was.
     c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
@@ -123,9 +100,9 @@ fn deferred_snapshot_is_consistent_through_savepoints_rollback_and_commit() {
     probe(&c, 2 * BULK + 500, "second bulk transaction");
     c.execute_batch("ROLLBACK")
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count(&c), BULK);
+    assert_eq!(count(&c, "m"), BULK);
     probe(&c, BULK, "after ROLLBACK");
     probe(&r, BULK, "second connection after ROLLBACK");
-    assert_clean(&c);
+    assert_integrity(&c, "m", "writer");
     let _ = std::fs::remove_dir_all(&dir);
 }

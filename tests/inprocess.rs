@@ -3,66 +3,12 @@
 //! They use supplied vectors (no model), so they exercise the table, the planner and the
 //! HNSW consistency machinery quickly and deterministically.
 
+mod common;
+
+use common::rng::XorShift;
+use common::search::{brute_ids, knn_ids};
+use common::{blob, int, mem, open};
 use rusqlite::{Connection, params};
-
-fn open(path: &str) -> Connection {
-    let conn = Connection::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    subcog::register(&conn).unwrap_or_else(|e| panic!("register: {e}"));
-    conn
-}
-
-fn mem() -> Connection {
-    open(":memory:")
-}
-
-/// Deterministic pseudo-random unit vectors (xorshift), dimension `dim`.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vector(&mut self, dim: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..dim).map(|_| self.next()).collect();
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / n).collect()
-    }
-}
-
-fn blob(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn knn(conn: &Connection, table: &str, q: &[f32], k: usize, ns: Option<&str>) -> Vec<i64> {
-    let filter = if ns.is_some() {
-        "AND namespace = ?3"
-    } else {
-        "AND ?3 IS NULL"
-    };
-    let sql = format!("SELECT id FROM {table} WHERE embedding MATCH ?1 AND k = ?2 {filter}");
-    let mut st = conn.prepare(&sql).unwrap_or_else(|e| panic!("{e}"));
-    st.query_map(params![blob(q), k as i64, ns], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .collect::<rusqlite::Result<Vec<i64>>>()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Exact top-k by cosine distance over (id, vector) pairs.
-fn brute(items: &[(i64, Vec<f32>)], q: &[f32], k: usize) -> Vec<i64> {
-    let mut d: Vec<(f32, i64)> = items
-        .iter()
-        .map(|(id, v)| (1.0 - v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(), *id))
-        .collect();
-    d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    d.into_iter().take(k).map(|x| x.1).collect()
-}
-
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
 
 #[test]
 fn crud_and_three_searches_with_supplied_vectors() {
@@ -80,7 +26,7 @@ fn crud_and_three_searches_with_supplied_vectors() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    assert_eq!(knn(&c, "m", &[0.9, 0.1, 0.0], 2, None), vec![1, 2]);
+    assert_eq!(knn_ids(&c, "m", &[0.9, 0.1, 0.0], 2, None), vec![1, 2]);
     let kw: Vec<i64> = c
         .prepare("SELECT id FROM m WHERE content MATCH 'yellow'")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
@@ -91,11 +37,11 @@ fn crud_and_three_searches_with_supplied_vectors() {
         params![blob(&[1.0, 0.05, 0.0])],
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(knn(&c, "m", &[1.0, 0.0, 0.0], 2, None), vec![1, 3]);
+    assert_eq!(knn_ids(&c, "m", &[1.0, 0.0, 0.0], 2, None), vec![1, 3]);
     c.execute("DELETE FROM m WHERE id = 1", [])
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(knn(&c, "m", &[1.0, 0.0, 0.0], 1, None), vec![3]);
-    assert_eq!(count(&c, "SELECT count(*) FROM m"), 2);
+    assert_eq!(knn_ids(&c, "m", &[1.0, 0.0, 0.0], 1, None), vec![3]);
+    assert_eq!(int(&c, "SELECT count(*) FROM m"), 2);
 }
 
 #[test]
@@ -136,11 +82,11 @@ fn hnsw_stays_consistent_through_rollback_savepoint_and_checkpoint() {
         "CREATE VIRTUAL TABLE m USING memories(dim={dim}, auto_embed=off, exact_max=0)"
     ))
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut rng = XorShift(0x9e3779b97f4a7c15);
     let mut items: Vec<(i64, Vec<f32>)> = Vec::new();
     c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
     for i in 1..=1500i64 {
-        let v = rng.vector(dim);
+        let v = rng.unit_vector(dim);
         let ns = if i % 10 == 0 { "rare" } else { "common" };
         c.execute(
             "INSERT INTO m(id, content, namespace, embedding) VALUES (?1, ?2, ?3, ?4)",
@@ -151,16 +97,16 @@ fn hnsw_stays_consistent_through_rollback_savepoint_and_checkpoint() {
     }
     c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
     // 1500 > 1024 pending: a checkpoint happened, the rest is pending.
-    let snapshot_chunks = count(&c, "SELECT count(*) FROM m_hnsw");
+    let snapshot_chunks = int(&c, "SELECT count(*) FROM m_hnsw");
     assert!(snapshot_chunks > 0, "no HNSW snapshot was written");
-    assert!(count(&c, "SELECT count(*) FROM m_pending") < 1024);
+    assert!(int(&c, "SELECT count(*) FROM m_pending") < 1024);
 
-    let recall = |c: &Connection, items: &[(i64, Vec<f32>)], rng: &mut Rng| -> f64 {
+    let recall = |c: &Connection, items: &[(i64, Vec<f32>)], rng: &mut XorShift| -> f64 {
         let mut hit = 0usize;
         for _ in 0..30 {
-            let q = rng.vector(dim);
-            let got = knn(c, "m", &q, 10, None);
-            let want = brute(items, &q, 10);
+            let q = rng.unit_vector(dim);
+            let got = knn_ids(c, "m", &q, 10, None);
+            let want = brute_ids(items, &q, 10);
             assert_eq!(got.len(), 10);
             hit += got.iter().filter(|id| want.contains(id)).count();
         }
@@ -171,12 +117,12 @@ fn hnsw_stays_consistent_through_rollback_savepoint_and_checkpoint() {
 
     // A rolled-back delete and insert leave the results as they were.
     let q = items[42].1.clone();
-    let before = knn(&c, "m", &q, 5, None);
+    let before = knn_ids(&c, "m", &q, 5, None);
     assert_eq!(before[0], 43);
     c.execute_batch("BEGIN; DELETE FROM m WHERE id = 43;")
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        !knn(&c, "m", &q, 5, None).contains(&43),
+        !knn_ids(&c, "m", &q, 5, None).contains(&43),
         "delete not visible inside its transaction"
     );
     c.execute(
@@ -184,10 +130,10 @@ fn hnsw_stays_consistent_through_rollback_savepoint_and_checkpoint() {
         [blob(&q)],
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(knn(&c, "m", &q, 1, None), vec![9999]);
+    assert_eq!(knn_ids(&c, "m", &q, 1, None), vec![9999]);
     c.execute_batch("ROLLBACK")
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(knn(&c, "m", &q, 5, None), before);
+    assert_eq!(knn_ids(&c, "m", &q, 5, None), before);
 
     // ROLLBACK TO a savepoint undoes a forced checkpoint ('optimize') too.
     c.execute_batch("BEGIN; SAVEPOINT a;")
@@ -199,24 +145,24 @@ fn hnsw_stays_consistent_through_rollback_savepoint_and_checkpoint() {
     .unwrap_or_else(|e| panic!("{e}"));
     c.execute_batch("INSERT INTO m(m) VALUES ('optimize');")
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count(&c, "SELECT count(*) FROM m_pending"), 0);
-    assert!(knn(&c, "m", &items[7].1, 2, None).contains(&43));
+    assert_eq!(int(&c, "SELECT count(*) FROM m_pending"), 0);
+    assert!(knn_ids(&c, "m", &items[7].1, 2, None).contains(&43));
     c.execute_batch("ROLLBACK TO a; RELEASE a; COMMIT;")
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(knn(&c, "m", &q, 5, None), before);
-    assert!(!knn(&c, "m", &items[7].1, 2, None).contains(&43));
+    assert_eq!(knn_ids(&c, "m", &q, 5, None), before);
+    assert!(!knn_ids(&c, "m", &items[7].1, 2, None).contains(&43));
 
     // Namespace filter during the search: the rare namespace still yields k results.
-    let q = rng.vector(dim);
+    let q = rng.unit_vector(dim);
     let rare: Vec<(i64, Vec<f32>)> = items
         .iter()
         .filter(|(id, _)| id % 10 == 0)
         .cloned()
         .collect();
-    let got = knn(&c, "m", &q, 10, Some("rare"));
+    let got = knn_ids(&c, "m", &q, 10, Some("rare"));
     assert_eq!(got.len(), 10);
     assert!(got.iter().all(|id| id % 10 == 0));
-    let want = brute(&rare, &q, 10);
+    let want = brute_ids(&rare, &q, 10);
     let overlap = got.iter().filter(|id| want.contains(id)).count();
     assert!(overlap >= 9, "filtered recall {overlap}/10");
 
@@ -238,11 +184,11 @@ fn second_connection_sees_commits_and_checkpoints_of_the_first() {
     let b = open(&path);
     a.execute_batch("PRAGMA journal_mode=WAL; CREATE VIRTUAL TABLE m USING memories(dim=8, auto_embed=off, exact_max=0)")
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut rng = Rng(7);
+    let mut rng = XorShift(7);
     let mut items = Vec::new();
     a.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
     for i in 1..=1200i64 {
-        let v = rng.vector(8);
+        let v = rng.unit_vector(8);
         a.execute(
             "INSERT INTO m(id, content, embedding) VALUES (?1, 'x', ?2)",
             params![i, blob(&v)],
@@ -251,22 +197,22 @@ fn second_connection_sees_commits_and_checkpoints_of_the_first() {
         items.push((i, v));
     }
     // b must not see the uncommitted rows.
-    assert_eq!(count(&b, "SELECT count(*) FROM m"), 0);
-    assert!(knn(&b, "m", &items[0].1, 3, None).is_empty());
+    assert_eq!(int(&b, "SELECT count(*) FROM m"), 0);
+    assert!(knn_ids(&b, "m", &items[0].1, 3, None).is_empty());
     a.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(knn(&b, "m", &items[0].1, 1, None), vec![1]);
+    assert_eq!(knn_ids(&b, "m", &items[0].1, 1, None), vec![1]);
     // a checkpoints (new generation); b reloads and agrees.
     a.execute_batch("INSERT INTO m(m) VALUES ('optimize')")
         .unwrap_or_else(|e| panic!("{e}"));
     a.execute("DELETE FROM m WHERE id = 1", [])
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(knn(&b, "m", &items[1].1, 1, None), vec![2]);
-    assert!(!knn(&b, "m", &items[0].1, 5, None).contains(&1));
+    assert_eq!(knn_ids(&b, "m", &items[1].1, 1, None), vec![2]);
+    assert!(!knn_ids(&b, "m", &items[0].1, 5, None).contains(&1));
     drop(a);
     drop(b);
     // Reopen: no re-embedding needed, snapshot loads.
     let c = open(&path);
-    assert_eq!(knn(&c, "m", &items[5].1, 1, None), vec![6]);
+    assert_eq!(knn_ids(&c, "m", &items[5].1, 1, None), vec![6]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -283,10 +229,10 @@ fn failed_multi_row_insert_leaves_the_table_unchanged() {
     assert!(err.is_err());
     let msg = err.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("column tags"), "{msg}");
-    assert_eq!(count(&c, "SELECT count(*) FROM m"), 0);
-    assert_eq!(count(&c, "SELECT count(*) FROM m_content"), 0);
+    assert_eq!(int(&c, "SELECT count(*) FROM m"), 0);
+    assert_eq!(int(&c, "SELECT count(*) FROM m_content"), 0);
     assert_eq!(
-        count(&c, "SELECT count(*) FROM m WHERE content MATCH 'one'"),
+        int(&c, "SELECT count(*) FROM m WHERE content MATCH 'one'"),
         0
     );
 }
@@ -314,7 +260,7 @@ fn explicit_ids_conflict_replace_and_ignore() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(content, "third");
     assert_eq!(
-        count(
+        int(
             &c,
             "SELECT count(*) FROM m WHERE content MATCH 'first OR second OR fourth'"
         ),
@@ -332,14 +278,14 @@ fn without_model_keyword_search_still_works() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        count(
+        int(
             &c,
             "SELECT count(*) FROM notes WHERE content MATCH 'pgbouncer'"
         ),
         1
     );
     assert_eq!(
-        count(&c, "SELECT count(*) FROM notes WHERE embedding IS NULL"),
+        int(&c, "SELECT count(*) FROM notes WHERE embedding IS NULL"),
         1
     );
 }

@@ -1,25 +1,12 @@
 //! subcog_integrity, repair by 'rebuild', defensive mode, rename, VACUUM, DROP, and
 //! databases from another format version. Bundled SQLite, supplied vectors.
 
+mod common;
+
+use common::search::knn_ids;
+use common::{blob, open, report, temp_dir};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, params};
-
-fn open(path: &str) -> Connection {
-    let c = Connection::open(path).unwrap_or_else(|e| panic!("open: {e}"));
-    subcog::register(&c).unwrap_or_else(|e| panic!("register: {e}"));
-    c
-}
-
-fn blob(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn report(c: &Connection, t: &str) -> serde_json::Value {
-    let s: String = c
-        .query_row("SELECT subcog_integrity(?1)", [t], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{e}: {s}"))
-}
 
 /// 1,300 rows with vectors: a snapshot of 1,100 (folded in by the checkpoint at the first
 /// COMMIT) plus 200 pending rows from a second transaction.
@@ -49,11 +36,7 @@ fn filled(c: &Connection, table: &str) {
 }
 
 fn knn1(c: &Connection, table: &str, v: &[f32]) -> Vec<i64> {
-    c.prepare(&format!(
-        "SELECT id FROM {table} WHERE embedding MATCH ?1 AND k = 1"
-    ))
-    .and_then(|mut s| s.query_map([blob(v)], |r| r.get(0))?.collect())
-    .unwrap_or_else(|e| panic!("{e}"))
+    knn_ids(c, table, v, 1, None)
 }
 
 #[test]
@@ -161,9 +144,7 @@ fn shadow_tables(c: &Connection, prefix: &str) -> Vec<String> {
 
 #[test]
 fn rename_vacuum_reopen_and_drop() {
-    let dir = std::env::temp_dir().join(format!("subcog-integrity-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = temp_dir("integrity");
     let path = dir.join("r.db").to_string_lossy().to_string();
     let c = open(&path);
     filled(&c, "notes");
@@ -199,9 +180,7 @@ fn rename_vacuum_reopen_and_drop() {
 
 #[test]
 fn a_table_of_another_format_version_fails_clearly() {
-    let dir = std::env::temp_dir().join(format!("subcog-format-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = temp_dir("format");
     let path = dir.join("f.db").to_string_lossy().to_string();
     let c = open(&path);
     c.execute_batch(

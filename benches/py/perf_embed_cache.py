@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """embed() of the same text, uncached (subcog_config('embed_cache_size', 0)) vs cached.
 
-Usage: .venv/bin/python scripts/perf_embed_cache.py [--n 200]
+Usage: .venv/bin/python benches/py/perf_embed_cache.py [--n 200]
 """
 import argparse, json, os, sqlite3, statistics, time
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 EXT = os.environ.get("SUBCOG_EXT", os.path.join(ROOT, "target", "release", "libsubcog"))
 ap = argparse.ArgumentParser(); ap.add_argument("--n", type=int, default=200); a = ap.parse_args()
 c = sqlite3.connect(":memory:"); c.enable_load_extension(True); c.load_extension(EXT)

@@ -1,22 +1,19 @@
 #!/usr/bin/env python3
 """Ingest with embedding from `content` vs the raw ONNX Runtime batch throughput.
 
-Peer: benches/benchdata.py's OrtEmbedder (Python onnxruntime + tokenizers, same model file,
+Peer: benches/py/benchdata.py's OrtEmbedder (Python onnxruntime + tokenizers, same model file,
 same recipe, same intra-op threads, batches of 16, length-sorted). subcog: INSERT of the
 same texts (content only, auto_embed on) in one transaction, COMMIT included, embedding
 cache off (subcog_config('embed_cache_size', 0)) so every text runs through the model.
 Runs alternate (peer, subcog, peer, subcog, ...) so both see the same machine load.
 
-Usage: .venv/bin/python scripts/perf_embed_ingest.py [--n 600] [--rounds 3]
+Usage: .venv/bin/python benches/py/perf_embed_ingest.py [--n 600] [--rounds 3]
 """
 import argparse, os, sqlite3, sys, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 EXT = os.environ.get("SUBCOG_EXT", os.path.join(ROOT, "target", "release", "libsubcog"))
-for d in (os.path.join(ROOT, "benches"), "/work/wt-bench/benches"):
-    if os.path.exists(os.path.join(d, "benchdata.py")):
-        sys.path.insert(0, d)
-        break
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchdata  # noqa: E402
 
 ap = argparse.ArgumentParser()

@@ -25,7 +25,7 @@ model the table uses) and cached in target/bench-cache/:
     cosine is >= t (a superseded turn is no longer live: never a dedup target again).
     Turns are stored as `make eval` stores them (`(date) speaker: text [image: caption]`)
     and, as a second variant, without the date (`speaker: text ...`). Evidence turns of the
-    evaluated questions (categories 1-4, as examples/locomo_eval.py) that end superseded
+    evaluated questions (categories 1-4, as benches/py/locomo_eval.py) that end superseded
     (or merged into a memory that ends superseded) are hidden from search.
 
 The recommendation rule (printed with the numbers): hiding a different fact is the worse
@@ -42,7 +42,7 @@ recommended threshold, and reports any disagreement between the engine's outcome
 (`subcog_last_insert`, `superseded_by`) and this script's model of it.
 
 Usage (from the repository root, after `make build`):
-  .venv/bin/python benches/dedup_threshold.py [--markdown] [--verify] [--pairs]
+  .venv/bin/python benches/py/dedup_threshold.py [--markdown] [--verify] [--pairs]
       [--thresholds 0.80,0.85,...] [--max-hidden 0.01] [--examples 8]
 """
 import argparse
@@ -56,8 +56,8 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import locomo_eval  # noqa: E402  (its memory format and question filter: the study follows the eval)
 
 EXT = os.environ.get("SUBCOG_EXT", os.path.join(ROOT, "target", "release", "libsubcog"))
@@ -158,7 +158,7 @@ def group(kind):
 
 def locomo_turns(data, date):
     """Per conversation: (namespace, [(dia_id, content)]) in insertion order, content as
-    examples/locomo_eval.py stores it (`date` = "prefix" or "none")."""
+    benches/py/locomo_eval.py stores it (`date` = "prefix" or "none")."""
     out = collections.OrderedDict()
     for conv in data:
         ns = conv["sample_id"]

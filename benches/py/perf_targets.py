@@ -12,11 +12,10 @@ performance targets one by one and prints one line per measurement:
   hybrid   `m MATCH text AND k = 10` p50, with the query's embedding cached (run twice,
            timed the second time), so the embedding itself is excluded;
 
-Data: the Gaussian mixture of benches/bench_knn.py (64 clusters, 384-d, unit norm, seeded),
-content from benches/benchdata.py's text generator when available (it is in the bench
-worktree), else numbered sentences.
+Data: the Gaussian mixture of benches/py/bench_knn.py (64 clusters, 384-d, unit norm, seeded),
+content from benches/py/benchdata.py's text generator (numbered sentences if it cannot load).
 
-Usage: .venv/bin/python scripts/perf_targets.py [--n 100000] [--what ingest,knn,open,hybrid]
+Usage: .venv/bin/python benches/py/perf_targets.py [--n 100000] [--what ingest,knn,open,hybrid]
 usearch is imported from $USEARCH_SITE (a site-packages directory) when the venv lacks it.
 """
 import argparse
@@ -31,7 +30,7 @@ import time
 import numpy as np
 import sqlite_vec
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 EXT = os.environ.get("SUBCOG_EXT", os.path.join(ROOT, "target", "release", "libsubcog"))
 DIM = 384
 K = 10
@@ -50,16 +49,14 @@ def data(n, q, seed=1):
 
 
 def texts(n):
-    for d in (os.path.join(ROOT, "benches"), "/work/wt-bench/benches"):
-        if os.path.exists(os.path.join(d, "benchdata.py")):
-            sys.path.insert(0, d)
-            try:
-                import benchdata
-                return benchdata.texts(n), benchdata.questions(200)
-            except Exception as e:  # noqa: BLE001 - fall back to plain text
-                print("benchdata unavailable:", e)
-            finally:
-                sys.path.pop(0)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import benchdata
+        return benchdata.texts(n), benchdata.questions(200)
+    except Exception as e:  # noqa: BLE001 - fall back to plain text
+        print("benchdata unavailable:", e)
+    finally:
+        sys.path.pop(0)
     words = "alice bob project meeting coffee paris deadline report travel budget music".split()
     t = [f"memory {i} about {words[i % 11]} and {words[(i * 7) % 11]}" for i in range(n)]
     return t, [f"what about {words[i % 11]} {words[(i * 3) % 11]}" for i in range(200)]

@@ -8,7 +8,7 @@ the LoCoMo file is absent), each on its own texts so the embedding cache never h
     transaction's rows in length-sorted batches of 16 before COMMIT),
   * the same INSERTs in autocommit mode (one row per transaction: no batching possible).
 
-Usage: .venv/bin/python benches/bench_embed.py [--n 600]
+Usage: .venv/bin/python benches/py/bench_embed.py [--n 600]
 """
 import argparse
 import json
@@ -16,7 +16,7 @@ import os
 import sqlite3
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 EXT = os.environ.get("SUBCOG_EXT", os.path.join(ROOT, "target", "release", "libsubcog"))
 
 

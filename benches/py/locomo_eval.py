@@ -28,7 +28,7 @@ a setting that helps one conversation and hurts the others does not generalise).
 
 Standard library only:
 
-    /usr/bin/python3 examples/locomo_eval.py [--ext PATH] [--data PATH] [--db PATH]
+    /usr/bin/python3 benches/py/locomo_eval.py [--ext PATH] [--data PATH] [--db PATH]
                                              [--reuse] [--json OUT] [--options OPTS]
                                              [--tables "default;dedup=off"]
                                              [--modes knn,keyword,hybrid]
@@ -36,7 +36,7 @@ Standard library only:
 --tables lists the tables, separated by ";" ("default" = no options); --options is
 added to every table's options (and wins over them), e.g. --options
 "hybrid_context_weight=0" to measure hybrid search without neighbour context. The
-dedup=off table is stored in --db (target/locomo.db, which examples/locomo_lab.py
+dedup=off table is stored in --db (target/locomo.db, which benches/py/locomo_lab.py
 reads); the others beside it (target/locomo-default.db, ...).
 
 The data is CC BY-NC 4.0 (snap-research/LoCoMo); it is read from
@@ -54,7 +54,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the repository
 K = 10
 MODES = {
     "knn": "SELECT id FROM mem WHERE embedding MATCH embed(:q) AND k = :k AND namespace = :ns",

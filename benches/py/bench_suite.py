@@ -48,7 +48,7 @@ Sections (select with --sections):
 Then a target table: PASS/MISS per target of the performance issue, with the margin.
 
 Usage (from the repository root; `make bench` runs the default):
-  .venv/bin/python benches/bench_suite.py [--sizes 10000,100000] [--queries 200]
+  .venv/bin/python benches/py/bench_suite.py [--sizes 10000,100000] [--queries 200]
       [--datasets random,minilm] [--sections knn,ingest,embed,hybrid,cold,memory] [--rounds 3]
       [--tables "default;dedup=off"] [--locomo-turns N] [--ingest-rounds 2]
       [--quick] [--markdown] [--json FILE] [--m M --ef-construction N --ef-search N]
@@ -839,7 +839,6 @@ print(json.dumps({"seconds": secs, "rows": conn.execute("SELECT count(*) FROM m"
 def locomo_rows(n):
     """The first `n` LoCoMo turns as `make eval` stores them: (content, namespace,
     metadata, source), conversations and turns in order; [] without the data file."""
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
     import locomo_eval
 
     path = os.path.join(ROOT, "..", "shared", "data", "locomo-dev.json")

@@ -2,15 +2,15 @@
 """Retrieval experiments on LoCoMo behind hybrid search's defaults (BENCHMARKS.md).
 
 A NumPy re-implementation of subcog's hybrid search over the table that
-examples/locomo_eval.py loads (target/locomo.db), fast enough to try many variants:
+benches/py/locomo_eval.py loads (target/locomo.db), fast enough to try many variants:
 RRF against a weighted sum, fusion depth and weights, neighbour context, query
 variants (stop words, phrases, stemming), pseudo-relevance feedback, session
 diversity. Keyword scores come from the table's own FTS5 index (bm25()), vectors from
 its `mem_vectors` shadow table and question vectors from the extension's embed(), so
 the `engine` variant reproduces `make eval`'s hybrid numbers exactly.
 
-    /usr/bin/python3 examples/locomo_eval.py            # builds target/locomo.db
-    .venv/bin/python examples/locomo_lab.py [EXPERIMENT...]
+    /usr/bin/python3 benches/py/locomo_eval.py            # builds target/locomo.db
+    .venv/bin/python benches/py/locomo_lab.py [EXPERIMENT...]
 
 Experiments: fusion, context, loco, query, prf, session, latency (default: all).
 Needs numpy.
@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import locomo_eval as E  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the repository
 METRICS = ["turn_r@5", "turn_r@10", "sess_r@5", "sess_r@10", "mrr@10"]
 # The extension's stop words (src/text.rs), and extra question words tried on top.
 STOP = set(
@@ -56,7 +56,7 @@ class Lab:
             "SELECT id, namespace, content, json_extract(metadata, '$.dia_id'), "
             "json_extract(metadata, '$.session') FROM mem_content ORDER BY id").fetchall()
         if not rows:
-            sys.exit(f"{db} holds no turns: run examples/locomo_eval.py first")
+            sys.exit(f"{db} holds no turns: run benches/py/locomo_eval.py first")
         self.turn = {r[0]: {"ns": r[1], "content": r[2], "dia": r[3], "session": r[4]}
                      for r in rows}
         self.by_ns = collections.defaultdict(list)  # namespace -> ids in id order

@@ -12,7 +12,7 @@ and prints a markdown table with subcog/sqlite-vec ratios.
 Data: a Gaussian mixture of 64 clusters in 384 dimensions, unit-normalised, seeded, so that
 neighbourhoods have structure as real sentence embeddings do.
 
-Usage: .venv/bin/python benches/bench_knn.py [--sizes 10000,50000] [--queries 200]
+Usage: .venv/bin/python benches/py/bench_knn.py [--sizes 10000,50000] [--queries 200]
 """
 import argparse
 import os
@@ -24,7 +24,7 @@ import time
 import numpy as np
 import sqlite_vec
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 EXT = os.environ.get("SUBCOG_EXT", os.path.join(ROOT, "target", "release", "libsubcog"))
 DIM = 384
 K = 10
