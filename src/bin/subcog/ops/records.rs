@@ -207,8 +207,9 @@ pub(crate) struct Scored {
     /// vector: 1 - cosine distance; keyword: BM25 (FTS5's bm25 with its sign flipped).
     /// With recency or importance weights, the weighted final score.
     pub(crate) score: f64,
-    /// With recency or importance weights: the components of the score (relevance,
-    /// recency, age_days, importance, weights).
+    /// With recency or importance weights: the components of the score (search_score,
+    /// distance when the search has one, relevance, recency, age_days, importance,
+    /// weights, and the final score).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Map<String, Value>")]
     pub(crate) explain: Option<Value>,
