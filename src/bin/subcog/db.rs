@@ -11,20 +11,20 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 /// Name of the `memories` virtual table the MCP server, `import` and `export` use.
-pub const TABLE: &str = "memories";
+pub(crate) const TABLE: &str = "memories";
 
 /// Environment variable that overrides the default database path.
-pub const DB_ENV: &str = "SUBCOG_DB";
+const DB_ENV: &str = "SUBCOG_DB";
 
 /// How long one SQLite call waits for a lock held by another connection.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long [`with_retry`] keeps retrying a whole operation that still hits a lock.
-pub const RETRY_FOR: Duration = Duration::from_secs(30);
+const RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// What [`open`] prepares in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prepare {
+pub(crate) enum Prepare {
     /// Only register the extension and set the busy timeout (`subcog sql`, `subcog shell PATH`).
     Plain,
     /// Also switch to WAL and create the `memories` table if it is missing.
@@ -34,12 +34,12 @@ pub enum Prepare {
 /// The default database: `$SUBCOG_HOME/memory.db`, where `SUBCOG_HOME` defaults to
 /// `$XDG_DATA_HOME/subcog`, else `~/.local/share/subcog` (the directory `make setup`
 /// installs the model into).
-pub fn default_path() -> PathBuf {
+pub(crate) fn default_path() -> PathBuf {
     subcog::embedder::subcog_home().join("memory.db")
 }
 
 /// The database to use: the explicit path if any, else `$SUBCOG_DB`, else [`default_path`].
-pub fn resolve(explicit: Option<PathBuf>) -> PathBuf {
+pub(crate) fn resolve(explicit: Option<PathBuf>) -> PathBuf {
     explicit
         .or_else(|| {
             std::env::var_os(DB_ENV)
@@ -55,7 +55,7 @@ pub fn resolve(explicit: Option<PathBuf>) -> PathBuf {
 ///
 /// # Errors
 /// A message naming the path and what failed.
-pub fn open(path: &Path, prepare: Prepare) -> Result<Connection, String> {
+pub(crate) fn open(path: &Path, prepare: Prepare) -> Result<Connection, String> {
     let shown = path.display();
     let in_memory = path.as_os_str() == ":memory:" || path.as_os_str().is_empty();
     if !in_memory
@@ -89,7 +89,7 @@ pub fn open(path: &Path, prepare: Prepare) -> Result<Connection, String> {
 ///
 /// # Errors
 /// SQLite errors other than a lock that outlasts [`RETRY_FOR`].
-pub fn ensure_table(conn: &Connection) -> rusqlite::Result<()> {
+fn ensure_table(conn: &Connection) -> rusqlite::Result<()> {
     let exists = |c: &Connection| -> rusqlite::Result<bool> {
         c.query_row(
             "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
@@ -109,7 +109,7 @@ pub fn ensure_table(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Whether the error is a lock held by another connection.
-pub fn is_busy(e: &rusqlite::Error) -> bool {
+fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
@@ -125,7 +125,7 @@ pub fn is_busy(e: &rusqlite::Error) -> bool {
 ///
 /// # Errors
 /// The last error of `f`.
-pub fn with_retry<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+pub(crate) fn with_retry<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(10);
     loop {
@@ -146,7 +146,7 @@ pub fn with_retry<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Re
 ///
 /// # Errors
 /// The error of `f`, or of BEGIN/COMMIT.
-pub fn write<T>(
+pub(crate) fn write<T>(
     conn: &Connection,
     mut f: impl FnMut(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {

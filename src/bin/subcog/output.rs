@@ -10,7 +10,7 @@ use serde_json::Value;
 
 /// How rows are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputMode {
+pub(crate) enum OutputMode {
     /// Values separated by `|`, one row per line (sqlite3's default).
     List,
     /// Comma-separated values, RFC 4180 quoting.
@@ -25,12 +25,12 @@ pub enum OutputMode {
 
 impl OutputMode {
     /// Parses a mode name as `.mode` takes it.
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         <Self as ValueEnum>::from_str(name, true).ok()
     }
 
     /// The names `.mode` accepts.
-    pub fn names() -> String {
+    pub(crate) fn names() -> String {
         Self::value_variants()
             .iter()
             .filter_map(|m| m.to_possible_value())
@@ -42,19 +42,19 @@ impl OutputMode {
 
 /// Printing settings.
 #[derive(Debug, Clone, Copy)]
-pub struct Format {
+pub(crate) struct Format {
     /// Row layout.
-    pub mode: OutputMode,
+    pub(crate) mode: OutputMode,
     /// Print column names first (list and csv; table always has them).
-    pub headers: bool,
+    pub(crate) headers: bool,
 }
 
 /// The error text of a write to a closed pipe (`subcog export db | head`), which `main`
 /// treats as a normal end.
-pub const BROKEN_PIPE: &str = "output closed (broken pipe)";
+pub(crate) const BROKEN_PIPE: &str = "output closed (broken pipe)";
 
 /// Message for a failed write to the output.
-pub fn io_err(e: std::io::Error) -> String {
+pub(crate) fn io_err(e: std::io::Error) -> String {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         BROKEN_PIPE.to_string()
     } else {
@@ -102,7 +102,7 @@ fn csv_field(s: &str) -> String {
 ///
 /// # Errors
 /// The first failing statement's SQLite error (statements before it have run).
-pub fn run_sql(
+pub(crate) fn run_sql(
     conn: &Connection,
     sql: &str,
     fmt: Format,

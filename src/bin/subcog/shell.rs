@@ -106,7 +106,7 @@ fn list_names(
 ///
 /// # Errors
 /// The terminal cannot be set up.
-pub fn run(conn: &Connection, db_path: &Path) -> Result<(), String> {
+pub(crate) fn run(conn: &Connection, db_path: &Path) -> Result<(), String> {
     let mut editor =
         DefaultEditor::new().map_err(|e| format!("cannot start the line editor: {e}"))?;
     let history = crate::db::default_path().with_file_name("shell_history");

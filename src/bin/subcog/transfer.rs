@@ -23,25 +23,25 @@ const BATCH: usize = 64;
 /// (`subcog_last_insert`). `inserted + superseded` memories were added to the table;
 /// `merged` and `unchanged` lines added none.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ImportSummary {
+pub(crate) struct ImportSummary {
     /// Lines stored as new memories.
-    pub inserted: usize,
+    inserted: usize,
     /// Lines that were exact duplicates (same text ignoring case and spacing, same
     /// namespace) of an existing memory and were merged into it (`dedup=merge`, the
     /// default): its tags, metadata, importance and expiry absorbed the line's.
-    pub merged: usize,
+    merged: usize,
     /// Lines that were exact duplicates left out unchanged (`dedup=skip`).
-    pub unchanged: usize,
+    unchanged: usize,
     /// Lines stored as new memories that supersede an older near-duplicate memory (which
     /// no longer comes back from searches).
-    pub superseded: usize,
+    superseded: usize,
     /// Blank lines skipped.
-    pub blank: usize,
+    blank: usize,
 }
 
 impl ImportSummary {
     /// Lines imported (every non-blank line).
-    pub fn lines(&self) -> usize {
+    pub(crate) fn lines(&self) -> usize {
         self.inserted + self.merged + self.unchanged + self.superseded
     }
 
@@ -57,7 +57,7 @@ impl ImportSummary {
 
     /// What became of the lines, e.g. `16800 inserted, 120 merged into existing memories,
     /// 80 superseded older memories` (the dedup=skip and blank counts only when not 0).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut s = format!(
             "{} inserted, {} merged into existing memories, {} superseded older memories",
             self.inserted, self.merged, self.superseded
@@ -106,7 +106,7 @@ fn read_records(file: &Path) -> Result<(Vec<(usize, ImportRecord)>, usize), Stri
 /// # Errors
 /// An unreadable file or invalid line (nothing is written then), or a failing batch
 /// (earlier batches stay committed; the message says how many).
-pub fn import(
+pub(crate) fn import(
     conn: &Connection,
     file: &Path,
     keep_ids: bool,
@@ -149,7 +149,7 @@ pub fn import(
 ///
 /// # Errors
 /// The table's error, or a write error.
-pub fn export(conn: &Connection, out: &mut dyn Write) -> Result<usize, String> {
+pub(crate) fn export(conn: &Connection, out: &mut dyn Write) -> Result<usize, String> {
     let mut out = BufWriter::new(out);
     let mut n = 0;
     ops::for_each(conn, |m| {

@@ -1,0 +1,194 @@
+//! The MCP tools' argument and result types: their JSON schemas are what `tools/list`
+//! shows (field doc comments are the schema descriptions). The records they contain are
+//! [`crate::ops`]'s.
+
+use std::borrow::Cow;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::ops::{self, Memory, Mode, Scored};
+
+/// Tool arguments of type `T` whose deserialisation errors name the offending field
+/// (`tags: invalid type: string "x", expected a sequence`), so that a model can fix the
+/// call. The JSON schema is `T`'s.
+#[derive(Debug)]
+pub(crate) struct Args<T>(pub(crate) T);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Args<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        serde_path_to_error::deserialize(value)
+            .map(Args)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path == "." {
+                    serde::de::Error::custom(inner)
+                } else {
+                    serde::de::Error::custom(format!("{path}: {inner}"))
+                }
+            })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Args<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
+/// Arguments of `memory_store`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoreArgs {
+    /// The text to remember: one self-contained fact, preference, decision or event, written
+    /// so that it makes sense without the conversation (e.g. "The user prefers tabs, width 4,
+    /// in Go projects").
+    pub(crate) content: String,
+    /// Namespace to file it under, e.g. "user" or "project:shop". Default "default".
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(crate) namespace: Option<String>,
+    /// Short tags, e.g. ["preference", "style"].
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub(crate) tags: Option<Vec<String>>,
+    /// Any JSON object with extra structured data.
+    #[serde(default)]
+    #[schemars(with = "Map<String, Value>")]
+    pub(crate) metadata: Option<Map<String, Value>>,
+    /// How important it is, from 0 (trivia) to 1 (critical). Default 0.5.
+    #[serde(default)]
+    #[schemars(with = "f64", range(min = 0.0, max = 1.0))]
+    pub(crate) importance: Option<f64>,
+    /// Where it came from, e.g. a file, URL or "conversation".
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(crate) source: Option<String>,
+    /// Forget it after this long: seconds, or a duration such as "12h", "7d", "2w".
+    /// Default: never. Expired memories no longer come back from searches.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(crate) ttl: Option<Value>,
+}
+
+/// Result of `memory_store`: the table's dedup outcome.
+pub(crate) type StoreResult = ops::Stored;
+
+fn default_k() -> u32 {
+    5
+}
+
+/// Arguments of `memory_search`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SearchArgs {
+    /// What to look for, in natural language (a question or a few keywords).
+    pub(crate) query: String,
+    /// How many memories to return, 1 to 100. Default 5.
+    #[serde(default = "default_k")]
+    #[schemars(range(min = 1, max = 100))]
+    pub(crate) k: u32,
+    /// Only search this namespace.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(crate) namespace: Option<String>,
+    /// "hybrid" (default: keywords and meaning combined), "vector" (meaning only) or
+    /// "keyword" (exact words only).
+    #[serde(default)]
+    pub(crate) mode: Mode,
+    /// How much newer memories should be preferred, from 0 (not at all, default) to 1.
+    #[serde(default)]
+    #[schemars(with = "f64", range(min = 0.0, max = 1.0))]
+    pub(crate) recency: Option<f64>,
+    /// Half-life of the recency preference, e.g. "1d", "7d" (default "30d").
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(crate) recency_half_life: Option<String>,
+    /// How much more important memories should be preferred, from 0 (default) to 1.
+    #[serde(default)]
+    #[schemars(with = "f64", range(min = 0.0, max = 1.0))]
+    pub(crate) importance: Option<f64>,
+}
+
+/// Result of `memory_search`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct SearchResult {
+    /// Matching memories, most relevant first.
+    pub(crate) results: Vec<Scored>,
+}
+
+/// Arguments of `memory_get` and `memory_delete`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdArgs {
+    /// Id of the memory (from memory_store, memory_search or memory_list).
+    pub(crate) id: i64,
+}
+
+/// Arguments of `memory_update`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateArgs {
+    /// Id of the memory to change.
+    pub(crate) id: i64,
+    /// New text (replaces the old text).
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(crate) content: Option<String>,
+    /// New tags (replace the old tags).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub(crate) tags: Option<Vec<String>>,
+    /// New metadata object (replaces the old one).
+    #[serde(default)]
+    #[schemars(with = "Map<String, Value>")]
+    pub(crate) metadata: Option<Map<String, Value>>,
+    /// New importance, from 0 to 1.
+    #[serde(default)]
+    #[schemars(with = "f64", range(min = 0.0, max = 1.0))]
+    pub(crate) importance: Option<f64>,
+}
+
+/// Result of `memory_delete`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct DeleteResult {
+    /// Id of the deleted memory.
+    pub(crate) id: i64,
+    /// Always true (a failed delete is an error result).
+    pub(crate) deleted: bool,
+}
+
+fn default_limit() -> u32 {
+    20
+}
+
+/// Arguments of `memory_list`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListArgs {
+    /// Only list this namespace.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(crate) namespace: Option<String>,
+    /// Page size, 1 to 1000. Default 20.
+    #[serde(default = "default_limit")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub(crate) limit: u32,
+    /// How many of the newest memories to skip (for paging). Default 0.
+    #[serde(default)]
+    pub(crate) offset: u64,
+}
+
+/// Result of `memory_list`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ListResult {
+    /// Memories, newest first.
+    pub(crate) memories: Vec<Memory>,
+}

@@ -1,0 +1,48 @@
+//! Memory operations as SQL against the `memories` virtual table.
+//!
+//! The MCP tools, `import` and `export` all go through these functions; none of them
+//! touches the shadow tables or the extension's Rust API directly. [`records`] holds the
+//! types the operations take and return (with their JSON schemas), [`write`] the stores,
+//! updates and deletes, [`read`] the reads and searches.
+
+mod read;
+mod records;
+mod write;
+
+use serde::Serialize;
+
+pub(crate) use read::{for_each, get, list, search, stats};
+pub(crate) use records::{
+    Changes, ImportRecord, Memory, Mode, NewMemory, Outcome, Ranking, Scored, Stats, Stored,
+};
+pub(crate) use write::{delete, store, store_batch, update};
+
+/// Largest `k` a search accepts.
+const MAX_K: u32 = 100;
+/// Largest page `memory_list` returns.
+const MAX_LIMIT: u32 = 1000;
+
+/// The columns every read returns ([`Memory::from_row`] reads them by name).
+const COLUMNS: &str = "id, content, namespace, tags, metadata, source, importance, created_at, \
+     updated_at, expires_at, superseded_by";
+
+/// Encodes a value as JSON text for a TEXT column.
+fn json_text<T: Serialize>(v: &T) -> Result<String, String> {
+    serde_json::to_string(v).map_err(|e| format!("cannot encode JSON: {e}"))
+}
+
+/// Turns a SQLite error into a message for the caller.
+fn sql_err(what: &str) -> impl Fn(rusqlite::Error) -> String + '_ {
+    move |e| {
+        let msg = match &e {
+            rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
+            other => other.to_string(),
+        };
+        format!("{what} failed: {msg}")
+    }
+}
+
+/// The message for an id that names no memory.
+fn no_such(id: i64) -> String {
+    format!("no memory with id {id}; memory_search or memory_list show the existing ids")
+}
