@@ -97,7 +97,10 @@ fn integrity_is_clean_then_detects_damage_and_rebuild_repairs_it() {
         } else {
             [f.sin(), f.cos(), 1.0, (f * 0.1).sin()]
         };
-        assert!(knn1(&c, "m", &v).contains(&i), "row {i} not found by its own vector");
+        assert!(
+            knn1(&c, "m", &v).contains(&i),
+            "row {i} not found by its own vector"
+        );
     }
     let n: i64 = c
         .query_row(

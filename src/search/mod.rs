@@ -88,7 +88,7 @@ pub fn keyword(store: &Store, query: &str, k: usize, ns: Option<&str>) -> Result
 ///    Conversation turns are often answered or explained by the turn before or after
 ///    ("What was it about?"). With `g <= 1` the row with the best own score stays first.
 ///
-/// Measured on LoCoMo (BENCHMARKS.md, examples/locomo_lab.py): the weighted sum alone is
+/// Measured on LoCoMo (BENCHMARKS.md, benches/py/locomo_lab.py): the weighted sum alone is
 /// on par with RRF (k = 60), the context adds most of the gain (turn recall@10 0.682 ->
 /// 0.760) and works better on the weighted sum's scores than on RRF's (0.727); the
 /// defaults were chosen leave-one-conversation-out and hold on each conversation.

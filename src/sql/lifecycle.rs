@@ -17,7 +17,7 @@ use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::ValueRef;
 
 use crate::error::{Error, Result};
-use crate::names::{quote, split_name};
+use crate::names::{quote, resolve};
 use crate::row::{now_ms, type_name};
 use crate::table::dedup;
 
@@ -43,7 +43,7 @@ fn table_arg(ctx: &Context<'_>, func: &str) -> Result<(String, String)> {
             )));
         }
     };
-    Ok(split_name(&name))
+    resolve(&connection(ctx)?, &format!("{func}(table)"), &name)
 }
 
 /// The connection running the function (not owned).
@@ -55,40 +55,17 @@ fn connection(ctx: &Context<'_>) -> Result<Connection> {
     })
 }
 
-/// Checks that `schema.table` is a `memories` table (its `_content` shadow table exists).
-fn check_table(conn: &Connection, func: &str, schema: &str, table: &str) -> Result<()> {
-    let sql = format!(
-        "SELECT 1 FROM {}.sqlite_master WHERE type = 'table' AND name = ?1",
-        quote(schema)
-    );
-    let found = conn
-        .prepare(&sql)
-        .and_then(|mut st| st.exists([format!("{table}_content")]))
-        .unwrap_or(false);
-    if !found {
-        return Err(Error::invalid(format!(
-            "{func}(table): expected the name of a memories table, got '{schema}.{table}'"
-        )));
-    }
-    Ok(())
-}
-
 fn last_insert(ctx: &Context<'_>) -> Result<Option<String>> {
     let (schema, table) = table_arg(ctx, "subcog_last_insert")?;
     let conn = connection(ctx)?;
-    check_table(&conn, "subcog_last_insert", &schema, &table)?;
     // SAFETY: only the address is used, as the key the table recorded under.
     let db = unsafe { conn.handle() as usize };
     let Some(outcome) = dedup::last(db, &schema, &table) else {
         return Ok(None);
     };
     // A savepoint rolled back since (no xRollback for those) may have undone it.
-    let sql = format!(
-        "SELECT 1 FROM {}.{} WHERE id = ?1",
-        quote(&schema),
-        quote(&format!("{table}_content"))
-    );
-    if !conn.prepare(&sql)?.exists([outcome.id])? {
+    let store = crate::store::Store::connect(connection(ctx)?, &schema, &table)?;
+    if !store.exists(outcome.id)? {
         return Ok(None);
     }
     let mut outcome = outcome;
@@ -104,7 +81,6 @@ fn last_insert(ctx: &Context<'_>) -> Result<Option<String>> {
             [outcome.id],
             |r| r.get::<_, i64>(0),
         )?;
-        let store = crate::store::Store::connect(connection(ctx)?, &schema, &table)?;
         let link = store.supersedes(outcome.id)?;
         if let Some((older, similarity)) = link {
             outcome.kind = "superseded";
@@ -117,13 +93,6 @@ fn last_insert(ctx: &Context<'_>) -> Result<Option<String>> {
 
 fn purge(ctx: &Context<'_>) -> Result<i64> {
     let (schema, table) = table_arg(ctx, "subcog_purge")?;
-    let conn = connection(ctx)?;
-    check_table(&conn, "subcog_purge", &schema, &table)?;
-    let sql = format!(
-        "DELETE FROM {s}.{t} WHERE rowid IN (SELECT id FROM {s}.{c} WHERE expires_at <= ?1)",
-        s = quote(&schema),
-        t = quote(&table),
-        c = quote(&format!("{table}_content"))
-    );
-    Ok(conn.execute(&sql, [now_ms()])? as i64)
+    let store = crate::store::Store::connect(connection(ctx)?, &schema, &table)?;
+    Ok(crate::table::commands::purge(&store, now_ms())? as i64)
 }

@@ -37,28 +37,12 @@ pub struct VecSearchTab {
     conn: Connection,
 }
 
-unsafe impl<'vtab> VTab<'vtab> for VecSearchTab {
-    type Aux = ();
-    type Cursor = VecSearchCursor<'vtab>;
-
-    fn connect(
-        db: &mut VTabConnection,
-        _aux: Option<&()>,
-        _module: &[u8],
-        _schema: &[u8],
-        _table: &[u8],
-        _args: &[&[u8]],
-    ) -> rusqlite::Result<(Cow<'static, CStr>, Self)> {
-        // SAFETY: the handle is the connection creating this table; not owned.
-        let conn = unsafe { Connection::from_handle(db.handle()) }?;
-        Ok((
-            Cow::Borrowed(c"CREATE TABLE x(id INTEGER, distance REAL, table_name HIDDEN, vector HIDDEN, k HIDDEN)"),
-            VecSearchTab { base: ffi::sqlite3_vtab::default(), conn },
-        ))
-    }
-
-    fn best_index(&self, info: &mut IndexInfo) -> rusqlite::Result<bool> {
+impl VecSearchTab {
+    /// xBestIndex: the three arguments as `argv[1..=3]`; `idxNum` is the bit set of those
+    /// given (7: all three), which xFilter requires.
+    fn plan(info: &mut IndexInfo) -> bool {
         let mut slots = [None; 3];
+
         for (i, c) in info.constraints().enumerate() {
             if c.operator() != IndexConstraintOp::SQLITE_INDEX_CONSTRAINT_EQ {
                 continue;
@@ -70,7 +54,7 @@ unsafe impl<'vtab> VTab<'vtab> for VecSearchTab {
                 _ => continue,
             };
             if !c.is_usable() {
-                return Ok(false);
+                return false;
             }
             slots[slot] = Some(i);
         }
@@ -87,9 +71,35 @@ unsafe impl<'vtab> VTab<'vtab> for VecSearchTab {
             .fold(0, |m, (i, s)| if s.is_some() { m | (1 << i) } else { m });
         info.set_idx_num(mask);
         info.set_estimated_cost(if mask == 7 { 10.0 } else { 1e12 });
-        Ok(true)
+        true
+    }
+}
+
+unsafe impl<'vtab> VTab<'vtab> for VecSearchTab {
+    type Aux = ();
+    type Cursor = VecSearchCursor<'vtab>;
+
+    fn connect(
+        db: &mut VTabConnection,
+        _aux: Option<&()>,
+        _module: &[u8],
+        _schema: &[u8],
+        _table: &[u8],
+        _args: &[&[u8]],
+    ) -> rusqlite::Result<(Cow<'static, CStr>, Self)> {
+        guard(|| {
+            // SAFETY: the handle is the connection creating this table; not owned.
+            let conn = unsafe { Connection::from_handle(db.handle()) }?;
+            Ok((
+                Cow::Borrowed(c"CREATE TABLE x(id INTEGER, distance REAL, table_name HIDDEN, vector HIDDEN, k HIDDEN)"),
+                VecSearchTab { base: ffi::sqlite3_vtab::default(), conn },
+            ))
+        })
     }
 
+    fn best_index(&self, info: &mut IndexInfo) -> rusqlite::Result<bool> {
+        guard(|| Ok(Self::plan(info)))
+    }
     fn open(&'vtab mut self) -> rusqlite::Result<VecSearchCursor<'vtab>> {
         Ok(VecSearchCursor {
             base: ffi::sqlite3_vtab_cursor::default(),
@@ -122,30 +132,13 @@ impl VecSearchCursor<'_> {
         };
         // SAFETY: SQLite sets pVtab to the table that opened this cursor.
         let conn = unsafe { &(*(self.base.pVtab as *const VecSearchTab)).conn };
-        let (schema, name) = crate::names::split_name(&table);
+        let (schema, name) = crate::names::resolve(conn, "vec_search(table_name)", &table)
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "vec_search(table_name): no memories table named '{table}'"
+                ))
+            })?;
         let q = crate::names::quote;
-        let sql: Option<String> = conn
-            .query_row(
-                &format!(
-                    "SELECT sql FROM {}.sqlite_master WHERE type = 'table' AND name = ?1",
-                    q(&schema)
-                ),
-                [&name],
-                |r| r.get(0),
-            )
-            .ok();
-        let is_memories = sql.is_some_and(|s| {
-            s.to_ascii_lowercase()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .windows(2)
-                .any(|w| w[0] == "using" && w[1].starts_with("memories"))
-        });
-        if !is_memories {
-            return Err(Error::invalid(format!(
-                "vec_search(table_name): no memories table named '{table}'"
-            )));
-        }
         let vector = args.iter().nth(1).unwrap_or(ValueRef::Null);
         let k = args.iter().nth(2).unwrap_or(ValueRef::Null);
         let sql = format!(

@@ -33,8 +33,9 @@ fn count(conn: &Connection, sql: &str) -> Result<i64> {
 ///
 /// # Errors
 /// [`crate::error::Error::Invalid`] if `table` is not a `memories` table; SQLite errors.
-pub fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
-    let (schema, table) = crate::names::split_name(name);
+pub(crate) fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
+    let (schema, table) =
+        crate::names::resolve(&conn, &format!("subcog_integrity('{name}')"), name)?;
     let store = Store::connect(conn, &schema, &table).map_err(|e| {
         crate::error::Error::invalid(format!(
             "subcog_integrity('{name}'): not a memories table ({e})"

@@ -133,25 +133,7 @@ impl MemoryTable {
                 others.push((id, ns.to_string(), v));
             }
         })?;
-        // Namespaces of at most exact_max vectors are compared exactly, as searches do:
-        // their vectors are read once for the batch.
-        let mut small: HashMap<&str, Vec<(i64, Vec<f32>)>> = HashMap::new();
-        let cap = store.opts.exact_max.saturating_add(1);
-        for &i in checks {
-            let ns = batch[i].namespace.as_str();
-            if small.contains_key(ns) || store.count_capped(ns, cap)? > store.opts.exact_max {
-                continue;
-            }
-            let mut all = Vec::new();
-            store.scan_vectors(Some(ns), |id, blob| {
-                if !in_batch.contains(&id)
-                    && let Some(v) = vector::decode_stored(blob, dim)
-                {
-                    all.push((id, v));
-                }
-            })?;
-            small.insert(ns, all);
-        }
+        let small = self.small_namespaces(batch, checks, &in_batch)?;
         for (&i, candidates) in checks.iter().zip(graph) {
             let (u, v) = (&batch[i], &vecs[i]);
             let mut hits: Vec<(i64, f32)> = Vec::new();
@@ -187,18 +169,64 @@ impl MemoryTable {
                     hits.push((batch[j].id, metric.distance(v, &vecs[j])));
                 }
             }
-            hits.retain(|h| h.1 <= max_distance);
-            hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-            for (id, d) in hits {
-                let similarity = 1.0 - f64::from(d);
-                if similarity < threshold {
-                    break;
+            self.supersede_nearest(u.id, hits, max_distance, now)?;
+        }
+        Ok(())
+    }
+
+    /// The vectors (outside the batch) of each namespace of `checks` that holds at most
+    /// `exact_max` vectors: those namespaces are compared exactly, as searches do, their
+    /// vectors read once for the batch.
+    fn small_namespaces<'b>(
+        &self,
+        batch: &'b [Unembedded],
+        checks: &[usize],
+        in_batch: &HashSet<i64>,
+    ) -> Result<HashMap<&'b str, Vec<(i64, Vec<f32>)>>> {
+        let store = &self.store;
+        let dim = store.opts.dim;
+        let mut small: HashMap<&str, Vec<(i64, Vec<f32>)>> = HashMap::new();
+        let cap = store.opts.exact_max.saturating_add(1);
+        for &i in checks {
+            let ns = batch[i].namespace.as_str();
+            if small.contains_key(ns) || store.count_capped(ns, cap)? > store.opts.exact_max {
+                continue;
+            }
+            let mut all = Vec::new();
+            store.scan_vectors(Some(ns), |id, blob| {
+                if !in_batch.contains(&id)
+                    && let Some(v) = vector::decode_stored(blob, dim)
+                {
+                    all.push((id, v));
                 }
-                let live = store.get(id)?.is_some_and(|r| !r.expired(now));
-                if live && store.superseded_by(id)?.is_none() {
-                    store.add_link(u.id, id, SUPERSEDES, similarity, now)?;
-                    break;
-                }
+            })?;
+            small.insert(ns, all);
+        }
+        Ok(small)
+    }
+
+    /// Links memory `id` as superseding the nearest live (unexpired, not superseded)
+    /// memory among `hits` (`(id, distance)`) within `max_distance`.
+    fn supersede_nearest(
+        &self,
+        id: i64,
+        mut hits: Vec<(i64, f32)>,
+        max_distance: f32,
+        now: i64,
+    ) -> Result<()> {
+        let store = &self.store;
+        let threshold = store.opts.dedup_threshold;
+        hits.retain(|h| h.1 <= max_distance);
+        hits.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        for (older, d) in hits {
+            let similarity = 1.0 - f64::from(d);
+            if similarity < threshold {
+                break;
+            }
+            let live = store.get(older)?.is_some_and(|r| !r.expired(now));
+            if live && store.superseded_by(older)?.is_none() {
+                store.add_link(id, older, SUPERSEDES, similarity, now)?;
+                break;
             }
         }
         Ok(())

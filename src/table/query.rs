@@ -157,7 +157,7 @@ impl MemoryTable {
             if visible.len() >= need || exhausted || extra >= MAX_EXTRA {
                 break (visible, rows);
             }
-            extra = (extra * 2).max(k.min(MAX_EXTRA)).max(16).min(MAX_EXTRA);
+            extra = (extra * 2).max(k.min(MAX_EXTRA)).clamp(16, MAX_EXTRA);
         };
         let (mut results, mut components) = if rank.active() {
             rank.apply(found, now, |id| {
