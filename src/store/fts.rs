@@ -35,7 +35,7 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub(crate) fn rebuild_fts(&self) -> Result<()> {
-        self.conn.execute_batch(&*self.sql(|| {
+        self.conn.execute_batch(&self.sql(|| {
             format!(
                 "INSERT INTO {fts}({bare}) VALUES ('delete-all');
              INSERT INTO {fts}(rowid, content) SELECT id, content FROM {content};",

@@ -98,7 +98,7 @@ impl Store {
     /// SQLite errors.
     pub(crate) fn delete_orphan_links(&self) -> Result<usize> {
         Ok(self.conn.execute(
-            &*self.sql(|| {
+            &self.sql(|| {
                 format!(
                     "DELETE FROM {l} WHERE NOT EXISTS (SELECT 1 FROM {c} WHERE {c}.id = {l}.src) \
                  OR NOT EXISTS (SELECT 1 FROM {c} WHERE {c}.id = {l}.dst)",

@@ -43,7 +43,7 @@ impl Store {
     /// Empties the pending list (after a checkpoint folded it into the snapshot).
     pub(crate) fn clear_pending(&self) -> Result<()> {
         self.conn
-            .execute(&*self.sql(|| format!("DELETE FROM {}", self.q.pending)), [])?;
+            .execute(&self.sql(|| format!("DELETE FROM {}", self.q.pending)), [])?;
         Ok(())
     }
 

@@ -132,7 +132,7 @@ impl Store {
     /// the ids that became pending after the deferred checkpoint.
     pub(crate) fn save_hnsw(&self, data: &[u8], generation: u64, unit: bool) -> Result<()> {
         self.conn
-            .execute(&*self.sql(|| format!("DELETE FROM {}", self.q.hnsw)), [])?;
+            .execute(&self.sql(|| format!("DELETE FROM {}", self.q.hnsw)), [])?;
         let sql = self.sql(|| format!("INSERT INTO {}(chunk, data) VALUES (?1, ?2)", self.q.hnsw));
         let mut st = self.conn.prepare_cached(&sql)?;
         for (i, c) in data.chunks(CHUNK).enumerate() {

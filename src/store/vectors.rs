@@ -123,7 +123,7 @@ impl Store {
     /// SQLite errors.
     pub(crate) fn delete_orphan_vectors(&self) -> Result<usize> {
         Ok(self.conn.execute(
-            &*self.sql(|| {
+            &self.sql(|| {
                 format!(
                     "DELETE FROM {v} WHERE NOT EXISTS (SELECT 1 FROM {c} WHERE {c}.id = {v}.id)",
                     v = self.q.vectors,

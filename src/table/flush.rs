@@ -25,6 +25,9 @@ const NEAR_DUP_CANDIDATES: usize = 8;
 /// [`crate::ann::Ann::search_ef`]); the binary16 graph raises it to k + 10 = 18 candidates.
 const NEAR_DUP_EF: usize = 24;
 
+/// `(id, [f32; dim])` pairs.
+type Vectors = Vec<(i64, Vec<f32>)>;
+
 impl MemoryTable {
     /// Embeds, in batches, every memory of the open transaction that awaits its
     /// embedding, and runs the near-duplicate checks that await (a batch at a time, in id
@@ -182,7 +185,7 @@ impl MemoryTable {
         batch: &'b [Unembedded],
         checks: &[usize],
         in_batch: &HashSet<i64>,
-    ) -> Result<HashMap<&'b str, Vec<(i64, Vec<f32>)>>> {
+    ) -> Result<HashMap<&'b str, Vectors>> {
         let store = &self.store;
         let dim = store.opts.dim;
         let mut small: HashMap<&str, Vec<(i64, Vec<f32>)>> = HashMap::new();

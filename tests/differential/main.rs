@@ -35,7 +35,7 @@
 //! connection (which must see the committed state only):
 //! * KNN: on `m_exact` the brute force's ids and distances; elsewhere no row that is not
 //!   visible, every distance the true distance of the row's current vector, recall@k
-//!   >= 0.99; with and without `include_superseded = 1` (superseded memories come back
+//!   at least 0.99; with and without `include_superseded = 1` (superseded memories come back
 //!   from no search without it, expired ones never);
 //! * keyword search: exactly the visible rows containing the word, both ways;
 //! * `vec_search`: identical to the table's KNN;
@@ -60,6 +60,9 @@
 //! are built on several threads, so a run's graph (and which inserts the HNSW
 //! near-duplicate check catches) can differ between runs of one seed. `make stress` runs
 //! it long.
+
+// The world indexes parallel arrays (tables, oracles, memories) by position.
+#![allow(clippy::needless_range_loop)]
 
 mod auto;
 #[path = "../common/mod.rs"]

@@ -17,7 +17,7 @@ impl World {
                 k: 1 + self.rng.below(15),
                 ns: self.rng.chance(0.4).then(|| *self.rng.pick(NAMESPACES)),
                 include: self.rng.chance(0.5),
-                word: *self.rng.pick(WORDS),
+                word: self.rng.pick::<&str>(WORDS),
             })
             .collect()
     }
