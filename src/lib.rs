@@ -22,6 +22,7 @@ pub(crate) mod options;
 pub(crate) mod redact;
 pub mod row;
 pub(crate) mod search;
+pub(crate) mod settings;
 pub mod sql;
 pub(crate) mod store;
 pub(crate) mod table;

@@ -9,6 +9,7 @@ use crate::embedder;
 use crate::error::{Error, Result};
 use crate::row::type_name;
 use crate::search::text;
+use crate::settings;
 use crate::vector::{self, Metric};
 
 /// Version of this extension (the crate version).
@@ -84,24 +85,10 @@ fn embed(ctx: &Context<'_>) -> Result<Option<Vec<u8>>> {
     Ok(Some(vector::encode(&e.embed(text)?)))
 }
 
-/// Reads a vector argument: a BLOB of float32 or a JSON array of numbers.
+/// Reads a vector argument: a BLOB of float32 or a JSON array of numbers, of any length
+/// ([`vector::from_sql`] without a dimension).
 fn vector_arg(v: ValueRef<'_>, what: &str) -> Result<Vec<f32>> {
-    match v {
-        ValueRef::Blob(b) => {
-            if b.len() % 4 != 0 || b.is_empty() {
-                return Err(Error::invalid(format!(
-                    "{what}: expected a BLOB of float32 (a multiple of 4 bytes), got {} bytes",
-                    b.len()
-                )));
-            }
-            vector::decode(b, b.len() / 4, what)
-        }
-        ValueRef::Text(t) => vector::from_json(&String::from_utf8_lossy(t)),
-        other => Err(Error::invalid(format!(
-            "{what}: expected a BLOB of float32 or a JSON array, got {}",
-            type_name(&other)
-        ))),
-    }
+    vector::from_sql(v, None, what)
 }
 
 /// `vec_f32(json_or_blob)` -> BLOB of float32.
@@ -185,11 +172,9 @@ fn integrity(ctx: &Context<'_>) -> Result<String> {
     Ok(crate::store::integrity::check(conn, &name)?.to_string())
 }
 
-/// The process-wide settings `subcog_config` reads and writes.
-pub const CONFIG_KEYS: &[&str] = &["embed_cache_size", "embed_threads", "index_threads"];
-
 /// `subcog_config(key)` -> the setting's current value; `subcog_config(key, n)` sets it
-/// (for the whole process, every connection) and returns the new value.
+/// (for the whole process, every connection) and returns the new value. The settings are
+/// [`settings::SETTINGS`]:
 ///
 /// * `embed_cache_size`: entries of the embedding cache (0 = off; default 4096 or
 ///   `SUBCOG_EMBED_CACHE`);
@@ -199,8 +184,8 @@ pub const CONFIG_KEYS: &[&str] = &["embed_cache_size", "embed_threads", "index_t
 ///   `SUBCOG_INDEX_THREADS`, else min(4, cores)).
 ///
 /// # Errors
-/// Unknown key (naming the known ones), a value that is not a non-negative integer, or a
-/// model that fails to reload.
+/// Unknown key (naming the known ones), a value that is not an integer in
+/// `0..=settings::MAX`, or a model that fails to reload.
 fn config(ctx: &Context<'_>) -> Result<i64> {
     let key = match ctx.get_raw(0) {
         ValueRef::Text(t) => String::from_utf8_lossy(t).to_ascii_lowercase(),
@@ -211,18 +196,19 @@ fn config(ctx: &Context<'_>) -> Result<i64> {
             )));
         }
     };
-    if !CONFIG_KEYS.contains(&key.as_str()) {
-        return Err(Error::invalid(format!(
+    let setting = settings::find(&key).ok_or_else(|| {
+        Error::invalid(format!(
             "subcog_config(key): expected one of {}, got '{key}'",
-            CONFIG_KEYS.join(", ")
-        )));
-    }
+            settings::keys()
+        ))
+    })?;
     if ctx.len() > 1 {
         let n = match ctx.get_raw(1) {
-            ValueRef::Integer(i) if (0..=1 << 30).contains(&i) => i as usize,
+            ValueRef::Integer(i) if (0..=settings::MAX as i64).contains(&i) => i as usize,
             ValueRef::Integer(i) => {
                 return Err(Error::invalid(format!(
-                    "subcog_config('{key}', value): expected an integer in 0..=1073741824, got {i}"
+                    "subcog_config('{key}', value): expected an integer in 0..={}, got {i}",
+                    settings::MAX
                 )));
             }
             other => {
@@ -232,20 +218,9 @@ fn config(ctx: &Context<'_>) -> Result<i64> {
                 )));
             }
         };
-        match key.as_str() {
-            "embed_cache_size" => embedder::set_cache_size(n),
-            "embed_threads" => embedder::set_threads(n)?,
-            _ => crate::ann::set_index_threads(n),
-        }
+        (setting.set)(n)?;
     }
-    let v = match key.as_str() {
-        "embed_cache_size" => embedder::cache_stats().capacity,
-        "embed_threads" => {
-            embedder::loaded().map_or_else(embedder::threads, |e| e.session_threads())
-        }
-        _ => crate::ann::index_threads(),
-    };
-    Ok(v as i64)
+    Ok((setting.get)() as i64)
 }
 
 /// `subcog_info()` -> JSON: version, model, dimension, file locations, whether they
@@ -269,8 +244,8 @@ fn info(_ctx: &Context<'_>) -> Result<String> {
         "runtime_path": paths.runtime.display().to_string(),
         "runtime_present": paths.runtime.is_file(),
         "model_loaded": loaded.is_some(),
-        "embed_threads": loaded.as_ref().map_or_else(embedder::threads, |e| e.session_threads()),
-        "index_threads": crate::ann::index_threads(),
+        "embed_threads": loaded.as_ref().map_or_else(settings::embed_threads, |e| e.session_threads()),
+        "index_threads": settings::index_threads(),
         "embed_cache": {
             "capacity": cache.capacity,
             "entries": cache.entries,

@@ -1,10 +1,12 @@
 //! xBestIndex for `memories`: which WHERE terms the table consumes, and how they reach
 //! xFilter.
 //!
-//! `idxNum` is a bit set of the consumed terms (see the `bit` constants); their values are
-//! passed to xFilter in `argv` in ascending bit order: the MATCH operand, `k`, `namespace`,
-//! the rowid, `LIMIT`, `OFFSET`, `ranking`, `include_superseded`. `idxStr` is a readable summary shown by EXPLAIN QUERY PLAN
-//! (e.g. `knn k namespace`).
+//! Each kind of term is one row of [`TERMS`]: its bit, its `idxStr` word, its column(s) and
+//! operator. `idxNum` is a bit set of the consumed terms (see the `bit` constants); their
+//! values are passed to xFilter in `argv` in the order of [`TERMS`] (ascending bits): the
+//! MATCH operand, `k`, `namespace`, the rowid, `LIMIT`, `OFFSET`, `ranking`,
+//! `include_superseded`. `idxStr` is a readable summary shown by EXPLAIN QUERY PLAN (e.g.
+//! `knn k namespace`).
 //!
 //! | WHERE                                   | plan      | idxNum bits            |
 //! |-----------------------------------------|-----------|------------------------|
@@ -50,22 +52,122 @@ pub mod bit {
     pub const RANKING: i32 = 512;
     /// `include_superseded = ?`: searches also return superseded memories when true.
     pub const INCLUDE_SUPERSEDED: i32 = 1024;
-    /// All bits that take an argv value, in argv order.
-    pub const ARGS: [i32; 10] = [
-        KNN,
-        KEYWORD,
-        HYBRID,
-        K,
-        NAMESPACE,
-        ROWID,
-        LIMIT,
-        OFFSET,
-        RANKING,
-        INCLUDE_SUPERSEDED,
-    ];
-    /// Position of [`ROWID`] in [`ARGS`].
-    pub const ROWID_SLOT: usize = 5;
+    /// All bits that take an argv value, in argv order: the bits of [`super::TERMS`].
+    pub const ARGS: [i32; super::TERMS.len()] = {
+        let mut a = [0; super::TERMS.len()];
+        let mut i = 0;
+        while i < a.len() {
+            a[i] = super::TERMS[i].bit;
+            i += 1;
+        }
+        a
+    };
 }
+
+/// The columns a kind of term is on.
+#[derive(Debug, Clone, Copy)]
+pub enum On {
+    /// One of these columns (-1 = the rowid).
+    Columns(&'static [i32]),
+    /// Any column: `LIMIT` and `OFFSET` are on none.
+    Any,
+}
+
+/// One kind of WHERE term the table consumes: its `idxNum` bit, its word in `idxStr`, and
+/// the column(s) and operator that make a term of this kind.
+#[derive(Debug, Clone, Copy)]
+pub struct TermSpec {
+    /// Its bit of `idxNum` (one of [`bit`]).
+    pub bit: i32,
+    /// Its word in `idxStr` (EXPLAIN QUERY PLAN).
+    pub word: &'static str,
+    /// The column(s) it is on.
+    pub on: On,
+    /// Its operator.
+    pub op: Op,
+}
+
+impl TermSpec {
+    /// Whether a term on `column` with `op` is of this kind.
+    pub fn accepts(&self, column: i32, op: Op) -> bool {
+        op == self.op
+            && match self.on {
+                On::Columns(cs) => cs.contains(&column),
+                On::Any => true,
+            }
+    }
+
+    /// `LIMIT`/`OFFSET`: SQLite applies them itself (they are never omitted) and the table
+    /// takes their values only when every other term is consumed.
+    pub fn value_only(&self) -> bool {
+        matches!(self.op, Op::Limit | Op::Offset)
+    }
+}
+
+/// Every kind of term the table consumes, in argv order (ascending bits): a consumed
+/// term's value reaches xFilter at the position of its kind among the consumed ones.
+pub const TERMS: &[TermSpec] = &[
+    TermSpec {
+        bit: bit::KNN,
+        word: "knn",
+        on: On::Columns(&[col::EMBEDDING]),
+        op: Op::Match,
+    },
+    TermSpec {
+        bit: bit::KEYWORD,
+        word: "keyword",
+        on: On::Columns(&[col::CONTENT]),
+        op: Op::Match,
+    },
+    TermSpec {
+        bit: bit::HYBRID,
+        word: "hybrid",
+        on: On::Columns(&[col::TABLE]),
+        op: Op::Match,
+    },
+    TermSpec {
+        bit: bit::K,
+        word: "k",
+        on: On::Columns(&[col::K]),
+        op: Op::Eq,
+    },
+    TermSpec {
+        bit: bit::NAMESPACE,
+        word: "namespace",
+        on: On::Columns(&[col::NAMESPACE]),
+        op: Op::Eq,
+    },
+    TermSpec {
+        bit: bit::ROWID,
+        word: "rowid",
+        on: On::Columns(&[col::ID, -1]),
+        op: Op::Eq,
+    },
+    TermSpec {
+        bit: bit::LIMIT,
+        word: "limit",
+        on: On::Any,
+        op: Op::Limit,
+    },
+    TermSpec {
+        bit: bit::OFFSET,
+        word: "offset",
+        on: On::Any,
+        op: Op::Offset,
+    },
+    TermSpec {
+        bit: bit::RANKING,
+        word: "ranking",
+        on: On::Columns(&[col::RANKING]),
+        op: Op::Eq,
+    },
+    TermSpec {
+        bit: bit::INCLUDE_SUPERSEDED,
+        word: "include_superseded",
+        on: On::Columns(&[col::INCLUDE_SUPERSEDED]),
+        op: Op::Eq,
+    },
+];
 
 /// The operator of a WHERE term, as far as the planner cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,21 +218,12 @@ pub struct Decision {
 /// `reranks`: the table's options put recency or importance into the ranking, so a KNN
 /// search's rows come out by final score, not by distance.
 pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<Decision> {
-    let mut chosen: [Option<usize>; bit::ARGS.len()] = [None; bit::ARGS.len()];
+    // For each kind of term (slot of TERMS), the first usable offered term of that kind.
+    let mut chosen: [Option<usize>; TERMS.len()] = [None; TERMS.len()];
     let mut matches = 0;
     for (i, t) in terms.iter().enumerate() {
-        let b = match (t.column, t.op) {
-            (col::EMBEDDING, Op::Match) => bit::KNN,
-            (col::CONTENT, Op::Match) => bit::KEYWORD,
-            (col::TABLE, Op::Match) => bit::HYBRID,
-            (col::K, Op::Eq) => bit::K,
-            (col::NAMESPACE, Op::Eq) => bit::NAMESPACE,
-            (col::ID | -1, Op::Eq) => bit::ROWID,
-            (_, Op::Limit) => bit::LIMIT,
-            (_, Op::Offset) => bit::OFFSET,
-            (col::RANKING, Op::Eq) => bit::RANKING,
-            (col::INCLUDE_SUPERSEDED, Op::Eq) => bit::INCLUDE_SUPERSEDED,
-            _ => continue,
+        let Some(slot) = TERMS.iter().position(|s| s.accepts(t.column, t.op)) else {
+            continue;
         };
         if !t.usable {
             if t.op == Op::Match {
@@ -138,55 +231,56 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<D
             }
             continue;
         }
-        let slot = bit::ARGS.iter().position(|&x| x == b).unwrap_or(0);
-        if matches!(b, bit::KNN | bit::KEYWORD | bit::HYBRID) {
+        if t.op == Op::Match {
             matches += 1;
         }
         if chosen[slot].is_none() {
             chosen[slot] = Some(i);
         }
     }
-    let mut idx_num = 0;
-    for (slot, c) in chosen.iter().enumerate() {
-        if c.is_some() {
-            idx_num |= bit::ARGS[slot];
-        }
-    }
-    let search = idx_num & (bit::KNN | bit::KEYWORD | bit::HYBRID);
-    if matches > 1 {
-        idx_num |= bit::CONFLICT;
-    }
+    let bits = |chosen: &[Option<usize>]| {
+        TERMS
+            .iter()
+            .zip(chosen)
+            .filter(|(_, c)| c.is_some())
+            .fold(0, |n, (s, _)| n | s.bit)
+    };
+    let search = bits(&chosen) & (bit::KNN | bit::KEYWORD | bit::HYBRID);
     // A point lookup beats everything but a search (a search with id = ? is rare; the id
     // term is then left to SQLite).
-    if search != 0 && idx_num & bit::ROWID != 0 {
-        idx_num &= !bit::ROWID;
-        chosen[bit::ROWID_SLOT] = None;
+    if search != 0 {
+        for (s, c) in TERMS.iter().zip(chosen.iter_mut()) {
+            if s.bit == bit::ROWID {
+                *c = None;
+            }
+        }
     }
     // LIMIT/OFFSET stand in for `k` only when every other term is consumed here: a term
     // SQLite applies after the search (`importance > 0.5`, a second `k`, an `id` beside a
     // MATCH) would filter the LIMIT rows and return fewer. SQLite >= 3.4x declines such a
     // plan itself (`allConstraintsUsed`: it re-plans without LIMIT); 3.41.0 passes it.
-    let consumed = |i: usize| chosen.contains(&Some(i));
-    // Slots of LIMIT and OFFSET in `bit::ARGS`.
-    let limit_slots = [6, 7];
     let all_used = terms
         .iter()
         .enumerate()
-        .all(|(i, t)| matches!(t.op, Op::Limit | Op::Offset) || consumed(i));
+        .all(|(i, t)| matches!(t.op, Op::Limit | Op::Offset) || chosen.contains(&Some(i)));
     if !all_used {
-        for slot in limit_slots {
-            chosen[slot] = None;
-            idx_num &= !bit::ARGS[slot];
+        for (s, c) in TERMS.iter().zip(chosen.iter_mut()) {
+            if s.value_only() {
+                *c = None;
+            }
         }
+    }
+    let mut idx_num = bits(&chosen);
+    if matches > 1 {
+        idx_num |= bit::CONFLICT;
     }
     let mut usage = vec![None; terms.len()];
     let mut argv = 0;
-    for (slot, c) in chosen.iter().enumerate() {
+    for (s, c) in TERMS.iter().zip(&chosen) {
         let Some(i) = *c else { continue };
         argv += 1;
         // LIMIT/OFFSET stay SQLite's job; everything else we enforce ourselves.
-        let omit = !matches!(bit::ARGS[slot], bit::LIMIT | bit::OFFSET);
-        usage[i] = Some((argv, omit));
+        usage[i] = Some((argv, !s.value_only()));
     }
     let order_by_consumed = match order_by {
         [] => true,
@@ -216,23 +310,11 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<D
     } else {
         (1_000_000.0, 100_000)
     };
-    let mut words: Vec<&str> = Vec::new();
-    for (b, w) in [
-        (bit::KNN, "knn"),
-        (bit::KEYWORD, "keyword"),
-        (bit::HYBRID, "hybrid"),
-        (bit::K, "k"),
-        (bit::NAMESPACE, "namespace"),
-        (bit::ROWID, "rowid"),
-        (bit::LIMIT, "limit"),
-        (bit::OFFSET, "offset"),
-        (bit::RANKING, "ranking"),
-        (bit::INCLUDE_SUPERSEDED, "include_superseded"),
-    ] {
-        if idx_num & b != 0 {
-            words.push(w);
-        }
-    }
+    let mut words: Vec<&str> = TERMS
+        .iter()
+        .filter(|s| idx_num & s.bit != 0)
+        .map(|s| s.word)
+        .collect();
     if words.is_empty() {
         words.push("fullscan");
     }
@@ -256,6 +338,80 @@ mod tests {
             op,
             usable: true,
         }
+    }
+
+    /// TERMS is in argv order (ascending single bits, CONFLICT not among them), its bits
+    /// are `bit::ARGS` with the values xFilter (vtab.rs) destructures, and each kind
+    /// accepts exactly its own column and operator.
+    #[test]
+    fn terms_table_matches_the_bits() {
+        assert_eq!(
+            bit::ARGS,
+            [
+                bit::KNN,
+                bit::KEYWORD,
+                bit::HYBRID,
+                bit::K,
+                bit::NAMESPACE,
+                bit::ROWID,
+                bit::LIMIT,
+                bit::OFFSET,
+                bit::RANKING,
+                bit::INCLUDE_SUPERSEDED,
+            ]
+        );
+        assert_eq!(
+            bit::ARGS,
+            [1, 2, 4, 8, 16, 32, 64, 128, 512, 1024],
+            "idxNum bits are part of query plans"
+        );
+        assert_eq!(bit::CONFLICT, 256);
+        for w in TERMS.windows(2) {
+            assert!(w[0].bit < w[1].bit, "{} before {}", w[0].word, w[1].word);
+        }
+        let mut words = Vec::new();
+        for s in TERMS {
+            assert_eq!(s.bit.count_ones(), 1, "{}", s.word);
+            assert_ne!(s.bit, bit::CONFLICT);
+            assert!(!words.contains(&s.word));
+            words.push(s.word);
+            // A lone term of this kind (with a search beside the rowid, LIMIT and OFFSET,
+            // which need one to mean anything) is consumed as this bit, in `idxStr` as its word.
+            let column = match s.on {
+                On::Columns(cs) => cs[0],
+                On::Any => -1,
+            };
+            let d = plan(&[t(column, s.op)], &[], false).unwrap_or_else(|| panic!());
+            assert_eq!(d.idx_num, s.bit, "{}", s.word);
+            assert_eq!(d.idx_str, s.word);
+            assert_eq!(d.usage, vec![Some((1, !s.value_only()))]);
+            // No other kind takes such a term; its operator on another column, or another
+            // operator on its column, is not this kind.
+            assert_eq!(TERMS.iter().filter(|k| k.accepts(column, s.op)).count(), 1);
+            if let On::Columns(cs) = s.on {
+                let other = (-1..=col::TABLE).find(|c| !cs.contains(c)).unwrap_or(99);
+                assert!(!s.accepts(other, s.op), "{}", s.word);
+                let other_op = if s.op == Op::Eq { Op::Match } else { Op::Eq };
+                assert!(!s.accepts(column, other_op), "{}", s.word);
+            }
+        }
+        assert_eq!(
+            words,
+            [
+                "knn",
+                "keyword",
+                "hybrid",
+                "k",
+                "namespace",
+                "rowid",
+                "limit",
+                "offset",
+                "ranking",
+                "include_superseded"
+            ]
+        );
+        let rowid = TERMS.iter().find(|s| s.bit == bit::ROWID);
+        assert!(rowid.is_some_and(|s| s.accepts(col::ID, Op::Eq) && s.accepts(-1, Op::Eq)));
     }
 
     #[test]

@@ -1,0 +1,323 @@
+//! Distance kernels for the HNSW graph: AVX2 + FMA intrinsics (8 floats per register, two
+//! independent accumulators), AVX-512F / F16C kernels over binary16 vectors, and portable
+//! versions in 8 independent lanes. [`super::Metric::graph_distance`] and
+//! [`super::half_ip_distance`] choose among them at run time.
+
+const L: usize = 8;
+
+/// `(a.b, a.a, b.b)` in 8 lanes.
+fn dot3(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+    let (mut d, mut na, mut nb) = ([0f32; L], [0f32; L], [0f32; L]);
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        if let (Ok(x), Ok(y)) = (<&[f32; L]>::try_from(x), <&[f32; L]>::try_from(y)) {
+            for i in 0..L {
+                d[i] += x[i] * y[i];
+                na[i] += x[i] * x[i];
+                nb[i] += y[i] * y[i];
+            }
+        }
+    }
+    let (mut sd, mut sa, mut sb) = (
+        d.iter().sum::<f32>(),
+        na.iter().sum::<f32>(),
+        nb.iter().sum::<f32>(),
+    );
+    for (x, y) in ra.iter().zip(rb) {
+        sd += x * y;
+        sa += x * x;
+        sb += y * y;
+    }
+    (sd, sa, sb)
+}
+
+fn cos_from(d: f32, na: f32, nb: f32) -> f32 {
+    let denom = (na * nb).sqrt();
+    if denom == 0.0 { 1.0 } else { 1.0 - d / denom }
+}
+
+pub fn cos_portable(a: &[f32], b: &[f32]) -> f32 {
+    let (d, na, nb) = dot3(a, b);
+    cos_from(d, na, nb)
+}
+
+pub fn l2sq_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut d = [0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        if let (Ok(x), Ok(y)) = (<&[f32; L]>::try_from(x), <&[f32; L]>::try_from(y)) {
+            for i in 0..L {
+                let t = x[i] - y[i];
+                d[i] += t * t;
+            }
+        }
+    }
+    d.iter().sum::<f32>()
+        + ra.iter()
+            .zip(rb)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f32>()
+}
+
+pub fn ip_portable(a: &[f32], b: &[f32]) -> f32 {
+    1.0 - dot3(a, b).0
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// `(a.b, a.a, b.b)`; `a` and `b` have the same length.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn dot3(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut d0, mut d1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut b0, mut b1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        // SAFETY: every load reads 8 floats at i or i + 8 with i + 16 <= n (or
+        // i + 8 <= n below), inside both slices.
+        unsafe {
+            while i + 16 <= n {
+                let x0 = _mm256_loadu_ps(pa.add(i));
+                let y0 = _mm256_loadu_ps(pb.add(i));
+                let x1 = _mm256_loadu_ps(pa.add(i + 8));
+                let y1 = _mm256_loadu_ps(pb.add(i + 8));
+                d0 = _mm256_fmadd_ps(x0, y0, d0);
+                d1 = _mm256_fmadd_ps(x1, y1, d1);
+                a0 = _mm256_fmadd_ps(x0, x0, a0);
+                a1 = _mm256_fmadd_ps(x1, x1, a1);
+                b0 = _mm256_fmadd_ps(y0, y0, b0);
+                b1 = _mm256_fmadd_ps(y1, y1, b1);
+                i += 16;
+            }
+            if i + 8 <= n {
+                let x0 = _mm256_loadu_ps(pa.add(i));
+                let y0 = _mm256_loadu_ps(pb.add(i));
+                d0 = _mm256_fmadd_ps(x0, y0, d0);
+                a0 = _mm256_fmadd_ps(x0, x0, a0);
+                b0 = _mm256_fmadd_ps(y0, y0, b0);
+                i += 8;
+            }
+        }
+        let (mut d, mut sa, mut sb) = (
+            hsum(_mm256_add_ps(d0, d1)),
+            hsum(_mm256_add_ps(a0, a1)),
+            hsum(_mm256_add_ps(b0, b1)),
+        );
+        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+            d += x * y;
+            sa += x * x;
+            sb += y * y;
+        }
+        (d, sa, sb)
+    }
+
+    /// `a.b`; `a` and `b` have the same length.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut s2, mut s3) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        // SAFETY: as in `dot3`.
+        unsafe {
+            while i + 32 <= n {
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+                s1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i + 8)),
+                    _mm256_loadu_ps(pb.add(i + 8)),
+                    s1,
+                );
+                s2 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i + 16)),
+                    _mm256_loadu_ps(pb.add(i + 16)),
+                    s2,
+                );
+                s3 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i + 24)),
+                    _mm256_loadu_ps(pb.add(i + 24)),
+                    s3,
+                );
+                i += 32;
+            }
+            while i + 8 <= n {
+                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+                i += 8;
+            }
+        }
+        let mut s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+            s += x * y;
+        }
+        s
+    }
+
+    /// Squared Euclidean distance; `a` and `b` have the same length.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        // SAFETY: as in `dot3`.
+        unsafe {
+            while i + 16 <= n {
+                let t0 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
+                let t1 = _mm256_sub_ps(
+                    _mm256_loadu_ps(pa.add(i + 8)),
+                    _mm256_loadu_ps(pb.add(i + 8)),
+                );
+                s0 = _mm256_fmadd_ps(t0, t0, s0);
+                s1 = _mm256_fmadd_ps(t1, t1, s1);
+                i += 16;
+            }
+        }
+        let mut s = hsum(_mm256_add_ps(s0, s1));
+        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+            s += (x - y) * (x - y);
+        }
+        s
+    }
+}
+
+pub fn half_ip_portable(a: &[u16], b: &[u16]) -> f32 {
+    let mut d = [0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..L.min(x.len()).min(y.len()) {
+            d[i] += super::f16_to_f32(x[i]) * super::f16_to_f32(y[i]);
+        }
+    }
+    let tail: f32 = ra
+        .iter()
+        .zip(rb)
+        .map(|(x, y)| super::f16_to_f32(*x) * super::f16_to_f32(*y))
+        .sum();
+    1.0 - (d.iter().sum::<f32>() + tail)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod f16c {
+    use std::arch::x86_64::*;
+
+    /// `a.b` of binary16 vectors of the same length.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub fn dot(a: &[u16], b: &[u16]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        // SAFETY: each load reads 8 binary16 values at i or i + 8 with i + 16 <= n
+        // (or i + 8 <= n below), inside both slices.
+        unsafe {
+            while i + 16 <= n {
+                let x0 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i) as *const __m128i));
+                let y0 = _mm256_cvtph_ps(_mm_loadu_si128(pb.add(i) as *const __m128i));
+                let x1 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i + 8) as *const __m128i));
+                let y1 = _mm256_cvtph_ps(_mm_loadu_si128(pb.add(i + 8) as *const __m128i));
+                s0 = _mm256_fmadd_ps(x0, y0, s0);
+                s1 = _mm256_fmadd_ps(x1, y1, s1);
+                i += 16;
+            }
+            while i + 8 <= n {
+                let x0 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i) as *const __m128i));
+                let y0 = _mm256_cvtph_ps(_mm_loadu_si128(pb.add(i) as *const __m128i));
+                s0 = _mm256_fmadd_ps(x0, y0, s0);
+                i += 8;
+            }
+        }
+        let v = _mm256_add_ps(s0, s1);
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let q = _mm_add_ps(lo, hi);
+        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+        let mut s = _mm_cvtss_f32(q);
+        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+            s += super::super::f16_to_f32(*x) * super::super::f16_to_f32(*y);
+        }
+        s
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// `a.b` of binary16 vectors of the same length, 16 lanes per register.
+    #[target_feature(enable = "avx512f")]
+    pub fn dot(a: &[u16], b: &[u16]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut i = 0;
+        // SAFETY: each load reads 16 binary16 values at i or i + 16 with i + 32 <= n
+        // (or i + 16 <= n below), inside both slices.
+        unsafe {
+            while i + 32 <= n {
+                let x0 = _mm512_cvtph_ps(_mm256_loadu_si256(pa.add(i) as *const __m256i));
+                let y0 = _mm512_cvtph_ps(_mm256_loadu_si256(pb.add(i) as *const __m256i));
+                let x1 = _mm512_cvtph_ps(_mm256_loadu_si256(pa.add(i + 16) as *const __m256i));
+                let y1 = _mm512_cvtph_ps(_mm256_loadu_si256(pb.add(i + 16) as *const __m256i));
+                s0 = _mm512_fmadd_ps(x0, y0, s0);
+                s1 = _mm512_fmadd_ps(x1, y1, s1);
+                i += 32;
+            }
+            while i + 16 <= n {
+                let x0 = _mm512_cvtph_ps(_mm256_loadu_si256(pa.add(i) as *const __m256i));
+                let y0 = _mm512_cvtph_ps(_mm256_loadu_si256(pb.add(i) as *const __m256i));
+                s0 = _mm512_fmadd_ps(x0, y0, s0);
+                i += 16;
+            }
+        }
+        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+            s += super::super::f16_to_f32(*x) * super::super::f16_to_f32(*y);
+        }
+        s
+    }
+}
+
+/// SAFETY: handed out by `half_ip_distance` only after AVX-512F was detected.
+#[cfg(target_arch = "x86_64")]
+pub fn half_ip_avx512(a: &[u16], b: &[u16]) -> f32 {
+    1.0 - unsafe { avx512::dot(a, b) }
+}
+
+/// SAFETY: handed out by `half_ip_distance` only after AVX2, FMA and F16C were detected.
+#[cfg(target_arch = "x86_64")]
+pub fn half_ip_avx2(a: &[u16], b: &[u16]) -> f32 {
+    1.0 - unsafe { f16c::dot(a, b) }
+}
+
+// SAFETY (the three below): `Metric::graph_distance` hands these out only after
+// `is_x86_feature_detected!` confirmed AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+pub fn cos_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let (d, na, nb) = unsafe { avx2::dot3(a, b) };
+    cos_from(d, na, nb)
+}
+#[cfg(target_arch = "x86_64")]
+pub fn l2sq_avx2(a: &[f32], b: &[f32]) -> f32 {
+    unsafe { avx2::l2sq(a, b) }
+}
+#[cfg(target_arch = "x86_64")]
+pub fn ip_avx2(a: &[f32], b: &[f32]) -> f32 {
+    1.0 - unsafe { avx2::dot(a, b) }
+}

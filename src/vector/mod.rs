@@ -1,0 +1,484 @@
+//! Vectors: the BLOB encoding, validation, and the exact distance functions.
+//!
+//! A vector is stored as a BLOB of `dim` little-endian IEEE-754 float32 values
+//! (`4 * dim` bytes), the same layout as sqlite-vec's `float[N]` columns.
+
+use rusqlite::types::ValueRef;
+
+use crate::error::{Error, Result};
+use crate::row::type_name;
+
+/// Distance metric of a `memories` table.
+///
+/// Distances follow usearch's definitions so that HNSW results and exact scans agree:
+/// * `Cosine`: `1 - a.b / (|a| |b|)`, in `[0, 2]`.
+/// * `L2`: Euclidean distance `sqrt(sum((a_i - b_i)^2))` (usearch works on the square,
+///   which orders identically).
+/// * `Ip`: `1 - a.b` (inner product; meaningful for unit-norm vectors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Cosine distance.
+    Cosine,
+    /// Euclidean distance.
+    L2,
+    /// Inner-product distance.
+    Ip,
+}
+
+impl Metric {
+    /// Parses `cosine`, `l2` or `ip` (case-insensitive).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the accepted values.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cosine" | "cos" => Ok(Metric::Cosine),
+            "l2" | "euclidean" => Ok(Metric::L2),
+            "ip" | "dot" => Ok(Metric::Ip),
+            _ => Err(Error::invalid(format!(
+                "metric: expected one of cosine, l2, ip; got '{s}'"
+            ))),
+        }
+    }
+
+    /// The name used in options and in `subcog_info()`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::L2 => "l2",
+            Metric::Ip => "ip",
+        }
+    }
+
+    /// Exact distance between `a` and `b` (same length) under this metric.
+    pub fn distance(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Metric::Cosine => {
+                let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
+                for (x, y) in a.iter().zip(b) {
+                    dot += x * y;
+                    na += x * x;
+                    nb += y * y;
+                }
+                let denom = (na * nb).sqrt();
+                if denom == 0.0 { 1.0 } else { 1.0 - dot / denom }
+            }
+            Metric::L2 => a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f32>()
+                .sqrt(),
+            Metric::Ip => 1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>(),
+        }
+    }
+}
+
+/// A distance function over two vectors of equal length.
+pub type DistanceFn = fn(&[f32], &[f32]) -> f32;
+
+/// A distance function over two vectors of IEEE-754 binary16 values (as bits).
+pub type HalfDistanceFn = fn(&[u16], &[u16]) -> f32;
+
+/// The inner-product distance `1 - a.b` over binary16 vectors (the HNSW graph of cosine
+/// tables holds unit vectors in binary16): AVX-512F, else F16C + AVX2 + FMA, when the CPU
+/// has them (chosen at run time), else a portable conversion. AVX-512 took ~15% off the
+/// CPU time of a 30k bulk load against AVX2 (AMD EPYC, scripts/perf_targets.py).
+pub fn half_ip_distance() -> HalfDistanceFn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return kernels::half_ip_avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            return kernels::half_ip_avx2;
+        }
+    }
+    kernels::half_ip_portable
+}
+
+/// binary16 bits to f32 (exact: every binary16 value is a float32 value).
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        // subnormal: man * 2^-24
+        (0, m) => {
+            let v = m as f32 / 16_777_216.0;
+            return if sign != 0 { -v } else { v };
+        }
+        (31, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 112) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
+impl Metric {
+    /// The fastest distance function this CPU runs for the HNSW graph, under usearch's
+    /// definitions (`Cos`: `1 - a.b / (|a| |b|)`, 0 norms give 1 as usearch does;
+    /// `L2sq`: squared Euclidean; `IP`: `1 - a.b`).
+    ///
+    /// Summation runs in 8 or 16 independent lanes (AVX2 + FMA when the CPU has them,
+    /// chosen at run time), so results differ from [`Metric::distance`] in the last bits; the
+    /// graph only needs the order. Exact results always come from [`Metric::distance`].
+    pub fn graph_distance(self) -> DistanceFn {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return match self {
+                    Metric::Cosine => kernels::cos_avx2,
+                    Metric::L2 => kernels::l2sq_avx2,
+                    Metric::Ip => kernels::ip_avx2,
+                };
+            }
+        }
+        match self {
+            Metric::Cosine => kernels::cos_portable,
+            Metric::L2 => kernels::l2sq_portable,
+            Metric::Ip => kernels::ip_portable,
+        }
+    }
+}
+
+mod kernels;
+
+/// Decodes a vector BLOB of `dim` little-endian float32 values.
+///
+/// `what` names the value in error messages (e.g. `"column embedding"`).
+///
+/// # Errors
+/// [`Error::Invalid`] if the length is not `4 * dim` bytes or a value is NaN or infinite.
+pub fn decode(blob: &[u8], dim: usize, what: &str) -> Result<Vec<f32>> {
+    if blob.len() != dim * 4 {
+        return Err(Error::invalid(format!(
+            "{what}: expected a BLOB of {dim} float32 ({} bytes), got {} bytes{}",
+            dim * 4,
+            blob.len(),
+            if blob.len().is_multiple_of(4) {
+                format!(" ({} float32)", blob.len() / 4)
+            } else {
+                String::new()
+            }
+        )));
+    }
+    let v: Vec<f32> = blob
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::invalid(format!(
+            "{what}: element {i} is {}, expected a finite float32",
+            v[i]
+        )));
+    }
+    Ok(v)
+}
+
+/// Decodes a stored vector BLOB without re-validating finiteness (it was validated on
+/// insert). Returns `None` if the length is wrong.
+pub fn decode_stored(blob: &[u8], dim: usize) -> Option<Vec<f32>> {
+    if blob.len() != dim * 4 {
+        return None;
+    }
+    Some(
+        blob.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
+/// Encodes a vector as a BLOB of little-endian float32.
+pub fn encode(v: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// Parses a JSON array of numbers (`'[0.1, 0.2]'`) into a vector.
+///
+/// # Errors
+/// [`Error::Invalid`] if the text is not a JSON array of finite numbers.
+pub fn from_json(text: &str) -> Result<Vec<f32>> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::invalid(format!("vector JSON: {e}; got '{}'", clip(text))))?;
+    let arr = value.as_array().ok_or_else(|| {
+        Error::invalid(format!(
+            "vector JSON: expected an array of numbers, got '{}'",
+            clip(text)
+        ))
+    })?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            x.as_f64()
+                .map(|f| f as f32)
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "vector JSON: element {i} is {x}, expected a finite number"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Reads a vector from a SQL value: a BLOB of little-endian float32 or, as TEXT, a JSON
+/// array of numbers. With `dim` the vector must have `dim` elements; without, any
+/// non-empty BLOB of whole float32 values, or any JSON array. Every element is finite.
+///
+/// `what` starts every error message (e.g. `"vec_f32(vector)"`, `"embedding MATCH"`).
+/// NULL is an error like any other non-vector type: callers that map NULL to NULL (or to
+/// no rows) check it first.
+///
+/// # Errors
+/// [`Error::Invalid`]:
+/// * without `dim`: a BLOB that is empty or not a multiple of 4 bytes: `{what}: expected a
+///   BLOB of float32 (a multiple of 4 bytes), got {n} bytes`; any TEXT is parsed as JSON
+///   ([`from_json`]'s `vector JSON: ...` messages); another type: `{what}: expected a BLOB
+///   of float32 or a JSON array, got {TYPE}`;
+/// * with `dim`: a BLOB of another length ([`decode`]'s message: `{what}: expected a BLOB
+///   of {dim} float32 ({4 dim} bytes), got {n} bytes[ ({n/4} float32)]`); a TEXT that
+///   starts with `[` is parsed as JSON ([`from_json`]'s messages), then `{what}: expected
+///   {dim} numbers, got {n}` for another length; any other TEXT, an INTEGER, a REAL or NULL:
+///   `{what}: expected a BLOB of {dim} float32 or a JSON array, got {TYPE}` (`TYPE` is
+///   `TEXT`, `INTEGER`, `REAL` or `NULL`);
+/// * a BLOB element that is NaN or infinite ([`decode`]'s `{what}: element {i} is {x},
+///   expected a finite float32`), or a JSON element that is not a finite number.
+pub(crate) fn from_sql(v: ValueRef<'_>, dim: Option<usize>, what: &str) -> Result<Vec<f32>> {
+    match (v, dim) {
+        (ValueRef::Blob(b), Some(dim)) => decode(b, dim, what),
+        (ValueRef::Blob(b), None) => {
+            if !b.len().is_multiple_of(4) || b.is_empty() {
+                return Err(Error::invalid(format!(
+                    "{what}: expected a BLOB of float32 (a multiple of 4 bytes), got {} bytes",
+                    b.len()
+                )));
+            }
+            decode(b, b.len() / 4, what)
+        }
+        (ValueRef::Text(t), None) => from_json(&String::from_utf8_lossy(t)),
+        (ValueRef::Text(t), Some(dim)) if t.first() == Some(&b'[') => {
+            let v = from_json(&String::from_utf8_lossy(t))?;
+            if v.len() != dim {
+                return Err(Error::invalid(format!(
+                    "{what}: expected {dim} numbers, got {}",
+                    v.len()
+                )));
+            }
+            Ok(v)
+        }
+        (other, Some(dim)) => Err(Error::invalid(format!(
+            "{what}: expected a BLOB of {dim} float32 or a JSON array, got {}",
+            type_name(&other)
+        ))),
+        (other, None) => Err(Error::invalid(format!(
+            "{what}: expected a BLOB of float32 or a JSON array, got {}",
+            type_name(&other)
+        ))),
+    }
+}
+
+/// L2 norm of `v`.
+pub fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+/// Shortens long user text for error messages.
+pub fn clip(s: &str) -> String {
+    if s.chars().count() <= 60 {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(60).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let v = vec![1.0, -2.5, 3.25];
+        assert_eq!(decode(&encode(&v), 3, "x").ok(), Some(v));
+    }
+
+    #[test]
+    fn wrong_size_names_sizes() {
+        let e = decode(&[0u8; 8], 3, "column embedding")
+            .err()
+            .map(|e| e.to_string());
+        let e = e.unwrap_or_default();
+        assert!(e.contains("column embedding") && e.contains("12 bytes") && e.contains("got 8"));
+    }
+
+    #[test]
+    fn nan_rejected() {
+        let e = decode(&encode(&[1.0, f32::NAN]), 2, "v")
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("element 1"));
+        assert!(decode(&encode(&[f32::INFINITY]), 1, "v").is_err());
+    }
+
+    #[test]
+    fn distances() {
+        let a = [1.0, 0.0];
+        let b = [0.0, 1.0];
+        assert!((Metric::Cosine.distance(&a, &b) - 1.0).abs() < 1e-6);
+        assert!((Metric::Cosine.distance(&a, &[2.0, 0.0])).abs() < 1e-6);
+        assert!((Metric::L2.distance(&a, &b) - 2f32.sqrt()).abs() < 1e-6);
+        assert!((Metric::Ip.distance(&a, &a)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn graph_distances_agree_with_exact() {
+        let a: Vec<f32> = (0..389)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+            .collect();
+        let b: Vec<f32> = (0..389)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        for m in [Metric::Cosine, Metric::L2, Metric::Ip] {
+            let exact = match m {
+                Metric::L2 => m.distance(&a, &b).powi(2),
+                _ => m.distance(&a, &b),
+            };
+            let g = m.graph_distance()(&a, &b);
+            assert!(
+                (g - exact).abs() <= 1e-4 * exact.abs().max(1.0),
+                "{m:?}: {g} vs {exact}"
+            );
+        }
+        assert_eq!(Metric::Cosine.graph_distance()(&[0.0; 20], &[1.0; 20]), 1.0);
+    }
+
+    #[test]
+    fn half_precision() {
+        // 1.0, -2.0, 0.5, 65504 (max), smallest subnormal, +inf
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x3800), 0.5);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert_eq!(f16_to_f32(0x0001), 1.0 / 16_777_216.0);
+        assert_eq!(f16_to_f32(0x8001), -1.0 / 16_777_216.0);
+        assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+        // 0.5 * 0.5 * 20 = 5 -> distance 1 - 5 = -4
+        let a = vec![0x3800u16; 20];
+        assert_eq!(half_ip_distance()(&a, &a), -4.0);
+        assert_eq!(kernels::half_ip_portable(&a, &a), -4.0);
+        // every kernel agrees with the portable one on a length with a tail
+        let x: Vec<u16> = (0..389u16).map(|i| 0x3000 + (i * 37) % 1024).collect();
+        let y: Vec<u16> = (0..389u16).map(|i| 0xb000 + (i * 91) % 1024).collect();
+        let want = kernels::half_ip_portable(&x, &y);
+        let got = half_ip_distance()(&x, &y);
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            let got = kernels::half_ip_avx2(&x, &y);
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_vectors() {
+        assert_eq!(from_json("[1, 2.5]").ok(), Some(vec![1.0, 2.5]));
+        assert!(from_json("{\"a\":1}").is_err());
+        assert!(from_json("[1, \"x\"]").is_err());
+        assert!(from_json("not json").is_err());
+    }
+
+    fn err(r: Result<Vec<f32>>) -> String {
+        r.err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn from_sql_without_dim() {
+        let blob = encode(&[1.0, 2.0]);
+        let w = "vec_f32(vector)";
+        assert_eq!(
+            from_sql(ValueRef::Blob(&blob), None, w).ok(),
+            Some(vec![1.0, 2.0])
+        );
+        assert_eq!(
+            from_sql(ValueRef::Text(b" [1, 2]"), None, w).ok(),
+            Some(vec![1.0, 2.0])
+        );
+        assert_eq!(
+            err(from_sql(ValueRef::Blob(&[0; 6]), None, w)),
+            "vec_f32(vector): expected a BLOB of float32 (a multiple of 4 bytes), got 6 bytes"
+        );
+        assert_eq!(
+            err(from_sql(ValueRef::Blob(&[]), None, w)),
+            "vec_f32(vector): expected a BLOB of float32 (a multiple of 4 bytes), got 0 bytes"
+        );
+        assert_eq!(
+            err(from_sql(ValueRef::Integer(3), None, w)),
+            "vec_f32(vector): expected a BLOB of float32 or a JSON array, got INTEGER"
+        );
+        assert!(err(from_sql(ValueRef::Text(b"hello"), None, w)).starts_with("vector JSON: "));
+        let nan = encode(&[1.0, f32::NAN]);
+        assert_eq!(
+            err(from_sql(ValueRef::Blob(&nan), None, w)),
+            "vec_f32(vector): element 1 is NaN, expected a finite float32"
+        );
+    }
+
+    #[test]
+    fn from_sql_with_dim() {
+        let w = "embedding MATCH";
+        let blob = encode(&[1.0, 2.0]);
+        assert_eq!(
+            from_sql(ValueRef::Blob(&blob), Some(2), w).ok(),
+            Some(vec![1.0, 2.0])
+        );
+        assert_eq!(
+            from_sql(ValueRef::Text(b"[1,2]"), Some(2), w).ok(),
+            Some(vec![1.0, 2.0])
+        );
+        assert_eq!(
+            err(from_sql(ValueRef::Blob(&blob), Some(3), w)),
+            "embedding MATCH: expected a BLOB of 3 float32 (12 bytes), got 8 bytes (2 float32)"
+        );
+        assert_eq!(
+            err(from_sql(ValueRef::Text(b"[1,2]"), Some(3), w)),
+            "embedding MATCH: expected 3 numbers, got 2"
+        );
+        assert!(err(from_sql(ValueRef::Text(b"[1,"), Some(3), w)).starts_with("vector JSON: "));
+        for (v, t) in [
+            (ValueRef::Text(b"cats"), "TEXT"),
+            (ValueRef::Text(b" [1,2]"), "TEXT"),
+            (ValueRef::Integer(1), "INTEGER"),
+            (ValueRef::Real(1.5), "REAL"),
+            (ValueRef::Null, "NULL"),
+        ] {
+            assert_eq!(
+                err(from_sql(v, Some(2), w)),
+                format!("embedding MATCH: expected a BLOB of 2 float32 or a JSON array, got {t}")
+            );
+        }
+    }
+
+    #[test]
+    fn metric_parse() {
+        assert_eq!(Metric::parse("L2").ok(), Some(Metric::L2));
+        assert!(Metric::parse("manhattan").is_err());
+    }
+}
