@@ -130,8 +130,6 @@ pub(crate) const SETTINGS: &[Setting] = &[
         get: index_threads,
         set: |n| {
             set_index_threads(n);
-            // ann keeps its own copy of this setting until it reads `index_threads` here.
-            crate::ann::set_index_threads(n);
             Ok(())
         },
     },

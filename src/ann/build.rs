@@ -1,46 +1,17 @@
 //! Graph construction on the index threads: parallel insertion, the reachability check
 //! of new nodes, and the thread count.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use usearch::Index;
 
 use crate::error::{Error, Result};
+use crate::settings::index_threads;
 use crate::vector::Metric;
 
-/// Fewest items a checkpoint spreads over [`index_threads`] threads (fewer run on the
+/// Fewest items a checkpoint spreads over [`crate::settings::index_threads`] threads (fewer run on the
 /// caller's thread: a thread costs ~20 us to start, an insertion ~50-100 us).
 const PARALLEL_MIN: usize = 64;
 
-/// Threads that build the graph at a checkpoint, 0 = the default (see [`index_threads`]).
-static INDEX_THREADS: AtomicUsize = AtomicUsize::new(0);
-
-/// Threads that add vectors to the graph at a checkpoint or rebuild:
-/// `subcog_config('index_threads', n)` if set, else `SUBCOG_INDEX_THREADS`, else the
-/// available cores up to 4. Searches always run on the caller's thread; these threads
-/// exist only while a checkpoint runs (inside a COMMIT, a bulk INSERT or 'optimize').
-pub(crate) fn index_threads() -> usize {
-    let o = INDEX_THREADS.load(Ordering::Relaxed);
-    if o > 0 {
-        return o;
-    }
-    std::env::var("SUBCOG_INDEX_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .clamp(1, 4)
-        })
-}
-
-/// Sets the checkpoint thread count (0 = back to the default, see [`index_threads`]).
-pub(crate) fn set_index_threads(n: usize) {
-    INDEX_THREADS.store(n, Ordering::Relaxed);
-}
-
-/// Adds `items` to `index` from [`index_threads`] threads (usearch's dense index takes
+/// Adds `items` to `index` from [`crate::settings::index_threads`] threads (usearch's dense index takes
 /// concurrent adds after `reserve`, which sizes its per-thread contexts to the hardware
 /// threads, so at most that many are used).
 pub(super) fn add_parallel(index: &Index, items: &[(u64, Vec<f32>)]) -> Result<()> {
@@ -91,7 +62,7 @@ const REACH_EF_FIRST: usize = 32;
 /// and the next checkpoint re-inserts (re-links) them. They are rare (about 1 node in
 /// 1,000 on random 384-d data, fewer on clustered data), so the pending list stays
 /// short. Two passes: every node at ef [`REACH_EF_FIRST`], then the nodes it missed at
-/// `ef_search`. Runs on [`index_threads`] threads like [`add_parallel`]. Not run for
+/// `ef_search`. Runs on [`crate::settings::index_threads`] threads like [`add_parallel`]. Not run for
 /// `metric=ip`, where a vector's nearest neighbour need not be itself. Leaves the
 /// index's search expansion at `ef_search`.
 ///
@@ -132,7 +103,7 @@ pub(super) fn unreachable(
         .collect())
 }
 
-/// `f` over every item, on [`index_threads`] threads (each taking a contiguous chunk;
+/// `f` over every item, on [`crate::settings::index_threads`] threads (each taking a contiguous chunk;
 /// on the caller's thread when one suffices or there are fewer than [`PARALLEL_MIN`]
 /// items), results in item order. The first error wins.
 ///

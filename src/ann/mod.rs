@@ -28,7 +28,6 @@ use std::collections::HashSet;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-pub(crate) use build::{index_threads, set_index_threads};
 pub(crate) use checkpoint::Checkpoint;
 use namespaces::Namespaces;
 
@@ -326,7 +325,7 @@ impl Ann {
     /// `(namespace, query)`, the ids of that namespace the graph walk (candidate list `ef`,
     /// at most `k` results) puts within `max_distance` of the query by graph distance
     /// (plus the binary16 rounding), nearest first. Pending ids are skipped: the caller
-    /// compares the pending vectors itself, exactly. The walks run on [`index_threads`]
+    /// compares the pending vectors itself, exactly. The walks run on [`crate::settings::index_threads`]
     /// threads. Unlike [`Ann::search`] this never scans a namespace exactly, so a check
     /// costs a short walk whatever the table's size, and it is approximate only there.
     ///

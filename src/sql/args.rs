@@ -241,31 +241,20 @@ fn result_count(
     }
 }
 
-/// The query vector of `embedding MATCH ?`: a BLOB of `dim` float32 or a JSON array.
+/// The query vector of `embedding MATCH ?`: a BLOB of `dim` float32 or a JSON array
+/// ([`vector::from_sql`]); other values get a hint about searching by text.
 fn query_vector(q: ValueRef<'_>, dim: usize, table: &str) -> Result<Vec<f32>> {
-    match q {
-        ValueRef::Blob(b) => vector::decode(b, dim, "embedding MATCH"),
-        ValueRef::Text(t) if t.first() == Some(&b'[') => {
-            let v = vector::from_json(&String::from_utf8_lossy(t))?;
-            if v.len() != dim {
-                return Err(Error::invalid(format!(
-                    "embedding MATCH: expected {dim} numbers, got {}",
-                    v.len()
-                )));
-            }
-            Ok(v)
-        }
-        other => Err(Error::invalid(format!(
-            "embedding MATCH: expected a BLOB of {dim} float32 or a JSON array, got {}; to \
-             search by text use embedding MATCH embed('...') or {table} MATCH '...'",
-            match other {
-                ValueRef::Text(_) => "TEXT",
-                ValueRef::Null => "NULL",
-                ValueRef::Integer(_) => "INTEGER",
-                _ => "REAL",
-            }
-        ))),
-    }
+    let vector_like = match q {
+        ValueRef::Blob(_) => true,
+        ValueRef::Text(t) => t.first() == Some(&b'['),
+        _ => false,
+    };
+    vector::from_sql(q, Some(dim), "embedding MATCH").map_err(|e| match e {
+        Error::Invalid(msg) if !vector_like => Error::invalid(format!(
+            "{msg}; to search by text use embedding MATCH embed('...') or {table} MATCH '...'"
+        )),
+        e => e,
+    })
 }
 
 /// The table's ranking, with the query's `ranking = ?json` applied.

@@ -84,6 +84,8 @@ impl<'vtab> MemCursor<'vtab> {
     }
 }
 
+// SAFETY: `MemCursor` is `#[repr(C)]` with `sqlite3_vtab_cursor` first, as rusqlite's
+// `VTabCursor` requires.
 unsafe impl VTabCursor for MemCursor<'_> {
     fn filter(
         &mut self,

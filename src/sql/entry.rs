@@ -35,9 +35,13 @@ pub fn real_version_number() -> Option<c_int> {
     }
     // SAFETY: stored from the host's own table; a plain `int (*)(void)`.
     let f: unsafe extern "C" fn() -> c_int = unsafe { std::mem::transmute(f) };
+    // SAFETY: the host's `sqlite3_libversion_number` takes nothing and has no
+    // preconditions.
     Some(unsafe { f() })
 }
 
+/// `sqlite3_libversion_number` as rusqlite's bindings see it: at least the 3.45.3 they
+/// were generated for (the host's own number is kept in [`REAL_LIBVERSION`]).
 unsafe extern "C" fn libversion_shim() -> c_int {
     real_version_number()
         .unwrap_or(0)
@@ -59,9 +63,14 @@ fn known_prefix(version: c_int) -> Option<usize> {
 }
 
 /// Builds (once per host table) the bridged copy of the host's API table.
+///
+/// # Safety
+/// `p_api` is SQLite's non-null API table.
 unsafe fn bridged(p_api: *const Api) -> Result<*mut Api, String> {
+    // SAFETY: the caller passes SQLite's non-null API table, valid for the process.
     let libversion = unsafe { (*p_api).libversion_number }
         .ok_or("the host's sqlite3_api_routines has no libversion_number")?;
+    // SAFETY: `sqlite3_libversion_number` has no preconditions.
     let version = unsafe { libversion() };
     let prefix = known_prefix(version).ok_or_else(|| {
         format!(
@@ -78,6 +87,9 @@ unsafe fn bridged(p_api: *const Api) -> Result<*mut Api, String> {
     }
     // SAFETY: Api is a struct of Option<fn> fields: all-zero is all None.
     let mut copy: Box<Api> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: the host's table holds at least `prefix` bytes (the fields of its version,
+    // `known_prefix`), the copy is a fresh allocation of `size_of::<Api>() >= prefix`
+    // bytes, and the two do not overlap.
     unsafe {
         std::ptr::copy_nonoverlapping(
             p_api as *const u8,
@@ -91,10 +103,16 @@ unsafe fn bridged(p_api: *const Api) -> Result<*mut Api, String> {
     Ok(ptr)
 }
 
+/// Writes `msg` into SQLite's error-message slot, allocated with the host's
+/// `sqlite3_mprintf`.
+///
+/// # Safety
+/// `p_api` is null or SQLite's API table; `pz_err_msg` is null or SQLite's slot.
 unsafe fn set_error(p_api: *const Api, pz_err_msg: *mut *mut c_char, msg: &str) {
     if pz_err_msg.is_null() || p_api.is_null() {
         return;
     }
+    // SAFETY: `p_api` is SQLite's non-null API table (checked above).
     let Some(mprintf) = (unsafe { (*p_api).mprintf }) else {
         return;
     };
@@ -126,9 +144,14 @@ pub unsafe extern "C" fn sqlite3_subcog_init(
         if p_api.is_null() {
             return ffi::SQLITE_ERROR;
         }
+        // SAFETY: SQLite passes its non-null API table (checked above), valid for the
+        // process.
         match unsafe { bridged(p_api) } {
+            // SAFETY: `db` and `pz_err_msg` are SQLite's for this load, `api` the bridged
+            // table that outlives the process (leaked on purpose).
             Ok(api) => unsafe { Connection::extension_init2(db, pz_err_msg, api, init) },
             Err(msg) => {
+                // SAFETY: as above; `set_error` checks both pointers for null.
                 unsafe { set_error(p_api, pz_err_msg, &msg) };
                 ffi::SQLITE_ERROR
             }

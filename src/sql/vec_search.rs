@@ -75,6 +75,8 @@ impl VecSearchTab {
     }
 }
 
+// SAFETY: `VecSearchTab` is `#[repr(C)]` with `sqlite3_vtab` first, as rusqlite's `VTab`
+// requires.
 unsafe impl<'vtab> VTab<'vtab> for VecSearchTab {
     type Aux = ();
     type Cursor = VecSearchCursor<'vtab>;
@@ -167,6 +169,7 @@ fn owned(v: ValueRef<'_>) -> rusqlite::types::Value {
     }
 }
 
+// SAFETY: `VecSearchCursor` is `#[repr(C)]` with `sqlite3_vtab_cursor` first.
 unsafe impl VTabCursor for VecSearchCursor<'_> {
     fn filter(
         &mut self,

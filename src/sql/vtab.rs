@@ -49,6 +49,8 @@ const fn module() -> Module<'static, MemoriesTab> {
     raw.iVersion = 3;
     raw.xRename = Some(x_rename);
     raw.xShadowName = Some(x_shadow_name);
+    // SAFETY: back to the same repr(transparent) type; transmute checks the sizes at
+    // compile time, so a rusqlite whose Module is laid out otherwise does not build.
     unsafe { std::mem::transmute(raw) }
 }
 
@@ -188,6 +190,8 @@ impl MemoriesTab {
     }
 }
 
+// SAFETY: `MemoriesTab` is `#[repr(C)]` with `sqlite3_vtab` first, as rusqlite's `VTab`
+// requires.
 unsafe impl<'vtab> VTab<'vtab> for MemoriesTab {
     type Aux = ();
     type Cursor = MemCursor<'vtab>;

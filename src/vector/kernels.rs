@@ -297,12 +297,14 @@ mod avx512 {
 /// SAFETY: handed out by `half_ip_distance` only after AVX-512F was detected.
 #[cfg(target_arch = "x86_64")]
 pub fn half_ip_avx512(a: &[u16], b: &[u16]) -> f32 {
+    // SAFETY: AVX-512F was detected before this function was handed out (see above).
     1.0 - unsafe { avx512::dot(a, b) }
 }
 
 /// SAFETY: handed out by `half_ip_distance` only after AVX2, FMA and F16C were detected.
 #[cfg(target_arch = "x86_64")]
 pub fn half_ip_avx2(a: &[u16], b: &[u16]) -> f32 {
+    // SAFETY: AVX2, FMA and F16C were detected before this was handed out (see above).
     1.0 - unsafe { f16c::dot(a, b) }
 }
 
@@ -310,14 +312,17 @@ pub fn half_ip_avx2(a: &[u16], b: &[u16]) -> f32 {
 // `is_x86_feature_detected!` confirmed AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 pub fn cos_avx2(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: AVX2 and FMA were detected before this was handed out (see above).
     let (d, na, nb) = unsafe { avx2::dot3(a, b) };
     cos_from(d, na, nb)
 }
 #[cfg(target_arch = "x86_64")]
 pub fn l2sq_avx2(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: AVX2 and FMA were detected before this was handed out (see above).
     unsafe { avx2::l2sq(a, b) }
 }
 #[cfg(target_arch = "x86_64")]
 pub fn ip_avx2(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: AVX2 and FMA were detected before this was handed out (see above).
     1.0 - unsafe { avx2::dot(a, b) }
 }
