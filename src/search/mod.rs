@@ -146,10 +146,36 @@ pub fn hybrid(
     } else {
         Vec::new()
     };
+    let (own, distance) = own_scores(store, &qv, &candidates, &pairs, &vector_hits, &keyword_part)?;
+    let ranked = with_context(&own, &pairs, opts.hybrid_context_weight);
+    Ok(ranked
+        .into_iter()
+        .take(k)
+        .map(|(id, score)| Found {
+            id,
+            distance: distance.get(&id).copied(),
+            score: Some(score),
+        })
+        .collect())
+}
+
+/// The own score of every row hybrid search ranks (the candidates and their
+/// neighbours): `w * keyword part + (1 - w) * cosine similarity`, and the row's distance
+/// under the table's metric (rows without a vector: none). On a cosine table the vector
+/// side's distances are known; the other rows' vectors are read in one statement.
+fn own_scores(
+    store: &Store,
+    qv: &[f32],
+    candidates: &[i64],
+    pairs: &[(i64, i64)],
+    vector_hits: &[(i64, f32)],
+    keyword_part: &HashMap<i64, f64>,
+) -> Result<(HashMap<i64, f64>, HashMap<i64, f64>)> {
+    let opts = &store.opts;
     // Distance (table metric) and cosine similarity of every row to rank (candidates and
     // their neighbours): on a cosine table the vector side's are known, the rest are read
     // in one statement.
-    let mut rows: Vec<i64> = candidates.clone();
+    let mut rows: Vec<i64> = candidates.to_vec();
     rows.extend(pairs.iter().map(|&(_, n)| n));
     rows.sort_unstable();
     rows.dedup();
@@ -157,7 +183,7 @@ pub fn hybrid(
     let mut distance: HashMap<i64, f64> = HashMap::new();
     let mut similarity: HashMap<i64, f64> = HashMap::new();
     if cosine {
-        for &(id, d) in &vector_hits {
+        for &(id, d) in vector_hits {
             distance.insert(id, f64::from(d));
             similarity.insert(id, 1.0 - f64::from(d));
         }
@@ -170,11 +196,8 @@ pub fn hybrid(
     let dim = opts.dim;
     store.vectors_of(&unknown, |id, blob| {
         if let Some(v) = vector::decode_stored(blob, dim) {
-            distance.insert(id, f64::from(opts.metric.distance(&qv, &v)));
-            similarity.insert(
-                id,
-                1.0 - f64::from(vector::Metric::Cosine.distance(&qv, &v)),
-            );
+            distance.insert(id, f64::from(opts.metric.distance(qv, &v)));
+            similarity.insert(id, 1.0 - f64::from(vector::Metric::Cosine.distance(qv, &v)));
         }
     })?;
     // Own score of every row to rank.
@@ -187,16 +210,7 @@ pub fn hybrid(
             (*id, w * kw + (1.0 - w) * cos)
         })
         .collect();
-    let ranked = with_context(&own, &pairs, opts.hybrid_context_weight);
-    Ok(ranked
-        .into_iter()
-        .take(k)
-        .map(|(id, score)| Found {
-            id,
-            distance: distance.get(&id).copied(),
-            score: Some(score),
-        })
-        .collect())
+    Ok((own, distance))
 }
 
 /// Adds context to own scores: each row of `own` scores `own + g * max own score of its

@@ -61,20 +61,6 @@ pub(super) fn new_row(values: &Values<'_>, rowid: ValueRef<'_>, dim: usize) -> R
 /// [`Error::Invalid`] for two MATCH terms, a bad `k`/LIMIT, a missing `k` where one is
 /// needed, a bad query vector, ranking JSON or `include_superseded`.
 pub(super) fn query(tab: &MemoryTable, idx_num: i32, args: &Values<'_>) -> Result<Query> {
-    if idx_num & bit::CONFLICT != 0 {
-        return Err(Error::invalid(
-            "memories: a query may have only one MATCH (embedding, content or the table \
-             column); combine searches with a subquery",
-        ));
-    }
-    let mut vals: [Option<ValueRef<'_>>; bit::ARGS.len()] = [None; bit::ARGS.len()];
-    let mut next = 0;
-    for (slot, b) in bit::ARGS.iter().enumerate() {
-        if idx_num & b != 0 {
-            vals[slot] = Some(arg(args, next)?);
-            next += 1;
-        }
-    }
     let [
         knn,
         keyword,
@@ -86,7 +72,7 @@ pub(super) fn query(tab: &MemoryTable, idx_num: i32, args: &Values<'_>) -> Resul
         offset,
         ranking,
         include_superseded,
-    ] = vals;
+    ] = filter_args(idx_num, args)?;
     // `x MATCH NULL` matches nothing, as any comparison with NULL.
     if [knn, keyword, hybrid]
         .iter()
@@ -105,6 +91,7 @@ pub(super) fn query(tab: &MemoryTable, idx_num: i32, args: &Values<'_>) -> Resul
     let limit = int(limit, "LIMIT")?;
     let offset = int(offset, "OFFSET")?.unwrap_or(0).max(0);
     let table = &tab.store.table;
+    let raw_k = k;
     let rank = ranking_of(tab, ranking)?;
     let searching = knn.is_some() || keyword.is_some() || hybrid.is_some();
     if ranking.is_some() && !searching {
@@ -114,46 +101,20 @@ pub(super) fn query(tab: &MemoryTable, idx_num: i32, args: &Values<'_>) -> Resul
         )));
     }
     let include_superseded = flag(include_superseded)?;
-    let count = |needed: bool| result_count(k, limit, offset, needed, table);
-    let raw_k = k;
-    let (search, k) = match (knn, keyword, hybrid) {
-        (Some(q), _, _) => {
-            let k = count(true)?.unwrap_or(10);
-            (Search::Knn(query_vector(q, tab.store.opts.dim, table)?), k)
+    let Some((search, k)) = search_of(tab, [knn, keyword, hybrid], k, limit, offset)? else {
+        if k.is_some() {
+            return Err(Error::invalid(format!(
+                "k: only meaningful with a search (embedding MATCH, content MATCH or \
+                 {table} MATCH)"
+            )));
         }
-        (_, Some(q), _) => {
-            let k = count(false)?.unwrap_or(usize::MAX);
-            let ValueRef::Text(t) = q else {
-                return Err(Error::invalid(
-                    "content MATCH: expected an FTS5 query as TEXT",
-                ));
-            };
-            (Search::Keyword(String::from_utf8_lossy(t).into_owned()), k)
-        }
-        (_, _, Some(q)) => {
-            let k = count(true)?.unwrap_or(10);
-            let ValueRef::Text(t) = q else {
-                return Err(Error::invalid(format!(
-                    "{table} MATCH: expected the search text as TEXT"
-                )));
-            };
-            (Search::Hybrid(String::from_utf8_lossy(t).into_owned()), k)
-        }
-        _ => {
-            if k.is_some() {
-                return Err(Error::invalid(format!(
-                    "k: only meaningful with a search (embedding MATCH, content MATCH or \
-                     {table} MATCH)"
-                )));
-            }
-            return Ok(match (rowid, int(rowid, "column id")?) {
-                (Some(_), None) => Query::Empty,
-                (_, id) => Query::Scan {
-                    rowid: id,
-                    namespace,
-                },
-            });
-        }
+        return Ok(match (rowid, int(rowid, "column id")?) {
+            (Some(_), None) => Query::Empty,
+            (_, id) => Query::Scan {
+                rowid: id,
+                namespace,
+            },
+        });
     };
     // The hidden `k` column shows the k searched for (keyword search: the `k` given).
     let k_column = match search {
@@ -168,6 +129,68 @@ pub(super) fn query(tab: &MemoryTable, idx_num: i32, args: &Values<'_>) -> Resul
         ranking: rank,
         include_superseded,
     })
+}
+
+/// xFilter's arguments by term, in [`bit::ARGS`] order (`None`: the term is absent).
+///
+/// # Errors
+/// [`Error::Invalid`] for two MATCH terms ([`bit::CONFLICT`]).
+fn filter_args<'a>(
+    idx_num: i32,
+    args: &'a Values<'a>,
+) -> Result<[Option<ValueRef<'a>>; bit::ARGS.len()]> {
+    if idx_num & bit::CONFLICT != 0 {
+        return Err(Error::invalid(
+            "memories: a query may have only one MATCH (embedding, content or the table \
+             column); combine searches with a subquery",
+        ));
+    }
+    let mut vals: [Option<ValueRef<'a>>; bit::ARGS.len()] = [None; bit::ARGS.len()];
+    let mut next = 0;
+    for (slot, b) in bit::ARGS.iter().enumerate() {
+        if idx_num & b != 0 {
+            vals[slot] = Some(arg(args, next)?);
+            next += 1;
+        }
+    }
+    Ok(vals)
+}
+
+/// The retriever and result count of a search: `None` when no MATCH term was given.
+fn search_of(
+    tab: &MemoryTable,
+    matches: [Option<ValueRef<'_>>; 3],
+    k: Option<i64>,
+    limit: Option<i64>,
+    offset: i64,
+) -> Result<Option<(Search, usize)>> {
+    let table = &tab.store.table;
+    let count = |needed: bool| result_count(k, limit, offset, needed, table);
+    Ok(Some(match matches {
+        [Some(q), _, _] => {
+            let k = count(true)?.unwrap_or(10);
+            (Search::Knn(query_vector(q, tab.store.opts.dim, table)?), k)
+        }
+        [_, Some(q), _] => {
+            let k = count(false)?.unwrap_or(usize::MAX);
+            let ValueRef::Text(t) = q else {
+                return Err(Error::invalid(
+                    "content MATCH: expected an FTS5 query as TEXT",
+                ));
+            };
+            (Search::Keyword(String::from_utf8_lossy(t).into_owned()), k)
+        }
+        [_, _, Some(q)] => {
+            let k = count(true)?.unwrap_or(10);
+            let ValueRef::Text(t) = q else {
+                return Err(Error::invalid(format!(
+                    "{table} MATCH: expected the search text as TEXT"
+                )));
+            };
+            (Search::Hybrid(String::from_utf8_lossy(t).into_owned()), k)
+        }
+        _ => return Ok(None),
+    }))
 }
 
 /// The `namespace = ?` value with TEXT affinity, as an ordinary TEXT column compares: a

@@ -212,6 +212,45 @@ pub struct Decision {
     pub idx_str: String,
 }
 
+/// Whether the rows of plan `idx_num` (`search`: its MATCH bit, 0 for none) come out in
+/// the ORDER BY order asked for: by distance for an un-re-ranked KNN, by score descending
+/// for any search, by id for scans.
+fn consumes_order(order_by: &[(i32, bool)], search: i32, idx_num: i32, reranks: bool) -> bool {
+    match order_by {
+        [] => true,
+        [(c, desc)] => {
+            if search != 0 {
+                let by_distance = search == bit::KNN && !reranks && idx_num & bit::RANKING == 0;
+                (*c == col::DISTANCE && !desc && by_distance) || (*c == col::SCORE && *desc)
+            } else {
+                (*c == col::ID || *c == -1) && !desc
+            }
+        }
+        _ => false,
+    }
+}
+
+/// `(cost, rows)` of a plan, relative: a search (cheaper in a namespace) beats a scan,
+/// a point lookup beats both, a namespace scan beats a full scan.
+fn estimate(search: i32, idx_num: i32) -> (f64, i64) {
+    if search != 0 {
+        (
+            if idx_num & bit::NAMESPACE != 0 {
+                10.0
+            } else {
+                20.0
+            },
+            10,
+        )
+    } else if idx_num & bit::ROWID != 0 {
+        (1.0, 1)
+    } else if idx_num & bit::NAMESPACE != 0 {
+        (1_000.0, 1_000)
+    } else {
+        (1_000_000.0, 100_000)
+    }
+}
+
 /// `None` when a MATCH on one of our columns is not usable in this combination (the
 /// caller answers SQLITE_CONSTRAINT so SQLite tries another), else the plan.
 ///
@@ -282,34 +321,8 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<D
         // LIMIT/OFFSET stay SQLite's job; everything else we enforce ourselves.
         usage[i] = Some((argv, !s.value_only()));
     }
-    let order_by_consumed = match order_by {
-        [] => true,
-        [(c, desc)] => {
-            if search != 0 {
-                let by_distance = search == bit::KNN && !reranks && idx_num & bit::RANKING == 0;
-                (*c == col::DISTANCE && !desc && by_distance) || (*c == col::SCORE && *desc)
-            } else {
-                (*c == col::ID || *c == -1) && !desc
-            }
-        }
-        _ => false,
-    };
-    let (cost, rows) = if search != 0 {
-        (
-            if idx_num & bit::NAMESPACE != 0 {
-                10.0
-            } else {
-                20.0
-            },
-            10,
-        )
-    } else if idx_num & bit::ROWID != 0 {
-        (1.0, 1)
-    } else if idx_num & bit::NAMESPACE != 0 {
-        (1_000.0, 1_000)
-    } else {
-        (1_000_000.0, 100_000)
-    };
+    let order_by_consumed = consumes_order(order_by, search, idx_num, reranks);
+    let (cost, rows) = estimate(search, idx_num);
     let mut words: Vec<&str> = TERMS
         .iter()
         .filter(|s| idx_num & s.bit != 0)

@@ -28,8 +28,28 @@ fn count(conn: &Connection, sql: &str) -> Result<i64> {
     Ok(conn.query_row(sql, [], |r| r.get(0))?)
 }
 
+/// The report being built: counts by name and the problems found.
+#[derive(Default)]
+struct Report {
+    counts: serde_json::Map<String, serde_json::Value>,
+    problems: Vec<String>,
+}
+
+impl Report {
+    /// Records count `key` = `n`, and `problem` (given `n`) when `n > 0`.
+    fn count(&mut self, key: &str, n: i64, problem: impl FnOnce(i64) -> Option<String>) {
+        self.counts.insert(key.into(), n.into());
+        if n > 0
+            && let Some(p) = problem(n)
+        {
+            self.problems.push(p);
+        }
+    }
+}
+
 /// Checks the `memories` table `table` (optionally `schema.table`) and returns the JSON
-/// report `{"table", "ok", "counts": {...}, "problems": [...]}`.
+/// report `{"table", "ok", "counts": {...}, "fts_integrity_check", "problems": [...],
+/// "repair"}`.
 ///
 /// # Errors
 /// [`crate::error::Error::Invalid`] if `table` is not a `memories` table; SQLite errors.
@@ -41,154 +61,158 @@ pub(crate) fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
             "subcog_integrity('{name}'): not a memories table ({e})"
         ))
     })?;
+    let mut r = Report::default();
+    check_rows(&store, &mut r)?;
+    let fts_check = check_fts(&store, &schema, &table, &mut r)?;
+    check_snapshot(&store, &mut r)?;
+    Ok(json!({
+        "table": name,
+        "ok": r.problems.is_empty(),
+        "counts": r.counts,
+        "fts_integrity_check": fts_check,
+        "problems": r.problems,
+        "repair": format!("INSERT INTO {}({}) VALUES ('rebuild')", quote(&table), quote(&table)),
+    }))
+}
+
+/// Rows, vectors, links and dedup hashes.
+fn check_rows(store: &Store, r: &mut Report) -> Result<()> {
+    let (c, q) = (store.conn(), &store.q);
+    r.count(
+        "memories",
+        count(c, &format!("SELECT count(*) FROM {}", q.content))?,
+        |_| None,
+    );
+    r.count(
+        "vectors",
+        count(c, &format!("SELECT count(*) FROM {}", q.vectors))?,
+        |_| None,
+    );
+    let orphans = format!(
+        "SELECT count(*) FROM {} v WHERE NOT EXISTS (SELECT 1 FROM {} c WHERE c.id = v.id)",
+        q.vectors, q.content
+    );
+    r.count("orphan_vectors", count(c, &orphans)?, |n| {
+        Some(format!("{n} stored vectors belong to no memory"))
+    });
+    let orphan_links = format!(
+        "SELECT count(*) FROM {l} l WHERE NOT EXISTS (SELECT 1 FROM {c} c WHERE c.id = l.src) \
+         OR NOT EXISTS (SELECT 1 FROM {c} c WHERE c.id = l.dst)",
+        l = q.links,
+        c = q.content
+    );
+    r.count("orphan_links", count(c, &orphan_links)?, |n| {
+        Some(format!(
+            "{n} links between memories name a memory that does not exist"
+        ))
+    });
+    r.count(
+        "links",
+        count(c, &format!("SELECT count(*) FROM {}", q.links))?,
+        |_| None,
+    );
+    let mut bad = 0i64;
+    store.scan_vectors(None, |_, blob| {
+        if vector::decode(blob, store.opts.dim, "stored vector").is_err() {
+            bad += 1;
+        }
+    })?;
+    let dim = store.opts.dim;
+    r.count("invalid_vectors", bad, |n| {
+        Some(format!("{n} stored vectors are not {dim} finite float32"))
+    });
+    let stale = store.stale_hashes()?.len() as i64;
+    r.count("stale_hashes", stale, |n| {
+        Some(format!(
+            "{n} memories have a dedup hash that is not their content's"
+        ))
+    });
+    Ok(())
+}
+
+/// The FTS5 index against the content table, and FTS5's own integrity-check (returned:
+/// `ok`, `skipped: ...` or `failed: ...`).
+fn check_fts(store: &Store, schema: &str, table: &str, r: &mut Report) -> Result<String> {
     let c = store.conn();
-    let s = quote(&schema);
-    let t = |suffix: &str| format!("{s}.{}", quote(&format!("{table}_{suffix}")));
-    let mut problems: Vec<String> = Vec::new();
-
-    let memories = count(c, &format!("SELECT count(*) FROM {}", t("content")))?;
-    let vectors = count(c, &format!("SELECT count(*) FROM {}", t("vectors")))?;
-    let orphan_vectors = count(
-        c,
-        &format!(
-            "SELECT count(*) FROM {} v WHERE NOT EXISTS (SELECT 1 FROM {} c WHERE c.id = v.id)",
-            t("vectors"),
-            t("content")
-        ),
-    )?;
-    if orphan_vectors > 0 {
-        problems.push(format!(
-            "{orphan_vectors} stored vectors belong to no memory"
-        ));
-    }
-    let orphan_links = count(
-        c,
-        &format!(
-            "SELECT count(*) FROM {l} l WHERE NOT EXISTS (SELECT 1 FROM {c} c WHERE c.id = l.src) \
-             OR NOT EXISTS (SELECT 1 FROM {c} c WHERE c.id = l.dst)",
-            l = t("links"),
-            c = t("content")
-        ),
-    )?;
-    if orphan_links > 0 {
-        problems.push(format!(
-            "{orphan_links} links between memories name a memory that does not exist"
-        ));
-    }
-    let links = count(c, &format!("SELECT count(*) FROM {}", t("links")))?;
-    let bad_vectors = {
-        let mut bad = 0i64;
-        store.scan_vectors(None, |_, blob| {
-            if vector::decode(blob, store.opts.dim, "stored vector").is_err() {
-                bad += 1;
-            }
-        })?;
-        bad
-    };
-    if bad_vectors > 0 {
-        problems.push(format!(
-            "{bad_vectors} stored vectors are not {} finite float32",
-            store.opts.dim
-        ));
-    }
-
-    let docsize = t("fts_docsize");
-    let fts_docs = count(c, &format!("SELECT count(*) FROM {docsize}"))?;
-    let fts_missing = count(
-        c,
-        &format!(
-            "SELECT count(*) FROM {} c WHERE NOT EXISTS (SELECT 1 FROM {docsize} d WHERE d.id = c.id)",
-            t("content")
-        ),
-    )?;
-    let fts_orphans = count(
-        c,
-        &format!(
-            "SELECT count(*) FROM {docsize} d WHERE NOT EXISTS (SELECT 1 FROM {} c WHERE c.id = d.id)",
-            t("content")
-        ),
-    )?;
-    if fts_missing > 0 {
-        problems.push(format!(
-            "{fts_missing} memories are missing from the FTS5 index"
-        ));
-    }
-    if fts_orphans > 0 {
-        problems.push(format!("{fts_orphans} FTS5 documents belong to no memory"));
-    }
-    let fts = quote(&format!("{table}_fts"));
+    let content = &store.q.content;
+    let docsize = format!(
+        "{}.{}",
+        quote(schema),
+        quote(&format!("{table}_fts_docsize"))
+    );
+    r.count(
+        "fts_documents",
+        count(c, &format!("SELECT count(*) FROM {docsize}"))?,
+        |_| None,
+    );
+    let missing = format!(
+        "SELECT count(*) FROM {content} c WHERE NOT EXISTS (SELECT 1 FROM {docsize} d WHERE d.id = c.id)"
+    );
+    r.count("fts_missing", count(c, &missing)?, |n| {
+        Some(format!("{n} memories are missing from the FTS5 index"))
+    });
+    let orphans = format!(
+        "SELECT count(*) FROM {docsize} d WHERE NOT EXISTS (SELECT 1 FROM {content} c WHERE c.id = d.id)"
+    );
+    r.count("fts_orphans", count(c, &orphans)?, |n| {
+        Some(format!("{n} FTS5 documents belong to no memory"))
+    });
+    let fts = &store.q.fts_bare;
     // FTS5's check is an INSERT of a command: it writes nothing, but a read-only
     // connection refuses it, so it is skipped there (and said so).
-    let fts_check = match c.execute(
-        &format!("INSERT INTO {s}.{fts}({fts}, rank) VALUES ('integrity-check', 0)"),
-        [],
-    ) {
-        Ok(_) => "ok".to_string(),
-        Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ReadOnly => {
-            "skipped: read-only connection".to_string()
-        }
-        Err(e) => {
-            problems.push(format!("FTS5 integrity-check failed: {e}"));
-            format!("failed: {e}")
-        }
-    };
+    Ok(
+        match c.execute(
+            &format!(
+                "INSERT INTO {}({fts}, rank) VALUES ('integrity-check', 0)",
+                store.q.fts
+            ),
+            [],
+        ) {
+            Ok(_) => "ok".to_string(),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ReadOnly =>
+            {
+                "skipped: read-only connection".to_string()
+            }
+            Err(e) => {
+                r.problems.push(format!("FTS5 integrity-check failed: {e}"));
+                format!("failed: {e}")
+            }
+        },
+    )
+}
 
-    let stale_hashes = store.stale_hashes()?.len();
-    if stale_hashes > 0 {
-        problems.push(format!(
-            "{stale_hashes} memories have a dedup hash that is not their content's"
-        ));
-    }
-
+/// The HNSW snapshot against the stored vectors and the pending list.
+fn check_snapshot(store: &Store, r: &mut Report) -> Result<()> {
     let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
-    let generation = store.generation()?;
-    let mut ann = Ann::new();
-    let (nodes, missing, stale, extra) = match ann.snapshot_check(&store, &pending) {
-        Ok(r) => r,
+    r.count("pending", pending.len() as i64, |_| None);
+    r.counts.insert(
+        "hnsw_generation".into(),
+        store.generation()?.to_string().into(),
+    );
+    let (nodes, missing, stale, extra) = match Ann::new().snapshot_check(store, &pending) {
+        Ok(x) => x,
         Err(e) => {
-            problems.push(format!("the HNSW snapshot does not load: {e}"));
+            r.problems
+                .push(format!("the HNSW snapshot does not load: {e}"));
             (0, 0, 0, 0)
         }
     };
-    if missing > 0 {
-        problems.push(format!(
-            "{missing} vectors are neither pending nor in the HNSW snapshot"
-        ));
-    }
-    if stale > 0 {
-        problems.push(format!(
-            "{stale} vectors differ from their copy in the HNSW snapshot and are not pending"
-        ));
-    }
-    if extra > 0 {
-        problems.push(format!(
-            "the HNSW snapshot holds {extra} vectors of deleted memories that are not pending"
-        ));
-    }
-
-    Ok(json!({
-        "table": name,
-        "ok": problems.is_empty(),
-        "counts": {
-            "memories": memories,
-            "vectors": vectors,
-            "fts_documents": fts_docs,
-            "pending": pending.len(),
-            "hnsw_nodes": nodes,
-            "hnsw_generation": generation.to_string(),
-            "orphan_vectors": orphan_vectors,
-            "links": links,
-            "orphan_links": orphan_links,
-            "invalid_vectors": bad_vectors,
-            "fts_missing": fts_missing,
-            "fts_orphans": fts_orphans,
-            "hnsw_missing": missing,
-            "hnsw_stale": stale,
-            "hnsw_extra": extra,
-            "stale_hashes": stale_hashes,
-        },
-        "fts_integrity_check": fts_check,
-        "problems": problems,
-        "repair": format!("INSERT INTO {}({}) VALUES ('rebuild')", quote(&table), quote(&table)),
-    }))
+    r.counts.insert("hnsw_nodes".into(), nodes.into());
+    r.count("hnsw_missing", missing as i64, |n| {
+        Some(format!(
+            "{n} vectors are neither pending nor in the HNSW snapshot"
+        ))
+    });
+    r.count("hnsw_stale", stale as i64, |n| {
+        Some(format!(
+            "{n} vectors differ from their copy in the HNSW snapshot and are not pending"
+        ))
+    });
+    r.count("hnsw_extra", extra as i64, |n| {
+        Some(format!(
+            "the HNSW snapshot holds {n} vectors of deleted memories that are not pending"
+        ))
+    });
+    Ok(())
 }
