@@ -538,7 +538,7 @@ fn readme_mismatch(readme: &str) -> Option<String> {
     }
     Some(format!(
         "README.md's table of options (under \"### `CREATE VIRTUAL TABLE name USING \
-         memories(...)`\") is not the one rendered from options::SPECS; replace it with:\n\n{want}"
+         memories(option=value, ...)`\") is not the one rendered from options::SPECS; replace it with:\n\n{want}"
     ))
 }
 

@@ -85,21 +85,13 @@ fn embed(ctx: &Context<'_>) -> Result<Option<Vec<u8>>> {
     Ok(Some(vector::encode(&e.embed(text)?)))
 }
 
-/// Reads a vector argument: a BLOB of float32 or a JSON array of numbers, of any length
-/// ([`vector::from_sql`] without a dimension).
-fn vector_arg(v: ValueRef<'_>, what: &str) -> Result<Vec<f32>> {
-    vector::from_sql(v, None, what)
-}
-
 /// `vec_f32(json_or_blob)` -> BLOB of float32.
 fn vec_f32(ctx: &Context<'_>) -> Result<Option<Vec<u8>>> {
     if let ValueRef::Null = ctx.get_raw(0) {
         return Ok(None);
     }
-    Ok(Some(vector::encode(&vector_arg(
-        ctx.get_raw(0),
-        "vec_f32(vector)",
-    )?)))
+    let v = vector::from_sql(ctx.get_raw(0), None, "vec_f32(vector)")?;
+    Ok(Some(vector::encode(&v)))
 }
 
 /// `vec_to_json(blob)` -> JSON array text.
@@ -107,7 +99,7 @@ fn vec_to_json(ctx: &Context<'_>) -> Result<Option<String>> {
     if let ValueRef::Null = ctx.get_raw(0) {
         return Ok(None);
     }
-    let v = vector_arg(ctx.get_raw(0), "vec_to_json(vector)")?;
+    let v = vector::from_sql(ctx.get_raw(0), None, "vec_to_json(vector)")?;
     Ok(Some(serde_json::Value::from(v).to_string()))
 }
 
@@ -116,8 +108,8 @@ fn vec_distance(ctx: &Context<'_>) -> Result<Option<f64>> {
     if matches!(ctx.get_raw(0), ValueRef::Null) || matches!(ctx.get_raw(1), ValueRef::Null) {
         return Ok(None);
     }
-    let a = vector_arg(ctx.get_raw(0), "vec_distance(a)")?;
-    let b = vector_arg(ctx.get_raw(1), "vec_distance(b)")?;
+    let a = vector::from_sql(ctx.get_raw(0), None, "vec_distance(a)")?;
+    let b = vector::from_sql(ctx.get_raw(1), None, "vec_distance(b)")?;
     if a.len() != b.len() {
         return Err(Error::invalid(format!(
             "vec_distance: vectors differ in length ({} and {})",

@@ -1,4 +1,6 @@
-//! Vectors: the BLOB encoding, validation, and the exact distance functions.
+//! Vectors: the BLOB encoding, validation, reading a vector from a SQL value
+//! (`from_sql`), and the distance functions (the SIMD kernels of the HNSW graph are in
+//! `kernels.rs`).
 //!
 //! A vector is stored as a BLOB of `dim` little-endian IEEE-754 float32 values
 //! (`4 * dim` bytes), the same layout as sqlite-vec's `float[N]` columns.
