@@ -54,8 +54,6 @@ pub(crate) const STATEMENT_CACHE: usize = 96;
 /// `kind` of the link from a memory to the older memory it supersedes (a near duplicate
 /// stored after it, [`crate::table::dedup`]).
 pub(crate) const SUPERSEDES: &str = "supersedes";
-/// Keys of `<table>_config` that describe the HNSW snapshot rather than table options.
-const SNAPSHOT_KEYS: &[&str] = &["format", "generation", "hnsw_saved", "hnsw_vectors"];
 
 /// The shadow tables of one `memories` table, reached through the connection that owns it.
 pub(crate) struct Store {
@@ -234,7 +232,7 @@ impl Store {
         }
         let opt_args: Vec<String> = pairs
             .iter()
-            .filter(|(k, _)| !SNAPSHOT_KEYS.contains(&k.as_str()))
+            .filter(|(k, _)| crate::options::is_option(k))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let opts = TableOptions::parse(&opt_args)?;
