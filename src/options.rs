@@ -386,10 +386,6 @@ pub(crate) fn option_names() -> String {
 /// Whether `key` of a `<table>_config` row is a table option (written by
 /// [`TableOptions::to_pairs`]; aliases are never written), as opposed to the table's own
 /// state (`format`, `generation`, the HNSW snapshot's keys).
-#[allow(
-    dead_code,
-    reason = "for store::connect, which still lists the other keys"
-)]
 pub(crate) fn is_option(key: &str) -> bool {
     SPECS.iter().any(|s| s.name == key)
 }
