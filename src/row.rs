@@ -7,66 +7,66 @@ use crate::vector::clip;
 
 /// Column positions in the declared schema of a `memories` table (also the order of the
 /// values SQLite passes to xUpdate after the two rowids).
-pub mod col {
+pub(crate) mod col {
     /// `id INTEGER`: the rowid.
-    pub const ID: i32 = 0;
+    pub(crate) const ID: i32 = 0;
     /// `content TEXT`: the memory text (required, non-empty).
-    pub const CONTENT: i32 = 1;
+    pub(crate) const CONTENT: i32 = 1;
     /// `namespace TEXT`: partition of memories (default `'default'`).
-    pub const NAMESPACE: i32 = 2;
+    pub(crate) const NAMESPACE: i32 = 2;
     /// `tags TEXT`: JSON array of strings (default `'[]'`).
-    pub const TAGS: i32 = 3;
+    pub(crate) const TAGS: i32 = 3;
     /// `metadata TEXT`: JSON object (default `'{}'`).
-    pub const METADATA: i32 = 4;
+    pub(crate) const METADATA: i32 = 4;
     /// `source TEXT`: where the memory came from (nullable).
-    pub const SOURCE: i32 = 5;
+    pub(crate) const SOURCE: i32 = 5;
     /// `importance REAL` in 0..=1 (default 0.5).
-    pub const IMPORTANCE: i32 = 6;
+    pub(crate) const IMPORTANCE: i32 = 6;
     /// `created_at INTEGER`: milliseconds since the Unix epoch.
-    pub const CREATED_AT: i32 = 7;
+    pub(crate) const CREATED_AT: i32 = 7;
     /// `updated_at INTEGER`: milliseconds since the Unix epoch.
-    pub const UPDATED_AT: i32 = 8;
+    pub(crate) const UPDATED_AT: i32 = 8;
     /// `embedding BLOB`: `dim` little-endian float32.
-    pub const EMBEDDING: i32 = 9;
+    pub(crate) const EMBEDDING: i32 = 9;
     /// `expires_at INTEGER`: milliseconds since the Unix epoch after which the memory is
     /// expired (never returned by a search; removed by `'purge'`), or NULL (never).
-    pub const EXPIRES_AT: i32 = 10;
+    pub(crate) const EXPIRES_AT: i32 = 10;
     /// `superseded_by INTEGER`: read-only; the id of the newer memory that supersedes this
     /// one (a near duplicate stored after it, see [`crate::table::dedup`]), or NULL. Superseded
     /// memories come back from no search unless `include_superseded = 1`.
-    pub const SUPERSEDED_BY: i32 = 11;
+    pub(crate) const SUPERSEDED_BY: i32 = 11;
     /// `distance REAL HIDDEN`: KNN distance of this row to the query vector.
-    pub const DISTANCE: i32 = 12;
+    pub(crate) const DISTANCE: i32 = 12;
     /// `score REAL HIDDEN`: relevance, higher is better (see the README).
-    pub const SCORE: i32 = 13;
+    pub(crate) const SCORE: i32 = 13;
     /// `k INTEGER HIDDEN`: number of results wanted by a search.
-    pub const K: i32 = 14;
+    pub(crate) const K: i32 = 14;
     /// `ttl HIDDEN`: write-only convenience: a time to live (seconds, or a duration such as
     /// `'7d'`) given at INSERT/UPDATE sets `expires_at = now + ttl`. Reads as NULL.
-    pub const TTL: i32 = 15;
+    pub(crate) const TTL: i32 = 15;
     /// `ranking TEXT HIDDEN`: per-query ranking weights as JSON, e.g.
     /// `ranking = '{"recency_weight":0.3,"half_life":"7d","importance_weight":0.1}'`
     /// (see [`crate::search::rank`]).
-    pub const RANKING: i32 = 16;
+    pub(crate) const RANKING: i32 = 16;
     /// `explain TEXT HIDDEN`: JSON of the ranking components of a search result.
-    pub const EXPLAIN: i32 = 17;
+    pub(crate) const EXPLAIN: i32 = 17;
     /// `include_superseded INTEGER HIDDEN`: `AND include_superseded = 1` makes a search
     /// return superseded memories too (0, the default when absent, hides them).
-    pub const INCLUDE_SUPERSEDED: i32 = 18;
+    pub(crate) const INCLUDE_SUPERSEDED: i32 = 18;
     /// The hidden column named after the table: hybrid search (`WHERE mem MATCH ?`).
-    pub const TABLE: i32 = 19;
+    pub(crate) const TABLE: i32 = 19;
 }
 
 /// Namespace used when none is given.
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub(crate) const DEFAULT_NAMESPACE: &str = "default";
 /// Importance used when none is given.
-pub const DEFAULT_IMPORTANCE: f64 = 0.5;
+pub(crate) const DEFAULT_IMPORTANCE: f64 = 0.5;
 /// Largest accepted `content`, in bytes (SQLite's default SQLITE_MAX_LENGTH is 1e9; memories
 /// are meant to be short, and embeddings only see the first 256 tokens).
-pub const MAX_CONTENT_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_CONTENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// The declared schema of a `memories` table named `table`.
-pub fn declare_sql(table: &str) -> String {
+pub(crate) fn declare_sql(table: &str) -> String {
     format!(
         "CREATE TABLE x(id INTEGER, content TEXT, namespace TEXT, tags TEXT, metadata TEXT, \
          source TEXT, importance REAL, created_at INTEGER, updated_at INTEGER, embedding BLOB, \
@@ -79,7 +79,7 @@ pub fn declare_sql(table: &str) -> String {
 
 /// The stored columns of one memory (everything but the embedding).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
+pub(crate) struct Row {
     /// Rowid.
     pub id: i64,
     /// Memory text.
@@ -104,7 +104,7 @@ pub struct Row {
 
 impl Row {
     /// Whether the memory has expired at `now` (milliseconds since the Unix epoch).
-    pub fn expired(&self, now: i64) -> bool {
+    pub(crate) fn expired(&self, now: i64) -> bool {
         self.expires_at.is_some_and(|e| e <= now)
     }
 }
@@ -118,7 +118,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// SQLite's name of a value's storage class (`NULL`, `INTEGER`, `REAL`, `TEXT`, `BLOB`).
-pub fn type_name(v: &ValueRef<'_>) -> &'static str {
+pub(crate) fn type_name(v: &ValueRef<'_>) -> &'static str {
     match v {
         ValueRef::Null => "NULL",
         ValueRef::Integer(_) => "INTEGER",
@@ -130,7 +130,7 @@ pub fn type_name(v: &ValueRef<'_>) -> &'static str {
 
 /// A value as SQLite describes it in an error message: `NULL`, `INTEGER 5`, `REAL 2.5`,
 /// `TEXT '2x'` (clipped to 60 characters) or `BLOB of 3 bytes`.
-pub fn describe(v: &ValueRef<'_>) -> String {
+pub(crate) fn describe(v: &ValueRef<'_>) -> String {
     match *v {
         ValueRef::Null => "NULL".to_string(),
         ValueRef::Integer(i) => format!("INTEGER {i}"),
@@ -143,7 +143,7 @@ pub fn describe(v: &ValueRef<'_>) -> String {
 /// The type affinity of a declared column type, as far as numbers go
 /// (<https://www.sqlite.org/datatype3.html>, "Type Affinity").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Affinity {
+pub(crate) enum Affinity {
     /// `INTEGER` (and `NUMERIC`): well-formed numeric TEXT becomes a number, and a REAL
     /// with no fractional part that fits in 64 bits becomes an INTEGER.
     Integer,
@@ -223,7 +223,7 @@ fn numeric_text(t: &[u8]) -> Option<ValueRef<'static>> {
 /// This is the one place where the `memories` table converts types: every INTEGER and
 /// REAL column, the rowid, `k`, and the LIMIT/OFFSET values go through it (via
 /// [`integer`] and [`real`]).
-pub fn apply_affinity<'a>(v: ValueRef<'a>, aff: Affinity) -> ValueRef<'a> {
+pub(crate) fn apply_affinity<'a>(v: ValueRef<'a>, aff: Affinity) -> ValueRef<'a> {
     let v = match v {
         ValueRef::Text(t) => numeric_text(t).unwrap_or(v),
         other => other,
@@ -242,7 +242,7 @@ pub fn apply_affinity<'a>(v: ValueRef<'a>, aff: Affinity) -> ValueRef<'a> {
 /// [`Error::Invalid`] for anything else, naming what (`what`, e.g. `column id` or
 /// `LIMIT`), the `expected` value and the actual one: `column id: expected an INTEGER,
 /// got TEXT '2x'`.
-pub fn integer(v: &ValueRef<'_>, what: &str, expected: &str) -> Result<Option<i64>> {
+pub(crate) fn integer(v: &ValueRef<'_>, what: &str, expected: &str) -> Result<Option<i64>> {
     match apply_affinity(*v, Affinity::Integer) {
         ValueRef::Null => Ok(None),
         ValueRef::Integer(i) => Ok(Some(i)),
@@ -259,7 +259,7 @@ pub fn integer(v: &ValueRef<'_>, what: &str, expected: &str) -> Result<Option<i6
 /// # Errors
 /// [`Error::Invalid`] for anything else, naming `what`, the `expected` value and the
 /// actual one.
-pub fn real(v: &ValueRef<'_>, what: &str, expected: &str) -> Result<Option<f64>> {
+pub(crate) fn real(v: &ValueRef<'_>, what: &str, expected: &str) -> Result<Option<f64>> {
     match apply_affinity(*v, Affinity::Real) {
         ValueRef::Null => Ok(None),
         ValueRef::Real(r) => Ok(Some(r)),
@@ -286,7 +286,7 @@ fn text<'a>(v: &ValueRef<'a>, column: &str) -> Result<Option<&'a str>> {
 }
 
 /// Validates `content`: non-NULL, non-empty TEXT of at most [`MAX_CONTENT_BYTES`].
-pub fn content(v: &ValueRef<'_>) -> Result<String> {
+pub(crate) fn content(v: &ValueRef<'_>) -> Result<String> {
     let t = text(v, "content")?.ok_or_else(|| {
         Error::invalid("column content: expected TEXT, got NULL (content is required)")
     })?;
@@ -305,7 +305,7 @@ pub fn content(v: &ValueRef<'_>) -> Result<String> {
 }
 
 /// Validates `namespace`: NULL means [`DEFAULT_NAMESPACE`]; otherwise non-empty TEXT.
-pub fn namespace(v: &ValueRef<'_>) -> Result<String> {
+pub(crate) fn namespace(v: &ValueRef<'_>) -> Result<String> {
     match text(v, "namespace")? {
         None => Ok(DEFAULT_NAMESPACE.to_string()),
         Some("") => Err(Error::invalid(
@@ -316,7 +316,7 @@ pub fn namespace(v: &ValueRef<'_>) -> Result<String> {
 }
 
 /// Validates `tags`: NULL means `[]`; otherwise a JSON array of strings. Returns compact JSON.
-pub fn tags(v: &ValueRef<'_>) -> Result<String> {
+pub(crate) fn tags(v: &ValueRef<'_>) -> Result<String> {
     let Some(t) = text(v, "tags")? else {
         return Ok("[]".to_string());
     };
@@ -341,7 +341,7 @@ pub fn tags(v: &ValueRef<'_>) -> Result<String> {
 }
 
 /// Validates `metadata`: NULL means `{}`; otherwise a JSON object. Returns compact JSON.
-pub fn metadata(v: &ValueRef<'_>) -> Result<String> {
+pub(crate) fn metadata(v: &ValueRef<'_>) -> Result<String> {
     let Some(t) = text(v, "metadata")? else {
         return Ok("{}".to_string());
     };
@@ -361,13 +361,13 @@ pub fn metadata(v: &ValueRef<'_>) -> Result<String> {
 }
 
 /// Validates `source`: NULL or TEXT.
-pub fn source(v: &ValueRef<'_>) -> Result<Option<String>> {
+pub(crate) fn source(v: &ValueRef<'_>) -> Result<Option<String>> {
     Ok(text(v, "source")?.map(str::to_string))
 }
 
 /// Validates `importance` (REAL affinity, [`real`]): NULL means [`DEFAULT_IMPORTANCE`];
 /// otherwise a number in 0..=1 (`'0.7'` is 0.7).
-pub fn importance(v: &ValueRef<'_>) -> Result<f64> {
+pub(crate) fn importance(v: &ValueRef<'_>) -> Result<f64> {
     let Some(x) = real(v, "column importance", "a number in 0..1")? else {
         return Ok(DEFAULT_IMPORTANCE);
     };
@@ -382,7 +382,7 @@ pub fn importance(v: &ValueRef<'_>) -> Result<f64> {
 /// Validates a timestamp column (INTEGER affinity, [`integer`]): NULL means `None` (the
 /// table sets it); otherwise an INTEGER of milliseconds since the Unix epoch
 /// (`'1700000000000'` is accepted as that integer).
-pub fn timestamp(v: &ValueRef<'_>, column: &str) -> Result<Option<i64>> {
+pub(crate) fn timestamp(v: &ValueRef<'_>, column: &str) -> Result<Option<i64>> {
     integer(
         v,
         &format!("column {column}"),
@@ -393,7 +393,7 @@ pub fn timestamp(v: &ValueRef<'_>, column: &str) -> Result<Option<i64>> {
 /// Reads the `ttl` value given at INSERT/UPDATE: NULL means none; an INTEGER or REAL is
 /// seconds; TEXT is a duration (`'90s'`, `'12h'`, `'7d'`, see
 /// [`crate::options::parse_duration_ms`]). Returns milliseconds.
-pub fn ttl(v: &ValueRef<'_>) -> Result<Option<i64>> {
+pub(crate) fn ttl(v: &ValueRef<'_>) -> Result<Option<i64>> {
     let bad = |got: String| {
         Error::invalid(format!(
             "column ttl: expected a positive number of seconds or a duration such as '7d', got {got}"
@@ -415,13 +415,13 @@ pub fn ttl(v: &ValueRef<'_>) -> Result<Option<i64>> {
 
 /// Validates the `id` / rowid (INTEGER affinity, [`integer`]): NULL means "assign one";
 /// otherwise an INTEGER (`'2'` and `2.0` are 2).
-pub fn id(v: &ValueRef<'_>) -> Result<Option<i64>> {
+pub(crate) fn id(v: &ValueRef<'_>) -> Result<Option<i64>> {
     integer(v, "column id", "an INTEGER")
 }
 
 /// Reads the `embedding` value: NULL means "none supplied"; otherwise a BLOB of `dim`
 /// float32 (checked by [`crate::vector::decode`]).
-pub fn embedding(v: &ValueRef<'_>, dim: usize) -> Result<Option<Vec<f32>>> {
+pub(crate) fn embedding(v: &ValueRef<'_>, dim: usize) -> Result<Option<Vec<f32>>> {
     match *v {
         ValueRef::Null => Ok(None),
         ValueRef::Blob(b) => crate::vector::decode(b, dim, "column embedding").map(Some),

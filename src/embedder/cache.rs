@@ -79,7 +79,7 @@ pub(crate) fn insert<'a>(entries: impl IntoIterator<Item = (&'a Key, &'a Arc<[f3
 
 /// Embedding-cache statistics, as reported by `subcog_info()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheStats {
+pub(crate) struct CacheStats {
     /// Maximum number of entries (0 = cache off).
     pub capacity: usize,
     /// Entries held now.
@@ -91,7 +91,7 @@ pub struct CacheStats {
 }
 
 /// Current statistics of the process-wide embedding cache.
-pub fn cache_stats() -> CacheStats {
+pub(crate) fn cache_stats() -> CacheStats {
     let (capacity, entries) =
         with_cache(|c| c.lru.as_ref().map_or((0, 0), |l| (l.cap().get(), l.len())))
             .unwrap_or((0, 0));
@@ -106,7 +106,7 @@ pub fn cache_stats() -> CacheStats {
 /// Resizes the process-wide embedding cache to `entries` (0 turns it off and empties it;
 /// shrinking drops the least recently used entries) and records the size in
 /// [`settings`].
-pub fn set_cache_size(entries: usize) {
+pub(crate) fn set_cache_size(entries: usize) {
     settings::set_embed_cache_size(entries);
     with_cache(|c| match (NonZeroUsize::new(entries), c.lru.as_mut()) {
         (None, _) => c.lru = None,

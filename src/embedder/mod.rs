@@ -30,15 +30,15 @@ use tokenizers::{Tokenizer, TruncationParams};
 use crate::error::{Error, Result};
 use crate::settings;
 
-pub use cache::{CacheStats, cache_stats, set_cache_size};
-pub use paths::{ModelPaths, ORT_LIB_NAME, subcog_home};
-pub use session::{mean_pool, normalize};
+pub(crate) use cache::{cache_stats, set_cache_size};
+pub(crate) use paths::ModelPaths;
+pub use paths::subcog_home;
 
 /// Output dimension of all-MiniLM-L6-v2.
 pub const MODEL_DIM: usize = 384;
 /// Maximum sequence length, in tokens including `[CLS]` and `[SEP]`, that the model was
 /// trained with (sentence-transformers' `max_seq_length` for all-MiniLM-L6-v2).
-pub const MAX_TOKENS: usize = 256;
+pub(crate) const MAX_TOKENS: usize = 256;
 /// Name reported by `subcog_info()`.
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2 (int8 ONNX)";
 /// Texts per ONNX run in [`Embedder::embed_batch`]. Measured with `benches/bench_embed.py`
@@ -49,7 +49,7 @@ const BATCH: usize = 16;
 /// at most 256 words of at most 100 characters (the tokenizer's `max_input_chars_per_word`)
 /// plus separators, so only pathological runs of whitespace could reach past it; without
 /// the cut a 1 MB text costs ~0.8 s to tokenize.
-pub const MAX_CHARS: usize = 32 * 1024;
+pub(crate) const MAX_CHARS: usize = 32 * 1024;
 
 /// A loaded model: tokenizer plus ONNX session.
 pub struct Embedder {
@@ -94,7 +94,7 @@ pub fn get() -> Result<Arc<Embedder>> {
 }
 
 /// The embedder if it is already loaded (never loads it).
-pub fn loaded() -> Option<Arc<Embedder>> {
+pub(crate) fn loaded() -> Option<Arc<Embedder>> {
     EMBEDDER.get().and_then(|r| r.as_ref().ok().cloned())
 }
 
@@ -103,7 +103,7 @@ pub fn loaded() -> Option<Arc<Embedder>> {
 ///
 /// # Errors
 /// [`Error::Model`] if the session fails to reload with the new count.
-pub fn set_threads(n: usize) -> Result<()> {
+pub(crate) fn set_threads(n: usize) -> Result<()> {
     settings::set_embed_threads(n);
     match loaded() {
         Some(e) => e.set_threads(settings::embed_threads()),
@@ -137,7 +137,7 @@ impl Embedder {
     }
 
     /// Intra-op threads of the current session.
-    pub fn session_threads(&self) -> usize {
+    pub(crate) fn session_threads(&self) -> usize {
         self.session_threads.load(Ordering::Relaxed)
     }
 
@@ -145,7 +145,7 @@ impl Embedder {
     ///
     /// # Errors
     /// [`Error::Model`] if the new session fails to load (the old one is kept).
-    pub fn set_threads(&self, n: usize) -> Result<()> {
+    pub(crate) fn set_threads(&self, n: usize) -> Result<()> {
         if n == self.session_threads() {
             return Ok(());
         }
@@ -160,7 +160,7 @@ impl Embedder {
     }
 
     /// The files this embedder was loaded from.
-    pub fn paths(&self) -> &ModelPaths {
+    pub(crate) fn paths(&self) -> &ModelPaths {
         &self.paths
     }
 

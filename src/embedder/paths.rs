@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 
 /// File name of the ONNX Runtime shared library installed by `make setup`.
-pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
+pub(crate) const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
 
 /// Where the model and the runtime are looked for.
 ///
@@ -16,7 +16,7 @@ pub const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
 /// * `SUBCOG_ORT_LIB`, then `ORT_DYLIB_PATH` (default
 ///   `$SUBCOG_HOME/lib/libonnxruntime.so.1.31.1`) is the ONNX Runtime library.
 #[derive(Debug, Clone)]
-pub struct ModelPaths {
+pub(crate) struct ModelPaths {
     /// `model.onnx`.
     pub model: PathBuf,
     /// `tokenizer.json`.
@@ -45,7 +45,7 @@ pub fn subcog_home() -> PathBuf {
 
 impl ModelPaths {
     /// Resolves the paths from the environment (read on every call).
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let home = subcog_home();
         let env = env_path;
         let model_dir =

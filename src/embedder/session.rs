@@ -124,7 +124,7 @@ pub(super) fn run(
 ///
 /// `hidden` is `[seq, dim]` row-major, `mask` is `[seq]` (1 = real token, 0 = padding).
 /// Returns `[dim]`; all zeros when the mask is all zero.
-pub fn mean_pool(hidden: &[f32], mask: &[i64], dim: usize) -> Vec<f32> {
+pub(crate) fn mean_pool(hidden: &[f32], mask: &[i64], dim: usize) -> Vec<f32> {
     let mut sum = vec![0f32; dim];
     let mut count = 0f32;
     for (row, &m) in hidden.chunks_exact(dim).zip(mask) {
@@ -144,7 +144,7 @@ pub fn mean_pool(hidden: &[f32], mask: &[i64], dim: usize) -> Vec<f32> {
 }
 
 /// Divides `v` by its L2 norm (clamped at 1e-12, as `torch.nn.functional.normalize`).
-pub fn normalize(mut v: Vec<f32>) -> Vec<f32> {
+pub(crate) fn normalize(mut v: Vec<f32>) -> Vec<f32> {
     let n = crate::vector::norm(&v).max(1e-12);
     v.iter_mut().for_each(|x| *x /= n);
     v

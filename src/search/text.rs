@@ -21,7 +21,7 @@ const STOPWORDS: &[&str] = &[
 
 /// The words of `text`: maximal runs of alphanumeric characters (Unicode), lowercased,
 /// first occurrence order, without duplicates.
-pub fn words(text: &str) -> Vec<String> {
+pub(crate) fn words(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for w in text.split(|c: char| !c.is_alphanumeric()) {
         if w.is_empty() {

@@ -77,16 +77,16 @@ impl Metric {
 }
 
 /// A distance function over two vectors of equal length.
-pub type DistanceFn = fn(&[f32], &[f32]) -> f32;
+pub(crate) type DistanceFn = fn(&[f32], &[f32]) -> f32;
 
 /// A distance function over two vectors of IEEE-754 binary16 values (as bits).
-pub type HalfDistanceFn = fn(&[u16], &[u16]) -> f32;
+pub(crate) type HalfDistanceFn = fn(&[u16], &[u16]) -> f32;
 
 /// The inner-product distance `1 - a.b` over binary16 vectors (the HNSW graph of cosine
 /// tables holds unit vectors in binary16): AVX-512F, else F16C + AVX2 + FMA, when the CPU
 /// has them (chosen at run time), else a portable conversion. AVX-512 took ~15% off the
 /// CPU time of a 30k bulk load against AVX2 (AMD EPYC, scripts/perf_targets.py).
-pub fn half_ip_distance() -> HalfDistanceFn {
+pub(crate) fn half_ip_distance() -> HalfDistanceFn {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -103,7 +103,7 @@ pub fn half_ip_distance() -> HalfDistanceFn {
 }
 
 /// binary16 bits to f32 (exact: every binary16 value is a float32 value).
-pub fn f16_to_f32(h: u16) -> f32 {
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let man = (h & 0x3ff) as u32;
@@ -128,7 +128,7 @@ impl Metric {
     /// Summation runs in 8 or 16 independent lanes (AVX2 + FMA when the CPU has them,
     /// chosen at run time), so results differ from [`Metric::distance`] in the last bits; the
     /// graph only needs the order. Exact results always come from [`Metric::distance`].
-    pub fn graph_distance(self) -> DistanceFn {
+    pub(crate) fn graph_distance(self) -> DistanceFn {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2")
@@ -185,7 +185,7 @@ pub fn decode(blob: &[u8], dim: usize, what: &str) -> Result<Vec<f32>> {
 
 /// Decodes a stored vector BLOB without re-validating finiteness (it was validated on
 /// insert). Returns `None` if the length is wrong.
-pub fn decode_stored(blob: &[u8], dim: usize) -> Option<Vec<f32>> {
+pub(crate) fn decode_stored(blob: &[u8], dim: usize) -> Option<Vec<f32>> {
     if blob.len() != dim * 4 {
         return None;
     }
@@ -197,7 +197,7 @@ pub fn decode_stored(blob: &[u8], dim: usize) -> Option<Vec<f32>> {
 }
 
 /// Encodes a vector as a BLOB of little-endian float32.
-pub fn encode(v: &[f32]) -> Vec<u8> {
+pub(crate) fn encode(v: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len() * 4);
     for x in v {
         out.extend_from_slice(&x.to_le_bytes());
@@ -209,7 +209,7 @@ pub fn encode(v: &[f32]) -> Vec<u8> {
 ///
 /// # Errors
 /// [`Error::Invalid`] if the text is not a JSON array of finite numbers.
-pub fn from_json(text: &str) -> Result<Vec<f32>> {
+pub(crate) fn from_json(text: &str) -> Result<Vec<f32>> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| Error::invalid(format!("vector JSON: {e}; got '{}'", clip(text))))?;
     let arr = value.as_array().ok_or_else(|| {
@@ -290,12 +290,12 @@ pub(crate) fn from_sql(v: ValueRef<'_>, dim: Option<usize>, what: &str) -> Resul
 }
 
 /// L2 norm of `v`.
-pub fn norm(v: &[f32]) -> f32 {
+pub(crate) fn norm(v: &[f32]) -> f32 {
     v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
 /// Shortens long user text for error messages.
-pub fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     if s.chars().count() <= 60 {
         s.to_string()
     } else {
