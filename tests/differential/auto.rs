@@ -510,7 +510,10 @@ impl AWorld {
             self.sync(t);
             let name = A_MEMS[t].0;
             for (id, r) in &self.o[t].rows {
-                let Some(v) = &r.v else { continue };
+                // Expired memories never come back from a search (by design).
+                let Some(v) = r.v.as_ref().filter(|_| !r.expired) else {
+                    continue;
+                };
                 let got = knn(&self.w, name, v, 1, None, r.sup.is_some())
                     .unwrap_or_else(|e| panic!("{ctx}: {name}: KNN of {id}'s vector: {e}"));
                 let found = got
