@@ -236,15 +236,9 @@ fn random_operations_agree_with_the_oracle() {
         seeds.len()
     );
 }
-/// KNOWN FAILURE (issue 16, open): at the end of the run (seed 1) memory 14 of `a_default`
-/// (384-d, auto-embedded) is not returned by a KNN of the vector the oracle holds for it
-/// (`[(352, 0.0858)]`). It fails the same way every run, so it is not the graph's
-/// randomness; the table and the oracle agree on its supersession. Not diagnosed: either
-/// the oracle keeps a stale vector for a re-embedded row, or the table hides or mis-stores
-/// it. Run with `cargo test --no-default-features --features bundled --test differential
-/// -- --include-ignored`.
-#[test]
-#[ignore = "known failure, not diagnosed: see the comment"]
+/// The auto-embedded default tables against their oracle (`auto.rs`): deferred embeddings,
+/// batched near-duplicate checks, sized transactions around the fold thresholds, integrity
+/// after every COMMIT and ROLLBACK, and every visible memory found by a KNN of its own vector.
 fn auto_embedded_default_tables_agree_with_the_oracle() {
     let (_, seeds, _) = env_list();
     let probe = mem();
