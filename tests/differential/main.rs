@@ -239,6 +239,7 @@ fn random_operations_agree_with_the_oracle() {
 /// The auto-embedded default tables against their oracle (`auto.rs`): deferred embeddings,
 /// batched near-duplicate checks, sized transactions around the fold thresholds, integrity
 /// after every COMMIT and ROLLBACK, and every visible memory found by a KNN of its own vector.
+#[test]
 fn auto_embedded_default_tables_agree_with_the_oracle() {
     let (_, seeds, _) = env_list();
     let probe = mem();
