@@ -72,6 +72,45 @@ impl<'vtab> MemCursor<'vtab> {
         Ok(())
     }
 
+    /// The value of column `i` of the current row (NULL past the end).
+    fn column_value(&self, ctx: &mut Context, i: c_int) -> Result<()> {
+        let Some((r, superseded_by)) = &self.row else {
+            return Ok(ctx.set_result(Null)?);
+        };
+        let found = self.answer.results.get(self.pos);
+        Ok(match i {
+            col::ID => ctx.set_result(r.id),
+            col::CONTENT => ctx.set_result(&r.content),
+            col::NAMESPACE => ctx.set_result(&r.namespace),
+            col::TAGS => ctx.set_result(&r.tags),
+            col::METADATA => ctx.set_result(&r.metadata),
+            col::SOURCE => ctx.set_result(&r.source),
+            col::IMPORTANCE => ctx.set_result(r.importance),
+            col::CREATED_AT => ctx.set_result(r.created_at),
+            col::UPDATED_AT => ctx.set_result(r.updated_at),
+            col::EMBEDDING => {
+                if ctx.no_change() {
+                    return Ok(());
+                }
+                let blob = self.table().store.embedding_blob(r.id)?;
+                ctx.set_result(&blob)
+            }
+            col::EXPIRES_AT => ctx.set_result(r.expires_at),
+            col::SUPERSEDED_BY => {
+                if self.superseded_known {
+                    return Ok(ctx.set_result(*superseded_by)?);
+                }
+                let by = self.table().store.superseded_by(r.id)?;
+                ctx.set_result(by.map(|(id, _)| id))
+            }
+            col::EXPLAIN => ctx.set_result(self.explain()),
+            col::DISTANCE => ctx.set_result(found.and_then(|f| f.distance)),
+            col::SCORE => ctx.set_result(found.and_then(|f| f.score)),
+            col::K => ctx.set_result(self.answer.k),
+            _ => ctx.set_result(Null),
+        }?)
+    }
+
     /// The `explain` column of the current result: NULL outside a search.
     fn explain(&self) -> Option<String> {
         let rank = self.answer.ranking.as_ref()?;
@@ -116,44 +155,10 @@ unsafe impl VTabCursor for MemCursor<'_> {
     }
 
     fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
-        let Some((r, superseded_by)) = &self.row else {
-            return ctx.set_result(Null);
-        };
-        let found = self.answer.results.get(self.pos);
-        match i {
-            col::ID => ctx.set_result(r.id),
-            col::CONTENT => ctx.set_result(&r.content),
-            col::NAMESPACE => ctx.set_result(&r.namespace),
-            col::TAGS => ctx.set_result(&r.tags),
-            col::METADATA => ctx.set_result(&r.metadata),
-            col::SOURCE => ctx.set_result(&r.source),
-            col::IMPORTANCE => ctx.set_result(r.importance),
-            col::CREATED_AT => ctx.set_result(r.created_at),
-            col::UPDATED_AT => ctx.set_result(r.updated_at),
-            col::EMBEDDING => {
-                if ctx.no_change() {
-                    return Ok(());
-                }
-                let blob = guard(|| self.table().store.embedding_blob(r.id))?;
-                ctx.set_result(&blob)
-            }
-            col::EXPIRES_AT => ctx.set_result(r.expires_at),
-            col::SUPERSEDED_BY => {
-                if self.superseded_known {
-                    return ctx.set_result(*superseded_by);
-                }
-                let by = guard(|| self.table().store.superseded_by(r.id))?;
-                ctx.set_result(by.map(|(id, _)| id))
-            }
-            col::EXPLAIN => ctx.set_result(self.explain()),
-            col::DISTANCE => ctx.set_result(found.and_then(|f| f.distance)),
-            col::SCORE => ctx.set_result(found.and_then(|f| f.score)),
-            col::K => ctx.set_result(self.answer.k),
-            _ => ctx.set_result(Null),
-        }
+        guard(|| self.column_value(ctx, i))
     }
 
     fn rowid(&self) -> rusqlite::Result<i64> {
-        Ok(self.row.as_ref().map_or(0, |(r, _)| r.id))
+        guard(|| Ok(self.row.as_ref().map_or(0, |(r, _)| r.id)))
     }
 }

@@ -103,11 +103,13 @@ unsafe impl<'vtab> VTab<'vtab> for VecSearchTab {
         guard(|| Ok(Self::plan(info)))
     }
     fn open(&'vtab mut self) -> rusqlite::Result<VecSearchCursor<'vtab>> {
-        Ok(VecSearchCursor {
-            base: ffi::sqlite3_vtab_cursor::default(),
-            rows: Vec::new(),
-            pos: 0,
-            phantom: PhantomData,
+        guard(|| {
+            Ok(VecSearchCursor {
+                base: ffi::sqlite3_vtab_cursor::default(),
+                rows: Vec::new(),
+                pos: 0,
+                phantom: PhantomData,
+            })
         })
     }
 }
@@ -185,8 +187,10 @@ unsafe impl VTabCursor for VecSearchCursor<'_> {
     }
 
     fn next(&mut self) -> rusqlite::Result<()> {
-        self.pos += 1;
-        Ok(())
+        guard(|| {
+            self.pos += 1;
+            Ok(())
+        })
     }
 
     fn eof(&self) -> bool {
@@ -194,17 +198,19 @@ unsafe impl VTabCursor for VecSearchCursor<'_> {
     }
 
     fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
-        let Some(&(id, d)) = self.rows.get(self.pos) else {
-            return Ok(());
-        };
-        match i {
-            0 => ctx.set_result(id),
-            1 => ctx.set_result(d),
-            _ => ctx.set_result(rusqlite::types::Null),
-        }
+        guard(|| {
+            let Some(&(id, d)) = self.rows.get(self.pos) else {
+                return Ok(());
+            };
+            Ok(match i {
+                0 => ctx.set_result(id),
+                1 => ctx.set_result(d),
+                _ => ctx.set_result(rusqlite::types::Null),
+            }?)
+        })
     }
 
     fn rowid(&self) -> rusqlite::Result<i64> {
-        Ok(self.rows.get(self.pos).map_or(0, |r| r.0))
+        guard(|| Ok(self.rows.get(self.pos).map_or(0, |r| r.0)))
     }
 }

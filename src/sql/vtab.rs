@@ -248,7 +248,7 @@ unsafe impl<'vtab> VTab<'vtab> for MemoriesTab {
     }
 
     fn open(&'vtab mut self) -> rusqlite::Result<MemCursor<'vtab>> {
-        Ok(MemCursor::new())
+        guard(|| Ok(MemCursor::new()))
     }
 }
 
