@@ -175,7 +175,7 @@ table_options! {
         "HNSW connectivity M ({range})";
     /// HNSW `ef_construction`: candidate list size while inserting. Default 64 (perf
     /// branch: with ef_search 128, recall@10 0.972 at 100k 384-d vectors vs 0.933 for
-    /// 128/64, and 2.3x the insert rate; scripts/perf_targets.py).
+    /// 128/64, and 2.3x the insert rate; benches/py/perf_targets.py).
     ef_construction: usize = 64,
         "ef_construction", Kind::Int { min: 1, max: 4096 }, None,
         "HNSW candidate list while inserting";

@@ -1,4 +1,4 @@
-//! Checkpoints inside a statement defer writing the HNSW snapshot to COMMIT (src/ann.rs,
+//! Checkpoints inside a statement defer writing the HNSW snapshot to COMMIT (src/ann/,
 //! `maybe_checkpoint`): searches inside the transaction, ROLLBACK TO, ROLLBACK, COMMIT and
 //! a second connection must all see exactly the table's rows. Bundled SQLite.
 

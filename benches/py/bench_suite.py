@@ -123,7 +123,7 @@ def usearch_index(cfg):
 
 
 def insert_threads():
-    """Threads subcog uses to add vectors to its graph (src/ann.rs `add_parallel`):
+    """Threads subcog uses to add vectors to its graph (src/ann/ `add_parallel`):
     min(4, CPUs)."""
     return max(1, min(4, len(os.sched_getaffinity(0))))
 

@@ -12,7 +12,7 @@ Every text is distinct. The same seed gives the same list on every machine.
 
 Embeddings. `OrtEmbedder` runs the model file subcog uses (model.onnx and tokenizer.json
 in $SUBCOG_MODEL_DIR, default $SUBCOG_HOME/models/all-MiniLM-L6-v2) with the same recipe as
-src/embedder.rs: WordPiece with [CLS]/[SEP], truncation at 256 tokens, padding per batch to
+src/embedder/: WordPiece with [CLS]/[SEP], truncation at 256 tokens, padding per batch to
 its longest text, mean pooling weighted by the attention mask, L2 normalisation; the same
 intra-op thread count (SUBCOG_THREADS, else min(2, CPUs)) and graph optimisation level.
 Corpus embeddings are cached in target/bench-cache/ in chunks of 10,000, so a re-run (or a
@@ -36,7 +36,7 @@ MAX_TOKENS = 256
 
 
 def subcog_home():
-    """$SUBCOG_HOME, else $XDG_DATA_HOME/subcog, else ~/.local/share/subcog (src/embedder.rs)."""
+    """$SUBCOG_HOME, else $XDG_DATA_HOME/subcog, else ~/.local/share/subcog (src/embedder/)."""
     if os.environ.get("SUBCOG_HOME"):
         return os.environ["SUBCOG_HOME"]
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
@@ -48,7 +48,7 @@ def model_dir():
 
 
 def threads():
-    """subcog's intra-op thread count (src/embedder.rs `threads()`): SUBCOG_THREADS when a
+    """subcog's intra-op thread count (src/embedder/ `threads()`): SUBCOG_THREADS when a
     positive integer, else min(2, CPUs available to this process)."""
     try:
         n = int(os.environ.get("SUBCOG_THREADS", ""))
@@ -207,7 +207,7 @@ def questions(n):
 
 
 class OrtEmbedder:
-    """all-MiniLM-L6-v2 through Python onnxruntime + tokenizers, recipe of src/embedder.rs."""
+    """all-MiniLM-L6-v2 through Python onnxruntime + tokenizers, recipe of src/embedder/."""
 
     def __init__(self, n_threads=None):
         import onnxruntime as ort
@@ -231,7 +231,7 @@ class OrtEmbedder:
 
     def run(self, batch):
         """Embeds one batch in one ONNX run: float32 [len(batch), 384], unit rows."""
-        # One text at a time, as src/embedder.rs does (encode_batch would tokenize in parallel).
+        # One text at a time, as src/embedder/ does (encode_batch would tokenize in parallel).
         enc = [self.tok.encode(t, add_special_tokens=True) for t in batch]
         seq = max(1, max(len(e.ids) for e in enc))
         ids = np.zeros((len(enc), seq), np.int64)

@@ -20,7 +20,7 @@ model the table uses) and cached in target/bench-cache/:
     facts), which must stay apart. A pair supersedes at threshold t when cos(old, new) >= t.
   * LoCoMo (../shared/data/locomo-dev.json): every turn of every conversation, one
     namespace per conversation, inserted in order; a turn is an exact duplicate when its
-    normalised text (lowercased, whitespace collapsed, as src/dedup.rs) equals that of a
+    normalised text (lowercased, whitespace collapsed, as src/table/dedup.rs) equals that of a
     live memory (no new row), else it supersedes its nearest earlier live turn when their
     cosine is >= t (a superseded turn is no longer live: never a dedup target again).
     Turns are stored as `make eval` stores them (`(date) speaker: text [image: caption]`)
@@ -69,7 +69,7 @@ DIM = 384
 
 
 def normalise(text):
-    """Dedup normalisation of src/dedup.rs `normalise`: whitespace-split, lowercased, joined
+    """Dedup normalisation of src/table/dedup.rs `normalise`: whitespace-split, lowercased, joined
     by one space."""
     return " ".join(w.lower() for w in text.split())
 

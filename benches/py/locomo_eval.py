@@ -18,7 +18,7 @@ those that landed on it as exact duplicates (same normalised text).
   knn      embedding MATCH embed(question) AND k = 10
   keyword  content MATCH subcog_fts_query(question) AND k = 10
   hybrid   mem MATCH question AND k = 10   (BM25 and KNN fused, neighbouring turns as
-           context; see src/search.rs)
+           context; see src/search/mod.rs)
 
 Metrics (averaged over questions): turn recall@5/@10 (fraction of the evidence
 turns retrieved), session recall@5/@10 (fraction of evidence sessions with at
@@ -158,7 +158,7 @@ def label_of(opts):
 
 
 def normalise(text):
-    """The dedup normalisation of src/dedup.rs: whitespace-split, lowercased, one space."""
+    """The dedup normalisation of src/table/dedup.rs: whitespace-split, lowercased, one space."""
     return " ".join(w.lower() for w in text.split())
 
 

@@ -126,7 +126,7 @@ class Lab:
         return rank
 
     def engine(self, w=0.4, g=0.5, window=2, depth=10, k=10, kw=None):
-        """What src/search.rs::hybrid does: candidates = each side's top `depth`, own score
+        """What src/search/mod.rs `hybrid` does: candidates = each side's top `depth`, own score
         from BM25 / best BM25 (0 outside the keyword list) and exact cosine, neighbours join,
         context over pairs with at least one candidate."""
         kwd = kw or self.keyword

@@ -85,7 +85,7 @@ pub(crate) type HalfDistanceFn = fn(&[u16], &[u16]) -> f32;
 /// The inner-product distance `1 - a.b` over binary16 vectors (the HNSW graph of cosine
 /// tables holds unit vectors in binary16): AVX-512F, else F16C + AVX2 + FMA, when the CPU
 /// has them (chosen at run time), else a portable conversion. AVX-512 took ~15% off the
-/// CPU time of a 30k bulk load against AVX2 (AMD EPYC, scripts/perf_targets.py).
+/// CPU time of a 30k bulk load against AVX2 (AMD EPYC, benches/py/perf_targets.py).
 pub(crate) fn half_ip_distance() -> HalfDistanceFn {
     #[cfg(target_arch = "x86_64")]
     {

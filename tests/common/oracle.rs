@@ -28,7 +28,7 @@ pub fn similarity(a: &[f32], b: &[f32]) -> f64 {
     1.0 - f64::from(cosine(a, b))
 }
 
-/// Content as compared for exact duplicates (src/dedup.rs `normalise`): lowercase,
+/// Content as compared for exact duplicates (src/table/dedup.rs `normalise`): lowercase,
 /// whitespace runs collapsed, trimmed.
 pub fn normalise(s: &str) -> String {
     s.split_whitespace()

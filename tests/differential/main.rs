@@ -11,7 +11,7 @@
 //! * `m_exact` / `m_ann`: rows given explicit ids (never deduplicated), one table always
 //!   exact (`exact_max=1000000`), one always HNSW (`exact_max=0`).
 //!
-//! Transactions are sized to cross every fold and checkpoint threshold of src/ann.rs
+//! Transactions are sized to cross every fold and checkpoint threshold of src/ann/
 //! `maybe_checkpoint` (`Commit` max(1024, size/8), `Write` max(16384, size/2),
 //! `WriteSearched` max(128, size/64)): 1, 127, 128, 129, 1023, 1024, 1025 inserts (half
 //! of the time after an `'optimize'`, so the pending list starts empty), once past
