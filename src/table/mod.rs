@@ -161,3 +161,86 @@ impl MemoryTable {
             .map(|_| ())
     }
 }
+
+#[cfg(all(test, feature = "bundled"))]
+mod tests {
+    //! The table's logic driven directly, without a virtual table or SQL decoding.
+
+    use super::MemoryTable;
+    use super::query::{Query, Search};
+    use super::write::{NewRow, OnConflict};
+    use crate::options::TableOptions;
+    use crate::search::rank::Ranking;
+
+    fn table() -> MemoryTable {
+        let conn = rusqlite::Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let args = ["dim=4".to_string(), "auto_embed=off".to_string()];
+        MemoryTable::create(conn, "main", "m", &args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn row(content: &str, v: [f32; 4]) -> NewRow {
+        NewRow {
+            content: content.into(),
+            namespace: "default".into(),
+            tags: "[]".into(),
+            metadata: "{}".into(),
+            importance: 0.5,
+            embedding: Some(v.to_vec()),
+            ..NewRow::default()
+        }
+    }
+
+    fn knn(t: &MemoryTable, q: [f32; 4], k: usize) -> Vec<i64> {
+        t.flush().unwrap_or_else(|e| panic!("{e}"));
+        let query = Query::Search {
+            search: Search::Knn(q.to_vec()),
+            k,
+            k_column: Some(k as i64),
+            namespace: None,
+            ranking: Ranking::from_options(&TableOptions::default()),
+            include_superseded: false,
+        };
+        let answer = t.query(query).unwrap_or_else(|e| panic!("{e}"));
+        answer.results.iter().map(|f| f.id).collect()
+    }
+
+    #[test]
+    fn insert_dedup_search_and_delete_without_sqlite_callbacks() {
+        let t = table();
+        let ins = |r: NewRow| {
+            t.insert(r, OnConflict::Abort)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let a = ins(row("The API limit is 100 per minute", [1.0, 0.0, 0.0, 0.0]));
+        let b = ins(row("Alice is on call", [0.0, 1.0, 0.0, 0.0]));
+        assert_eq!((a, b), (1, 2));
+        // An exact duplicate (same normalised text) lands on the existing memory.
+        assert_eq!(
+            ins(row(
+                "the api LIMIT is 100   per minute",
+                [0.0, 0.0, 1.0, 0.0]
+            )),
+            a
+        );
+        // A near duplicate is stored and supersedes the older memory.
+        let c = ins(row(
+            "The API limit is 500 per minute",
+            [0.99, 0.1, 0.0, 0.0],
+        ));
+        assert_eq!(knn(&t, [1.0, 0.0, 0.0, 0.0], 2), vec![c, b]);
+        assert_eq!(
+            t.store.superseded_by(a).ok().flatten().map(|s| s.0),
+            Some(c)
+        );
+        // An explicit id that exists conflicts unless told otherwise.
+        let again = NewRow {
+            id: Some(b),
+            ..row("x", [0.0, 0.0, 0.0, 1.0])
+        };
+        assert!(t.insert(again.clone(), OnConflict::Abort).is_err());
+        assert_eq!(t.insert(again, OnConflict::Ignore).ok(), Some(b));
+        t.delete(c).unwrap_or_else(|e| panic!("{e}"));
+        // With its successor deleted, the older memory is visible again.
+        assert_eq!(knn(&t, [1.0, 0.0, 0.0, 0.0], 1), vec![a]);
+    }
+}
