@@ -29,8 +29,9 @@ pub(crate) enum Checkpoint {
 
 /// Pending ids at which [`Checkpoint::WriteSearched`] folds them into the graph: every
 /// batch of near-duplicate checks compares the pending vectors exactly, so this bounds
-/// that scan; a fold of this many costs the same graph insertions as one large fold later
-/// (plus one reachability check each), and the snapshot write stays deferred to COMMIT.
+/// that scan; a fold of this many costs the same graph insertions as one large fold later,
+/// and the snapshot write (with the reachability check of every node) stays deferred to
+/// COMMIT.
 pub(crate) const WRITE_SEARCHED_PENDING: usize = 128;
 
 fn random_generation() -> u64 {
@@ -191,10 +192,9 @@ impl Ann {
             store.clear_pending()?;
             self.keep_unreachable_pending(store)?;
         } else {
-            // A deferred snapshot: the new nodes now, every node when it is written.
-            let unreachable = unreachable(index, &items, self.unit, &store.opts)?;
+            // A deferred snapshot: the reachability check runs over every node when the
+            // snapshot is written (COMMIT), as after any checkpoint, so not here too.
             store.set_generation_unsaved(generation)?;
-            store.mark_pending_all(&unreachable)?;
         }
         self.generation = generation;
         Ok(())

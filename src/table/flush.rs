@@ -127,8 +127,19 @@ impl MemoryTable {
             max_distance,
         )?;
         let in_batch: HashSet<i64> = batch.iter().map(|u| u.id).collect();
-        let mut others: Vec<(i64, String, Vec<f32>)> = Vec::new();
+        // The graph candidates' stored vectors, read in one statement for the batch.
+        let mut wanted: Vec<i64> = graph.iter().flatten().copied().collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted.retain(|id| !in_batch.contains(id));
+        let mut stored: HashMap<i64, Vec<f32>> = HashMap::with_capacity(wanted.len());
         let dim = store.opts.dim;
+        store.vectors_of(&wanted, |id, blob| {
+            if let Some(v) = vector::decode_stored(blob, dim) {
+                stored.insert(id, v);
+            }
+        })?;
+        let mut others: Vec<(i64, String, Vec<f32>)> = Vec::new();
         store.pending_vectors_ns(|id, ns, blob| {
             if !in_batch.contains(&id)
                 && let Some(v) = vector::decode_stored(blob, dim)
@@ -137,12 +148,19 @@ impl MemoryTable {
             }
         })?;
         let small = self.small_namespaces(batch, checks, &in_batch)?;
+        // The SIMD kernel screens every pair; the few within reach get the exact distance
+        // ([`vector::Metric::distance`]), so the threshold and the link's weight are exact.
+        let fast = metric.graph_distance();
+        let screen = max_distance + 1e-3;
+        let near = |v: &[f32], w: &[f32]| -> Option<f32> {
+            (fast(v, w) <= screen).then(|| metric.distance(v, w))
+        };
         for (&i, candidates) in checks.iter().zip(graph) {
             let (u, v) = (&batch[i], &vecs[i]);
             let mut hits: Vec<(i64, f32)> = Vec::new();
             let exact = small.get(u.namespace.as_str());
             for (id, w) in exact.into_iter().flatten() {
-                hits.push((*id, metric.distance(v, w)));
+                hits.extend(near(v, w).map(|d| (*id, d)));
             }
             let candidates = if exact.is_some() {
                 Vec::new()
@@ -155,21 +173,18 @@ impl MemoryTable {
                 &others[..]
             };
             for id in candidates {
-                if in_batch.contains(&id) {
-                    continue;
-                }
-                if let Some(w) = store.embedding(id)? {
-                    hits.push((id, metric.distance(v, &w)));
+                if let Some(w) = stored.get(&id) {
+                    hits.extend(near(v, w).map(|d| (id, d)));
                 }
             }
             for (id, ns, w) in others_here {
                 if *ns == u.namespace {
-                    hits.push((*id, metric.distance(v, w)));
+                    hits.extend(near(v, w).map(|d| (*id, d)));
                 }
             }
             for j in 0..i {
                 if batch[j].namespace == u.namespace {
-                    hits.push((batch[j].id, metric.distance(v, &vecs[j])));
+                    hits.extend(near(v, &vecs[j]).map(|d| (batch[j].id, d)));
                 }
             }
             self.supersede_nearest(u.id, hits, max_distance, now)?;
@@ -189,10 +204,16 @@ impl MemoryTable {
         let store = &self.store;
         let dim = store.opts.dim;
         let mut small: HashMap<&str, Vec<(i64, Vec<f32>)>> = HashMap::new();
+        // Namespaces already counted and found larger than exact_max: counted once a batch.
+        let mut large: HashSet<&str> = HashSet::new();
         let cap = store.opts.exact_max.saturating_add(1);
         for &i in checks {
             let ns = batch[i].namespace.as_str();
-            if small.contains_key(ns) || store.count_capped(ns, cap)? > store.opts.exact_max {
+            if small.contains_key(ns) || large.contains(ns) {
+                continue;
+            }
+            if store.count_capped(ns, cap)? > store.opts.exact_max {
+                large.insert(ns);
                 continue;
             }
             let mut all = Vec::new();
