@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 
-use super::build::{add_parallel, unreachable};
+use super::build::{add_parallel, relink, unreachable};
 use super::{Ann, unit_vector};
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -101,25 +101,25 @@ impl Ann {
         self.ensure_loaded(store)?;
         let (g, saved) = store.snapshot_state()?;
         if g != saved {
+            let lost = self.relink_unreachable(store)?;
             self.save(store, g)?;
-            self.keep_unreachable_pending(store)?;
+            store.mark_pending_all(&lost)?;
         }
         Ok(())
     }
 
     /// Runs the reachability check ([`unreachable`]) over every node of the graph that is
-    /// not pending, and adds the ones their own vector does not find to the pending list.
-    /// Called whenever a snapshot is written: insertions after a node was added can
-    /// prune the links that led to it, so checking only the nodes a checkpoint adds is
-    /// not enough. Costs one short search per node (about 1.5 s CPU at 100,000 nodes),
-    /// once per snapshot write.
+    /// not pending, re-inserts the nodes it flags ([`relink`]: removed and added again,
+    /// so they get fresh links) and returns the ones their own vector still does not find,
+    /// for the caller to keep pending. Called before every snapshot write: insertions
+    /// after a node was added can prune the links that led to it, so checking only the
+    /// nodes a checkpoint adds is not enough. Costs one short search per node (ef 11 for
+    /// most), once per snapshot write.
     ///
     /// # Errors
     /// SQLite or usearch errors.
-    fn keep_unreachable_pending(&self, store: &Store) -> Result<()> {
-        let Some(index) = self.index.as_ref() else {
-            return Ok(());
-        };
+    fn relink_unreachable(&mut self, store: &Store) -> Result<Vec<i64>> {
+        self.thaw(store)?;
         let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
         let dim = store.opts.dim;
         let mut items: Vec<(u64, Vec<f32>)> = Vec::new();
@@ -130,8 +130,11 @@ impl Ann {
                 items.push((id as u64, self.graph_vector(&v).into_owned()));
             }
         })?;
+        let Some(index) = self.index.as_ref() else {
+            return Ok(Vec::new());
+        };
         let lost = unreachable(index, &items, self.unit, &store.opts)?;
-        store.mark_pending_all(&lost)
+        relink(index, &items, &lost, self.unit, &store.opts)
     }
 
     /// Serializes the graph into `<table>_hnsw` as the snapshot of `generation`.
@@ -188,9 +191,10 @@ impl Ann {
         add_parallel(index, &items)?;
         let generation = random_generation();
         if save {
-            self.save(store, generation)?;
             store.clear_pending()?;
-            self.keep_unreachable_pending(store)?;
+            let lost = self.relink_unreachable(store)?;
+            self.save(store, generation)?;
+            store.mark_pending_all(&lost)?;
         } else {
             // A deferred snapshot: the reachability check runs over every node when the
             // snapshot is written (COMMIT), as after any checkpoint, so not here too.
@@ -216,7 +220,8 @@ impl Ann {
         })?;
         index.reserve(items.len().max(1024))?;
         add_parallel(&index, &items)?;
-        let unreachable = unreachable(&index, &items, unit, &store.opts)?;
+        let lost = unreachable(&index, &items, unit, &store.opts)?;
+        let unreachable = relink(&index, &items, &lost, unit, &store.opts)?;
         self.index = Some(index);
         self.unit = unit;
         let generation = random_generation();
