@@ -67,10 +67,11 @@ wheel: setup build
 ## npm: dist/subcog-<version>.tgz (`npm pack` of packaging/npm: the extension, the binary, the
 ## model, the tokenizer and ONNX Runtime), from the same outputs
 npm: setup build
-	packaging/stage.sh npm packaging/npm/native
-	mkdir -p dist && rm -f dist/subcog-*.tgz
-	cd packaging/npm && npm pack --pack-destination ../../dist --loglevel=error >/dev/null
-	@ls -l dist/subcog-*.tgz
+	@if [ "$$SUBCOG_SKIP_NPM" = 1 ]; then echo "npm: SKIPPED (SUBCOG_SKIP_NPM=1)"; else \
+	  set -e; packaging/stage.sh npm packaging/npm/native; \
+	  mkdir -p dist && rm -f dist/subcog-*.tgz; \
+	  (cd packaging/npm && npm pack --pack-destination ../../dist --loglevel=error >/dev/null); \
+	  ls -l dist/subcog-*.tgz; fi
 
 ## test-packaging: install the wheel and the npm package into fresh environments (empty HOME, no
 ## SUBCOG_* variables, the checkout hidden) and use them (tests/packaging; SUBCOG_SKIP_NPM=1 skips

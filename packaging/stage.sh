@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copies what a package ships into a staging folder, from the outputs of `make build` and
 # `make setup` (nothing is compiled here):
-#   stage.sh python DEST   DEST/libsubcog.so, DEST/bin/subcog, DEST/model/{model.onnx,tokenizer.json}
+#   stage.sh python DEST   DEST/libsubcog.so, DEST/bin/subcog, DEST/model/{model.onnx,tokenizer.json},
+#                          DEST/THIRD_PARTY_NOTICES.md
 #   stage.sh npm DEST      the same, plus DEST/lib/libonnxruntime.so.1.31.1
 # The extension and the binary are stripped of their symbol tables (about 5 MB smaller; the
 # dynamic symbols, sqlite3_subcog_init among them, stay). The model, the tokenizer and the
@@ -32,6 +33,7 @@ copy_stripped "$ext" "$dest/libsubcog.so" 755
 copy_stripped "$bin" "$dest/bin/subcog" 755
 install -m 644 "$home/models/all-MiniLM-L6-v2/model.onnx" "$dest/model/model.onnx"
 install -m 644 "$home/models/all-MiniLM-L6-v2/tokenizer.json" "$dest/model/tokenizer.json"
+install -m 644 "$repo/packaging/THIRD_PARTY_NOTICES.md" "$dest/THIRD_PARTY_NOTICES.md"
 case "$kind" in
   python) ;;
   npm)

@@ -23,6 +23,7 @@ FILES = {
     "bin/subcog": "subcog/bin/subcog",
     "model/model.onnx": "subcog/model/model.onnx",
     "model/tokenizer.json": "subcog/model/tokenizer.json",
+    "THIRD_PARTY_NOTICES.md": "subcog/THIRD_PARTY_NOTICES.md",
 }
 
 
