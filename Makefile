@@ -77,7 +77,7 @@ npm: setup build
 ## SUBCOG_* variables, the checkout hidden) and use them (tests/packaging; SUBCOG_SKIP_NPM=1 skips
 ## the npm part, saying so)
 test-packaging: venv wheel npm
-	timeout 1200 $(PY) -m pytest -q tests/packaging
+	timeout 1200 $(PY) -m pytest -q -s tests/packaging
 
 ## demo: set-up, build, then a memory database from examples/memories.jsonl and a few searches
 demo: setup build

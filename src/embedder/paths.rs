@@ -72,9 +72,15 @@ fn own_dir() -> Option<PathBuf> {
 
 /// The packaged files next to this library, when present: (model folder, runtime).
 fn sibling_files() -> (Option<PathBuf>, Option<PathBuf>) {
-    let Some(dir) = own_dir() else {
-        return (None, None);
-    };
+    match own_dir() {
+        Some(dir) => sibling_files_in(&dir),
+        None => (None, None),
+    }
+}
+
+/// The packaged files next to a library in `dir`, when present: (`dir/model` if it holds
+/// `model.onnx`; `dir/lib/` or `dir/../onnxruntime/capi/` `libonnxruntime.so.1.31.1`).
+fn sibling_files_in(dir: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
     let model = Some(dir.join("model")).filter(|d| d.join("model.onnx").is_file());
     let mut runtimes = vec![dir.join("lib").join(ORT_LIB_NAME)];
     if let Some(site) = dir.parent() {
@@ -131,6 +137,34 @@ impl ModelPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_dir_is_the_folder_of_this_object() {
+        let dir = own_dir().expect("dladdr names this test binary");
+        let exe = std::env::current_exe().expect("current_exe");
+        assert_eq!(Some(dir.as_path()), exe.canonicalize().expect("exe").parent());
+    }
+
+    #[test]
+    fn sibling_files_are_the_package_layouts() {
+        let root = std::env::temp_dir().join(format!("subcog-siblings-{}", std::process::id()));
+        let pkg = root.join("site-packages/subcog");
+        std::fs::create_dir_all(pkg.join("model")).expect("mkdir");
+        assert_eq!(sibling_files_in(&pkg), (None, None), "nothing there yet");
+        std::fs::write(pkg.join("model/model.onnx"), b"x").expect("write");
+        let wheel_rt = root.join("site-packages/onnxruntime/capi");
+        std::fs::create_dir_all(&wheel_rt).expect("mkdir");
+        std::fs::write(wheel_rt.join(ORT_LIB_NAME), b"x").expect("write");
+        assert_eq!(
+            sibling_files_in(&pkg),
+            (Some(pkg.join("model")), Some(wheel_rt.join(ORT_LIB_NAME)))
+        );
+        // The npm layout (lib/ next to the library) comes first.
+        std::fs::create_dir_all(pkg.join("lib")).expect("mkdir");
+        std::fs::write(pkg.join("lib").join(ORT_LIB_NAME), b"x").expect("write");
+        assert_eq!(sibling_files_in(&pkg).1, Some(pkg.join("lib").join(ORT_LIB_NAME)));
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
 
     #[test]
     fn paths_follow_environment() {

@@ -24,8 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 DIST = REPO / "dist"
 SETUP_HOME = Path(os.environ.get("SUBCOG_HOME") or (
     Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share") / "subcog"))
-# Downloads are cached outside every HOME the tests make (CI is a fresh clone: first run fills it).
-CACHE = REPO / "target/packaging-cache"
+# pip's and npm's download caches: outside the checkout and outside every HOME the tests make
+# (the real user's cache folder; the first run fills it).
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "subcog-packaging"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 # Three memories and, for each, a question whose hybrid search must rank it first.

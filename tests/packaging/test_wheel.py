@@ -59,7 +59,7 @@ def venv(outside, wheel):
     subprocess.run([py, "-m", "pip", "install", "-q", pinned("mcp"), pinned("datasette"),
                     SQLITE_UTILS], env=env, cwd=work, check=True, timeout=900)
     report("wheel install (pip install of the wheel and its dependencies, pip cache warm "
-           "when target/packaging-cache exists)", seconds=round(took, 1),
+           "after the first run)", seconds=round(took, 1),
            wheel_bytes=wheel.stat().st_size)
     assert_no_checkout_paths(work / "venv")
     run_env = clean_env(outside / "home", PATH=f"{work}/venv/bin:" + env["PATH"])
