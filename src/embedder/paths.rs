@@ -66,7 +66,9 @@ fn own_dir() -> Option<PathBuf> {
     // SAFETY: `dli_fname` is non-null and points to a NUL-terminated string owned by the
     // dynamic linker, valid while this object stays loaded (it is running this code).
     let name = unsafe { CStr::from_ptr(info.dli_fname) };
-    let file = Path::new(OsStr::from_bytes(name.to_bytes())).canonicalize().ok()?;
+    let file = Path::new(OsStr::from_bytes(name.to_bytes()))
+        .canonicalize()
+        .ok()?;
     file.parent().map(Path::to_path_buf)
 }
 
@@ -142,7 +144,10 @@ mod tests {
     fn own_dir_is_the_folder_of_this_object() {
         let dir = own_dir().expect("dladdr names this test binary");
         let exe = std::env::current_exe().expect("current_exe");
-        assert_eq!(Some(dir.as_path()), exe.canonicalize().expect("exe").parent());
+        assert_eq!(
+            Some(dir.as_path()),
+            exe.canonicalize().expect("exe").parent()
+        );
     }
 
     #[test]
@@ -162,7 +167,10 @@ mod tests {
         // The npm layout (lib/ next to the library) comes first.
         std::fs::create_dir_all(pkg.join("lib")).expect("mkdir");
         std::fs::write(pkg.join("lib").join(ORT_LIB_NAME), b"x").expect("write");
-        assert_eq!(sibling_files_in(&pkg).1, Some(pkg.join("lib").join(ORT_LIB_NAME)));
+        assert_eq!(
+            sibling_files_in(&pkg).1,
+            Some(pkg.join("lib").join(ORT_LIB_NAME))
+        );
         std::fs::remove_dir_all(&root).expect("cleanup");
     }
 
