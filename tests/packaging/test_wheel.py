@@ -1,7 +1,7 @@
 """The wheel (`make wheel`) installed with pip into a fresh venv of /usr/bin/python3 (empty
 HOME, no SUBCOG_*; dependencies from PyPI), then used from outside the checkout with the
-checkout hidden: stdlib sqlite3, the `subcog mcp` console script through the MCP Python
-SDK, the Datasette plugin, and the `.so` through `sqlite-utils --load-extension`."""
+checkout hidden: stdlib sqlite3, APSW, the `subcog mcp` console script through the MCP
+Python SDK, the Datasette plugin, and the `.so` through `sqlite-utils --load-extension`."""
 
 import json
 import re
@@ -57,7 +57,7 @@ def venv(outside, wheel):
                    timeout=900)
     took = time.monotonic() - t
     subprocess.run([py, "-m", "pip", "install", "-q", pinned("mcp"), pinned("datasette"),
-                    SQLITE_UTILS], env=env, cwd=work, check=True, timeout=900)
+                    pinned("apsw"), SQLITE_UTILS], env=env, cwd=work, check=True, timeout=900)
     report("wheel install (pip install of the wheel and its dependencies, pip cache warm "
            "after the first run)", seconds=round(took, 1),
            wheel_bytes=wheel.stat().st_size)
@@ -112,6 +112,11 @@ def test_stdlib_sqlite3_load_and_hybrid_search(venv):
     assert out["ids"] == len(MEMORIES)
     report("wheel: python process start to first stored memory (import, load, model load, "
            "embed, commit)", seconds=out["first_insert_s"], whole_script_s=round(took, 2))
+
+
+def test_apsw_load_and_hybrid_search(venv):
+    out, _ = script(venv, "py_apsw.py", "apsw.db")
+    assert out["rows"] == 2
 
 
 def test_console_script_serves_mcp_to_the_python_sdk(venv):
