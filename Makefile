@@ -8,6 +8,7 @@ PY := .venv/bin/python
 export SUBCOG_EXT := $(CURDIR)/target/release/libsubcog
 
 .PHONY: setup venv build test test-rust test-py test-shell test-mcp test-examples demo eval bench bench-micro lint clean stress
+.PHONY: wheel npm test-packaging
 
 ## setup: ONNX Runtime, the model and its tokenizer into ~/.local/share/subcog (checksummed)
 setup:
@@ -26,7 +27,7 @@ build:
 $(EXT): build
 
 ## test: set-up, build, then every test (Rust unit/in-process, Python, sqlite3 shell)
-test: setup venv build test-rust test-py test-shell test-mcp test-examples
+test: setup venv build test-rust test-py test-shell test-mcp test-examples test-packaging
 
 test-rust:
 	$(CARGO) test --no-default-features --features bundled
@@ -52,6 +53,31 @@ test-examples: build
 	    || { echo "examples/node: FAILED to install better-sqlite3 with npm ci (see above);" \
 	              "set SUBCOG_SKIP_NPM=1 to skip the npm-based tests" >&2; exit 1; }; } \
 	  && node example.js; fi
+
+## wheel: dist/subcog-<version>-py3-none-manylinux_2_34_x86_64.whl (the extension, the binary, the
+## model and the tokenizer; depends on onnxruntime from PyPI) packed by hatchling from the outputs
+## of `make build` and `make setup` (packaging/stage.sh; nothing is compiled again)
+wheel: setup build
+	packaging/stage.sh python packaging/python/build/stage
+	mkdir -p dist && rm -f dist/subcog-*.whl
+	SUBCOG_STAGE=$(CURDIR)/packaging/python/build/stage /usr/bin/python3 -m pip wheel -q --no-deps \
+	  --wheel-dir dist packaging/python
+	@ls -l dist/subcog-*.whl
+
+## npm: dist/subcog-<version>.tgz (`npm pack` of packaging/npm: the extension, the binary, the
+## model, the tokenizer and ONNX Runtime), from the same outputs
+npm: setup build
+	@if [ "$$SUBCOG_SKIP_NPM" = 1 ]; then echo "npm: SKIPPED (SUBCOG_SKIP_NPM=1)"; else \
+	  set -e; packaging/stage.sh npm packaging/npm/native; \
+	  mkdir -p dist && rm -f dist/subcog-*.tgz; \
+	  (cd packaging/npm && npm pack --pack-destination ../../dist --loglevel=error >/dev/null); \
+	  ls -l dist/subcog-*.tgz; fi
+
+## test-packaging: install the wheel and the npm package into fresh environments (empty HOME, no
+## SUBCOG_* variables, the checkout hidden) and use them (tests/packaging; SUBCOG_SKIP_NPM=1 skips
+## the npm part, saying so)
+test-packaging: venv wheel npm
+	timeout 1200 $(PY) -m pytest -q -s tests/packaging
 
 ## demo: set-up, build, then a memory database from examples/memories.jsonl and a few searches
 demo: setup build
