@@ -486,7 +486,6 @@ fn select(
             priority: effective,
             reason,
         };
-        // One hop: its links and (option) neighbours become candidates.
         let mut push = |other: i64, p: f64, r: Reason| {
             if done.contains(&other) || !rows.contains_key(&other) {
                 return;
@@ -496,7 +495,8 @@ fn select(
                 heap.push(Entry(p, other));
             }
         };
-        if let Reason::Search(_) | Reason::Link { .. } = cand.reason {
+        // One hop: the links and (option) neighbours of a search hit become candidates.
+        if matches!(cand.reason, Reason::Search(_)) {
             for (other, kind) in linked.get(&id).into_iter().flatten() {
                 push(
                     *other,
@@ -507,8 +507,6 @@ fn select(
                     },
                 );
             }
-        }
-        if matches!(cand.reason, Reason::Search(_)) {
             for other in next_to.get(&id).into_iter().flatten() {
                 push(
                     *other,

@@ -2,7 +2,8 @@
 //!
 //! SQLite is bundled and the subcog extension is registered on every connection, so the
 //! binary needs no system SQLite. Subcommands: `mcp` (MCP server over stdio), `shell`
-//! (interactive SQL), `sql` (one-shot SQL), `import` / `export` (JSON lines). Every memory
+//! (interactive SQL), `sql` (one-shot SQL), `import` / `export` (JSON lines), `context`
+//! (a token-budgeted context for a question). Every memory
 //! operation is SQL against the `memories` virtual table.
 
 mod db;
@@ -68,6 +69,24 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Print the context for a question: the best memories, verbatim, packed into a token
+    /// budget (for prompts and hooks).
+    Context {
+        /// The question or task.
+        query: String,
+        /// Most tokens the context may take (the model's tokenizer).
+        #[arg(long, default_value_t = 1024)]
+        budget: u32,
+        /// Memory database [default: $SUBCOG_DB, else ~/.local/share/subcog/memory.db].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// text, markdown or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// Export all memories as JSON lines to stdout (without embeddings).
     Export {
         /// Memory database.
@@ -127,6 +146,29 @@ fn run(cli: Cli) -> Result<(), String> {
                 started.elapsed().as_secs_f64(),
                 s.describe()
             );
+            Ok(())
+        }
+        Command::Context {
+            query,
+            budget,
+            db,
+            namespace,
+            format,
+        } => {
+            let conn = db::open(&db::resolve(db), Prepare::Memories)?;
+            let text =
+                ops::context_text(&conn, &query, budget, namespace.as_deref(), Some(&format))?;
+            if !text.is_empty() {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{text}").map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        output::BROKEN_PIPE.to_string()
+                    } else {
+                        format!("writing the context: {e}")
+                    }
+                })?;
+            }
             Ok(())
         }
         Command::Export { path } => {
