@@ -36,7 +36,7 @@ embedding included (each question is new to the embedding cache).
 
     .venv/bin/python benches/py/context_eval.py [--ext PATH] [--data PATH] [--db PATH]
         [--reuse] [--json OUT] [--variants JSON;JSON] [--latency-queries N]
-        [--cache-dir DIR]
+        [--cache-dir DIR] [--skip-recall]
 """
 
 import argparse
@@ -69,6 +69,7 @@ def parse_args():
     p.add_argument("--latency-queries", type=int, default=200,
                    help="questions timed on the 10,000-memory table (0 = skip)")
     p.add_argument("--latency-size", type=int, default=10_000)
+    p.add_argument("--skip-recall", action="store_true", help="only the latency measurement")
     p.add_argument("--cache-dir", default=str(REPO / "target/bench-cache"),
                    help="benchdata's embedding cache (corpus vectors)")
     return p.parse_args()
@@ -176,8 +177,12 @@ def latency(args, count):
 
 def main():
     args = parse_args()
-    data = json.loads(Path(args.data).read_text(encoding="utf-8"))
     count = tokenizer()
+    if args.skip_recall:
+        lat = latency(args, count)
+        print(json.dumps(lat))
+        return 1 if lat["over_budget"] else 0
+    data = json.loads(Path(args.data).read_text(encoding="utf-8"))
     conn, holders, unheld = load_table(args, data)
     questions, stats = le.collect_questions(data)
     convs = sorted({q["conv"] for q in questions})

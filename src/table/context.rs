@@ -648,6 +648,87 @@ mod tests {
         assert_eq!(render(Format::Markdown, &[]), "");
     }
 
+    /// Tokens as whitespace-separated words (the real count is the tokenizer's).
+    fn words(s: &str) -> Result<usize> {
+        Ok(s.split_whitespace().count())
+    }
+
+    #[cfg(feature = "bundled")]
+    #[test]
+    fn assembly_respects_budget_links_and_supersession() {
+        use crate::table::MemoryTable;
+        use crate::table::write::{NewRow, OnConflict};
+        let conn = rusqlite::Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let args = [
+            "dim=2".to_string(),
+            "auto_embed=off".to_string(),
+            "dedup=off".to_string(),
+        ];
+        let t = MemoryTable::create(conn, "main", "m", &args).unwrap_or_else(|e| panic!("{e}"));
+        let mut ids = Vec::new();
+        for (i, text) in ["one two three", "four five", "six", "seven eight nine ten"]
+            .iter()
+            .enumerate()
+        {
+            let r = NewRow {
+                content: (*text).into(),
+                namespace: "default".into(),
+                tags: "[]".into(),
+                metadata: "{}".into(),
+                importance: 0.5,
+                embedding: Some(vec![1.0, i as f32]),
+                created_at: Some(i as i64),
+                ..NewRow::default()
+            };
+            ids.push(
+                t.insert(r, OnConflict::Abort)
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
+        }
+        let s = &t.store;
+        s.add_link(ids[0], ids[3], "contradicts", 1.0, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.add_link(ids[2], ids[1], "supersedes", 1.0, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let hits = [(ids[0], 0.9), (ids[2], 0.5)];
+        let run = |budget| {
+            assemble(s, &hits, budget, &Options::default(), &words)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // Header "# default, 1970-01-01" is 3 words; "one two three" 3; the linked
+        // contradicting memory 4 + its mark 4.
+        // Smaller than every candidate with its header: empty, never a cut memory.
+        assert_eq!(run(3).text, "");
+        // The best hit does not fit; a smaller one after it does.
+        assert_eq!(run(5).text, "# default, 1970-01-01\nsix");
+        let a = run(6);
+        assert_eq!(a.text, "# default, 1970-01-01\none two three");
+        let all = run(100);
+        let got: Vec<(i64, String)> = all
+            .items
+            .iter()
+            .map(|i| (i.id, i.reason.to_string()))
+            .collect();
+        // ids[1] is superseded by ids[2]: never in; ids[3] comes in by its link.
+        assert_eq!(
+            got,
+            vec![
+                (ids[0], "search #1".to_string()),
+                (ids[3], format!("link contradicts #{}", ids[0])),
+                (ids[2], "search #2".to_string()),
+            ]
+        );
+        assert!(all.text.contains(&format!(
+            "[#{} contradicts #{}] one two three",
+            ids[0], ids[3]
+        )));
+        for b in 0..40 {
+            let a = run(b);
+            assert!(words(&a.text).unwrap_or(usize::MAX) <= b, "{b}: {}", a.text);
+            assert_eq!(a, run(b), "deterministic");
+        }
+    }
+
     #[test]
     fn pool_grows_with_budget() {
         assert_eq!(pool_size(0), 50);

@@ -2,6 +2,7 @@
 on the command line."""
 
 import asyncio
+import json
 import subprocess
 
 import pytest
@@ -83,6 +84,12 @@ def test_cli_context(subcog, db_path):
                           "how do I ship the shop?"], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("# project:shop, ") and MEMORIES[0]["content"] in run.stdout
+    # As a Claude Code UserPromptSubmit hook: the hook's JSON input on stdin.
+    hook = subprocess.run([str(subcog), "context", "--db", str(db_path), "--budget", "60", "-"],
+                          input=json.dumps({"session_id": "s1", "hook_event_name": "UserPromptSubmit",
+                                            "prompt": "how do I ship the shop?"}),
+                          env=env, capture_output=True, text=True)
+    assert hook.returncode == 0 and hook.stdout == run.stdout, hook.stderr
     small = subprocess.run([str(subcog), "context", "--db", str(db_path), "--budget", "1", "shop"],
                            env=env, capture_output=True, text=True)
     assert small.returncode == 0 and small.stdout == ""

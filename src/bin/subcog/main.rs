@@ -72,7 +72,8 @@ enum Command {
     /// Print the context for a question: the best memories, verbatim, packed into a token
     /// budget (for prompts and hooks).
     Context {
-        /// The question or task.
+        /// The question or task; `-` reads it from stdin, where a JSON object with a
+        /// "prompt" string (what a Claude Code UserPromptSubmit hook receives) gives that.
         query: String,
         /// Most tokens the context may take (the model's tokenizer).
         #[arg(long, default_value_t = 1024)]
@@ -155,6 +156,11 @@ fn run(cli: Cli) -> Result<(), String> {
             namespace,
             format,
         } => {
+            let query = if query == "-" {
+                query_from_stdin()?
+            } else {
+                query
+            };
             let conn = db::open(&db::resolve(db), Prepare::Memories)?;
             let text =
                 ops::context_text(&conn, &query, budget, namespace.as_deref(), Some(&format))?;
@@ -180,6 +186,23 @@ fn run(cli: Cli) -> Result<(), String> {
             eprintln!("exported {n} memories from {}", path.display());
             Ok(())
         }
+    }
+}
+
+/// The query of `subcog context -`: stdin, or its `prompt` when stdin is a JSON object
+/// with a `prompt` string (a Claude Code hook's input).
+fn query_from_stdin() -> Result<String, String> {
+    use std::io::Read;
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("reading the query from stdin: {e}"))?;
+    match serde_json::from_str::<serde_json::Value>(&input) {
+        Ok(serde_json::Value::Object(o)) => match o.get("prompt") {
+            Some(serde_json::Value::String(p)) => Ok(p.clone()),
+            _ => Err("stdin is a JSON object without a \"prompt\" string".into()),
+        },
+        _ => Ok(input),
     }
 }
 
