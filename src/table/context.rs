@@ -247,6 +247,8 @@ struct Cand {
     row: Row,
     priority: f64,
     reason: Reason,
+    /// Tokens of its unmarked piece.
+    tokens: usize,
 }
 
 /// Heap entry: priority, then the lower id first.
@@ -437,7 +439,6 @@ fn select(
     };
     let mut used = 0usize;
     let mut groups: HashMap<(String, String), usize> = HashMap::new();
-    let mut tokens: HashMap<i64, usize> = HashMap::new();
     let mut chosen: Vec<Cand> = Vec::new();
     let mut done: HashSet<i64> = HashSet::new();
     while let Some(Entry(priority, id)) = heap.pop() {
@@ -460,14 +461,14 @@ fn select(
             continue; // a stale entry: the candidate was queued again higher
         }
         done.insert(id);
-        let own = match tokens.get(&id) {
-            Some(&t) => t,
-            None => {
-                let t = count(&piece(format, row, &[]))?;
-                tokens.insert(id, t);
-                t
-            }
-        };
+        // A whitespace-separated word is at least one WordPiece token (unless the
+        // normalizer removes all of it: then this skip is only a missed fit, never an
+        // overrun): a memory with more words than the budget has left is skipped
+        // without tokenizing it.
+        if used + row.content.split_whitespace().count() > budget {
+            continue;
+        }
+        let own = count(&piece(format, row, &[]))?;
         let head = if n == 0 && format != Format::Json {
             count(&header(format, &row.namespace, &day))?
         } else {
@@ -485,6 +486,7 @@ fn select(
             row: row.clone(),
             priority: effective,
             reason,
+            tokens: own,
         };
         let mut push = |other: i64, p: f64, r: Reason| {
             if done.contains(&other) || !rows.contains_key(&other) {
@@ -556,7 +558,11 @@ fn finish(
                 .map(|((r, c), cand)| {
                     Ok(Item {
                         id: r.id,
-                        tokens: count(&piece(format, r, c))?,
+                        tokens: if c.is_empty() {
+                            cand.tokens
+                        } else {
+                            count(&piece(format, r, c))?
+                        },
                         score: cand.priority,
                         reason: cand.reason.clone(),
                         contradicts: c.clone(),
