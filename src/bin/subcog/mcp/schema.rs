@@ -196,6 +196,7 @@ pub(crate) struct ListResult {
 /// Layout of a context (`memory_context`).
 #[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(inline)]
 pub(crate) enum ContextFormat {
     /// Plain text: a "# namespace, date" line per group, one memory per line (default).
     #[default]
