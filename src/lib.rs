@@ -42,6 +42,7 @@ pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     sql::lifecycle::register(conn)?;
     sql::vtab::register(conn)?;
     sql::vec_search::register(conn)?;
+    sql::context::register(conn)?;
     Ok(())
 }
 

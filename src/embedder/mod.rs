@@ -159,6 +159,21 @@ impl Embedder {
         Ok(())
     }
 
+    /// Number of WordPiece tokens of `text` under the model's own tokenizer, without the
+    /// special tokens (`[CLS]`, `[SEP]`) and without truncation (tokens past the model's
+    /// 256 are counted too): the unit of `subcog_context`'s budget.
+    ///
+    /// # Errors
+    /// [`Error::Inference`] if the tokenizer fails.
+    pub(crate) fn count_tokens(&self, text: &str) -> Result<usize> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Inference(format!("tokenizing: {e}")))?;
+        // The tokenizer truncates at MAX_TOKENS (stride 0): the rest is in `overflowing`.
+        Ok(enc.len() + enc.get_overflowing().iter().map(|o| o.len()).sum::<usize>())
+    }
+
     /// The files this embedder was loaded from.
     pub(crate) fn paths(&self) -> &ModelPaths {
         &self.paths

@@ -1,10 +1,12 @@
 //! The SQL adapter: everything SQLite calls into. The `memories` virtual table's trait
 //! methods ([`vtab`]), its planner ([`planner`]), the SQL functions ([`functions`],
-//! [`lifecycle`]), the `vec_search` table-valued function ([`vec_search`]) and the
+//! [`lifecycle`]), the `vec_search` table-valued function ([`vec_search`]), context
+//! assembly and links ([`context`]) and the
 //! loadable-extension entry point ([`entry`]). These decode SQL values and call
 //! [`crate::table`], where the memory logic lives.
 
 mod args;
+pub(crate) mod context;
 mod cursor;
 #[cfg(feature = "ext")]
 pub mod entry;

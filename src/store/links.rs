@@ -1,10 +1,42 @@
-//! `<table>_links`: relations between memories, `(src, dst, kind, weight, created_at)`;
-//! today the `supersedes` links of the near-duplicate check.
+//! `<table>_links`: relations between memories, `(src, dst, kind, weight, created_at)`:
+//! the `supersedes` links of the near-duplicate check, and the links users make with
+//! `subcog_link` (kinds [`KINDS`] or any other short string).
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{SUPERSEDES, Store};
+use super::{SUPERSEDES, Store, id_list};
 use crate::error::Result;
+
+/// The link kinds subcog gives a meaning to (any other non-empty string is a user kind):
+/// `relates` (symmetric association), `supersedes` (src replaces dst: dst is hidden from
+/// searches and contexts), `contradicts` (marked when both are in a context),
+/// `derived_from` (src was derived from dst), `part_of` (src is part of dst).
+pub(crate) const KINDS: &[&str] = &[
+    "relates",
+    SUPERSEDES,
+    "contradicts",
+    "derived_from",
+    "part_of",
+];
+
+/// `kind` of a link whose two ends disagree (`subcog_context` marks the pair).
+pub(crate) const CONTRADICTS: &str = "contradicts";
+
+/// One row of `<table>_links`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Link {
+    /// The memory the link goes from.
+    pub(crate) src: i64,
+    /// The memory the link goes to.
+    pub(crate) dst: i64,
+    /// The relation, e.g. `relates` or `supersedes`.
+    pub(crate) kind: String,
+    /// Strength (for `supersedes` from dedup: the cosine similarity; user links: 1 by
+    /// default).
+    pub(crate) weight: f64,
+    /// When the link was made, ms since the Unix epoch.
+    pub(crate) created_at: i64,
+}
 
 impl Store {
     /// Records the link `src -kind-> dst` with `weight` (for [`SUPERSEDES`]: the cosine
@@ -28,6 +60,55 @@ impl Store {
             .prepare_cached(&sql)?
             .execute(params![src, dst, kind, weight, now])?;
         Ok(())
+    }
+
+    /// Every link from or to one of `ids`, in one statement, ordered by `(src, kind, dst)`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(crate) fn links_of(&self, ids: &[i64]) -> Result<Vec<Link>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = self.sql(|| {
+            format!(
+                "SELECT src, dst, kind, weight, created_at FROM {l} \
+                 WHERE src IN (SELECT value FROM json_each(?1)) \
+                 OR dst IN (SELECT value FROM json_each(?1)) ORDER BY src, kind, dst",
+                l = self.q.links
+            )
+        });
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let links = st
+            .query_map([id_list(ids)], |r| {
+                Ok(Link {
+                    src: r.get(0)?,
+                    dst: r.get(1)?,
+                    kind: r.get(2)?,
+                    weight: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+                    created_at: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(links)
+    }
+
+    /// Deletes the links `src -kind-> dst` (every kind when `kind` is `None`); returns
+    /// how many were deleted.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(crate) fn remove_link(&self, src: i64, dst: i64, kind: Option<&str>) -> Result<usize> {
+        let sql = self.sql(|| {
+            format!(
+                "DELETE FROM {} WHERE src = ?1 AND dst = ?2 AND (?3 IS NULL OR kind = ?3)",
+                self.q.links
+            )
+        });
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .execute(params![src, dst, kind])?)
     }
 
     /// Deletes every link from or to `id` (the memory is deleted).

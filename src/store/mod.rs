@@ -43,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::names::quote;
 use crate::options::TableOptions;
 
+pub(crate) use links::{CONTRADICTS, KINDS, Link};
 pub(crate) use schema::FORMAT_VERSION;
 pub(crate) use vectors::Unembedded;
 

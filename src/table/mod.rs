@@ -10,9 +10,11 @@
 //!   COMMIT, every [`flush::FLUSH_BATCH`] INSERTs);
 //! * [`commands`]: `'rebuild'`, `'optimize'`, `'purge'`;
 //! * [`query`]: a decoded search or scan: dispatch, hidden rows, ranking;
-//! * [`dedup`]: content hash, merge, the record of where an INSERT landed.
+//! * [`dedup`]: content hash, merge, the record of where an INSERT landed;
+//! * [`context`]: context assembly (selection and packing into a token budget).
 
 pub(crate) mod commands;
+pub(crate) mod context;
 pub(crate) mod dedup;
 pub(crate) mod flush;
 pub(crate) mod query;

@@ -31,7 +31,7 @@ QUERIES = [
     ("who should review a change to payments?", 2),
 ]
 TOOLS = {"memory_store", "memory_search", "memory_get", "memory_update", "memory_delete",
-         "memory_list", "memory_stats"}
+         "memory_list", "memory_stats", "memory_context", "memory_link"}
 
 
 def require_bin():

@@ -40,10 +40,10 @@ inspect() { "$INSPECTOR" --cli "$BIN" mcp --db "$DB" "$@"; }
 fail() { echo "inspector: FAIL: $*" >&2; exit 1; }
 json() { /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-# tools/list: the seven tools, each with an input and an output schema.
+# tools/list: the nine tools, each with an input and an output schema.
 inspect --method tools/list > "$TMP/tools.json"
 got="$(json "' '.join(sorted(t['name'] for t in d['tools'] if t.get('inputSchema') and t.get('outputSchema')))" < "$TMP/tools.json")"
-want="memory_delete memory_get memory_list memory_search memory_stats memory_store memory_update"
+want="memory_context memory_delete memory_get memory_link memory_list memory_search memory_stats memory_store memory_update"
 [[ "$got" == "$want" ]] || fail "tools/list gave: $got"
 
 # tools/call: store three memories, search, get, update, list, stats, delete.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, RawServer, child_env, run
+from conftest import BIN, TOOLS, RawServer, child_env, run
 
 pytestmark = pytest.mark.usefixtures("subcog")
 
@@ -35,7 +35,7 @@ def test_discover_and_unknown_methods_get_32601(raw_server):
     assert s.request("server/discover", {"_meta": DISCOVER_META})["error"]["code"] == -32601
     assert s.request("ping")["result"] == {}
     tools = s.request("tools/list")["result"]["tools"]
-    assert len(tools) == 7
+    assert len(tools) == len(TOOLS)
     code, rest, err = s.close()
     assert code == 0 and rest == ""
 

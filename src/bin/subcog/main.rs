@@ -2,7 +2,8 @@
 //!
 //! SQLite is bundled and the subcog extension is registered on every connection, so the
 //! binary needs no system SQLite. Subcommands: `mcp` (MCP server over stdio), `shell`
-//! (interactive SQL), `sql` (one-shot SQL), `import` / `export` (JSON lines). Every memory
+//! (interactive SQL), `sql` (one-shot SQL), `import` / `export` (JSON lines), `context`
+//! (a token-budgeted context for a question). Every memory
 //! operation is SQL against the `memories` virtual table.
 
 mod db;
@@ -68,6 +69,25 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Print the context for a question: the best memories, verbatim, packed into a token
+    /// budget (for prompts and hooks).
+    Context {
+        /// The question or task; `-` reads it from stdin, where a JSON object with a
+        /// "prompt" string (what a Claude Code UserPromptSubmit hook receives) gives that.
+        query: String,
+        /// Most tokens the context may take (the model's tokenizer).
+        #[arg(long, default_value_t = 1024)]
+        budget: u32,
+        /// Memory database [default: $SUBCOG_DB, else ~/.local/share/subcog/memory.db].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// text, markdown or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// Export all memories as JSON lines to stdout (without embeddings).
     Export {
         /// Memory database.
@@ -129,6 +149,34 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Context {
+            query,
+            budget,
+            db,
+            namespace,
+            format,
+        } => {
+            let query = if query == "-" {
+                query_from_stdin()?
+            } else {
+                query
+            };
+            let conn = db::open(&db::resolve(db), Prepare::Memories)?;
+            let text =
+                ops::context_text(&conn, &query, budget, namespace.as_deref(), Some(&format))?;
+            if !text.is_empty() {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{text}").map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        output::BROKEN_PIPE.to_string()
+                    } else {
+                        format!("writing the context: {e}")
+                    }
+                })?;
+            }
+            Ok(())
+        }
         Command::Export { path } => {
             if !path.exists() {
                 return Err(format!("{}: no such database", path.display()));
@@ -138,6 +186,23 @@ fn run(cli: Cli) -> Result<(), String> {
             eprintln!("exported {n} memories from {}", path.display());
             Ok(())
         }
+    }
+}
+
+/// The query of `subcog context -`: stdin, or its `prompt` when stdin is a JSON object
+/// with a `prompt` string (a Claude Code hook's input).
+fn query_from_stdin() -> Result<String, String> {
+    use std::io::Read;
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("reading the query from stdin: {e}"))?;
+    match serde_json::from_str::<serde_json::Value>(&input) {
+        Ok(serde_json::Value::Object(o)) => match o.get("prompt") {
+            Some(serde_json::Value::String(p)) => Ok(p.clone()),
+            _ => Err("stdin is a JSON object without a \"prompt\" string".into()),
+        },
+        _ => Ok(input),
     }
 }
 

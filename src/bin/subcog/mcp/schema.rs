@@ -192,3 +192,76 @@ pub(crate) struct ListResult {
     /// Memories, newest first.
     pub(crate) memories: Vec<Memory>,
 }
+
+/// Layout of a context (`memory_context`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+pub(crate) enum ContextFormat {
+    /// Plain text: a "# namespace, date" line per group, one memory per line (default).
+    #[default]
+    Text,
+    /// Markdown: a heading per group, one bullet per memory.
+    Markdown,
+    /// JSON: {"context": [{"id", "namespace", "date", "content", "contradicts"?}]}.
+    Json,
+}
+
+impl ContextFormat {
+    /// The `format` option of `subcog_context`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ContextFormat::Text => "text",
+            ContextFormat::Markdown => "markdown",
+            ContextFormat::Json => "json",
+        }
+    }
+}
+
+/// Arguments of `memory_context`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ContextArgs {
+    /// The question or task to assemble memories for, in natural language.
+    pub(crate) query: String,
+    /// Most tokens the context may take (counted with the embedding model's tokenizer;
+    /// headers and separators included), 0 to 1000000; e.g. 1024.
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub(crate) budget: u32,
+    /// Only use memories of this namespace.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(crate) namespace: Option<String>,
+    /// "text" (default), "markdown" or "json".
+    #[serde(default)]
+    pub(crate) format: ContextFormat,
+}
+
+/// Result of `memory_context`.
+pub(crate) type ContextResult = ops::Context;
+
+fn default_kind() -> String {
+    "relates".to_string()
+}
+
+/// Arguments of `memory_link`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LinkArgs {
+    /// Id of the memory the link goes from.
+    pub(crate) src: i64,
+    /// Id of the memory the link goes to.
+    pub(crate) dst: i64,
+    /// The relation: "relates" (default), "supersedes" (src replaces dst, which then no
+    /// longer comes back from searches), "contradicts", "derived_from", "part_of", or any
+    /// short name of your own.
+    #[serde(default = "default_kind")]
+    pub(crate) kind: String,
+    /// Strength of the link (default 1).
+    #[serde(default)]
+    #[schemars(with = "f64")]
+    pub(crate) weight: Option<f64>,
+}
+
+/// Result of `memory_link`.
+pub(crate) type LinkResult = ops::Linked;

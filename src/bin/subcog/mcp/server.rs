@@ -12,8 +12,8 @@ use rusqlite::Connection;
 
 use super::MAX_PROTOCOL;
 use super::schema::{
-    Args, DeleteResult, IdArgs, ListArgs, ListResult, SearchArgs, SearchResult, StoreArgs,
-    StoreResult, UpdateArgs,
+    Args, ContextArgs, ContextResult, DeleteResult, IdArgs, LinkArgs, LinkResult, ListArgs,
+    ListResult, SearchArgs, SearchResult, StoreArgs, StoreResult, UpdateArgs,
 };
 use crate::ops::{self, Memory, Stats};
 
@@ -123,6 +123,65 @@ impl MemoryServer {
             })
             .await?;
         Ok(Json(SearchResult { results }))
+    }
+
+    /// `memory_context`.
+    #[tool(
+        name = "memory_context",
+        description = "Assemble what memory knows about a question into a context of at most \
+        budget tokens: the most relevant memories (hybrid search, plus memories linked to \
+        them), verbatim, grouped by namespace and in the order they were stored, each group \
+        with its date. Memories that contradict each other are marked. Use it at the start of \
+        a task instead of several searches. Returns the context and, for each memory in it, \
+        its id, tokens, score and why it was chosen.",
+        annotations(
+            title = "Assemble a context",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_context(
+        &self,
+        Parameters(Args(a)): Parameters<Args<ContextArgs>>,
+    ) -> Result<Json<ContextResult>, String> {
+        Ok(Json(
+            self.run(move |c, _| {
+                ops::context(
+                    c,
+                    &a.query,
+                    a.budget,
+                    a.namespace.as_deref(),
+                    Some(a.format.as_str()),
+                )
+            })
+            .await?,
+        ))
+    }
+
+    /// `memory_link`.
+    #[tool(
+        name = "memory_link",
+        description = "Link two memories by id: kind relates (default), supersedes (src \
+        replaces dst: dst no longer comes back from searches or contexts), contradicts \
+        (contexts mark the pair), derived_from, part_of, or a name of your own. \
+        memory_context follows links one hop. Linking the same pair with the same kind \
+        again replaces the weight.",
+        annotations(
+            title = "Link two memories",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_link(
+        &self,
+        Parameters(Args(a)): Parameters<Args<LinkArgs>>,
+    ) -> Result<Json<LinkResult>, String> {
+        Ok(Json(
+            self.run(move |c, _| ops::link(c, a.src, a.dst, &a.kind, a.weight))
+                .await?,
+        ))
     }
 
     /// `memory_get`.

@@ -3,14 +3,17 @@
 //! The MCP tools, `import` and `export` all go through these functions; none of them
 //! touches the shadow tables or the extension's Rust API directly. [`records`] holds the
 //! types the operations take and return (with their JSON schemas), [`write`] the stores,
-//! updates and deletes, [`read`] the reads and searches.
+//! updates and deletes, [`read`] the reads and searches, [`context`] context assembly
+//! and links.
 
+mod context;
 mod read;
 mod records;
 mod write;
 
 use serde::Serialize;
 
+pub(crate) use context::{Context, Linked, context, link, text as context_text};
 pub(crate) use read::{for_each, get, list, search, stats};
 pub(crate) use records::{
     Changes, ImportRecord, Memory, Mode, NewMemory, Outcome, Ranking, Scored, Stats, Stored,
