@@ -74,9 +74,13 @@
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 use crate::error::{Error, Result};
+
+#[cfg(test)]
+mod corpus;
+mod pii;
 
 /// What a `memories` table does with a row whose content, tags or metadata contain a
 /// secret: the table option `secrets=redact|reject|allow`.
@@ -97,12 +101,20 @@ impl SecretPolicy {
     /// # Errors
     /// [`Error::Invalid`] naming the option `secrets`, the accepted values and `s`.
     pub fn parse(s: &str) -> Result<Self> {
+        Self::parse_option("secrets", s)
+    }
+
+    /// [`SecretPolicy::parse`] for the option named `option` (`secrets` or `pii`).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `option`, the accepted values and `s`.
+    pub fn parse_option(option: &str, s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "redact" => Ok(SecretPolicy::Redact),
             "reject" => Ok(SecretPolicy::Reject),
             "allow" => Ok(SecretPolicy::Allow),
             _ => Err(Error::invalid(format!(
-                "memories option secrets: expected one of redact, reject, allow; got '{s}'"
+                "memories option {option}: expected one of redact, reject, allow; got '{s}'"
             ))),
         }
     }
@@ -203,9 +215,12 @@ const SPECS: &[Spec] = &[
         pattern: concat!(
             r"(?i:aws[_\-. ]?secret[_\-. ]?(?:access[_\-. ]?)?key|secret[_\-. ]?access[_\-. ]?key)",
             sep!(),
-            r#"["']?(?P<s1>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#
+            r#"["']?(?P<s1>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
+            // A key pair: the secret within 80 chars after its access key id.
+            r"|\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b[^\n]{0,80}?(?:^|[^A-Za-z0-9/+])",
+            r"(?P<s2>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"
         ),
-        accept: None,
+        accept: Some(accept_aws_secret),
     },
     Spec {
         kind: "azure_account_key",
@@ -324,13 +339,340 @@ const SPECS: &[Spec] = &[
         accept: None,
     },
     Spec {
+        kind: "azure_ad_client_secret",
+        pattern: r#"(?:^|[\s'"`=:(,>\\])(?P<s1>[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.\-]{31,34})(?:$|[\s'"`<),\\;])"#,
+        accept: None,
+    },
+    Spec {
+        kind: "azure_sas_signature",
+        pattern: r"[?&;](?i:sig)=(?P<s1>[A-Za-z0-9%+/]{30,}={0,2})",
+        accept: None,
+    },
+    Spec {
+        kind: "alibaba_access_key_id",
+        pattern: r"\bLTAI[A-Za-z0-9]{20}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "heroku_api_key",
+        pattern: concat!(r"\b(?P<s1>HRKU-AA[A-Za-z0-9_\-]{58})", end_dash!()),
+        accept: None,
+    },
+    Spec {
+        kind: "flyio_token",
+        pattern: r"\b(?:fo1_[A-Za-z0-9_\-]{43}|fm[12][ar]?_[A-Za-z0-9+/]{100,}={0,3})",
+        accept: None,
+    },
+    Spec {
+        kind: "cloudflare_origin_ca_key",
+        pattern: r"\bv1\.0-[a-f0-9]{24}-[a-f0-9]{146}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "netlify_token",
+        pattern: r"\bnf[pcou]_[A-Za-z0-9]{36,40}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "supabase_token",
+        pattern: r"\bsb[pa]_(?:v0_)?[a-f0-9]{40}\b|\bsb_secret_[A-Za-z0-9_\-]{30,}",
+        accept: None,
+    },
+    Spec {
+        kind: "terraform_cloud_token",
+        pattern: r"\b[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=\-]{60,70}",
+        accept: None,
+    },
+    Spec {
+        kind: "vault_token",
+        pattern: r"\bhv[sbr]\.[A-Za-z0-9_\-]{24,400}",
+        accept: None,
+    },
+    Spec {
+        kind: "pulumi_token",
+        pattern: r"\bpul-[a-f0-9]{40}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "doppler_token",
+        pattern: r"\bdp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "onepassword_token",
+        pattern: r"\bops_eyJ[A-Za-z0-9+/]{250,}={0,3}|\bA3-[A-Z0-9]{6}-(?:[A-Z0-9]{11}|[A-Z0-9]{6}-[A-Z0-9]{5})-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "databricks_token",
+        pattern: r"\bdapi[a-f0-9]{32}(?:-[0-9])?\b",
+        accept: None,
+    },
+    Spec {
+        kind: "planetscale_token",
+        pattern: r"\bpscale_(?:tkn|pw|oauth)_[A-Za-z0-9_=.\-]{32,64}",
+        accept: None,
+    },
+    Spec {
+        kind: "neon_api_key",
+        pattern: r"\bnapi_[a-z0-9]{64}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "tailscale_key",
+        pattern: r"\btskey-(?:auth|api|client|scim|webhook)-[A-Za-z0-9]{6,}-[A-Za-z0-9]{20,}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "docker_hub_token",
+        pattern: r"\bdckr_(?:pat|oat)_[A-Za-z0-9_\-]{27,}",
+        accept: None,
+    },
+    Spec {
+        kind: "docker_auth",
+        pattern: r#""auth"\s*:\s*"(?P<s1>[A-Za-z0-9+/]{8,}={0,2})""#,
+        accept: None,
+    },
+    Spec {
+        kind: "openshift_token",
+        pattern: concat!(r"\b(?P<s1>sha256~[A-Za-z0-9_\-]{43})", end_dash!()),
+        accept: None,
+    },
+    Spec {
+        kind: "bitbucket_token",
+        pattern: r"\bAT(?:BB|CT)[A-Za-z0-9_=.\-]{32,}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "atlassian_api_token",
+        pattern: r"\bAT(?:ATT|CTT|STT)3[A-Za-z0-9_\-=]{150,260}",
+        accept: None,
+    },
+    Spec {
+        kind: "circleci_token",
+        pattern: r"\bCCIP(?:AT|RJ)_[A-Za-z0-9]{22}_[a-f0-9]{40}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "buildkite_token",
+        pattern: r"\bbk(?:ua|ct)_[a-f0-9]{40}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "rubygems_token",
+        pattern: r"\brubygems_[a-f0-9]{48}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "nuget_api_key",
+        pattern: r"\boy2[a-z0-9]{43}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "clojars_token",
+        pattern: r"\bCLOJARS_[A-Za-z0-9]{60}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "artifactory_token",
+        pattern: r"\bAKCp[A-Za-z0-9]{69}\b|\bcmVmd[A-Za-z0-9]{59}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "sourcegraph_token",
+        pattern: r"\bsgp_(?:[a-f0-9]{16}_|local_)?[a-f0-9]{40}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "sonarqube_token",
+        pattern: r"\bsq[uap]_[a-f0-9]{40}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "postman_api_key",
+        pattern: r"\bPMAK-[a-f0-9]{24}-[a-f0-9]{34}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "readme_api_key",
+        pattern: r"\brdme_[a-z0-9]{70}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "infracost_api_key",
+        pattern: r"\bico-[A-Za-z0-9]{32}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "mailgun_key",
+        pattern: r"\bkey-[a-f0-9]{32}\b|\b[a-f0-9]{32}-[a-f0-9]{8}-[a-f0-9]{8}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "mailchimp_api_key",
+        pattern: r"\b[a-f0-9]{32}-us[0-9]{1,2}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "brevo_api_key",
+        pattern: r"\bx(?:keysib|smtpsib)-[a-f0-9]{64}-[A-Za-z0-9]{16}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "square_token",
+        pattern: concat!(
+            r"\b(?P<s1>(?:EAAA|sq0atp-)[A-Za-z0-9_\-]{22,}|sq0csp-[A-Za-z0-9_\-]{43})",
+            end_dash!()
+        ),
+        accept: None,
+    },
+    Spec {
+        kind: "braintree_token",
+        pattern: r"\baccess_token\$(?:production|sandbox)\$[a-z0-9]{16}\$[a-f0-9]{32}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "hubspot_token",
+        pattern: r"\bpat-(?:na|eu|ap)[0-9]-[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "groq_api_key",
+        pattern: r"\bgsk_[A-Za-z0-9]{52}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "replicate_token",
+        pattern: r"\br8_[A-Za-z0-9]{37}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "perplexity_api_key",
+        pattern: r"\bpplx-[A-Za-z0-9]{48}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "xai_api_key",
+        pattern: r"\bxai-[A-Za-z0-9]{80}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "langsmith_api_key",
+        pattern: r"\blsv2_(?:pt|sk)_[a-f0-9]{32}_[a-f0-9]{10}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "pinecone_api_key",
+        pattern: r"\bpcsk_[A-Za-z0-9]{4,8}_[A-Za-z0-9]{50,70}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "sentry_token",
+        pattern: r"\bsntry[us]_[A-Za-z0-9+/=_]{40,}",
+        accept: None,
+    },
+    Spec {
+        kind: "sentry_dsn",
+        pattern: r"https?://(?P<s1>[a-f0-9]{32})(?::[a-f0-9]{32})?@[A-Za-z0-9.\-]*sentry",
+        accept: None,
+    },
+    Spec {
+        kind: "grafana_token",
+        pattern: r"\bglc_[A-Za-z0-9+/]{32,400}={0,3}|\bglsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}\b|\beyJrIjoi[A-Za-z0-9]{70,400}={0,3}",
+        accept: None,
+    },
+    Spec {
+        kind: "new_relic_key",
+        pattern: r"\bNR(?:AK|II|JS|RA|IQ)-[A-Za-z0-9]{20,42}\b|\b[a-f0-9]{36}NRAL\b",
+        accept: None,
+    },
+    Spec {
+        kind: "dynatrace_token",
+        pattern: r"\bdt0c01\.[A-Za-z0-9]{24}\.[A-Za-z0-9]{64}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "linear_api_key",
+        pattern: r"\blin_(?:api|oauth)_[A-Za-z0-9]{40,64}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "notion_token",
+        pattern: r"\bntn_[0-9]{11}[A-Za-z0-9]{35}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "airtable_token",
+        pattern: r"\bpat[A-Za-z0-9]{14}\.[a-f0-9]{64}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "figma_token",
+        pattern: concat!(r"\b(?P<s1>fig[dou]_[A-Za-z0-9_\-]{40,})", end_dash!()),
+        accept: None,
+    },
+    Spec {
+        kind: "mapbox_secret_token",
+        pattern: r"\bsk\.eyJ[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]{20,}",
+        accept: None,
+    },
+    Spec {
+        kind: "typeform_token",
+        pattern: r"\btfp_[A-Za-z0-9_\-=.]{59}",
+        accept: None,
+    },
+    Spec {
+        kind: "frameio_token",
+        pattern: r"\bfio-u-[A-Za-z0-9_\-=]{64}",
+        accept: None,
+    },
+    Spec {
+        kind: "easypost_key",
+        pattern: r"\bEZ[AT]K[A-Za-z0-9]{54}\b",
+        accept: None,
+    },
+    Spec {
+        kind: "shippo_token",
+        pattern: r"\bshippo_(?:live|test)_[a-f0-9]{40}\b",
+        accept: None,
+    },
+    Spec {
         kind: "jwt",
         pattern: r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*",
         accept: None,
     },
     Spec {
+        kind: "password_hash",
+        pattern: r"\$(?:apr1|1|5|6|2[abxy]?|y|argon2i?d?)\$[A-Za-z0-9./$=,+]{20,}",
+        accept: None,
+    },
+    Spec {
+        kind: "curl_credentials",
+        pattern: r#"\bcurl\b[^\n]*?\s(?:-u|--user)[ =]?["']?[^\s:"']{1,64}:(?P<s1>[^\s"']{3,})"#,
+        accept: Some(accept_url_password),
+    },
+    Spec {
+        kind: "env_secret",
+        pattern: concat!(
+            r#"(?:^|[\s;"'`])(?:export\s+)?(?:[A-Z0-9]+_)*(?:SECRET|TOKEN|PASSWORD|PASSWD|PASS|PWD|PASSPHRASE|CREDENTIALS?|DSN|"#,
+            r"(?:SECRET|API|ACCESS|PRIVATE|MASTER|SIGNING|AUTH|LICENSE|APP|ENCRYPTION|ENC|CLIENT|ADMIN|SERVICE|ACCOUNT|WEBHOOK)_?KEY)",
+            r#"[ \t]*=[ \t]*(?:"(?P<s1>[^"\r\n]*)"|'(?P<s2>[^'\r\n]*)'|(?P<s3>[^\s"'`]*[^\s"'`;,]))"#
+        ),
+        accept: Some(accept_env_secret),
+    },
+    Spec {
+        kind: "cli_secret_flag",
+        pattern: concat!(
+            r"(?:^|\s)--?(?:[A-Za-z0-9]+[\-.])*(?i:token|api-?key|auth-?key|access-key|secret|password|passwd)",
+            r#"(?:=|[ \t]+)["']?(?P<s1>[^\s"'`]{8,})"#,
+            // `mysql -pPASSWORD` (the password glued to `-p`).
+            r#"|\bmysql(?:dump|admin|sh)?\b[^\n]*?\s-p["']?(?P<s2>[^\s"'`]{4,})"#
+        ),
+        accept: Some(accept_cli_secret),
+    },
+    Spec {
         kind: "url_password",
-        pattern: r#"\b[A-Za-z][A-Za-z0-9+.\-]{1,30}://[^\s:/?#"'<>\[\]]*:(?P<s1>[^\s/?#"'<>]+)@[A-Za-z0-9_.\-\[\]]+"#,
+        pattern: r#"\b[A-Za-z][A-Za-z0-9+.\-]{1,30}://[^\s:/?#"'<>\[\]]*:(?P<s1>[^\s/"'<>]+)@[A-Za-z0-9_.\-\[\]]+"#,
         accept: Some(accept_url_password),
     },
     Spec {
@@ -355,11 +697,21 @@ const SPECS: &[Spec] = &[
     Spec {
         kind: "secret_assignment",
         pattern: concat!(
-            r"\b[A-Za-z0-9_.\-]*(?i:api[_.\-]?key|secret|private[_.\-]?key|access[_.\-]?key|token|credentials?)",
+            r"\b[A-Za-z0-9_.\-]*(?i:(?:api|secret|private|access|master|signing|license|auth|encryption|client|app)[_.\-]?key|secret|token|credentials?)",
             sep!(),
             value!()
         ),
         accept: Some(accept_secret_value),
+    },
+    Spec {
+        kind: "secret_in_prose",
+        pattern: concat!(
+            r"(?i:\b(?:password|passwd|passphrase|passcode|token|secret|",
+            r"(?:api|access|secret|private|auth|license|signing|master|account|app|admin|deploy|service|client|personal|production|live)[ _\-](?:key|token|secret)))\b",
+            r"(?:\s+(?:for|of|to|on)(?:\s+[A-Za-z0-9_.\-]+){1,3}?)?",
+            r#"(?:\s*[:=]|\s+(?:is|was)(?:\s+now)?:?)?\s+["'`]?(?P<s1>[^\s"'`]{5,}[^\s"'`.,;:)])"#
+        ),
+        accept: Some(accept_prose_secret),
     },
 ];
 
@@ -415,6 +767,15 @@ fn compile(spec: &Spec) -> std::result::Result<Detector, regex::Error> {
 static DETECTORS: LazyLock<Vec<Detector>> =
     LazyLock::new(|| SPECS.iter().filter_map(|s| compile(s).ok()).collect());
 
+/// All detectors' patterns in one [`RegexSet`] (index `i` is `DETECTORS[i]`): one pass
+/// over the text tells which detectors match at all, so the others are not run. `None`
+/// (never expected: the patterns compiled one by one) runs every detector.
+static PREFILTER: LazyLock<Option<RegexSet>> = LazyLock::new(|| {
+    RegexSet::new(DETECTORS.iter().map(|d| d.re.as_str()))
+        .ok()
+        .filter(|set| set.len() == DETECTORS.len())
+});
+
 /// `[REDACTED:<kind>]` markers already in a text: never detected again.
 static MARKER: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"\[REDACTED:[a-z0-9_]+\]").ok());
@@ -422,21 +783,39 @@ static MARKER: LazyLock<Option<Regex>> =
 /// Longest rejected value (bytes) searched again for a match starting inside it.
 const MAX_RESCAN: usize = 256;
 
-/// Finds the secrets in `text`: non-overlapping, ordered by `start`.
-///
-/// Each detector runs once over the text (one regex pass each, ~33 passes); a span
-/// claimed by an earlier kind in [`KINDS`] is not claimed by a later one, and spans
-/// inside existing `[REDACTED:...]` markers are ignored.
+/// Finds the secrets in `text` (not the personal data: [`scan_with`]): non-overlapping,
+/// ordered by `start`.
 pub fn scan(text: &str) -> Vec<Finding> {
+    scan_with(text, false)
+}
+
+/// Whether a finding's kind is personal data ([`pii::KINDS`]: the `pii` option) rather
+/// than a secret (the `secrets` option).
+pub fn is_pii(kind: &str) -> bool {
+    pii::KINDS.contains(&kind)
+}
+
+/// Finds the secrets in `text`, and with `with_pii` the personal data ([`pii`]):
+/// non-overlapping, ordered by `start`.
+///
+/// One [`RegexSet`] pass tells which detectors match; each of those then runs once over
+/// the text. A span claimed by an earlier kind in [`KINDS`] is not claimed by a later one
+/// (secrets before PII, so a URL's password is not an e-mail address), and spans inside
+/// existing `[REDACTED:...]` markers are ignored.
+pub fn scan_with(text: &str, with_pii: bool) -> Vec<Finding> {
     let mut markers = Spans::default();
     if let Some(re) = MARKER.as_ref() {
         for m in re.find_iter(text) {
             markers.insert(m.start(), m.end());
         }
     }
-    let mut claimed = Spans::default();
+    let mut claimed = markers.clone();
     let mut found: Vec<Finding> = Vec::new();
-    for d in DETECTORS.iter() {
+    let candidates = PREFILTER.as_ref().map(|set| set.matches(text));
+    for (i, d) in DETECTORS.iter().enumerate() {
+        if candidates.as_ref().is_some_and(|c| !c.matched(i)) {
+            continue;
+        }
         let mut pos = 0;
         while pos <= text.len() {
             let Some(caps) = d.re.captures_at(text, pos) else {
@@ -486,13 +865,16 @@ pub fn scan(text: &str) -> Vec<Finding> {
             });
         }
     }
+    if with_pii {
+        pii::scan(text, &mut claimed, &mut found);
+    }
     found.sort_by_key(|f| f.start);
     found
 }
 
 /// Disjoint byte ranges `[start, end)`, by start: an overlap test in O(log n), so that a
 /// text with many secrets is not scanned in quadratic time.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Spans(std::collections::BTreeMap<usize, usize>);
 
 impl Spans {
@@ -577,14 +959,16 @@ pub fn is_secret_key(key: &str) -> bool {
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    SECRET_KEY_SUFFIXES.iter().any(|s| k.ends_with(s))
+    // `auth`: the base64 `user:password` of a Docker `config.json` (`"auths"`).
+    k == "auth" || SECRET_KEY_SUFFIXES.iter().any(|s| k.ends_with(s))
 }
 
 /// Redacts every string of a JSON document (metadata object, tags array), recursively:
 /// object keys and string values go through [`redact`]; a non-empty string value under a
 /// key that names a secret ([`is_secret_key`]) is replaced whole, by the marker of the
 /// kind [`scan`] finds when one secret covers the whole value, else by
-/// `[REDACTED:secret_field]`.
+/// `[REDACTED:secret_field]`. Secrets only: [`redact_json_with`] applies a table's
+/// [`Policies`] (personal data too).
 ///
 /// Returns compact JSON (serde_json's serialization, as `row::metadata` stores it) and
 /// the findings. A finding's offsets refer to the decoded string (key or value) it was
@@ -593,42 +977,100 @@ pub fn is_secret_key(key: &str) -> bool {
 /// # Errors
 /// [`Error::Invalid`] when `json` is not valid JSON.
 pub fn redact_json(json: &str) -> Result<(String, Vec<Finding>)> {
+    redact_json_with(json, Policies::from(SecretPolicy::Redact))
+}
+
+/// [`redact_json`] under `policies`: the findings of kinds whose policy is
+/// [`SecretPolicy::Allow`] are neither reported nor replaced (a secret-named key's value
+/// is kept when `secrets` is `allow`); the others are replaced by their markers.
+///
+/// # Errors
+/// [`Error::Invalid`] when `json` is not valid JSON.
+pub fn redact_json_with(json: &str, policies: Policies) -> Result<(String, Vec<Finding>)> {
     let mut value: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| Error::invalid(format!("secret redaction: invalid JSON ({e})")))?;
     let mut findings = Vec::new();
-    redact_value(&mut value, &mut findings);
+    redact_value(&mut value, &mut findings, policies);
     let out = serde_json::to_string(&value)
         .map_err(|e| Error::invalid(format!("secret redaction: cannot serialize JSON ({e})")))?;
     Ok((out, findings))
 }
 
-fn redact_value(v: &mut serde_json::Value, findings: &mut Vec<Finding>) {
+/// The policies of a table: `secrets` for the secret kinds, `pii` for the personal data
+/// kinds ([`is_pii`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policies {
+    /// The `secrets` option.
+    pub secrets: SecretPolicy,
+    /// The `pii` option.
+    pub pii: SecretPolicy,
+}
+
+impl From<SecretPolicy> for Policies {
+    /// `secrets` = `p`, personal data allowed (not scanned).
+    fn from(p: SecretPolicy) -> Self {
+        Policies {
+            secrets: p,
+            pii: SecretPolicy::Allow,
+        }
+    }
+}
+
+impl Policies {
+    /// The policy that applies to a finding of `kind`.
+    pub fn of(self, kind: &str) -> SecretPolicy {
+        if is_pii(kind) { self.pii } else { self.secrets }
+    }
+
+    /// The findings of `text` that these policies act on: [`scan_with`] (with personal
+    /// data unless `pii` is `allow`), without the kinds whose policy is `allow`. Nothing
+    /// is scanned when both are `allow`.
+    pub fn findings(self, text: &str) -> Vec<Finding> {
+        if self.secrets == SecretPolicy::Allow && self.pii == SecretPolicy::Allow {
+            return Vec::new();
+        }
+        let mut f = scan_with(text, self.pii != SecretPolicy::Allow);
+        f.retain(|f| self.of(f.kind) != SecretPolicy::Allow);
+        f
+    }
+}
+
+fn redact_value(v: &mut serde_json::Value, findings: &mut Vec<Finding>, p: Policies) {
     use serde_json::Value;
     match v {
         Value::String(s) => {
-            let (out, f) = redact(s);
+            let f = p.findings(s);
             if !f.is_empty() {
-                *s = out;
+                *s = apply(s, &f);
                 findings.extend(f);
             }
         }
         Value::Array(items) => {
             for item in items {
-                redact_value(item, findings);
+                redact_value(item, findings, p);
             }
         }
         Value::Object(map) => {
             let old = std::mem::take(map);
             for (key, mut val) in old {
-                let (mut new_key, f) = redact(&key);
+                let f = p.findings(&key);
+                let mut new_key = if f.is_empty() {
+                    key.clone()
+                } else {
+                    apply(&key, &f)
+                };
                 findings.extend(f);
                 match &mut val {
-                    Value::String(s) if is_secret_key(&key) && !s.trim().is_empty() => {
+                    Value::String(s)
+                        if p.secrets != SecretPolicy::Allow
+                            && is_secret_key(&key)
+                            && !s.trim().is_empty() =>
+                    {
                         if let Some(f) = redact_whole(s) {
                             findings.push(f);
                         }
                     }
-                    _ => redact_value(&mut val, findings),
+                    _ => redact_value(&mut val, findings, p),
                 }
                 // Two keys redacted to the same text must not overwrite each other.
                 let mut n = 2;
@@ -668,56 +1110,88 @@ fn redact_whole(s: &mut String) -> Option<Finding> {
     Some(finding)
 }
 
-/// Applies `policy` to the value of a text column (`content`): returns the text to store,
-/// index and embed.
+/// Applies `policies` (a table's `secrets` and `pii` options, or one [`SecretPolicy`] for
+/// secrets alone) to the value of a text column (`content`, `source`): returns the text to
+/// store, index and embed.
 ///
-/// [`SecretPolicy::Redact`]: the text with each secret replaced by its marker (borrowed
-/// unchanged when there is none). [`SecretPolicy::Allow`]: `text` unchanged, unscanned.
+/// Kinds under [`SecretPolicy::Redact`] are replaced by their markers (the text is
+/// borrowed unchanged when there is none); kinds under [`SecretPolicy::Allow`] are kept
+/// (and not scanned for when both policies allow).
 ///
 /// # Errors
-/// [`SecretPolicy::Reject`] and a secret in `text`: [`Error::Invalid`] naming `column`
-/// and the kinds found ([`summary`]), never the secret.
-pub fn enforce_text<'a>(policy: SecretPolicy, column: &str, text: &'a str) -> Result<Cow<'a, str>> {
-    if policy == SecretPolicy::Allow {
-        return Ok(Cow::Borrowed(text));
-    }
-    let findings = scan(text);
+/// A kind under [`SecretPolicy::Reject`] found in `text`: [`Error::Invalid`] naming
+/// `column`, the option (`secrets=reject` or `pii=reject`) and the kinds found
+/// ([`summary`]), never the value.
+pub fn enforce_text<'a>(
+    policies: impl Into<Policies>,
+    column: &str,
+    text: &'a str,
+) -> Result<Cow<'a, str>> {
+    let policies = policies.into();
+    let findings = policies.findings(text);
     if findings.is_empty() {
         return Ok(Cow::Borrowed(text));
     }
-    match policy {
-        SecretPolicy::Reject => Err(rejection(column, &findings)),
-        _ => Ok(Cow::Owned(apply(text, &findings))),
+    if let Some(e) = rejection(column, &findings, policies) {
+        return Err(e);
     }
+    Ok(Cow::Owned(apply(text, &findings)))
 }
 
-/// [`enforce_text`] for a JSON column (`tags`, `metadata`), through [`redact_json`]:
-/// returns `json` itself when it holds no secret (or under [`SecretPolicy::Allow`]), else
-/// the redacted compact JSON.
+/// [`enforce_text`] for a JSON column (`tags`, `metadata`), through [`redact_json_with`]:
+/// returns `json` itself when nothing is found (or when both policies allow), else the
+/// redacted compact JSON.
 ///
 /// # Errors
-/// [`SecretPolicy::Reject`] and a secret: [`Error::Invalid`] naming `column` and the
-/// kinds. Invalid JSON: [`Error::Invalid`] (callers validate the column first).
-pub fn enforce_json<'a>(policy: SecretPolicy, column: &str, json: &'a str) -> Result<Cow<'a, str>> {
-    if policy == SecretPolicy::Allow {
+/// A kind under [`SecretPolicy::Reject`]: [`Error::Invalid`] naming `column`, the option
+/// and the kinds. Invalid JSON: [`Error::Invalid`] (callers validate the column first).
+pub fn enforce_json<'a>(
+    policies: impl Into<Policies>,
+    column: &str,
+    json: &'a str,
+) -> Result<Cow<'a, str>> {
+    let policies = policies.into();
+    if policies.secrets == SecretPolicy::Allow && policies.pii == SecretPolicy::Allow {
         return Ok(Cow::Borrowed(json));
     }
-    let (out, findings) = redact_json(json)?;
+    let (out, findings) = redact_json_with(json, policies)?;
     if findings.is_empty() {
         return Ok(Cow::Borrowed(json));
     }
-    match policy {
-        SecretPolicy::Reject => Err(rejection(column, &findings)),
-        _ => Ok(Cow::Owned(out)),
+    if let Some(e) = rejection(column, &findings, policies) {
+        return Err(e);
     }
+    Ok(Cow::Owned(out))
 }
 
-fn rejection(column: &str, findings: &[Finding]) -> Error {
-    Error::invalid(format!(
-        "column {column}: contains secrets ({}); the table option secrets=reject refuses them \
-         (use secrets=redact to store them as [REDACTED:<kind>], or remove them)",
-        summary(findings)
-    ))
+/// The error for the findings whose policy is [`SecretPolicy::Reject`] (secrets first),
+/// or `None` when there are none.
+fn rejection(column: &str, findings: &[Finding], policies: Policies) -> Option<Error> {
+    let rejected = |pii: bool| -> Vec<Finding> {
+        findings
+            .iter()
+            .filter(|f| is_pii(f.kind) == pii && policies.of(f.kind) == SecretPolicy::Reject)
+            .copied()
+            .collect()
+    };
+    let secrets = rejected(false);
+    if !secrets.is_empty() {
+        return Some(Error::invalid(format!(
+            "column {column}: contains secrets ({}); the table option secrets=reject refuses them \
+             (use secrets=redact to store them as [REDACTED:<kind>], or remove them)",
+            summary(&secrets)
+        )));
+    }
+    let pii = rejected(true);
+    if !pii.is_empty() {
+        return Some(Error::invalid(format!(
+            "column {column}: contains personal data ({}); the table option pii=reject refuses it \
+             (use pii=redact to store it as [REDACTED:<kind>], pii=allow to store it as given, \
+             or remove it)",
+            summary(&pii)
+        )));
+    }
+    None
 }
 
 /// A short description of findings for error messages, never containing the secrets:
@@ -959,6 +1433,73 @@ fn accept_secret_value(hit: &Hit<'_>) -> bool {
         && looks_random(v)
 }
 
+/// The 40-char secret of an AWS key pair: base64 of random bytes, so mixed case or a
+/// `/`/`+`, and a digit (not a 40-char word or hex hash).
+fn accept_aws_secret(hit: &Hit<'_>) -> bool {
+    let v = hit.secret;
+    let lower = v.chars().any(|c| c.is_ascii_lowercase());
+    let upper = v.chars().any(|c| c.is_ascii_uppercase());
+    (v.contains(['/', '+']) || (lower && upper)) && v.chars().any(|c| c.is_ascii_digit())
+}
+
+/// The value of an upper-case environment variable named after a secret (`SECRET_KEY=`,
+/// `JWT_SECRET=`, `DB_PASSWORD=`), as `.env` files and `export` write them: anything but a
+/// reference (`$X`, `${X}`), another variable's name, a small number, a path, a URL (whose
+/// password `url_password` finds) or a dotted code path.
+fn accept_env_secret(hit: &Hit<'_>) -> bool {
+    let v = hit.secret;
+    !is_placeholder(v)
+        && v.chars().count() >= 4
+        && !is_screaming_snake(v)
+        && !is_number_literal(v)
+        && !is_dotted_path(v)
+        && !v.starts_with(['/', '~', '*', '&'])
+        && !v.starts_with("./")
+        && !v.contains("://")
+        && !v.contains("::")
+}
+
+/// The value of a command-line flag named after a secret (`--token X`, `--password=X`,
+/// `-Dsonar.token=X`): a password flag takes any value with a digit or symbol (or 8+
+/// chars), other flags a random-looking token.
+fn accept_cli_secret(hit: &Hit<'_>) -> bool {
+    let v = hit.secret;
+    if is_placeholder(v) || is_path(v) || v.contains("://") || is_code_expression(v) {
+        return false;
+    }
+    let flag = hit.prefix.to_ascii_lowercase();
+    if flag.contains("pass")
+        || flag.ends_with("-p")
+        || flag.ends_with("-p'")
+        || flag.ends_with("-p\"")
+    {
+        return !is_password_variable(v) && (has_digit_or_symbol(v) || v.chars().count() >= 8);
+    }
+    looks_random(v)
+}
+
+/// A secret stated in prose: `the wifi password is X`, `root password for the NAS: X`,
+/// `Twilio auth token X`, `datadog api key is X`. A password needs a digit or a symbol
+/// (6+ chars); a token or key must look random. Never a placeholder, path, URL, code,
+/// date or version.
+fn accept_prose_secret(hit: &Hit<'_>) -> bool {
+    let v = hit.secret;
+    if is_placeholder(v)
+        || is_path(v)
+        || v.starts_with(['/', '~'])
+        || v.contains("://")
+        || is_code_expression(v)
+        || is_date_or_version(v)
+    {
+        return false;
+    }
+    let key = hit.prefix.to_ascii_lowercase();
+    if key.starts_with("pass") {
+        return v.chars().count() >= 6 && has_digit_or_symbol(v) && !is_password_variable(v);
+    }
+    looks_random(v) && v.chars().count() >= 16
+}
+
 fn accept_bearer(hit: &Hit<'_>) -> bool {
     looks_random(hit.secret)
 }
@@ -1028,7 +1569,7 @@ mod tests {
                 }
             )*
             /// The kinds that have a test above.
-            const TESTED_KINDS: &[&str] = &[$($kind),*];
+            pub(super) const TESTED_KINDS: &[&str] = &[$($kind),*];
         };
     }
 
@@ -1182,7 +1723,7 @@ mod tests {
             "the config has db_password={k} and user=admin"
         );
         finds_secret_assignment: "secret_assignment", |k| format!(
-            "set STRIPE_API_KEY=\"{k}\" in the .env file"
+            "set stripe_api_key: \"{k}\" in config.yaml"
         );
     }
 
@@ -1203,11 +1744,12 @@ mod tests {
     #[test]
     fn kinds_are_unique_and_all_tested() {
         assert!(KINDS.len() >= 21, "at least 20 patterns");
+        let found = super::corpus::kinds_found();
         for (i, k) in KINDS.iter().enumerate() {
             assert!(!KINDS[..i].contains(k), "duplicate kind {k}");
             assert!(
-                *k == SECRET_FIELD || TESTED_KINDS.contains(k),
-                "kind {k} has no test"
+                *k == SECRET_FIELD || TESTED_KINDS.contains(k) || found.contains(k),
+                "kind {k} has no test and is not found in the corpus"
             );
         }
         assert_eq!(KINDS.last(), Some(&SECRET_FIELD));
@@ -1286,16 +1828,8 @@ mod tests {
             "let password = \"Pa55word\"; // TODO remove",
             "Pa55word",
         );
-        check(
-            "password_assignment",
-            "DB_PASSWORD=letmein\nDB_HOST=db",
-            "letmein",
-        );
-        check(
-            "password_assignment",
-            "MYSQL_PWD=rootroot mysql -u root",
-            "rootroot",
-        );
+        check("env_secret", "DB_PASSWORD=letmein\nDB_HOST=db", "letmein");
+        check("env_secret", "MYSQL_PWD=rootroot mysql -u root", "rootroot");
         check(
             "password_assignment",
             "pin: password=123456 for the safe",
@@ -1306,11 +1840,7 @@ mod tests {
             "let password = \"Pa55word\"; // TODO remove",
             "Pa55word",
         );
-        check(
-            "password_assignment",
-            "export MYSQL_PASS='letmein' then",
-            "letmein",
-        );
+        check("env_secret", "export MYSQL_PASS='letmein' then", "letmein");
         check(
             "url_password",
             "REDIS_URL=redis://:p4ssw0rd@cache:6379/0 set",
