@@ -65,7 +65,7 @@ static DETECTORS: LazyLock<Vec<Detector>> = LazyLock::new(|| {
                 r"(?i:\b(?:phone|tel|telephone|mobile|cell|fax|call(?:\s+me)?|whatsapp|sms|signal)\b)",
                 r"(?:\s*(?:number|no\.?|#))?(?:\s+is)?(?:\s+(?:on|at))?[\s:=]*",
                 r"(?P<s>\+?\(?\d[\d ().\-]{5,20}\d)",
-                r"|(?P<s2>\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){2,6})",
+                r"|(?P<s2>\+\d{1,3}(?:[ .\-]?(?:\(\d{1,5}\)|\d{1,5})){2,6})",
                 r"|(?P<s3>\(\d{3}\) ?\d{3}[ .\-]\d{4}|\b\d{3}[ .\-]\d{3}[ .\-]\d{4})\b"
             )),
             accept: accept_phone,
@@ -346,6 +346,8 @@ mod tests {
             ("or 646.555.0142", "646.555.0142"),
             ("phone: 030 1234567", "030 1234567"),
             ("tel:+442079460958", "+442079460958"),
+            ("Bob (+44 20 7946 0958) called", "+44 20 7946 0958"),
+            ("ring +49 (0)30 1234567 today", "+49 (0)30 1234567"),
         ] {
             assert_eq!(kinds(text), [("phone_number", phone.to_string())], "{text}");
         }

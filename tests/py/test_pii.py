@@ -61,7 +61,7 @@ def test_default_redacts_pii_everywhere(conn):
     everything = dump(conn, "mem")
     for value in PII:
         assert value not in everything, value
-    assert conn.execute("SELECT count(*) FROM mem WHERE mem MATCH 'nguyen'").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM mem WHERE content MATCH 'nguyen'").fetchone()[0] == 0
     # UPDATE is scrubbed too.
     conn.execute("UPDATE mem SET content = ?", (f"new address {EMAIL}",))
     assert conn.execute("SELECT content FROM mem").fetchone()[0] == "new address [REDACTED:email]"
