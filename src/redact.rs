@@ -2405,6 +2405,21 @@ mod tests {
             }
         }
         let dt = t0.elapsed();
+        // Personal data in ordinary chat (`pii=redact` by default): counted, not refused.
+        let pii: Vec<String> = texts
+            .iter()
+            .flat_map(|t| {
+                scan_with(t, true)
+                    .into_iter()
+                    .filter(|f| is_pii(f.kind))
+                    .map(|f| format!("{}:{}", f.kind, &t[f.start..f.end]))
+            })
+            .collect();
+        println!(
+            "personal data in LoCoMo: {} findings {:?}",
+            pii.len(),
+            &pii[..pii.len().min(10)]
+        );
         println!(
             "scanned {} LoCoMo texts ({} bytes) in {:.1} ms ({:.1} us/text)",
             texts.len(),
