@@ -740,7 +740,7 @@ const SPECS: &[Spec] = &[
     Spec {
         kind: "cli_secret_flag",
         pattern: concat!(
-            r"(?:^|\s)--?(?:[A-Za-z0-9]+[\-.])*(?i:token|api-?key|auth-?key|access-key|secret|password|passwd)",
+            r"(?:^|\s)--?(?:[A-Za-z0-9]+[\-.])*(?i:token|api-?key|auth-?key|access-key|secret-?key|secret|password|passwd)",
             r#"(?:=|[ \t]+)["']?(?P<s1>[^\s"'`]{8,})"#,
             // `mysql -pPASSWORD` (the password glued to `-p`).
             r#"|\bmysql(?:dump|admin|sh)?\b[^\n]*?\s-p["']?(?P<s2>[^\s"'`]{4,})"#
@@ -1832,6 +1832,90 @@ mod tests {
             );
         }
         assert_eq!(KINDS.last(), Some(&SECRET_FIELD));
+    }
+
+    /// The kinds the issue found stored in clear, each exactly redacted (span, rest of the
+    /// text kept, idempotent).
+    #[test]
+    fn shapes_missed_before() {
+        let kid = format!("{}{}", concat!("AK", "IA"), fake(UPPER_B32, 16, 40));
+        let sec = fake(B64, 40, 41);
+        // Both halves of the pair.
+        let text = format!("key pair {kid} / {sec} for backups");
+        assert_eq!(
+            redact(&text).0,
+            "key pair [REDACTED:aws_access_key_id] / [REDACTED:aws_secret_access_key] for backups"
+        );
+        check(
+            "url_password",
+            "DATABASE_URL=postgres://app:Tr0ub#dor!x@db:5432/app",
+            "Tr0ub#dor!x",
+        );
+        let django = format!("django-insecure-{}", fake(B64, 40, 42));
+        check(
+            "env_secret",
+            &format!("SECRET_KEY={django}\nDEBUG=0"),
+            &django,
+        );
+        check(
+            "env_secret",
+            "export JWT_SECRET=correcthorsebatterystaple",
+            "correcthorsebatterystaple",
+        );
+        let sig = format!("{}%2B{}%3D", fake(ALNUM, 30, 43), fake(ALNUM, 10, 44));
+        check(
+            "azure_sas_signature",
+            &format!("https://a.blob.core.windows.net/c?sv=2022-11-02&sp=r&sig={sig}"),
+            &sig,
+        );
+        let auth = fake(B64, 24, 45);
+        check(
+            "docker_auth",
+            &format!(r#"{{"auths": {{"ghcr.io": {{"auth": "{auth}"}}}}}}"#),
+            &auth,
+        );
+        let tok = fake(HEX, 32, 46);
+        check(
+            "secret_in_prose",
+            &format!("my twilio auth token is {tok}"),
+            &tok,
+        );
+        check(
+            "secret_in_prose",
+            "the wifi password is oijvc3172!",
+            "oijvc3172!",
+        );
+        let flag = fake(ALNUM, 24, 47);
+        check(
+            "cli_secret_flag",
+            &format!("vercel deploy --token {flag}"),
+            &flag,
+        );
+        check(
+            "cli_secret_flag",
+            "mysql -u root -ps3cr3tPw acme",
+            "s3cr3tPw",
+        );
+        let dsn = fake(HEX, 32, 48);
+        check(
+            "sentry_dsn",
+            &format!("dsn=https://{dsn}@o450123.ingest.sentry.io/5512345"),
+            &dsn,
+        );
+        // Words, references and code after the same keys are not secrets.
+        for clean in [
+            "the token is read from $TOKEN_FILE at startup",
+            "SECRET_KEY=${DJANGO_SECRET_KEY} and PASSWORD_MIN_LENGTH=12",
+            "pass --password-stdin to docker login; --api-key is required",
+            "the admin password is required for this step",
+            "SECRET_KEY_FILE=/run/secrets/django_key",
+        ] {
+            assert!(
+                scan(clean).is_empty(),
+                "{clean}: {:?}",
+                describe(clean, &scan(clean))
+            );
+        }
     }
 
     #[test]
