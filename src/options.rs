@@ -38,6 +38,8 @@ pub(crate) enum Kind {
     Dedup,
     /// A [`SecretPolicy`] name.
     Secrets,
+    /// A [`SecretPolicy`] name, for personal data (the `pii` option).
+    Pii,
     /// A duration ([`parse_duration_ms`]), kept in milliseconds.
     Duration,
 }
@@ -55,7 +57,7 @@ pub(crate) enum Value {
     Metric(Metric),
     /// From [`Kind::Dedup`].
     Dedup(DedupPolicy),
-    /// From [`Kind::Secrets`].
+    /// From [`Kind::Secrets`] and [`Kind::Pii`].
     Secrets(SecretPolicy),
     /// From [`Kind::Duration`]: milliseconds.
     Ms(i64),
@@ -215,6 +217,16 @@ table_options! {
     secrets: SecretPolicy = SecretPolicy::Redact,
         "secrets", Kind::Secrets, None,
         "what a secret in `content`, `source`, `tags` or `metadata` does: `redact`, `reject` or `allow`";
+    /// What personal data (payment card numbers, US SSNs, e-mail addresses, phone numbers;
+    /// [`crate::redact::is_pii`]) found in `content`, `source`, `tags` or `metadata` does.
+    /// Default `redact`: a memory store keeps text forever, indexes it (FTS5) and hands it
+    /// to models, so personal data is kept out unless the table asks for it (privacy by
+    /// default, GDPR art. 25; PCI DSS forbids storing card numbers in clear); `redact`
+    /// rather than `reject` so that an agent's INSERT never fails on a pasted address.
+    /// Tables that must remember contacts set `pii=allow`.
+    pii: SecretPolicy = SecretPolicy::Redact,
+        "pii", Kind::Pii, None,
+        "what personal data (payment cards, US SSNs, e-mail addresses, phone numbers) in the same columns does: `redact`, `reject` or `allow` (see [Capture hygiene](#capture-hygiene-dedup-ttl-secrets))";
     /// Weight of recency in the ranking of searches, 0..=1. Default 0 (off).
     recency_weight: f64 = 0.0,
         "recency_weight", Kind::Real { min: 0.0, max: 1.0 }, None,
@@ -335,6 +347,7 @@ impl Kind {
             Kind::Metric => Value::Metric(Metric::parse(value)?),
             Kind::Dedup => Value::Dedup(DedupPolicy::parse(value)?),
             Kind::Secrets => Value::Secrets(SecretPolicy::parse(value)?),
+            Kind::Pii => Value::Secrets(SecretPolicy::parse_option("pii", value)?),
             Kind::Duration => {
                 Value::Ms(parse_duration_ms(&format!("memories option {key}"), value)?)
             }
@@ -566,6 +579,7 @@ mod tests {
             ("dedup", "merge"),
             ("dedup_threshold", "0.92"),
             ("secrets", "redact"),
+            ("pii", "redact"),
             ("recency_weight", "0"),
             ("recency_half_life", "2592000000ms"),
             ("importance_weight", "0"),
@@ -580,7 +594,7 @@ mod tests {
         assert_eq!(
             option_names(),
             "dim, metric, m, ef_construction, ef_search, auto_embed, exact_max, dedup, \
-             dedup_threshold, secrets, recency_weight, recency_half_life, importance_weight, \
+             dedup_threshold, secrets, pii, recency_weight, recency_half_life, importance_weight, \
              hybrid_depth, hybrid_keyword_weight, hybrid_context_weight, hybrid_context_window"
         );
     }
@@ -648,6 +662,7 @@ mod tests {
             "dedup=skip",
             "dedup_threshold=0.95",
             "secrets=reject",
+            "pii=allow",
             "recency_weight=0.3",
             "recency_half_life=7d",
             "importance_weight=0.2",
@@ -674,6 +689,7 @@ mod tests {
         assert_eq!(o.dedup, DedupPolicy::Skip);
         assert_eq!(o.dedup_threshold, 0.95);
         assert_eq!(o.secrets, SecretPolicy::Reject);
+        assert_eq!(o.pii, SecretPolicy::Allow);
         assert_eq!(o.recency_half_life_ms, 7 * 86_400_000);
         assert_eq!((o.recency_weight, o.importance_weight), (0.3, 0.2));
         assert_eq!(o.hybrid_depth, 20);

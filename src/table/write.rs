@@ -252,10 +252,13 @@ impl MemoryTable {
         Ok(())
     }
 
-    /// The stored row of `new` after the secrets policy ([`redact`]) on its text columns,
+    /// The stored row of `new` after the secrets and pii policies ([`redact`]) on its text columns,
     /// with its timestamps resolved at `now` (`old`: the row an UPDATE replaces).
     fn scrubbed(&self, new: NewRow, now: i64, old: Option<&Row>) -> Result<Row> {
-        let policy = self.store.opts.secrets;
+        let policy = redact::Policies {
+            secrets: self.store.opts.secrets,
+            pii: self.store.opts.pii,
+        };
         let text = |t: String, column: &str| -> Result<String> {
             Ok(match redact::enforce_text(policy, column, &t)? {
                 std::borrow::Cow::Borrowed(_) => t,

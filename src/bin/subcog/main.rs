@@ -96,15 +96,27 @@ enum Command {
 }
 
 /// Sends logs to stderr (stdout belongs to the MCP protocol and to query output).
-/// `RUST_LOG` sets the level, default `warn`.
+/// `RUST_LOG` sets the level, default `warn`. rmcp is capped at `info` whatever `RUST_LOG`
+/// asks: at `debug` it logs each request's arguments and each response, which would put
+/// the secrets and personal data that redaction keeps out of the database into the log.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    if filter
+        .max_level_hint()
+        .is_none_or(|l| l > tracing::level_filters::LevelFilter::INFO)
+        && let Ok(cap) = "rmcp=info".parse()
+    {
+        filter = filter.add_directive(cap);
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+    tracing::debug!(
+        "rmcp logs at info at most: its debug events hold request arguments and results"
+    );
 }
 
 fn run(cli: Cli) -> Result<(), String> {

@@ -63,7 +63,8 @@ impl MemoryServer {
         name = "memory_store",
         description = "Save a memory that should persist across conversations: a fact about \
         the user, a preference, a decision, or a piece of project knowledge. Write `content` as \
-        one self-contained sentence. Secrets (API keys, tokens, passwords) are redacted. The \
+        one self-contained sentence. Secrets (API keys, tokens, passwords) and personal data \
+        (e-mail addresses, phone numbers, card numbers, SSNs) are redacted. The \
         result gives the memory's id and an outcome: inserted (a new memory); duplicate (the \
         same text already exists as memory id: no new memory; action says whether its tags \
         and metadata were merged into it or it was left unchanged); superseded (a new memory \
