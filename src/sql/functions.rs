@@ -175,9 +175,13 @@ fn integrity(ctx: &Context<'_>) -> Result<String> {
 /// * `index_threads`: threads that build the HNSW graph at a checkpoint (0 = default:
 ///   `SUBCOG_INDEX_THREADS`, else min(4, cores)).
 ///
+/// Each has a maximum ([`settings::Setting::max`]): the threads at most
+/// [`settings::THREADS_PER_CORE`] x the available cores, the cache at most
+/// [`settings::MAX_EMBED_CACHE`] entries (~256 MiB).
+///
 /// # Errors
-/// Unknown key (naming the known ones), a value that is not an integer in
-/// `0..=settings::MAX`, or a model that fails to reload.
+/// Unknown key (naming the known ones), a value that is not an integer in `0..=max`
+/// (naming the setting, the range and the value), or a model that fails to reload.
 fn config(ctx: &Context<'_>) -> Result<i64> {
     let key = match ctx.get_raw(0) {
         ValueRef::Text(t) => String::from_utf8_lossy(t).to_ascii_lowercase(),
@@ -195,12 +199,13 @@ fn config(ctx: &Context<'_>) -> Result<i64> {
         ))
     })?;
     if ctx.len() > 1 {
+        let max = (setting.max)();
         let n = match ctx.get_raw(1) {
-            ValueRef::Integer(i) if (0..=settings::MAX as i64).contains(&i) => i as usize,
+            ValueRef::Integer(i) if i >= 0 && (i as u64) <= max as u64 => i as usize,
             ValueRef::Integer(i) => {
                 return Err(Error::invalid(format!(
-                    "subcog_config('{key}', value): expected an integer in 0..={}, got {i}",
-                    settings::MAX
+                    "subcog_config('{key}', value): expected an integer in 0..={max} ({}), got {i}",
+                    setting_bound(setting.key)
                 )));
             }
             other => {
@@ -213,6 +218,22 @@ fn config(ctx: &Context<'_>) -> Result<i64> {
         (setting.set)(n)?;
     }
     Ok((setting.get)() as i64)
+}
+
+/// Why a setting's maximum is what it is, for the error message.
+fn setting_bound(key: &str) -> String {
+    if key == "embed_cache_size" {
+        format!(
+            "at most {} MiB of ~{} B entries",
+            settings::MAX_EMBED_CACHE_BYTES >> 20,
+            settings::EMBED_CACHE_ENTRY_BYTES
+        )
+    } else {
+        format!(
+            "at most {} threads per available core",
+            settings::THREADS_PER_CORE
+        )
+    }
 }
 
 /// `subcog_info()` -> JSON: version, model, dimension, file locations, whether they
