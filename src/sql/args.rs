@@ -169,7 +169,9 @@ fn search_of(
     Ok(Some(match matches {
         [Some(q), _, _] => {
             let k = count(true)?.unwrap_or(10);
-            (Search::Knn(query_vector(q, tab.store.opts.dim, table)?), k)
+            let v = query_vector(q, tab.store.opts.dim, table)?;
+            vector::check(&v, Some(tab.store.opts.metric), "embedding MATCH")?;
+            (Search::Knn(v), k)
         }
         [_, Some(q), _] => {
             let k = count(false)?.unwrap_or(usize::MAX);

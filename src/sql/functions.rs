@@ -103,7 +103,13 @@ fn vec_to_json(ctx: &Context<'_>) -> Result<Option<String>> {
     Ok(Some(serde_json::Value::from(v).to_string()))
 }
 
-/// `vec_distance(a, b [, metric])` -> distance under `metric` (default cosine).
+/// `vec_distance(a, b [, metric])` -> distance under `metric` (default cosine), computed
+/// in f64.
+///
+/// # Errors
+/// A vector that is not one ([`vector::from_sql`]: non-finite elements, a norm above
+/// [`vector::MAX_NORM`]), vectors of different lengths, an unknown metric, or a zero vector
+/// under cosine (it has no direction).
 fn vec_distance(ctx: &Context<'_>) -> Result<Option<f64>> {
     if matches!(ctx.get_raw(0), ValueRef::Null) || matches!(ctx.get_raw(1), ValueRef::Null) {
         return Ok(None);
@@ -130,6 +136,8 @@ fn vec_distance(ctx: &Context<'_>) -> Result<Option<f64>> {
     } else {
         Metric::Cosine
     };
+    vector::check(&a, Some(metric), "vec_distance(a)")?;
+    vector::check(&b, Some(metric), "vec_distance(b)")?;
     Ok(Some(metric.distance(&a, &b) as f64))
 }
 

@@ -1,0 +1,249 @@
+//! Hostile input found by an adversarial run (issue 15), each case a test: vectors of huge
+//! or zero magnitude, the auto id after the largest rowid, small contract gaps of MATCH,
+//! `k` and `ranking`, changing `id`, `subcog_integrity` under another connection's lock,
+//! and table names resolved as SQLite resolves them. Each bad input is a clear SQL error,
+//! the table is unchanged and `subcog_integrity` clean afterwards. Needs no model. Bundled
+//! SQLite.
+
+mod common;
+
+use common::search::{knn, last_insert};
+use common::{assert_integrity, blob, count, err_of, int, mem};
+use rusqlite::{Connection, params};
+
+/// A 4-d cosine table `mem` (dedup on, the default) with rows 1 ([1,0,0,0]) and 2
+/// ([0,1,0,0]).
+fn table() -> Connection {
+    let c = mem();
+    c.execute_batch("CREATE VIRTUAL TABLE mem USING memories(dim=4, auto_embed=off)")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (id, text, v) in [
+        (1, "apples are red", [1.0, 0.0, 0.0, 0.0]),
+        (2, "sky is blue", [0.0, 1.0, 0.0, 0.0]),
+    ] {
+        c.execute(
+            "INSERT INTO mem(id, content, embedding) VALUES (?1, ?2, ?3)",
+            params![id, text, blob(&v)],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    c
+}
+
+/// Every row (id, content, embedding), for "the table is unchanged".
+fn rows(c: &Connection) -> Vec<(i64, String, Option<Vec<u8>>)> {
+    let mut st = c
+        .prepare("SELECT id, content, embedding FROM mem ORDER BY id")
+        .unwrap_or_else(|e| panic!("{e}"));
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|m| m.collect())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `sql` with `p` fails with a message containing every one of `words`; the table is
+/// unchanged and clean.
+fn refused(c: &Connection, sql: &str, p: impl rusqlite::Params, words: &[&str]) -> String {
+    let before = rows(c);
+    let e = err_of(c.prepare(sql).and_then(|mut st| {
+        let n = st.column_count();
+        let mut q = st.query(p)?;
+        let mut got = 0;
+        while q.next()?.is_some() {
+            got += 1;
+        }
+        Ok((n, got))
+    }));
+    for w in words {
+        assert!(e.contains(w), "{sql}: {e:?} does not name {w:?}");
+    }
+    assert_eq!(rows(c), before, "{sql} changed the table");
+    assert_integrity(c, "mem", sql);
+    e
+}
+
+#[test]
+fn huge_magnitudes_are_refused_at_write_and_query_time() {
+    let c = table();
+    let huge = blob(&[3e19, 0.0, 0.0, 0.0]);
+    refused(
+        &c,
+        "INSERT INTO mem(content, embedding) VALUES ('huge', ?1)",
+        [&huge],
+        &["column embedding", "norm", "too large"],
+    );
+    refused(
+        &c,
+        "UPDATE mem SET embedding = ?1 WHERE id = 1",
+        [&huge],
+        &["column embedding", "too large"],
+    );
+    refused(
+        &c,
+        "SELECT id FROM mem WHERE embedding MATCH ?1 AND k = 2",
+        [&huge],
+        &["embedding MATCH", "too large"],
+    );
+    refused(
+        &c,
+        "SELECT id FROM mem WHERE embedding MATCH '[3e19, 0, 0, 0]' AND k = 2",
+        [],
+        &["too large"],
+    );
+    refused(
+        &c,
+        "SELECT * FROM vec_search('mem', ?1, 2)",
+        [&huge],
+        &["too large"],
+    );
+    refused(&c, "SELECT vec_f32('[3e19, 0, 0, 0]')", [], &["too large"]);
+    refused(
+        &c,
+        "SELECT vec_distance(?1, ?1)",
+        [&huge],
+        &["vec_distance(a)", "too large"],
+    );
+    refused(&c, "SELECT vec_f32('[1e39]')", [], &["finite float32"]);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let b = blob(&[bad, 0.0, 0.0, 0.0]);
+        refused(
+            &c,
+            "INSERT INTO mem(content, embedding) VALUES ('bad', ?1)",
+            [&b],
+            &["column embedding", "element 0", "finite"],
+        );
+        refused(
+            &c,
+            "SELECT id FROM mem WHERE embedding MATCH ?1 AND k = 2",
+            [&b],
+            &["finite"],
+        );
+        refused(&c, "SELECT vec_distance(?1, ?1, 'l2')", [&b], &["finite"]);
+    }
+}
+
+#[test]
+fn large_finite_vectors_give_exact_distances_and_never_a_nan_similarity() {
+    let c = table();
+    // The largest magnitude accepted, parallel to row 1: distance ~0, not garbage.
+    c.execute(
+        "INSERT INTO mem(content, embedding) VALUES ('big apples', ?1)",
+        [blob(&[4e18, 0.0, 0.0, 0.0])],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Near duplicate of row 1 in direction: superseded with similarity 1, not NaN.
+    let li = last_insert(&c, "mem").unwrap_or_default();
+    assert_eq!(li["outcome"], "superseded", "{li}");
+    assert_eq!(li["supersedes"], 1, "{li}");
+    let s = li["similarity"].as_f64().unwrap_or(f64::NAN);
+    assert!((s - 1.0).abs() < 1e-4, "{li}");
+    // An unrelated memory after it is not merged into it (it used to be: similarity NaN).
+    c.execute(
+        "INSERT INTO mem(content, embedding) VALUES ('pears are green', ?1)",
+        [blob(&[0.0, 0.0, 1.0, 0.0])],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let li = last_insert(&c, "mem").unwrap_or_default();
+    assert_eq!(li["outcome"], "inserted", "{li}");
+    let hits =
+        knn(&c, "mem", &[1.0, 0.0, 0.0, 0.0], 4, None, true).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(hits.len(), 4, "{hits:?}");
+    for (id, d) in &hits {
+        assert!(d.is_finite(), "{hits:?}");
+        if *id == 1 || *id == 3 {
+            assert!(
+                d.abs() < 1e-5,
+                "parallel row {id} at distance {d}: {hits:?}"
+            );
+        }
+    }
+    // A tiny vector (float32 squares underflow): still a direction.
+    c.execute(
+        "INSERT INTO mem(id, content, embedding) VALUES (5, 'tiny clouds', ?1)",
+        [blob(&[0.0, 1e-30, 0.0, 0.0])],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let d: f64 = c
+        .query_row(
+            "SELECT vec_distance(embedding, vec_f32('[0,1,0,0]')) FROM mem WHERE id = 5",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(d.abs() < 1e-6, "{d}");
+    let d: f64 = c
+        .query_row(
+            "SELECT vec_distance(vec_f32('[4e18,0]'), vec_f32('[-4e18,0]'), 'l2')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!((d - 8e18).abs() < 1e13, "{d}");
+    let vs: Vec<i64> = common::ok_ids(
+        &c,
+        "SELECT id FROM vec_search('mem', vec_f32('[1,0,0,0]'), 2)",
+        [],
+    );
+    assert_eq!(vs.len(), 2, "{vs:?}");
+    assert_integrity(&c, "mem", "after large and tiny vectors");
+}
+
+#[test]
+fn zero_vectors_are_refused_on_cosine_at_write_and_query_time() {
+    let c = table();
+    let zero = blob(&[0.0; 4]);
+    refused(
+        &c,
+        "INSERT INTO mem(content, embedding) VALUES ('zero', ?1)",
+        [&zero],
+        &["column embedding", "non-zero", "cosine"],
+    );
+    refused(
+        &c,
+        "UPDATE mem SET embedding = ?1 WHERE id = 2",
+        [&zero],
+        &["non-zero"],
+    );
+    refused(
+        &c,
+        "SELECT id FROM mem WHERE embedding MATCH ?1 AND k = 2",
+        [&zero],
+        &["embedding MATCH", "non-zero", "cosine"],
+    );
+    refused(
+        &c,
+        "SELECT * FROM vec_search('mem', ?1, 2)",
+        [&zero],
+        &["non-zero"],
+    );
+    refused(
+        &c,
+        "SELECT vec_distance(?1, vec_f32('[1,0,0,0]'))",
+        [&zero],
+        &["vec_distance(a)", "non-zero"],
+    );
+    // Not an error where the zero vector has a meaning.
+    let d: f64 = c
+        .query_row(
+            "SELECT vec_distance(?1, vec_f32('[3,4,0,0]'), 'l2')",
+            [&zero],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!((d - 5.0).abs() < 1e-6);
+    let l2 = mem();
+    l2.execute_batch("CREATE VIRTUAL TABLE m2 USING memories(dim=2, metric=l2, auto_embed=off)")
+        .unwrap_or_else(|e| panic!("{e}"));
+    l2.execute(
+        "INSERT INTO m2(content, embedding) VALUES ('origin', ?1)",
+        [blob(&[0.0, 0.0])],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        knn(&l2, "m2", &[0.0, 0.0], 1, None, false)
+            .map(|h| h.len())
+            .ok(),
+        Some(1)
+    );
+    assert_eq!(count(&l2, "m2"), 1);
+    let _ = int(&c, "SELECT 1");
+}
