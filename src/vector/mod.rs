@@ -541,7 +541,9 @@ mod tests {
         let huge = encode(&[3e19, 0.0, 0.0, 0.0]);
         let e = err(decode(&huge, 4, "column embedding").map(|_| vec![]));
         assert!(
-            e.starts_with("column embedding: vector norm 3.000e19 is too large (at most 2^62 = 4.612e18"),
+            e.starts_with(
+                "column embedding: vector norm 3.000e19 is too large (at most 2^62 = 4.612e18"
+            ),
             "{e}"
         );
         assert!(err(from_json("[3e19, 0, 0, 0]")).contains("too large"));

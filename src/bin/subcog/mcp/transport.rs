@@ -14,8 +14,10 @@ use rmcp::transport::Transport;
 /// new `_meta` fields with -32602 (and `server/discover` at 2026-07-28 with -32022). This
 /// server serves 2025-11-25 and older only, so `server/discover` (at any time) and unknown
 /// methods (before `initialize`; after it rmcp itself answers -32601) get JSON-RPC -32601
-/// "Method not found", on which clients fall back to `initialize`. Every other message is
-/// passed to rmcp untouched; the messages are rmcp's own typed values.
+/// "Method not found", on which clients fall back to `initialize`. Before `initialize`, a
+/// notification (e.g. an early `notifications/initialized`) or a response is dropped with a
+/// debug log: rmcp ends the session on any non-request message there. Every other message
+/// is passed to rmcp untouched; the messages are rmcp's own typed values.
 pub(crate) struct HandshakeOnly<T> {
     inner: T,
     initialized: bool,
@@ -53,6 +55,10 @@ impl<T: Transport<RoleServer>> Transport<RoleServer> for HandshakeOnly<T> {
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
         loop {
             let msg = self.inner.receive().await?;
+            if !self.initialized && !matches!(msg, JsonRpcMessage::Request(_)) {
+                tracing::debug!("dropping a non-request message received before initialize");
+                continue;
+            }
             if let JsonRpcMessage::Request(req) = &msg {
                 if self.refuses(&req.request) {
                     let method = req.request.method().to_string();
