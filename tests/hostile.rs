@@ -247,3 +247,125 @@ fn zero_vectors_are_refused_on_cosine_at_write_and_query_time() {
     assert_eq!(count(&l2, "m2"), 1);
     let _ = int(&c, "SELECT 1");
 }
+
+#[test]
+fn contract_gaps_of_match_k_and_ranking() {
+    let c = table();
+    // A hybrid MATCH on a number searches its text ("any text is accepted").
+    c.execute(
+        "INSERT INTO mem(id, content, embedding) VALUES (3, 'port 8080 is open', ?1)",
+        [blob(&[0.0, 0.0, 1.0, 0.0])],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let kw = common::ok_ids(&c, "SELECT id FROM mem WHERE content MATCH 8080", []);
+    assert_eq!(kw, [3]);
+    // (hybrid needs the model for embed(text); without it the error names the model, not
+    // the type of the value)
+    let r = common::ids(&c, "SELECT id FROM mem WHERE mem MATCH 8080 AND k = 2", []);
+    if let Err(e) = &r {
+        let e = e.to_string();
+        assert!(!e.contains("expected the search text as TEXT"), "{e}");
+    }
+    refused(
+        &c,
+        "SELECT id FROM mem WHERE mem MATCH x'00' AND k = 2",
+        [],
+        &["mem MATCH", "TEXT", "BLOB"],
+    );
+    // k = NULL is an error, not "no k".
+    let q = blob(&[1.0, 0.0, 0.0, 0.0]);
+    refused(
+        &c,
+        "SELECT id FROM mem WHERE embedding MATCH ?1 AND k = NULL",
+        [&q],
+        &["column k", "NULL", "1..=4096"],
+    );
+    refused(
+        &c,
+        "SELECT id FROM mem WHERE content MATCH 'apples' AND k = ?1",
+        [rusqlite::types::Null],
+        &["column k", "NULL"],
+    );
+    // Unknown ranking keys are an error listing the known ones; the aliases work.
+    let e = refused(
+        &c,
+        "SELECT id FROM mem WHERE embedding MATCH ?1 AND k = 2 AND ranking = '{\"recency_weigth\": 0.5}'",
+        [&q],
+        &[
+            "column ranking",
+            "recency_weigth",
+            "recency_weight",
+            "half_life",
+            "importance_weight",
+        ],
+    );
+    assert!(e.contains("unknown key"), "{e}");
+    for ok in [
+        r#"{"recency": 0.5}"#,
+        r#"{"recency_weight": 0.2, "importance": 0.3, "recency_half_life": "7d"}"#,
+    ] {
+        let got = common::ids(
+            &c,
+            "SELECT id FROM mem WHERE embedding MATCH ?1 AND k = 2 AND ranking = ?2",
+            params![q, ok],
+        );
+        assert_eq!(got.map(|v| v.len()).ok(), Some(2), "{ok}");
+    }
+}
+
+#[test]
+fn changing_id_keeps_every_index_exact() {
+    let c = table();
+    c.execute("UPDATE mem SET id = 99 WHERE id = 1", [])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        common::ok_ids(&c, "SELECT id FROM mem ORDER BY id", []),
+        [2, 99]
+    );
+    let hits =
+        knn(&c, "mem", &[1.0, 0.0, 0.0, 0.0], 1, None, false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(hits.first().map(|h| h.0), Some(99), "{hits:?}");
+    assert!(hits[0].1.abs() < 1e-6);
+    assert_eq!(
+        common::ok_ids(&c, "SELECT id FROM mem WHERE content MATCH 'apples'", []),
+        [99]
+    );
+    let vs = common::ok_ids(
+        &c,
+        "SELECT id FROM vec_search('mem', vec_f32('[1,0,0,0]'), 1)",
+        [],
+    );
+    assert_eq!(vs, [99]);
+    assert_eq!(
+        common::ok_ids(&c, "SELECT id FROM mem WHERE id = 1", []),
+        Vec::<i64>::new()
+    );
+    assert_integrity(&c, "mem", "after SET id = 99");
+    // Committed and reopened: the same (the graph snapshot follows the id).
+    let dir = common::temp_dir("hostile-setid");
+    let path = dir.join("m.db");
+    let path = path.to_string_lossy();
+    {
+        let f = common::open(&path);
+        f.execute_batch("CREATE VIRTUAL TABLE mem USING memories(dim=4, auto_embed=off)")
+            .unwrap_or_else(|e| panic!("{e}"));
+        for i in 1..=40i64 {
+            let v = [(i as f32).cos(), (i as f32).sin(), 0.5, i as f32 / 40.0];
+            f.execute(
+                "INSERT INTO mem(id, content, embedding) VALUES (?1, ?2, ?3)",
+                params![i, format!("memory number {i}"), blob(&v)],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        f.execute_batch("INSERT INTO mem(mem) VALUES ('optimize')")
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.execute("UPDATE mem SET id = 1000 WHERE id = 7", [])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let f = common::open(&path);
+    let v7 = [(7f32).cos(), (7f32).sin(), 0.5, 7.0 / 40.0];
+    let hits = knn(&f, "mem", &v7, 1, None, false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(hits.first().map(|h| h.0), Some(1000), "{hits:?}");
+    assert_integrity(&f, "mem", "reopened after SET id = 1000");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -127,3 +127,21 @@ def test_initialized_notification_before_initialize_does_not_end_the_session(db_
         if s.proc.poll() is None:
             s.proc.kill()
             s.proc.wait()
+
+
+def test_keyword_query_without_words_is_a_tool_error_and_stats_takes_no_arguments(raw_server):
+    s = raw_server()
+    s.initialize()
+    assert s.call("memory_store", {"content": "the unbalanced wheel was fixed"})["isError"] is False
+    for q in ["*", "(", "\"", "^ : -"]:
+        r = s.call("memory_search", {"query": q, "mode": "keyword"})
+        assert r["isError"] is True, (q, r)
+        assert "no words" in r["content"][0]["text"], r
+    # Words are matched; operators are not interpreted (no FTS5 syntax error to report).
+    r = s.call("memory_search", {"query": "\"unbalanced NEAR(", "mode": "keyword"})
+    assert r["isError"] is False, r
+    assert [m["content"] for m in r["structuredContent"]["results"]] == [
+        "the unbalanced wheel was fixed"]
+    r = s.call("memory_stats", {"verbose": True})
+    assert r["isError"] is True and "verbose" in r["content"][0]["text"], r
+    assert s.call("memory_stats", {})["isError"] is False
