@@ -369,3 +369,33 @@ fn changing_id_keeps_every_index_exact() {
     assert_integrity(&f, "mem", "reopened after SET id = 1000");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn auto_id_after_the_largest_rowid_picks_a_free_id() {
+    let c = table();
+    c.execute(
+        "INSERT INTO mem(id, content, embedding) VALUES (9223372036854775807, 'the last id', ?1)",
+        [blob(&[0.0, 0.0, 1.0, 0.0])],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..20 {
+        c.execute(
+            "INSERT INTO mem(content, embedding) VALUES (?1, ?2)",
+            params![
+                format!("after the last id {i}"),
+                blob(&[0.0, 0.0, (i + 1) as f32, 1.0])
+            ],
+        )
+        .unwrap_or_else(|e| panic!("INSERT {i} after id i64::MAX: {e}"));
+        let id = c.last_insert_rowid();
+        assert!(id > 0 && id != i64::MAX, "{id}");
+        assert!(seen.insert(id), "id {id} given twice");
+        let got: String = c
+            .query_row("SELECT content FROM mem WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got, format!("after the last id {i}"));
+    }
+    assert_eq!(count(&c, "mem"), 23);
+    assert_integrity(&c, "mem", "after random ids");
+}
