@@ -399,3 +399,86 @@ fn auto_id_after_the_largest_rowid_picks_a_free_id() {
     assert_eq!(count(&c, "mem"), 23);
     assert_integrity(&c, "mem", "after random ids");
 }
+
+/// A file database with table `mem` (two rows) in journal mode `mode`, and its path.
+fn file_table(tag: &str, mode: &str) -> (std::path::PathBuf, String) {
+    let dir = common::temp_dir(tag);
+    let path = dir.join("m.db").to_string_lossy().into_owned();
+    let c = common::open(&path);
+    c.execute_batch(&format!(
+        "PRAGMA journal_mode = {mode}; CREATE VIRTUAL TABLE mem USING memories(dim=4, auto_embed=off)"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    for (id, v) in [(1, [1.0, 0.0, 0.0, 0.0]), (2, [0.0, 1.0, 0.0, 0.0])] {
+        c.execute(
+            "INSERT INTO mem(id, content, embedding) VALUES (?1, ?2, ?3)",
+            params![id, format!("memory {id}"), blob(&v)],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    (dir, path)
+}
+
+#[test]
+fn integrity_is_read_only_and_says_what_it_could_not_check() {
+    for mode in ["delete", "wal"] {
+        let (dir, path) = file_table(&format!("hostile-integrity-{mode}"), mode);
+        let checker = common::open(&path);
+        checker
+            .busy_timeout(std::time::Duration::from_millis(200))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Another connection holds the write lock.
+        let writer = common::open(&path);
+        writer
+            .execute_batch("BEGIN IMMEDIATE")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = common::report(&checker, "mem");
+        assert_ne!(r["ok"], false, "{mode}, other writer: {r}");
+        let skipped = r["skipped"].to_string();
+        assert!(
+            skipped.contains("fts5") && skipped.contains("locked"),
+            "{mode}: {r}"
+        );
+        writer
+            .execute_batch("ROLLBACK")
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A reader is active on another connection.
+        let reader = common::open(&path);
+        reader
+            .execute_batch("BEGIN; SELECT count(*) FROM mem_content;")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = common::report(&checker, "mem");
+        assert_ne!(r["ok"], false, "{mode}, other reader: {r}");
+        reader
+            .execute_batch("COMMIT")
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Inside a read transaction of the checking connection: stays a read transaction.
+        checker
+            .execute_batch("BEGIN; SELECT count(*) FROM mem_content;")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = common::report(&checker, "mem");
+        assert_ne!(r["ok"], false, "{mode}, in a read transaction: {r}");
+        let state = checker
+            .transaction_state(Some(rusqlite::MAIN_DB))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(state, rusqlite::TransactionState::Read, "{mode}: {r}");
+        // Another connection can now take the write lock and commit ...
+        let w2 = common::open(&path);
+        w2.busy_timeout(std::time::Duration::from_millis(200))
+            .unwrap_or_else(|e| panic!("{e}"));
+        if mode == "wal" {
+            w2.execute("DELETE FROM mem WHERE id = 2", [])
+                .unwrap_or_else(|e| panic!("{mode}: a writer next to the check: {e}"));
+        }
+        // ... and the checker's COMMIT succeeds.
+        checker
+            .execute_batch("COMMIT")
+            .unwrap_or_else(|e| panic!("{mode}: COMMIT after subcog_integrity: {e}"));
+        // With nobody else: every check runs, ok.
+        drop(w2);
+        let r = common::report(&checker, "mem");
+        assert_eq!(r["ok"], true, "{mode}: {r}");
+        assert_eq!(r["fts_integrity_check"], "ok", "{mode}: {r}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
