@@ -482,3 +482,125 @@ fn integrity_is_read_only_and_says_what_it_could_not_check() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn table_names_resolve_as_sqlite_resolves_them() {
+    let dir = common::temp_dir("hostile-names");
+    let c = mem();
+    let other = dir.join("other.db").to_string_lossy().into_owned();
+    c.execute("ATTACH DATABASE ?1 AS aux", [&other])
+        .unwrap_or_else(|e| panic!("{e}"));
+    // (SQL identifier as created, names a function is given that must find it)
+    let tables: [(&str, &[&str]); 8] = [
+        (
+            "mem",
+            &[
+                "mem",
+                "MEM",
+                "Mem",
+                "main.mem",
+                "MAIN.MEM",
+                "\"mem\"",
+                "main.\"MEM\"",
+            ],
+        ),
+        (
+            "\"a.b\"",
+            &["a.b", "A.B", "\"a.b\"", "main.\"a.b\"", "[a.b]"],
+        ),
+        (
+            "\"with space\"",
+            &[
+                "with space",
+                "WITH SPACE",
+                "\"with space\"",
+                "main.\"with space\"",
+            ],
+        ),
+        (
+            "\"Ünïcødé\"",
+            &["Ünïcødé", "ÜNÏCØDÉ", "main.Ünïcødé", "`Ünïcødé`"],
+        ),
+        (
+            "\"we\"\"ird\"",
+            &["we\"ird", "\"we\"\"ird\"", "main.\"we\"\"ird\""],
+        ),
+        ("\"MiXeD\"", &["mixed", "MIXED", "MiXeD", "main.mixed"]),
+        (
+            "temp.tmem",
+            &["tmem", "temp.tmem", "TEMP.TMEM", "\"temp\".\"tmem\""],
+        ),
+        (
+            "aux.amem",
+            &["amem", "aux.amem", "AUX.Amem", "aux.\"amem\""],
+        ),
+    ];
+    for (i, (ident, _)) in tables.iter().enumerate() {
+        c.execute_batch(&format!(
+            "CREATE VIRTUAL TABLE {ident} USING memories(dim=2, auto_embed=off, dedup=off)"
+        ))
+        .unwrap_or_else(|e| panic!("{ident}: {e}"));
+        c.execute(
+            &format!("INSERT INTO {ident}(id, content, embedding) VALUES (?1, 'x', ?2)"),
+            params![i as i64 + 1, blob(&[1.0, i as f32])],
+        )
+        .unwrap_or_else(|e| panic!("{ident}: {e}"));
+        c.execute(
+            &format!(
+                "INSERT INTO {ident}(id, content, embedding, ttl) VALUES (?1, 'y', ?2, '1ms')"
+            ),
+            params![i as i64 + 100, blob(&[-1.0, 0.5])],
+        )
+        .unwrap_or_else(|e| panic!("{ident}: {e}"));
+    }
+    // ÜNÏCØDÉ: SQLite folds only ASCII letters, so the upper-case form is another name.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    for (i, (ident, names)) in tables.iter().enumerate() {
+        for name in names.iter() {
+            if *name == "ÜNÏCØDÉ" {
+                let e = err_of(c.query_row("SELECT subcog_integrity(?1)", [name], |r| {
+                    r.get::<_, String>(0)
+                }));
+                assert!(e.contains("not a memories table"), "{name}: {e}");
+                continue;
+            }
+            let v = blob(&[1.0, i as f32]);
+            let got = common::ids(&c, "SELECT id FROM vec_search(?1, ?2, 1)", params![name, v])
+                .unwrap_or_else(|e| panic!("vec_search({name:?}) for {ident}: {e}"));
+            assert_eq!(got, [i as i64 + 1], "vec_search({name:?}) for {ident}");
+            let r = common::report(&c, name);
+            assert_eq!(r["ok"], true, "subcog_integrity({name:?}) for {ident}: {r}");
+            assert_eq!(
+                r["counts"]["memories"], 2,
+                "subcog_integrity({name:?}): {r}"
+            );
+            let _: Option<String> = c
+                .query_row("SELECT subcog_last_insert(?1)", [name], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("subcog_last_insert({name:?}) for {ident}: {e}"));
+        }
+        // Purge through the last spelling: the expired row goes.
+        let last = names[names.len() - 1];
+        let purged: i64 = c
+            .query_row("SELECT subcog_purge(?1)", [last], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("subcog_purge({last:?}) for {ident}: {e}"));
+        assert_eq!(purged, 1, "subcog_purge({last:?}) for {ident}");
+    }
+    for bad in [
+        "nope",
+        "main.nope",
+        "\"mem",
+        "mem\"",
+        "nope.mem",
+        "temp.mem",
+        "a.\"b",
+    ] {
+        let e = err_of(c.query_row("SELECT subcog_integrity(?1)", [bad], |r| {
+            r.get::<_, String>(0)
+        }));
+        assert!(
+            e.contains("not a memories table") || e.contains("no such"),
+            "{bad}: {e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
