@@ -200,8 +200,10 @@ mod tests {
     fn maxima_are_bounded() {
         assert!(max_threads() >= THREADS_PER_CORE);
         assert!(max_threads() <= cores() * THREADS_PER_CORE);
-        assert!(MAX_EMBED_CACHE * EMBED_CACHE_ENTRY_BYTES <= MAX_EMBED_CACHE_BYTES);
-        assert!(MAX_EMBED_CACHE >= DEFAULT_EMBED_CACHE);
+        const {
+            assert!(MAX_EMBED_CACHE * EMBED_CACHE_ENTRY_BYTES <= MAX_EMBED_CACHE_BYTES);
+            assert!(MAX_EMBED_CACHE >= DEFAULT_EMBED_CACHE);
+        }
         for s in SETTINGS {
             assert!((s.max)() >= 1, "{}", s.key);
         }
