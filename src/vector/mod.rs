@@ -66,7 +66,9 @@ impl Metric {
                     na += x * x;
                     nb += y * y;
                 }
-                let denom = na.sqrt() * nb.sqrt();
+                // sqrt(na * nb), not sqrt(na) * sqrt(nb): for a == b it is exactly na, so a
+                // vector is at distance exactly 0 from itself.
+                let denom = (na * nb).sqrt();
                 if denom == 0.0 {
                     1.0
                 } else {
@@ -564,6 +566,14 @@ mod tests {
         assert!(check(&tiny, Some(Metric::Cosine), "v").is_ok());
         assert!(Metric::Cosine.distance(&tiny, &par).abs() < 1e-6);
         assert!(norm(&tiny) > 0.0);
+        // A vector is at distance exactly 0 from itself.
+        for v in [
+            [0.3f32, -0.7, 0.1, 0.9],
+            [1e-30, 2e-30, 0.0, 0.0],
+            [4e18, 1.0, 0.0, 0.0],
+        ] {
+            assert_eq!(Metric::Cosine.distance(&v, &v), 0.0, "{v:?}");
+        }
         // The zero vector on cosine.
         let e = err(check(&[0.0; 4], Some(Metric::Cosine), "embedding MATCH").map(|_| vec![]));
         assert_eq!(

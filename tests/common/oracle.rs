@@ -20,7 +20,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         na += x * x;
         nb += y * y;
     }
-    let d = na.sqrt() * nb.sqrt();
+    let d = (na * nb).sqrt();
     if d == 0.0 {
         1.0
     } else {
