@@ -117,8 +117,11 @@ lint:
 clean:
 	$(CARGO) clean
 
-## stress: the differential test, longer (20 seeds x 5000 operations, release build)
+## stress: the differential test, longer (20 seeds x 5000 operations, release build), and the
+## property tests of tests/fuzz.rs with PROPTEST_CASES (default 5000) cases each
 stress:
 	SUBCOG_DIFF_OPS=$${SUBCOG_DIFF_OPS:-5000} SUBCOG_DIFF_SEEDS=$${SUBCOG_DIFF_SEEDS:-$$(seq -s, 1 20)} \
 	  $(CARGO) test --release --target-dir target/stress --no-default-features --features bundled \
 	  --test differential -- --nocapture
+	PROPTEST_CASES=$${PROPTEST_CASES:-5000} $(CARGO) test --release --target-dir target/stress \
+	  --no-default-features --features bundled --test fuzz

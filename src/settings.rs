@@ -12,8 +12,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::embedder;
 use crate::error::Result;
 
-/// Largest value `subcog_config(key, n)` accepts for any setting (2^30).
-pub(crate) const MAX: usize = 1 << 30;
+/// Most threads a thread setting (`embed_threads`, `index_threads`, and their environment
+/// variables) may ask for, per available core: more only adds contention, and a huge count
+/// used to start thousands of threads and exhaust the host's memory.
+pub(crate) const THREADS_PER_CORE: usize = 4;
+
+/// Most bytes the embedding cache may hold when full (256 MiB).
+pub(crate) const MAX_EMBED_CACHE_BYTES: usize = 256 << 20;
+
+/// Estimated bytes of one embedding-cache entry: 384 float32 (1,536 B), the 32-byte key,
+/// the `Arc` header and the LRU node (~80 B). ~1.6 KB, as the README says.
+pub(crate) const EMBED_CACHE_ENTRY_BYTES: usize = 384 * 4 + 32 + 16 + 80;
+
+/// Largest `embed_cache_size`: [`MAX_EMBED_CACHE_BYTES`] / [`EMBED_CACHE_ENTRY_BYTES`]
+/// entries (161,319; ~256 MiB when full).
+pub(crate) const MAX_EMBED_CACHE: usize = MAX_EMBED_CACHE_BYTES / EMBED_CACHE_ENTRY_BYTES;
+
+/// Largest thread count of `embed_threads` and `index_threads`: [`THREADS_PER_CORE`] x the
+/// available cores (at least 1 core).
+pub(crate) fn max_threads() -> usize {
+    cores().saturating_mul(THREADS_PER_CORE)
+}
 
 /// Default number of entries in the process-wide embedding cache (SHA-256 of model tag and
 /// text -> vector), ~1.6 KB each, so ~6.5 MB when full.
@@ -49,23 +68,28 @@ static INDEX_THREADS: AtomicUsize = AtomicUsize::new(0);
 /// [`set_embed_cache_size`] if any, else `SUBCOG_EMBED_CACHE` (0 = off), else
 /// [`DEFAULT_EMBED_CACHE`]. (The cache is created on first use; after that its capacity,
 /// [`embedder::cache_stats`], is the value in force.)
+/// An environment value above [`MAX_EMBED_CACHE`] is clamped to it.
 pub(crate) fn embed_cache_size() -> usize {
     match EMBED_CACHE.load(Ordering::Relaxed) {
-        UNSET => env_count("SUBCOG_EMBED_CACHE").unwrap_or(DEFAULT_EMBED_CACHE),
+        UNSET => env_count("SUBCOG_EMBED_CACHE")
+            .unwrap_or(DEFAULT_EMBED_CACHE)
+            .min(MAX_EMBED_CACHE),
         n => n,
     }
 }
 
 /// Sets the embedding cache's size for the process (0 = off). Only records it:
 /// [`embedder::set_cache_size`] also resizes the cache.
+/// Values above [`MAX_EMBED_CACHE`] are clamped (`subcog_config` refuses them first).
 pub(crate) fn set_embed_cache_size(entries: usize) {
-    EMBED_CACHE.store(entries.min(UNSET - 1), Ordering::Relaxed);
+    EMBED_CACHE.store(entries.min(MAX_EMBED_CACHE), Ordering::Relaxed);
 }
 
 /// Intra-op threads for ONNX Runtime sessions: the value set by [`set_embed_threads`] if
 /// non-zero, else `SUBCOG_THREADS` if non-zero, else min(2, available cores). Two, not all
 /// cores, because the library lives inside someone else's process; two were ~1.4x faster
-/// than one on this model (field notes).
+/// than one on this model (field notes). Never more than [`max_threads`] (a larger
+/// environment value is clamped).
 pub(crate) fn embed_threads() -> usize {
     match EMBED_THREADS.load(Ordering::Relaxed) {
         0 => env_count("SUBCOG_THREADS")
@@ -73,6 +97,7 @@ pub(crate) fn embed_threads() -> usize {
             .unwrap_or_else(|| cores().min(2)),
         n => n,
     }
+    .min(max_threads())
 }
 
 /// Sets the ONNX Runtime thread count for sessions created from now on (0 = back to the
@@ -86,6 +111,7 @@ pub(crate) fn set_embed_threads(n: usize) {
 /// [`set_index_threads`] if non-zero, else `SUBCOG_INDEX_THREADS` if non-zero, else the
 /// available cores up to 4. Searches always run on the caller's thread; these threads
 /// exist only while a checkpoint runs (inside a COMMIT, a bulk INSERT or 'optimize').
+/// Never more than [`max_threads`] (a larger environment value is clamped).
 pub(crate) fn index_threads() -> usize {
     match INDEX_THREADS.load(Ordering::Relaxed) {
         0 => env_count("SUBCOG_INDEX_THREADS")
@@ -93,6 +119,7 @@ pub(crate) fn index_threads() -> usize {
             .unwrap_or_else(|| cores().clamp(1, 4)),
         n => n,
     }
+    .min(max_threads())
 }
 
 /// Sets the checkpoint thread count (0 = back to the default, see [`index_threads`]).
@@ -106,7 +133,9 @@ pub(crate) struct Setting {
     pub key: &'static str,
     /// The value in force now.
     pub get: fn() -> usize,
-    /// Sets it for the whole process (`0..=MAX`, checked by the caller) and applies it.
+    /// Largest value it accepts (the smallest is 0); `subcog_config` refuses a larger one.
+    pub max: fn() -> usize,
+    /// Sets it for the whole process (`0..=max()`, checked by the caller) and applies it.
     pub set: fn(usize) -> Result<()>,
 }
 
@@ -115,6 +144,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
         key: "embed_cache_size",
         get: || embedder::cache_stats().capacity,
+        max: || MAX_EMBED_CACHE,
         set: |n| {
             embedder::set_cache_size(n);
             Ok(())
@@ -123,11 +153,13 @@ pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
         key: "embed_threads",
         get: || embedder::loaded().map_or_else(embed_threads, |e| e.session_threads()),
+        max: max_threads,
         set: embedder::set_threads,
     },
     Setting {
         key: "index_threads",
         get: index_threads,
+        max: max_threads,
         set: |n| {
             set_index_threads(n);
             Ok(())
@@ -162,6 +194,19 @@ mod tests {
         }
         // A variable no test sets; the environment is read, never written.
         assert_eq!(env_count("SUBCOG_TEST_UNSET_VARIABLE_0d8f"), None);
+    }
+
+    #[test]
+    fn maxima_are_bounded() {
+        assert!(max_threads() >= THREADS_PER_CORE);
+        assert!(max_threads() <= cores() * THREADS_PER_CORE);
+        const {
+            assert!(MAX_EMBED_CACHE * EMBED_CACHE_ENTRY_BYTES <= MAX_EMBED_CACHE_BYTES);
+            assert!(MAX_EMBED_CACHE >= DEFAULT_EMBED_CACHE);
+        }
+        for s in SETTINGS {
+            assert!((s.max)() >= 1, "{}", s.key);
+        }
     }
 
     #[test]

@@ -73,4 +73,50 @@ fn settings_read_change_and_reject_bad_values() {
     assert!(e.contains("INTEGER") && e.contains("TEXT"), "{e}");
     let e = err(&c, "SELECT subcog_config(1)");
     assert!(e.contains("expected TEXT"), "{e}");
+
+    // Each setting has a sane maximum: 100000 threads used to be accepted (and start ~1,700
+    // threads at the next embedding); a cache of 2^30 entries could grow without bound.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    for key in ["embed_threads", "index_threads"] {
+        let before = get(&c, &format!("SELECT subcog_config('{key}')")).unwrap_or(-1);
+        for bad in [100_000, cores * 4 + 1, i64::MAX] {
+            let e = err(&c, &format!("SELECT subcog_config('{key}', {bad})"));
+            assert!(
+                e.contains(key)
+                    && e.contains(&format!("0..={}", cores * 4))
+                    && e.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            get(&c, &format!("SELECT subcog_config('{key}')")).ok(),
+            Some(before),
+            "{key} changed by a refused value"
+        );
+    }
+    assert_eq!(
+        get(
+            &c,
+            &format!("SELECT subcog_config('index_threads', {})", cores * 4)
+        )
+        .ok(),
+        Some(cores * 4)
+    );
+    assert!(get(&c, "SELECT subcog_config('index_threads', 0)").is_ok());
+    let e = err(&c, "SELECT subcog_config('embed_cache_size', 1073741824)");
+    assert!(
+        e.contains("embed_cache_size")
+            && e.contains("0..=161319")
+            && e.contains("1073741824")
+            && e.contains("MiB"),
+        "{e}"
+    );
+    assert_eq!(
+        get(&c, "SELECT subcog_config('embed_cache_size', 161319)").ok(),
+        Some(161319)
+    );
+    assert_eq!(
+        get(&c, "SELECT subcog_config('embed_cache_size', 4096)").ok(),
+        Some(4096)
+    );
 }

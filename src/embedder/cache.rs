@@ -25,8 +25,7 @@ static CACHE_HITS: AtomicU64 = AtomicU64::new(0);
 static CACHE_MISSES: AtomicU64 = AtomicU64::new(0);
 
 /// An LRU map holding at most `cap` entries that allocates as it fills (`LruCache::new`
-/// reserves room for `cap` entries up front: ~17 GB for the largest size
-/// `subcog_config` accepts).
+/// reserves room for `cap` entries up front).
 fn bounded(cap: NonZeroUsize) -> LruCache<Key, Arc<[f32]>> {
     let mut l = LruCache::unbounded();
     l.resize(cap);
@@ -105,8 +104,9 @@ pub(crate) fn cache_stats() -> CacheStats {
 
 /// Resizes the process-wide embedding cache to `entries` (0 turns it off and empties it;
 /// shrinking drops the least recently used entries) and records the size in
-/// [`settings`].
+/// [`settings`]. Clamped to [`settings::MAX_EMBED_CACHE`].
 pub(crate) fn set_cache_size(entries: usize) {
+    let entries = entries.min(settings::MAX_EMBED_CACHE);
     settings::set_embed_cache_size(entries);
     with_cache(|c| match (NonZeroUsize::new(entries), c.lru.as_mut()) {
         (None, _) => c.lru = None,
@@ -123,12 +123,14 @@ mod tests {
     #[test]
     fn resizes_and_serves_without_reserving_its_capacity() {
         let before = cache_stats();
-        // Off, then the largest size subcog_config accepts: this used to reserve room for
-        // 2^30 entries up front (and abort on the allocation).
+        // Off, then the largest size subcog_config accepts (nothing reserved up front), then
+        // above it: clamped.
         set_cache_size(0);
         assert_eq!(cache_stats().capacity, 0);
-        set_cache_size(settings::MAX);
-        assert_eq!(cache_stats().capacity, settings::MAX);
+        set_cache_size(settings::MAX_EMBED_CACHE);
+        assert_eq!(cache_stats().capacity, settings::MAX_EMBED_CACHE);
+        set_cache_size(1 << 30);
+        assert_eq!(cache_stats().capacity, settings::MAX_EMBED_CACHE);
         set_cache_size(2);
         let tag = [7u8; 32];
         let (a, b, c) = (key(&tag, "a"), key(&tag, "b"), key(&tag, "c"));

@@ -115,8 +115,9 @@ impl Ranking {
                 }
                 other => {
                     return Err(Error::invalid(format!(
-                        "column ranking: unknown key '{other}'; expected recency_weight, \
-                         half_life, importance_weight"
+                        "column ranking: unknown key '{other}'; expected recency_weight \
+                         (or recency), half_life (or recency_half_life), importance_weight (or \
+                         importance)"
                     )));
                 }
             }

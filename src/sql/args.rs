@@ -87,6 +87,12 @@ pub(super) fn query(tab: &MemoryTable, idx_num: i32, args: &Values<'_>) -> Resul
     let int = |v: Option<ValueRef<'_>>, what: &str| -> Result<Option<i64>> {
         v.map_or(Ok(None), |v| row::integer(&v, what, "an INTEGER"))
     };
+    if matches!(k, Some(ValueRef::Null)) {
+        return Err(Error::invalid(format!(
+            "column k: expected an INTEGER in 1..={MAX_K}, got NULL (leave the k term out to \
+             use LIMIT)"
+        )));
+    }
     let k = int(k, "column k")?;
     let limit = int(limit, "LIMIT")?;
     let offset = int(offset, "OFFSET")?.unwrap_or(0).max(0);
@@ -169,28 +175,47 @@ fn search_of(
     Ok(Some(match matches {
         [Some(q), _, _] => {
             let k = count(true)?.unwrap_or(10);
-            (Search::Knn(query_vector(q, tab.store.opts.dim, table)?), k)
+            let v = query_vector(q, tab.store.opts.dim, table)?;
+            vector::check(&v, Some(tab.store.opts.metric), "embedding MATCH")?;
+            (Search::Knn(v), k)
         }
         [_, Some(q), _] => {
             let k = count(false)?.unwrap_or(usize::MAX);
-            let ValueRef::Text(t) = q else {
+            // A number is its text, as FTS5 itself reads `MATCH 8080`.
+            let Some(text) = match_text(tab, q)? else {
                 return Err(Error::invalid(
-                    "content MATCH: expected an FTS5 query as TEXT",
+                    "content MATCH: expected an FTS5 query as TEXT, got BLOB",
                 ));
             };
-            (Search::Keyword(String::from_utf8_lossy(t).into_owned()), k)
+            (Search::Keyword(text), k)
         }
         [_, _, Some(q)] => {
             let k = count(true)?.unwrap_or(10);
-            let ValueRef::Text(t) = q else {
+            // Any text is accepted, and a number is searched as its text (TEXT affinity).
+            let Some(text) = match_text(tab, q)? else {
                 return Err(Error::invalid(format!(
-                    "{table} MATCH: expected the search text as TEXT"
+                    "{table} MATCH: expected the search text as TEXT, got BLOB"
                 )));
             };
-            (Search::Hybrid(String::from_utf8_lossy(t).into_owned()), k)
+            (Search::Hybrid(text), k)
         }
         _ => return Ok(None),
     }))
+}
+
+/// A MATCH value as text: TEXT as is, a number as SQLite renders it (`8080`, `1.5`);
+/// `None` for a BLOB (NULL is handled before: it matches nothing).
+fn match_text(tab: &MemoryTable, q: ValueRef<'_>) -> Result<Option<String>> {
+    Ok(match q {
+        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(r) => Some(tab.store.conn().query_row(
+            "SELECT CAST(?1 AS TEXT)",
+            [r],
+            |row| row.get(0),
+        )?),
+        ValueRef::Blob(_) | ValueRef::Null => None,
+    })
 }
 
 /// The `namespace = ?` value with TEXT affinity, as an ordinary TEXT column compares: a

@@ -103,7 +103,13 @@ fn vec_to_json(ctx: &Context<'_>) -> Result<Option<String>> {
     Ok(Some(serde_json::Value::from(v).to_string()))
 }
 
-/// `vec_distance(a, b [, metric])` -> distance under `metric` (default cosine).
+/// `vec_distance(a, b [, metric])` -> distance under `metric` (default cosine), computed
+/// in f64.
+///
+/// # Errors
+/// A vector that is not one ([`vector::from_sql`]: non-finite elements, a norm above
+/// [`vector::MAX_NORM`]), vectors of different lengths, an unknown metric, or a zero vector
+/// under cosine (it has no direction).
 fn vec_distance(ctx: &Context<'_>) -> Result<Option<f64>> {
     if matches!(ctx.get_raw(0), ValueRef::Null) || matches!(ctx.get_raw(1), ValueRef::Null) {
         return Ok(None);
@@ -130,6 +136,8 @@ fn vec_distance(ctx: &Context<'_>) -> Result<Option<f64>> {
     } else {
         Metric::Cosine
     };
+    vector::check(&a, Some(metric), "vec_distance(a)")?;
+    vector::check(&b, Some(metric), "vec_distance(b)")?;
     Ok(Some(metric.distance(&a, &b) as f64))
 }
 
@@ -175,9 +183,13 @@ fn integrity(ctx: &Context<'_>) -> Result<String> {
 /// * `index_threads`: threads that build the HNSW graph at a checkpoint (0 = default:
 ///   `SUBCOG_INDEX_THREADS`, else min(4, cores)).
 ///
+/// Each has a maximum ([`settings::Setting::max`]): the threads at most
+/// [`settings::THREADS_PER_CORE`] x the available cores, the cache at most
+/// [`settings::MAX_EMBED_CACHE`] entries (~256 MiB).
+///
 /// # Errors
-/// Unknown key (naming the known ones), a value that is not an integer in
-/// `0..=settings::MAX`, or a model that fails to reload.
+/// Unknown key (naming the known ones), a value that is not an integer in `0..=max`
+/// (naming the setting, the range and the value), or a model that fails to reload.
 fn config(ctx: &Context<'_>) -> Result<i64> {
     let key = match ctx.get_raw(0) {
         ValueRef::Text(t) => String::from_utf8_lossy(t).to_ascii_lowercase(),
@@ -195,12 +207,13 @@ fn config(ctx: &Context<'_>) -> Result<i64> {
         ))
     })?;
     if ctx.len() > 1 {
+        let max = (setting.max)();
         let n = match ctx.get_raw(1) {
-            ValueRef::Integer(i) if (0..=settings::MAX as i64).contains(&i) => i as usize,
+            ValueRef::Integer(i) if i >= 0 && (i as u64) <= max as u64 => i as usize,
             ValueRef::Integer(i) => {
                 return Err(Error::invalid(format!(
-                    "subcog_config('{key}', value): expected an integer in 0..={}, got {i}",
-                    settings::MAX
+                    "subcog_config('{key}', value): expected an integer in 0..={max} ({}), got {i}",
+                    setting_bound(setting.key)
                 )));
             }
             other => {
@@ -213,6 +226,22 @@ fn config(ctx: &Context<'_>) -> Result<i64> {
         (setting.set)(n)?;
     }
     Ok((setting.get)() as i64)
+}
+
+/// Why a setting's maximum is what it is, for the error message.
+fn setting_bound(key: &str) -> String {
+    if key == "embed_cache_size" {
+        format!(
+            "at most {} MiB of ~{} B entries",
+            settings::MAX_EMBED_CACHE_BYTES >> 20,
+            settings::EMBED_CACHE_ENTRY_BYTES
+        )
+    } else {
+        format!(
+            "at most {} threads per available core",
+            settings::THREADS_PER_CORE
+        )
+    }
 }
 
 /// `subcog_info()` -> JSON: version, model, dimension, file locations, whether they

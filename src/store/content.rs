@@ -7,9 +7,13 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, params};
 
 use super::{SUPERSEDES, Store, VectorChange, id_list};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::row::Row;
 use crate::table::dedup::content_hash;
+
+/// Random ids [`Store::next_id`] tries once the largest id is `i64::MAX` (SQLite tries
+/// 100 before SQLITE_FULL).
+const RANDOM_ID_TRIES: usize = 100;
 
 impl Store {
     /// Whether a memory with this id exists.
@@ -57,13 +61,46 @@ impl Store {
         Ok(out)
     }
 
-    /// The id an INSERT without one gets (as SQLite's rowid allocation: max + 1).
+    /// The id an INSERT without one gets, as SQLite allocates a rowid: the largest id + 1
+    /// (1 for an empty table); once the largest id is `i64::MAX`, a random unused positive
+    /// id (up to [`RANDOM_ID_TRIES`] tries).
+    ///
+    /// # Errors
+    /// SQLite errors; `SQLITE_FULL` with "`{table}`: no free id ..." when every random try
+    /// hit a used id (as SQLite says "database or disk is full" for a plain table).
     pub(crate) fn next_id(&self) -> Result<i64> {
-        let sql = self.sql(|| format!("SELECT coalesce(max(id), 0) + 1 FROM {}", self.q.content));
-        Ok(self
+        let sql = self.sql(|| format!("SELECT max(id) FROM {}", self.q.content));
+        let max: Option<i64> = self
             .conn
             .prepare_cached(&sql)?
-            .query_row([], |r| r.get(0))?)
+            .query_row([], |r| r.get(0))?;
+        match max {
+            None => return Ok(1),
+            Some(m) if m < i64::MAX => return Ok(m + 1),
+            Some(_) => {}
+        }
+        let sql = self.sql(|| {
+            format!(
+                "SELECT r FROM (SELECT random() & 9223372036854775807 AS r) \
+                 WHERE r > 0 AND NOT EXISTS (SELECT 1 FROM {} WHERE id = r)",
+                self.q.content
+            )
+        });
+        let mut st = self.conn.prepare_cached(&sql)?;
+        for _ in 0..RANDOM_ID_TRIES {
+            if let Some(id) = st.query_row([], |r| r.get(0)).optional()? {
+                return Ok(id);
+            }
+        }
+        Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some(format!(
+                "{}: no free id for an INSERT without id ({RANDOM_ID_TRIES} random ids were \
+                 in use after the largest id {}); give an explicit id",
+                self.table,
+                i64::MAX
+            )),
+        )))
     }
 
     /// Inserts a memory, its FTS5 entry and, per `vec`, its vector (`Set`), a note that

@@ -4,7 +4,9 @@
 //! Checks, each reported as a count and, when wrong, as a problem line:
 //! * every `mem_vectors` row belongs to a memory (`orphan_vectors`);
 //! * the FTS5 index has exactly one document per memory (`fts_missing`, `fts_orphans`,
-//!   via FTS5's `mem_fts_docsize`) and passes FTS5's own `integrity-check`;
+//!   via FTS5's `mem_fts_docsize`) and passes FTS5's own `integrity-check` (a write
+//!   statement: run only outside a read transaction; "skipped" when another connection
+//!   holds the lock);
 //! * every pending id is a memory or a deleted one (always true) and, for every id *not*
 //!   pending, the HNSW snapshot holds its vector exactly (`hnsw_missing`, `hnsw_stale`),
 //!   and holds nothing else (`hnsw_extra`) — the invariant of [`crate::ann`];
@@ -33,6 +35,8 @@ fn count(conn: &Connection, sql: &str) -> Result<i64> {
 struct Report {
     counts: serde_json::Map<String, serde_json::Value>,
     problems: Vec<String>,
+    /// Checks that could not run now, each `"check: why"`; not problems.
+    skipped: Vec<String>,
 }
 
 impl Report {
@@ -49,7 +53,9 @@ impl Report {
 
 /// Checks the `memories` table `table` (optionally `schema.table`) and returns the JSON
 /// report `{"table", "ok", "counts": {...}, "fts_integrity_check", "problems": [...],
-/// "repair"}`.
+/// "skipped": [...], "repair"}`. Read-only: `ok` is whether the checks that ran found no
+/// problem; a check that could not run now (FTS5's own check while another connection
+/// holds the lock or inside a read transaction) is listed in `skipped`, not a problem.
 ///
 /// # Errors
 /// [`crate::error::Error::Invalid`] if `table` is not a `memories` table; SQLite errors.
@@ -71,6 +77,7 @@ pub(crate) fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
         "counts": r.counts,
         "fts_integrity_check": fts_check,
         "problems": r.problems,
+        "skipped": r.skipped,
         "repair": format!("INSERT INTO {}({}) VALUES ('rebuild')", quote(&table), quote(&table)),
     }))
 }
@@ -158,8 +165,17 @@ fn check_fts(store: &Store, schema: &str, table: &str, r: &mut Report) -> Result
         Some(format!("{n} FTS5 documents belong to no memory"))
     });
     let fts = &store.q.fts_bare;
-    // FTS5's check is an INSERT of a command: it writes nothing, but a read-only
-    // connection refuses it, so it is skipped there (and said so).
+    // FTS5's check is an INSERT of a command: it changes nothing, but it is a write
+    // statement. It is run only where that cannot change or wait on anything: never inside
+    // a read transaction of this connection (it would become a write transaction, whose
+    // COMMIT may then fail), and a lock held by another connection makes it "skipped", not
+    // a problem. A read-only connection refuses it: skipped too.
+    if c.transaction_state(Some(schema))? == rusqlite::TransactionState::Read {
+        let why = "inside a read transaction (FTS5's integrity-check is a write statement \
+                   and would make it a write transaction)";
+        r.skipped.push(format!("fts5: {why}"));
+        return Ok(format!("skipped: {why}"));
+    }
     Ok(
         match c.execute(
             &format!(
@@ -172,7 +188,20 @@ fn check_fts(store: &Store, schema: &str, table: &str, r: &mut Report) -> Result
             Err(rusqlite::Error::SqliteFailure(f, _))
                 if f.code == rusqlite::ErrorCode::ReadOnly =>
             {
+                r.skipped.push("fts5: read-only connection".into());
                 "skipped: read-only connection".to_string()
+            }
+            Err(rusqlite::Error::SqliteFailure(f, msg))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                let why = msg.unwrap_or_else(|| "database is locked".into());
+                r.skipped.push(format!(
+                    "fts5: {why} (another connection holds the lock; try again later)"
+                ));
+                format!("skipped: {why}")
             }
             Err(e) => {
                 r.problems.push(format!("FTS5 integrity-check failed: {e}"));

@@ -313,11 +313,7 @@ impl MemoryTable {
         let opts = &self.store.opts;
         match supplied {
             Some(v) => {
-                if opts.metric == vector::Metric::Cosine && vector::norm(&v) == 0.0 {
-                    return Err(Error::invalid(
-                        "column embedding: expected a non-zero vector for metric=cosine, got all zeros",
-                    ));
-                }
+                vector::check(&v, Some(opts.metric), "column embedding")?;
                 Ok(Embedding::Supplied(v))
             }
             None if opts.auto_embed => {

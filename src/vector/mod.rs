@@ -52,28 +52,73 @@ impl Metric {
         }
     }
 
-    /// Exact distance between `a` and `b` (same length) under this metric.
+    /// Exact distance between `a` and `b` (same length) under this metric, computed in f64
+    /// (so no sum overflows or underflows for vectors [`check`] accepts) and returned as
+    /// f32. Cosine distance is clamped to `[0, 2]`; a zero vector (refused on cosine tables
+    /// and by `vec_distance`) gives 1, as usearch does.
     pub fn distance(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
             Metric::Cosine => {
-                let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
-                for (x, y) in a.iter().zip(b) {
+                let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+                for (&x, &y) in a.iter().zip(b) {
+                    let (x, y) = (f64::from(x), f64::from(y));
                     dot += x * y;
                     na += x * x;
                     nb += y * y;
                 }
+                // sqrt(na * nb), not sqrt(na) * sqrt(nb): for a == b it is exactly na, so a
+                // vector is at distance exactly 0 from itself.
                 let denom = (na * nb).sqrt();
-                if denom == 0.0 { 1.0 } else { 1.0 - dot / denom }
+                if denom == 0.0 {
+                    1.0
+                } else {
+                    (1.0 - dot / denom).clamp(0.0, 2.0) as f32
+                }
             }
             Metric::L2 => a
                 .iter()
                 .zip(b)
-                .map(|(x, y)| (x - y) * (x - y))
-                .sum::<f32>()
-                .sqrt(),
-            Metric::Ip => 1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>(),
+                .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+                .sum::<f64>()
+                .sqrt() as f32,
+            Metric::Ip => {
+                (1.0 - a
+                    .iter()
+                    .zip(b)
+                    .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                    .sum::<f64>()) as f32
+            }
         }
     }
+}
+
+/// Largest accepted Euclidean norm of a vector: 2^62 (~4.6e18). Any two vectors within it
+/// have float32 squared norms, dot products and squared differences below
+/// 4 x 2^124 = 2^126 < `f32::MAX` (~2^128), so the float32 kernels of the HNSW graph never
+/// overflow; `[3e19, 0, 0, 0]` (squared norm 9e38 > `f32::MAX`) is refused.
+pub const MAX_NORM: f64 = 4_611_686_018_427_387_904.0;
+
+/// Checks that `v`'s magnitude is usable: its norm (computed in f64) is at most
+/// [`MAX_NORM`], and, for `metric = Some(Cosine)`, not 0 (a zero vector has no direction).
+/// Elements are already finite ([`decode`], [`from_json`]).
+///
+/// # Errors
+/// [`Error::Invalid`] starting with `what`: `{what}: vector norm {n:.3e} is too large (at most
+/// 2^62 = 4.612e18, beyond which float32 arithmetic overflows)` or `{what}: expected a non-zero
+/// vector for metric=cosine, got all zeros`.
+pub(crate) fn check(v: &[f32], metric: Option<Metric>, what: &str) -> Result<()> {
+    let n = norm64(v);
+    if n > MAX_NORM {
+        return Err(Error::invalid(format!(
+            "{what}: vector norm {n:.3e} is too large (at most 2^62 = {MAX_NORM:.3e}, beyond which float32 arithmetic overflows)"
+        )));
+    }
+    if metric == Some(Metric::Cosine) && n == 0.0 {
+        return Err(Error::invalid(format!(
+            "{what}: expected a non-zero vector for metric=cosine, got all zeros"
+        )));
+    }
+    Ok(())
 }
 
 /// A distance function over two vectors of equal length.
@@ -156,7 +201,8 @@ mod kernels;
 /// `what` names the value in error messages (e.g. `"column embedding"`).
 ///
 /// # Errors
-/// [`Error::Invalid`] if the length is not `4 * dim` bytes or a value is NaN or infinite.
+/// [`Error::Invalid`] if the length is not `4 * dim` bytes, a value is NaN or infinite, or
+/// the norm exceeds [`MAX_NORM`] ([`check`]).
 pub fn decode(blob: &[u8], dim: usize, what: &str) -> Result<Vec<f32>> {
     if blob.len() != dim * 4 {
         return Err(Error::invalid(format!(
@@ -180,6 +226,7 @@ pub fn decode(blob: &[u8], dim: usize, what: &str) -> Result<Vec<f32>> {
             v[i]
         )));
     }
+    check(&v, None, what)?;
     Ok(v)
 }
 
@@ -208,7 +255,8 @@ pub(crate) fn encode(v: &[f32]) -> Vec<u8> {
 /// Parses a JSON array of numbers (`'[0.1, 0.2]'`) into a vector.
 ///
 /// # Errors
-/// [`Error::Invalid`] if the text is not a JSON array of finite numbers.
+/// [`Error::Invalid`] if the text is not a JSON array of finite float32 numbers (a number
+/// beyond float32's range, like `1e39`, is refused), or its norm exceeds [`MAX_NORM`].
 pub(crate) fn from_json(text: &str) -> Result<Vec<f32>> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| Error::invalid(format!("vector JSON: {e}; got '{}'", clip(text))))?;
@@ -218,7 +266,8 @@ pub(crate) fn from_json(text: &str) -> Result<Vec<f32>> {
             clip(text)
         ))
     })?;
-    arr.iter()
+    let v = arr
+        .iter()
         .enumerate()
         .map(|(i, x)| {
             x.as_f64()
@@ -226,11 +275,13 @@ pub(crate) fn from_json(text: &str) -> Result<Vec<f32>> {
                 .filter(|f| f.is_finite())
                 .ok_or_else(|| {
                     Error::invalid(format!(
-                        "vector JSON: element {i} is {x}, expected a finite number"
+                        "vector JSON: element {i} is {x}, expected a finite float32 number"
                     ))
                 })
         })
-        .collect()
+        .collect::<Result<Vec<f32>>>()?;
+    check(&v, None, "vector JSON")?;
+    Ok(v)
 }
 
 /// Reads a vector from a SQL value: a BLOB of little-endian float32 or, as TEXT, a JSON
@@ -289,9 +340,17 @@ pub(crate) fn from_sql(v: ValueRef<'_>, dim: Option<usize>, what: &str) -> Resul
     }
 }
 
-/// L2 norm of `v`.
+/// L2 norm of `v`, summed in f64 (no overflow or underflow of the squares), as f32.
 pub(crate) fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+    norm64(v) as f32
+}
+
+/// L2 norm of `v`, summed and returned in f64.
+pub(crate) fn norm64(v: &[f32]) -> f64 {
+    v.iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Shortens long user text for error messages.
@@ -476,6 +535,52 @@ mod tests {
                 format!("embedding MATCH: expected a BLOB of 2 float32 or a JSON array, got {t}")
             );
         }
+    }
+
+    #[test]
+    fn huge_and_tiny_magnitudes() {
+        // [3e19, 0, 0, 0]: its float32 squared norm overflows; refused everywhere.
+        let huge = encode(&[3e19, 0.0, 0.0, 0.0]);
+        let e = err(decode(&huge, 4, "column embedding").map(|_| vec![]));
+        assert!(
+            e.starts_with(
+                "column embedding: vector norm 3.000e19 is too large (at most 2^62 = 4.612e18"
+            ),
+            "{e}"
+        );
+        assert!(err(from_json("[3e19, 0, 0, 0]")).contains("too large"));
+        assert!(err(from_json("[1e39]")).contains("finite float32"));
+        // The largest accepted magnitude: distances stay exact and finite.
+        let big = [4e18f32, 0.0, 0.0, 0.0];
+        assert!(check(&big, Some(Metric::Cosine), "v").is_ok());
+        let par = [1.0f32, 0.0, 0.0, 0.0];
+        assert!(Metric::Cosine.distance(&big, &par).abs() < 1e-6);
+        assert!(Metric::L2.distance(&big, &par).is_finite());
+        assert!(Metric::Ip.distance(&big, &big).is_finite());
+        let g = Metric::Cosine.graph_distance()(&big, &par);
+        assert!(g.is_finite() && g.abs() < 1e-5, "{g}");
+        let g = Metric::L2.graph_distance()(&big, &[-4e18, 0.0, 0.0, 0.0]);
+        assert!(g.is_finite(), "{g}");
+        // Tiny vectors: their float32 squares underflow, f64 does not.
+        let tiny = [1e-30f32, 0.0, 0.0, 0.0];
+        assert!(check(&tiny, Some(Metric::Cosine), "v").is_ok());
+        assert!(Metric::Cosine.distance(&tiny, &par).abs() < 1e-6);
+        assert!(norm(&tiny) > 0.0);
+        // A vector is at distance exactly 0 from itself.
+        for v in [
+            [0.3f32, -0.7, 0.1, 0.9],
+            [1e-30, 2e-30, 0.0, 0.0],
+            [4e18, 1.0, 0.0, 0.0],
+        ] {
+            assert_eq!(Metric::Cosine.distance(&v, &v), 0.0, "{v:?}");
+        }
+        // The zero vector on cosine.
+        let e = err(check(&[0.0; 4], Some(Metric::Cosine), "embedding MATCH").map(|_| vec![]));
+        assert_eq!(
+            e,
+            "embedding MATCH: expected a non-zero vector for metric=cosine, got all zeros"
+        );
+        assert!(check(&[0.0; 4], Some(Metric::L2), "v").is_ok());
     }
 
     #[test]

@@ -10,17 +10,22 @@ use rusqlite::{Connection, params};
 use super::rng::Rng;
 use super::{blob, unblob};
 
-/// Cosine distance with the same formula as `Metric::Cosine` (f32, same summation
-/// order), so that distances compare exactly.
+/// Cosine distance with the same formula as `Metric::Cosine` (sums in f64, same order,
+/// clamped to [0, 2], returned as f32), so that distances compare exactly.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
-    for (x, y) in a.iter().zip(b) {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
         dot += x * y;
         na += x * x;
         nb += y * y;
     }
     let d = (na * nb).sqrt();
-    if d == 0.0 { 1.0 } else { 1.0 - dot / d }
+    if d == 0.0 {
+        1.0
+    } else {
+        (1.0 - dot / d).clamp(0.0, 2.0) as f32
+    }
 }
 
 /// Cosine similarity as the near-duplicate check computes it: `1 - distance`, in f64.

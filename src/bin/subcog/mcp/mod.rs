@@ -6,15 +6,15 @@
 //! model can correct the call and the server keeps serving. [`schema`] holds the tools'
 //! argument and result types, [`server`] the tools, [`transport`] the stdio transport.
 
+mod framing;
 mod schema;
 mod server;
 mod transport;
 
 use std::path::PathBuf;
 
+use rmcp::ServiceExt;
 use rmcp::model::ProtocolVersion;
-use rmcp::transport::IntoTransport;
-use rmcp::{RoleServer, ServiceExt};
 
 use crate::db::{self, Prepare};
 use server::MemoryServer;
@@ -93,9 +93,10 @@ fn serve_until_closed(db: Option<PathBuf>) -> Result<(), String> {
     rt.block_on(async move {
         tracing::info!(db = %path.display(), "subcog MCP server on stdio");
         let running = server
-            .serve(HandshakeOnly::new(
-                IntoTransport::<RoleServer, _, _>::into_transport(rmcp::transport::stdio()),
-            ))
+            .serve(HandshakeOnly::new(framing::LineTransport::new(
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+            )))
             .await
             .map_err(|e| format!("MCP handshake failed: {e}"))?;
         running

@@ -124,6 +124,11 @@ pub(crate) struct SearchResult {
     pub(crate) results: Vec<Scored>,
 }
 
+/// Arguments of `memory_stats`: none (an unknown one is an error, as for the other tools).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatsArgs {}
+
 /// Arguments of `memory_get` and `memory_delete`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use super::MAX_PROTOCOL;
 use super::schema::{
     Args, ContextArgs, ContextResult, DeleteResult, IdArgs, LinkArgs, LinkResult, ListArgs,
-    ListResult, SearchArgs, SearchResult, StoreArgs, StoreResult, UpdateArgs,
+    ListResult, SearchArgs, SearchResult, StatsArgs, StoreArgs, StoreResult, UpdateArgs,
 };
 use crate::ops::{self, Memory, Stats};
 
@@ -282,7 +282,10 @@ impl MemoryServer {
             open_world_hint = false
         )
     )]
-    async fn memory_stats(&self) -> Result<Json<Stats>, String> {
+    async fn memory_stats(
+        &self,
+        Parameters(Args(StatsArgs {})): Parameters<Args<StatsArgs>>,
+    ) -> Result<Json<Stats>, String> {
         Ok(Json(self.run(ops::stats).await?))
     }
 }

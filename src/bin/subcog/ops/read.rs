@@ -72,7 +72,8 @@ fn search_sql(
 /// Searches: the `k` best memories for `query`, best first.
 ///
 /// # Errors
-/// Empty query, `k` out of 1..=[`MAX_K`], or the table's error (e.g. the model missing).
+/// Empty query, a keyword-mode query without words, `k` out of 1..=[`MAX_K`], or the
+/// table's error (e.g. the model missing).
 pub(crate) fn search(
     conn: &Connection,
     query: &str,
@@ -86,6 +87,20 @@ pub(crate) fn search(
     }
     if !(1..=MAX_K).contains(&k) {
         return Err(format!("k must be from 1 to {MAX_K} (got {k})"));
+    }
+    if mode == Mode::Keyword
+        && conn
+            .query_row("SELECT subcog_fts_query(?1)", [query], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .map_err(sql_err("searching"))?
+            .is_none()
+    {
+        return Err(format!(
+            "query has no words to search for in keyword mode (got {query:?}): keyword mode \
+             matches the query's words; punctuation and FTS5 operators such as *, NEAR( and \
+             quotes are not interpreted"
+        ));
     }
     let rank_json = ranking.json();
     let (sql, vals) = search_sql(query, k, namespace, mode, rank_json.as_deref());

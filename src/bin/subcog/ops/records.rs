@@ -189,7 +189,8 @@ pub(crate) enum Mode {
     Hybrid,
     /// Semantic similarity of the query's embedding only.
     Vector,
-    /// Keyword (BM25) matching of the query's words only.
+    /// Keyword (BM25) matching of the query's words only: punctuation and FTS5 operators
+    /// are not interpreted, and a query without words is an error.
     Keyword,
 }
 
