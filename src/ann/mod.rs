@@ -25,6 +25,7 @@ mod checkpoint;
 mod namespaces;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -41,8 +42,10 @@ pub type Hit = (i64, f32);
 
 /// The in-memory HNSW graph of one table on one connection.
 pub(crate) struct Ann {
-    /// Declared before `view`: dropped first, as it may point into it.
-    index: Option<Index>,
+    /// Declared before `view`: dropped first, as it may point into it. Shared (`Arc`)
+    /// only with the background fold ([`Ann::fold`]), which runs on an owned graph
+    /// (never a view) and is joined ([`Ann::settle`]) before anything else touches it.
+    index: Option<Arc<Index>>,
     /// The snapshot bytes `index` is a zero-copy view of (usearch `view_from_buffer`),
     /// until the first checkpoint turns the view into an owned, writable graph.
     view: Option<Vec<u8>>,
@@ -60,6 +63,20 @@ pub(crate) struct Ann {
     writes_uncounted: usize,
     /// The pending count when last counted.
     pending_counted: usize,
+    /// The in-statement fold still adding its vectors to `index` on a background thread
+    /// ([`Ann::fold`]); joined by [`Ann::settle`] before the graph is read, changed,
+    /// dropped or saved. At most one at a time.
+    folding: Option<std::thread::JoinHandle<Result<()>>>,
+    /// The graph's size once `folding` is done.
+    folded_size: usize,
+}
+
+impl Drop for Ann {
+    fn drop(&mut self) {
+        // The graph goes with the table: wait for the fold rather than leave it running.
+        // Its error no longer matters (nothing will read this graph).
+        let _ = self.settle();
+    }
 }
 
 impl Default for Ann {
@@ -87,6 +104,56 @@ impl Ann {
             ns: Namespaces::default(),
             writes_uncounted: 0,
             pending_counted: 0,
+            folding: None,
+            folded_size: 0,
+        }
+    }
+
+    /// Waits for the background fold ([`Ann::fold`]), if one runs.
+    ///
+    /// # Errors
+    /// The fold's [`Error::Index`] (usearch refused a vector, or a thread panicked); the
+    /// graph is then dropped, and the next use rebuilds it from the stored vectors (the
+    /// recorded generation has no stored snapshot yet, see [`Ann::ensure_loaded`]).
+    pub(crate) fn settle(&mut self) -> Result<()> {
+        let Some(fold) = self.folding.take() else {
+            return Ok(());
+        };
+        let r = fold
+            .join()
+            .unwrap_or_else(|_| Err(Error::Index("the HNSW fold thread panicked".into())));
+        if r.is_err() {
+            self.drop_graph();
+        }
+        r
+    }
+
+    /// Adds `items` to the owned graph on a background thread, so the caller's statement
+    /// goes on writing rows while the graph takes the vectors (an in-statement fold of a
+    /// bulk load: its SQLite work and the graph's insertions overlap on two cores). The
+    /// caller has reserved the capacity. Anything that reads the graph joins it first
+    /// ([`Ann::settle`]).
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the graph is not loaded or the thread cannot start (then
+    /// the items are added here instead).
+    pub(super) fn fold(&mut self, items: Vec<(u64, Vec<f32>)>) -> Result<()> {
+        self.settle()?;
+        let Some(index) = self.index.as_ref().map(Arc::clone) else {
+            return Err(Error::Index("graph not loaded".into()));
+        };
+        self.folded_size = index.size() + items.len();
+        let items = Arc::new(items);
+        let (index2, items2) = (Arc::clone(&index), Arc::clone(&items));
+        match std::thread::Builder::new()
+            .name("subcog-fold".into())
+            .spawn(move || build::add_parallel(&index2, &items2))
+        {
+            Ok(handle) => {
+                self.folding = Some(handle);
+                Ok(())
+            }
+            Err(_) => build::add_parallel(&index, &items),
         }
     }
 
@@ -122,6 +189,13 @@ impl Ann {
 
     /// Drops the in-memory graph; the next search reloads it.
     pub(crate) fn invalidate(&mut self) {
+        // The graph is dropped anyway: a failed fold changes nothing.
+        let _ = self.settle();
+        self.drop_graph();
+    }
+
+    /// Drops the graph and its state (the fold, if any, is joined already).
+    fn drop_graph(&mut self) {
         self.index = None;
         self.view = None;
         self.generation = 0;
@@ -134,6 +208,7 @@ impl Ann {
     /// open transaction deferred writing it, see [`Ann::maybe_checkpoint`], and the graph
     /// was dropped since), the graph is rebuilt from the stored vectors instead.
     fn ensure_loaded(&mut self, store: &Store) -> Result<()> {
+        self.settle()?;
         let (g, saved) = store.snapshot_state()?;
         if self.index.is_some() && self.generation == g {
             return Ok(());
@@ -170,7 +245,7 @@ impl Ann {
                 view = Some(blob);
             }
         }
-        self.index = Some(index);
+        self.index = Some(Arc::new(index));
         self.view = view;
         self.unit = unit;
         self.generation = g;
@@ -194,7 +269,7 @@ impl Ann {
         }
         index.change_expansion_search(store.opts.ef_search);
         install_metric(&mut index, store.opts.metric, self.unit, store.opts.dim);
-        self.index = Some(index);
+        self.index = Some(Arc::new(index));
         Ok(())
     }
 
@@ -364,13 +439,31 @@ impl Ann {
             .map(|(ns, q)| (self.ns.ids.get(*ns).copied(), self.graph_vector(q)))
             .collect();
         let of = &self.ns.of;
+        // Every node in one namespace (a table without namespaces, a bulk load): the plain
+        // walk visits the same nodes without calling the filter per node; its few pending
+        // hits are dropped after it (the caller compares pending vectors exactly anyway).
+        let one_namespace = self.ns.ids.len() == 1 && of.len() == index.size();
         par_map(&jobs, |(want, gq)| -> Result<Vec<i64>> {
             let Some(want) = *want else {
                 return Ok(Vec::new());
             };
-            let m = index.filtered_search(gq, k, |key: u64| {
+            let keep = |key: u64| -> bool {
                 !pending.contains(&(key as i64)) && of.get(&key).copied() == Some(want)
-            })?;
+            };
+            let m = if one_namespace {
+                let mut m = index.search(gq, k)?;
+                let (keys, distances): (Vec<u64>, Vec<f32>) = m
+                    .keys
+                    .iter()
+                    .zip(&m.distances)
+                    .filter(|(key, _)| keep(**key))
+                    .map(|(key, d)| (*key, *d))
+                    .unzip();
+                (m.keys, m.distances) = (keys, distances);
+                m
+            } else {
+                index.filtered_search(gq, k, keep)?
+            };
             Ok(m.keys
                 .iter()
                 .zip(&m.distances)
