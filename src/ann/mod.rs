@@ -283,9 +283,41 @@ impl Ann {
         let metric = store.opts.metric;
         let dim = store.opts.dim;
         let mut hits: Vec<Hit> = Vec::new();
+        if metric != Metric::Cosine || k == 0 {
+            store.scan_vectors(namespace, |id, blob| {
+                if let Some(v) = vector::decode_stored(blob, dim) {
+                    hits.push((id, metric.distance(query, &v)));
+                }
+            })?;
+            return Ok(top_k(hits, k));
+        }
+        // Cosine: each vector is screened by the float32 SIMD distance, and the exact one
+        // (f64) is computed only when the screen puts it within the error margin of the
+        // k-th best exact distance so far. A vector skipped is farther than that k-th
+        // distance, which only falls, so it is not among the final k: exact results, at a
+        // fraction of the f64 arithmetic.
+        let screen = vector::cosine_screen();
+        let margin = vector::cosine_screen_margin(dim);
+        let mut kth: std::collections::BinaryHeap<(Far, i64)> =
+            std::collections::BinaryHeap::with_capacity(k + 1);
+        let mut v = vec![0f32; dim];
         store.scan_vectors(namespace, |id, blob| {
-            if let Some(v) = vector::decode_stored(blob, dim) {
-                hits.push((id, metric.distance(query, &v)));
+            if !vector::decode_into(blob, &mut v) {
+                return;
+            }
+            let near = match (kth.len() < k, kth.peek()) {
+                (false, Some((Far(worst), _))) => {
+                    screen(query, &v).is_none_or(|d| d <= worst + margin)
+                }
+                _ => true,
+            };
+            if near {
+                let d = metric.distance(query, &v);
+                hits.push((id, d));
+                kth.push((Far(d), id));
+                if kth.len() > k {
+                    kth.pop();
+                }
             }
         })?;
         Ok(top_k(hits, k))
@@ -471,6 +503,24 @@ impl Ann {
                 .map(|(key, _)| *key as i64)
                 .collect())
         })
+    }
+}
+
+/// A distance ordered by `f32::total_cmp`, for the exact scan's heap of the k best.
+#[derive(Clone, Copy, PartialEq)]
+struct Far(f32);
+
+impl Eq for Far {}
+
+impl PartialOrd for Far {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Far {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
     }
 }
 
