@@ -20,6 +20,7 @@
 //! * Searches over at most `exact_max` vectors (a small table or a small namespace) are
 //!   exact scans, so a filter never leaves a KNN query short of `k` results.
 
+mod block;
 mod build;
 mod checkpoint;
 mod namespaces;
@@ -69,6 +70,8 @@ pub(crate) struct Ann {
     folding: Option<std::thread::JoinHandle<Result<()>>>,
     /// The graph's size once `folding` is done.
     folded_size: usize,
+    /// Contiguous copies of small vector sets for exact scans.
+    blocks: block::Blocks,
 }
 
 impl Drop for Ann {
@@ -106,6 +109,7 @@ impl Ann {
             pending_counted: 0,
             folding: None,
             folded_size: 0,
+            blocks: block::Blocks::default(),
         }
     }
 
@@ -196,6 +200,7 @@ impl Ann {
 
     /// Drops the graph and its state (the fold, if any, is joined already).
     fn drop_graph(&mut self) {
+        self.blocks.clear();
         self.index = None;
         self.view = None;
         self.generation = 0;
@@ -273,6 +278,27 @@ impl Ann {
         Ok(())
     }
 
+    /// Exact KNN over a set of at most `exact_max` stored vectors (the table, or one
+    /// namespace), scanned from its contiguous block ([`block::Blocks`]: kept between
+    /// queries while nothing changed).
+    fn exact_small(
+        &mut self,
+        store: &Store,
+        query: &[f32],
+        k: usize,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Hit>> {
+        let dim = store.opts.dim;
+        let metric = store.opts.metric;
+        self.blocks.with(store, namespace, |b| {
+            let mut scan = ExactScan::new(metric, query, k);
+            for (id, v) in b.ids.iter().zip(b.vecs.chunks_exact(dim.max(1))) {
+                scan.offer(*id, v);
+            }
+            scan.finish()
+        })
+    }
+
     /// Exact KNN by scanning stored vectors, optionally of one namespace.
     pub(crate) fn exact(
         store: &Store,
@@ -280,47 +306,14 @@ impl Ann {
         k: usize,
         namespace: Option<&str>,
     ) -> Result<Vec<Hit>> {
-        let metric = store.opts.metric;
-        let dim = store.opts.dim;
-        let mut hits: Vec<Hit> = Vec::new();
-        if metric != Metric::Cosine || k == 0 {
-            store.scan_vectors(namespace, |id, blob| {
-                if let Some(v) = vector::decode_stored(blob, dim) {
-                    hits.push((id, metric.distance(query, &v)));
-                }
-            })?;
-            return Ok(top_k(hits, k));
-        }
-        // Cosine: each vector is screened by the float32 SIMD distance, and the exact one
-        // (f64) is computed only when the screen puts it within the error margin of the
-        // k-th best exact distance so far. A vector skipped is farther than that k-th
-        // distance, which only falls, so it is not among the final k: exact results, at a
-        // fraction of the f64 arithmetic.
-        let screen = vector::cosine_screen();
-        let margin = vector::cosine_screen_margin(dim);
-        let mut kth: std::collections::BinaryHeap<(Far, i64)> =
-            std::collections::BinaryHeap::with_capacity(k + 1);
-        let mut v = vec![0f32; dim];
+        let mut scan = ExactScan::new(store.opts.metric, query, k);
+        let mut v = vec![0f32; store.opts.dim];
         store.scan_vectors(namespace, |id, blob| {
-            if !vector::decode_into(blob, &mut v) {
-                return;
-            }
-            let near = match (kth.len() < k, kth.peek()) {
-                (false, Some((Far(worst), _))) => {
-                    screen(query, &v).is_none_or(|d| d <= worst + margin)
-                }
-                _ => true,
-            };
-            if near {
-                let d = metric.distance(query, &v);
-                hits.push((id, d));
-                kth.push((Far(d), id));
-                if kth.len() > k {
-                    kth.pop();
-                }
+            if vector::decode_into(blob, &mut v) {
+                scan.offer(id, &v);
             }
         })?;
-        Ok(top_k(hits, k))
+        Ok(scan.finish())
     }
 
     /// KNN of `query` (`dim` float32) among the table's vectors: up to `k` `(id, distance)`
@@ -366,7 +359,7 @@ impl Ann {
             None => None,
         };
         if ns_count.is_some_and(|n| n <= store.opts.exact_max) {
-            return Self::exact(store, query, k, namespace);
+            return self.exact_small(store, query, k, namespace);
         }
         self.ensure_loaded(store)?;
         let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
@@ -376,7 +369,7 @@ impl Ann {
         let searched =
             ns_count.unwrap_or_else(|| self.index.as_ref().map_or(0, |i| i.size()) + pending.len());
         if searched <= store.opts.exact_max {
-            return Self::exact(store, query, k, namespace);
+            return self.exact_small(store, query, k, namespace);
         }
         let Some(index) = self.index.as_ref() else {
             return Self::exact(store, query, k, namespace);
@@ -503,6 +496,64 @@ impl Ann {
                 .map(|(key, _)| *key as i64)
                 .collect())
         })
+    }
+}
+
+/// An exact KNN scan, one vector at a time. On a cosine table each vector is screened
+/// by the float32 SIMD distance ([`vector::cosine_screen`]), and the exact one (f64,
+/// [`Metric::distance`]) is computed only when the screen puts it within its error margin
+/// of the k-th best exact distance so far. A vector skipped is farther than that k-th
+/// distance, which only falls, so it is not among the final k: exact results at a
+/// fraction of the f64 arithmetic. Other metrics compute every exact distance.
+struct ExactScan<'q> {
+    metric: Metric,
+    query: &'q [f32],
+    k: usize,
+    screen: Option<(fn(&[f32], &[f32]) -> Option<f32>, f32)>,
+    kth: std::collections::BinaryHeap<(Far, i64)>,
+    hits: Vec<Hit>,
+}
+
+impl<'q> ExactScan<'q> {
+    fn new(metric: Metric, query: &'q [f32], k: usize) -> Self {
+        let screen = (metric == Metric::Cosine).then(|| {
+            (
+                vector::cosine_screen(),
+                vector::cosine_screen_margin(query.len()),
+            )
+        });
+        ExactScan {
+            metric,
+            query,
+            k,
+            screen,
+            kth: std::collections::BinaryHeap::with_capacity(k.saturating_add(1).min(4096)),
+            hits: Vec::new(),
+        }
+    }
+
+    fn offer(&mut self, id: i64, v: &[f32]) {
+        if self.k == 0 {
+            return;
+        }
+        if let (Some((screen, margin)), Some((Far(worst), _))) = (self.screen, self.kth.peek())
+            && self.kth.len() >= self.k
+            && screen(self.query, v).is_some_and(|d| d > worst + margin)
+        {
+            return;
+        }
+        let d = self.metric.distance(self.query, v);
+        self.hits.push((id, d));
+        if self.screen.is_some() {
+            self.kth.push((Far(d), id));
+            if self.kth.len() > self.k {
+                self.kth.pop();
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<Hit> {
+        top_k(self.hits, self.k)
     }
 }
 
