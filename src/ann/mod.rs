@@ -509,7 +509,8 @@ struct ExactScan<'q> {
     metric: Metric,
     query: &'q [f32],
     k: usize,
-    screen: Option<(fn(&[f32], &[f32]) -> Option<f32>, f32)>,
+    /// The screen and its error margin (cosine tables).
+    screen: Option<(vector::ScreenFn, f32)>,
     kth: std::collections::BinaryHeap<(Far, i64)>,
     hits: Vec<Hit>,
 }

@@ -194,12 +194,15 @@ impl Metric {
     }
 }
 
+/// A screening distance: `None` when it cannot bound the exact one.
+pub(crate) type ScreenFn = fn(&[f32], &[f32]) -> Option<f32>;
+
 /// A fast screen for exact cosine scans: the float32 SIMD cosine distance of `a` and `b`
 /// (`[f32; dim]` each), within [`cosine_screen_margin`] of [`Metric::distance`] (which
 /// sums in f64), or `None` when a vector's squared norm is below 2^-50 and the bound does
 /// not hold (compute the exact distance then). Chosen at run time like
 /// [`Metric::graph_distance`].
-pub(crate) fn cosine_screen() -> fn(&[f32], &[f32]) -> Option<f32> {
+pub(crate) fn cosine_screen() -> ScreenFn {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -423,8 +426,8 @@ mod tests {
             let margin = cosine_screen_margin(dim);
             let mut worst = 0f32;
             for round in 0..400 {
-                let scale_a = 2f32.powi((round % 9) as i32 * 10 - 20);
-                let scale_b = 2f32.powi(((round / 9) % 9) as i32 * 10 - 20);
+                let scale_a = 2f32.powi((round % 9) * 10 - 20);
+                let scale_b = 2f32.powi(((round / 9) % 9) * 10 - 20);
                 let a: Vec<f32> = (0..dim).map(|_| next() as f32 * scale_a).collect();
                 let b: Vec<f32> = match round % 4 {
                     0 => a
