@@ -17,6 +17,13 @@ use crate::vector;
 /// dimensions are 3 MiB). A block that does not fit is read for the scan and dropped.
 const MAX_BYTES: usize = 16 << 20;
 
+/// Whether a block of `n` vectors of `dim` float32 can be kept ([`MAX_BYTES`]); larger
+/// sets (an `exact_max` raised far above its default) are streamed from their rows, so a
+/// scan never allocates more than this bound.
+pub(super) fn fits(n: usize, dim: usize) -> bool {
+    n.saturating_mul(dim.saturating_mul(4).saturating_add(8)) <= MAX_BYTES
+}
+
 /// The stored vectors of one set, in rowid order of the scan.
 pub(super) struct Block {
     pub(super) ids: Vec<i64>,

@@ -279,17 +279,22 @@ impl Ann {
     }
 
     /// Exact KNN over a set of at most `exact_max` stored vectors (the table, or one
-    /// namespace), scanned from its contiguous block ([`block::Blocks`]: kept between
-    /// queries while nothing changed).
+    /// namespace; about `n` of them), scanned from its contiguous block
+    /// ([`block::Blocks`]: kept between queries while nothing changed), or streamed from
+    /// the rows when a block of `n` vectors would pass the blocks' memory bound.
     fn exact_small(
         &mut self,
         store: &Store,
         query: &[f32],
         k: usize,
         namespace: Option<&str>,
+        n: usize,
     ) -> Result<Vec<Hit>> {
         let dim = store.opts.dim;
         let metric = store.opts.metric;
+        if !block::fits(n, dim) {
+            return Self::exact(store, query, k, namespace);
+        }
         self.blocks.with(store, namespace, |b| {
             let mut scan = ExactScan::new(metric, query, k);
             for (id, v) in b.ids.iter().zip(b.vecs.chunks_exact(dim.max(1))) {
@@ -358,8 +363,8 @@ impl Ann {
             Some(ns) => Some(store.count_capped(ns, cap)?),
             None => None,
         };
-        if ns_count.is_some_and(|n| n <= store.opts.exact_max) {
-            return self.exact_small(store, query, k, namespace);
+        if let Some(n) = ns_count.filter(|n| *n <= store.opts.exact_max) {
+            return self.exact_small(store, query, k, namespace, n);
         }
         self.ensure_loaded(store)?;
         let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
@@ -369,7 +374,7 @@ impl Ann {
         let searched =
             ns_count.unwrap_or_else(|| self.index.as_ref().map_or(0, |i| i.size()) + pending.len());
         if searched <= store.opts.exact_max {
-            return self.exact_small(store, query, k, namespace);
+            return self.exact_small(store, query, k, namespace, searched);
         }
         let Some(index) = self.index.as_ref() else {
             return Self::exact(store, query, k, namespace);
