@@ -101,3 +101,42 @@ impl Blocks {
         self.key = None;
     }
 }
+
+/// Superseded memories kept by one table on one connection, for KNN walks that skip them
+/// (a superseded near duplicate sits next to its successor, so without the filter it
+/// crowds the nearest and the search runs again deeper). Kept under the same key as the
+/// blocks ([`Store::change_key`]); none inside a transaction.
+#[derive(Default)]
+pub(super) struct Superseded {
+    key: Option<(u64, i64)>,
+    ids: Option<std::sync::Arc<std::collections::HashSet<u64>>>,
+}
+
+/// Most superseded ids kept for the filter (about 40 MB at most); past it searches skip
+/// them after the walk, as inside transactions.
+const MAX_SUPERSEDED: usize = 1_000_000;
+
+impl Superseded {
+    /// The superseded ids, when they can be known without reading them on every query.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(super) fn get(
+        &mut self,
+        store: &Store,
+    ) -> Result<Option<std::sync::Arc<std::collections::HashSet<u64>>>> {
+        let key = store.change_key()?;
+        if key.is_none() {
+            self.key = None;
+            self.ids = None;
+            return Ok(None);
+        }
+        if key != self.key {
+            self.ids = store
+                .superseded_ids(MAX_SUPERSEDED)?
+                .map(|ids| std::sync::Arc::new(ids.into_iter().map(|id| id as u64).collect()));
+            self.key = key;
+        }
+        Ok(self.ids.clone())
+    }
+}

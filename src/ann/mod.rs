@@ -72,6 +72,8 @@ pub(crate) struct Ann {
     folded_size: usize,
     /// Contiguous copies of small vector sets for exact scans.
     blocks: block::Blocks,
+    /// Superseded ids for KNN walks that skip them.
+    superseded: block::Superseded,
 }
 
 impl Drop for Ann {
@@ -110,6 +112,7 @@ impl Ann {
             folding: None,
             folded_size: 0,
             blocks: block::Blocks::default(),
+            superseded: block::Superseded::default(),
         }
     }
 
@@ -334,7 +337,25 @@ impl Ann {
         k: usize,
         namespace: Option<&str>,
     ) -> Result<Vec<Hit>> {
-        self.search_ef(store, query, k, namespace, store.opts.ef_search)
+        self.search_ef(store, query, k, namespace, store.opts.ef_search, false)
+    }
+
+    /// [`Ann::search`] for a KNN that returns visible memories only: its graph walk also
+    /// skips superseded memories when this connection keeps their ids (outside
+    /// transactions, [`block::Superseded`]), so they do not take the places of visible
+    /// ones; the caller still drops hidden rows (expired ones, and superseded ones the
+    /// walk could not skip).
+    ///
+    /// # Errors
+    /// As [`Ann::search`].
+    pub(crate) fn search_visible(
+        &mut self,
+        store: &Store,
+        query: &[f32],
+        k: usize,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Hit>> {
+        self.search_ef(store, query, k, namespace, store.opts.ef_search, true)
     }
 
     /// [`Ann::search`] with the graph walk's candidate list `ef` instead of the table's
@@ -351,6 +372,7 @@ impl Ann {
         k: usize,
         namespace: Option<&str>,
         ef: usize,
+        skip_superseded: bool,
     ) -> Result<Vec<Hit>> {
         if k == 0 {
             return Ok(Vec::new());
@@ -376,13 +398,21 @@ impl Ann {
         if searched <= store.opts.exact_max {
             return self.exact_small(store, query, k, namespace, searched);
         }
-        let Some(index) = self.index.as_ref() else {
+        if self.index.is_none() {
             return Self::exact(store, query, k, namespace);
-        };
+        }
         if namespace.is_some() && !self.ns.loaded {
             self.ns.load(store, &pending)?;
         }
         let ns_filter: Option<Option<u32>> = namespace.map(|ns| self.ns.ids.get(ns).copied());
+        let superseded = if skip_superseded {
+            self.superseded.get(store)?
+        } else {
+            None
+        };
+        let Some(index) = self.index.as_ref() else {
+            return Self::exact(store, query, k, namespace);
+        };
         let gq = self.graph_vector(query);
         let mut hits: Vec<Hit> = Vec::new();
         if index.size() > 0 && ns_filter != Some(None) {
@@ -395,6 +425,7 @@ impl Ann {
             }
             let matches = index.filtered_search(&gq, candidates, |key: u64| {
                 !pending.contains(&(key as i64))
+                    && superseded.as_ref().is_none_or(|s| !s.contains(&key))
                     && match ns_filter {
                         None => true,
                         Some(want) => self.ns.of.get(&key).copied() == want,

@@ -40,16 +40,22 @@ pub fn check_k(k: i64, what: &str) -> Result<usize> {
     Ok(k as usize)
 }
 
-/// KNN: the `k` nearest memories to `query`.
+/// KNN: the `k` nearest memories to `query`; unless `include_superseded`, the graph walk
+/// skips superseded memories where it can ([`Ann::search_visible`]).
 pub fn knn(
     store: &Store,
     ann: &mut Ann,
     query: &[f32],
     k: usize,
     ns: Option<&str>,
+    include_superseded: bool,
 ) -> Result<Vec<Found>> {
-    Ok(ann
-        .search(store, query, k, ns)?
+    let hits = if include_superseded {
+        ann.search(store, query, k, ns)?
+    } else {
+        ann.search_visible(store, query, k, ns)?
+    };
+    Ok(hits
         .into_iter()
         .map(|(id, d)| Found {
             id,

@@ -227,3 +227,26 @@ impl Store {
         Ok(Some((self.conn.total_changes(), version)))
     }
 }
+
+impl Store {
+    /// The ids of the memories a `supersedes` link hides (the links' `dst`), or `None`
+    /// when there are more than `cap` (too many to keep in memory for a search filter).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(crate) fn superseded_ids(&self, cap: usize) -> Result<Option<Vec<i64>>> {
+        let sql = self.sql(|| {
+            format!(
+                "SELECT DISTINCT dst FROM {} WHERE kind = ?1 LIMIT ?2",
+                self.q.links
+            )
+        });
+        let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
+        let ids: Vec<i64> = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(rusqlite::params![super::SUPERSEDES, limit], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((ids.len() <= cap).then_some(ids))
+    }
+}

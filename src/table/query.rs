@@ -140,7 +140,14 @@ impl MemoryTable {
         let (found, rows) = loop {
             let want = need.saturating_add(extra);
             let found = match search {
-                Search::Knn(q) => search::knn(store, &mut self.ann.borrow_mut(), q, want, ns)?,
+                Search::Knn(q) => search::knn(
+                    store,
+                    &mut self.ann.borrow_mut(),
+                    q,
+                    want,
+                    ns,
+                    include_superseded,
+                )?,
                 Search::Keyword(q) => search::keyword(store, q, want, ns)?,
                 Search::Hybrid(text) => {
                     // Without re-ranking the first run uses the depth a plain k-search
