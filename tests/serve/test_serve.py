@@ -213,7 +213,8 @@ def test_scope_in_every_tool(team):
     got = s.call(tok["b"], "memory_get", id=m["id"])
     assert got["namespace"] == "team-b"
     # The same content as a team-a memory: a new team-b memory, not team-a's id.
-    dup = s.call(tok["b"], "memory_store", content=before[0]["content"], namespace="team-b")
+    a_text = next(m["content"] for m in before if m["namespace"] == "team-a")
+    dup = s.call(tok["b"], "memory_store", content=a_text, namespace="team-b")
     assert dup["id"] not in ids["a"] and dup["outcome"] == "inserted"
     ids["b"] += [m["id"], dup["id"]]
     # A read-only token reads its namespace and changes nothing.
