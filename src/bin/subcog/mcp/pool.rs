@@ -8,6 +8,19 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
+/// Brings the connection's copy of the schema up to date before a call. When another
+/// connection changed the schema (e.g. Litestream creating its `_litestream_*` tables when
+/// it starts), SQLite notices on the next statement that runs and re-reads the schema,
+/// except when that first statement is the one the `memories` virtual table prepares while
+/// it connects inside another statement's preparation: that one fails with "database
+/// schema has changed", again on every retry. A plain read of `sqlite_schema` first lets
+/// SQLite re-read it (a few microseconds).
+fn refresh_schema(conn: &Connection) -> Result<(), String> {
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
+        .map(|_| ())
+        .map_err(|e| format!("reading the database schema failed: {e}"))
+}
+
 /// A writer connection and zero or more reader connections to the same database.
 pub(crate) struct Pool {
     writer: Arc<Mutex<Connection>>,
@@ -47,7 +60,11 @@ impl Pool {
         f: impl FnOnce(&Connection) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
         let writer = Arc::clone(&self.writer);
-        tokio::task::spawn_blocking(move || f(&lock(&writer)))
+        tokio::task::spawn_blocking(move || {
+            let conn = lock(&writer);
+            refresh_schema(&conn)?;
+            f(&conn)
+        })
             .await
             .map_err(|e| format!("internal error: the tool call did not complete: {e}"))?
     }
@@ -77,10 +94,11 @@ impl Pool {
                     Err(TryLockError::WouldBlock) => None,
                 });
                 // With a permit held a reader is always free; wait on the first otherwise.
-                match free {
-                    Some(g) => f(&g),
-                    None => f(&lock(&readers[0])),
-                }
+                let conn = match free {
+                    Some(g) => g,
+                    None => lock(&readers[0]),
+                };
+                refresh_schema(&conn).and_then(|()| f(&conn))
             };
             drop(permit);
             out
