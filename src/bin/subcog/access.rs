@@ -176,7 +176,10 @@ mod tests {
             admin: false,
         };
         assert!(p.check_read("b").is_ok());
-        assert!(p.check_write("b").is_err_and(|e| e.starts_with("forbidden:")));
+        assert!(
+            p.check_write("b")
+                .is_err_and(|e| e.starts_with("forbidden:"))
+        );
         assert!(p.sees("a") && !p.sees("c"));
         assert!(Principal::local().reads_all());
     }

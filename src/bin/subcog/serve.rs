@@ -282,7 +282,10 @@ async fn serve_http(
                     let set = Arc::new(TokenSet::new(file));
                     let n = set.len();
                     *lock.write().unwrap_or_else(|p| p.into_inner()) = set;
-                    eprintln!("subcog: SIGHUP: {n} tokens reloaded from {}", path.display());
+                    eprintln!(
+                        "subcog: SIGHUP: {n} tokens reloaded from {}",
+                        path.display()
+                    );
                 }
                 Err(e) => eprintln!("subcog: SIGHUP: kept the previous tokens: {e}"),
             }

@@ -278,9 +278,11 @@ pub(crate) fn add(
         None => write_scope.clone(),
     };
     if read.is_none() && write.is_none() && !admin {
-        return Err("give --read and/or --write (namespaces, comma-separated; * = every \
+        return Err(
+            "give --read and/or --write (namespaces, comma-separated; * = every \
                     namespace)"
-            .into());
+                .into(),
+        );
     }
     let now = subcog::row::now_ms();
     let expires_at = match expires {
@@ -374,7 +376,10 @@ mod tests {
         assert!(add(&path, "alice", None, Some("a"), false, None).is_err());
         let set = TokenSet::new(load(&path).unwrap_or_default());
         let p = set.authenticate(&token, 0);
-        assert!(p.as_ref().is_ok_and(|p| p.name == "alice" && p.read.allows("b")));
+        assert!(
+            p.as_ref()
+                .is_ok_and(|p| p.name == "alice" && p.read.allows("b"))
+        );
         assert_eq!(set.authenticate("sct_nope", 0), Err(Refusal::Unknown));
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(!text.contains(&token), "the file holds the token itself");

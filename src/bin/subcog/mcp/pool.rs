@@ -16,9 +16,11 @@ use tokio::sync::Semaphore;
 /// schema has changed", again on every retry. A plain read of `sqlite_schema` first lets
 /// SQLite re-read it (a few microseconds).
 fn refresh_schema(conn: &Connection) -> Result<(), String> {
-    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
-        .map(|_| ())
-        .map_err(|e| format!("reading the database schema failed: {e}"))
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|_| ())
+    .map_err(|e| format!("reading the database schema failed: {e}"))
 }
 
 /// A writer connection and zero or more reader connections to the same database.
@@ -65,8 +67,8 @@ impl Pool {
             refresh_schema(&conn)?;
             f(&conn)
         })
-            .await
-            .map_err(|e| format!("internal error: the tool call did not complete: {e}"))?
+        .await
+        .map_err(|e| format!("internal error: the tool call did not complete: {e}"))?
     }
 
     /// Runs `f` on a free reader connection (waiting for one), or on the writer when the

@@ -260,7 +260,13 @@ impl MemoryServer {
         let r = match context_namespace(&p, a.namespace) {
             Ok(ns) => {
                 self.read(move |c, _| {
-                    ops::context(c, &a.query, a.budget, ns.as_deref(), Some(a.format.as_str()))
+                    ops::context(
+                        c,
+                        &a.query,
+                        a.budget,
+                        ns.as_deref(),
+                        Some(a.format.as_str()),
+                    )
                 })
                 .await
             }
