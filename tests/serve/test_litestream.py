@@ -42,13 +42,20 @@ class Litestream:
         self.proc = subprocess.Popen([str(LITESTREAM), "replicate", "-config", str(cfg)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
-    def restore(self, db, out):
-        if out.exists():
-            out.unlink()
-        p = subprocess.run([str(LITESTREAM), "restore", "-config", str(self.cfg), "-o",
-                            str(out), str(db)], capture_output=True, text=True, timeout=120)
-        assert p.returncode == 0, p.stderr
-        return out
+    def restore(self, db, out, timeout=30):
+        """Restores the latest replica of `db` to `out`; waits (up to `timeout` s) for
+        the first snapshot of a replica that Litestream has only begun."""
+        end = time.time() + timeout
+        while True:
+            for f in [out, Path(f"{out}-wal"), Path(f"{out}-shm")]:
+                if f.exists():
+                    f.unlink()
+            p = subprocess.run([str(LITESTREAM), "restore", "-config", str(self.cfg), "-o",
+                                str(out), str(db)], capture_output=True, text=True, timeout=120)
+            if p.returncode == 0:
+                return out
+            assert "no matching backup files" in p.stderr and time.time() < end, p.stderr
+            time.sleep(0.5)
 
     def stop(self):
         self.proc.terminate()
@@ -83,12 +90,14 @@ def test_replicate_and_restore(tmp_path, serve):
     ls = Litestream(litestream_config(tmp_path, db, replica), tmp_path / "litestream.log")
     try:
         box = {}
+        ls.restore(db, tmp_path / "first.db")  # the first snapshot exists
         t = threading.Thread(target=lambda: box.update(
-            out=load.run(s.url, 8, clients=4, store_share=0.6)))
+            out=load.run(s.url, 10, clients=4, store_share=0.6)))
         t.start()
         # A restore while the server is writing: a consistent copy.
         time.sleep(4)
         mid = ls.restore(db, tmp_path / "mid.db")
+        assert t.is_alive(), "the writes ended before the restore: not a restore under writes"
         assert integrity(mid)["ok"]
         t.join()
         out = box["out"]
