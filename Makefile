@@ -7,7 +7,7 @@ EXT := target/release/libsubcog.so
 PY := .venv/bin/python
 export SUBCOG_EXT := $(CURDIR)/target/release/libsubcog
 
-.PHONY: setup venv build test test-rust test-py test-shell test-mcp test-examples demo eval bench bench-micro lint clean stress
+.PHONY: setup venv build test test-rust test-py test-shell test-mcp test-serve test-examples demo eval bench bench-micro lint clean stress
 .PHONY: wheel npm test-packaging
 
 ## setup: ONNX Runtime, the model and its tokenizer into ~/.local/share/subcog (checksummed)
@@ -27,7 +27,7 @@ build:
 $(EXT): build
 
 ## test: set-up, build, then every test (Rust unit/in-process, Python, sqlite3 shell)
-test: setup venv build test-rust test-py test-shell test-mcp test-examples test-packaging
+test: setup venv build test-rust test-py test-shell test-mcp test-serve test-examples test-packaging
 
 test-rust:
 	$(CARGO) test --no-default-features --features bundled
@@ -43,6 +43,14 @@ test-shell: build
 test-mcp: venv build
 	SUBCOG_REQUIRE_BIN=1 timeout 900 $(PY) -m pytest -q tests/mcp
 	timeout 900 tests/mcp/inspector.sh
+
+## test-serve: `subcog serve` over HTTP (tests/serve, pytest): tokens, scopes in every tool,
+## limits and attacks, 16 clients for SUBCOG_LOAD_SECONDS (15), SUBCOG_FAULT_ROUNDS (20)
+## SIGKILLs under load, Litestream replication, restores and a VFS read replica (from the venv);
+## first the unit tests of the binary (tokens file, scopes)
+test-serve: venv build
+	$(CARGO) test --release --no-default-features --features cli --target-dir target/cli --bin subcog
+	SUBCOG_REQUIRE_BIN=1 timeout 900 $(PY) -m pytest -q tests/serve
 
 ## test-examples: examples/python_example.py (stdlib sqlite3) and examples/node (better-sqlite3)
 test-examples: build
@@ -117,11 +125,14 @@ lint:
 clean:
 	$(CARGO) clean
 
-## stress: the differential test, longer (20 seeds x 5000 operations, release build), and the
-## property tests of tests/fuzz.rs with PROPTEST_CASES (default 5000) cases each
+## stress: the differential test, longer (20 seeds x 5000 operations, release build), the
+## property tests of tests/fuzz.rs with PROPTEST_CASES (default 5000) cases each, and the load
+## and SIGKILL tests of `subcog serve` for 60 s and 50 rounds (needs `make build` and the venv)
 stress:
 	SUBCOG_DIFF_OPS=$${SUBCOG_DIFF_OPS:-5000} SUBCOG_DIFF_SEEDS=$${SUBCOG_DIFF_SEEDS:-$$(seq -s, 1 20)} \
 	  $(CARGO) test --release --target-dir target/stress --no-default-features --features bundled \
 	  --test differential -- --nocapture
 	PROPTEST_CASES=$${PROPTEST_CASES:-5000} $(CARGO) test --release --target-dir target/stress \
 	  --no-default-features --features bundled --test fuzz
+	SUBCOG_LOAD_SECONDS=$${SUBCOG_LOAD_SECONDS:-60} SUBCOG_FAULT_ROUNDS=$${SUBCOG_FAULT_ROUNDS:-50} \
+	  SUBCOG_REQUIRE_BIN=1 $(PY) -m pytest -q -s tests/serve/test_load.py

@@ -1,16 +1,20 @@
 //! `subcog`: persistent memory for AI agents in one binary.
 //!
 //! SQLite is bundled and the subcog extension is registered on every connection, so the
-//! binary needs no system SQLite. Subcommands: `mcp` (MCP server over stdio), `shell`
+//! binary needs no system SQLite. Subcommands: `mcp` (MCP server over stdio), `serve`
+//! (MCP over HTTP with per-token namespace access), `token` (its tokens file), `shell`
 //! (interactive SQL), `sql` (one-shot SQL), `import` / `export` (JSON lines), `context`
 //! (a token-budgeted context for a question). Every memory
 //! operation is SQL against the `memories` virtual table.
 
+mod access;
 mod db;
 mod mcp;
 mod ops;
 mod output;
+mod serve;
 mod shell;
+mod tokens;
 mod transfer;
 
 use std::path::PathBuf;
@@ -37,6 +41,40 @@ enum Command {
         /// Memory database [default: $SUBCOG_DB, else ~/.local/share/subcog/memory.db].
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
+    },
+    /// Serve the memory tools over MCP's streamable HTTP transport (POST /mcp), with
+    /// per-token namespace access, and GET /health.
+    Serve {
+        /// Address to listen on, IP:PORT. A non-loopback address needs --tokens.
+        #[arg(long, default_value = "127.0.0.1:8420")]
+        listen: String,
+        /// Memory database [default: $SUBCOG_DB, else ~/.local/share/subcog/memory.db].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// Tokens file (`subcog token add`); every request then needs
+        /// "Authorization: Bearer <token>". Reloaded on SIGHUP.
+        #[arg(long, value_name = "FILE", env = "SUBCOG_TOKENS")]
+        tokens: Option<PathBuf>,
+        /// Largest request body in bytes (413 above it).
+        #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+        max_body: usize,
+        /// Reader connections: how many reads (searches, lists, gets) run at once.
+        /// Writes go through one connection, one at a time.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        readers: u16,
+        /// Longest time one request may take, in seconds, reading its body included (408).
+        #[arg(long, value_name = "SECONDS", default_value_t = 60,
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        request_timeout: u64,
+        /// Also accept this name in the Host header (e.g. the server's DNS name); may be
+        /// repeated. Loopback names and the listening IP are always accepted.
+        #[arg(long, value_name = "HOST")]
+        allowed_host: Vec<String>,
+    },
+    /// Manage the tokens file of `subcog serve`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Interactive SQL shell with the extension loaded.
     Shell {
@@ -95,13 +133,54 @@ enum Command {
     },
 }
 
+/// The `subcog token` subcommands (the tokens file holds SHA-256 hashes only).
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it, once (only its hash is stored).
+    Add {
+        /// Unique name: what the server's logs show for this token.
+        name: String,
+        /// Namespaces it may read, comma-separated; * = every namespace
+        /// [default: those of --write].
+        #[arg(long, value_name = "NS,..")]
+        read: Option<String>,
+        /// Namespaces it may store into and change, comma-separated; * = every namespace.
+        #[arg(long, value_name = "NS,..")]
+        write: Option<String>,
+        /// memory_stats shows this token the whole database.
+        #[arg(long)]
+        admin: bool,
+        /// Stop accepting it after this long: seconds, or e.g. 12h, 30d, 2w.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        /// Tokens file (created if missing).
+        #[arg(long, value_name = "FILE", env = "SUBCOG_TOKENS")]
+        tokens: PathBuf,
+    },
+    /// List the tokens: name, scopes, admin flag, expiry (never the tokens).
+    List {
+        /// Tokens file.
+        #[arg(long, value_name = "FILE", env = "SUBCOG_TOKENS")]
+        tokens: PathBuf,
+    },
+    /// Remove a token (a running server drops it on SIGHUP).
+    Revoke {
+        /// The token's name.
+        name: String,
+        /// Tokens file.
+        #[arg(long, value_name = "FILE", env = "SUBCOG_TOKENS")]
+        tokens: PathBuf,
+    },
+}
+
 /// Sends logs to stderr (stdout belongs to the MCP protocol and to query output).
 /// `RUST_LOG` sets the level, default `warn`. rmcp is capped at `info` whatever `RUST_LOG`
 /// asks: at `debug` it logs each request's arguments and each response, which would put
 /// the secrets and personal data that redaction keeps out of the database into the log.
-fn init_logging() {
+/// `default` is the filter without `RUST_LOG` (`subcog serve` adds its access log).
+fn init_logging(default: &str) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     if filter
         .max_level_hint()
         .is_none_or(|l| l > tracing::level_filters::LevelFilter::INFO)
@@ -122,6 +201,24 @@ fn init_logging() {
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Mcp { db } => mcp::serve(db),
+        Command::Serve {
+            listen,
+            db,
+            tokens,
+            max_body,
+            readers,
+            request_timeout,
+            allowed_host,
+        } => serve::run(serve::Options {
+            listen,
+            db,
+            tokens,
+            max_body,
+            readers: usize::from(readers),
+            request_timeout: std::time::Duration::from_secs(request_timeout),
+            allowed_hosts: allowed_host,
+        }),
+        Command::Token { command } => token(command),
         Command::Shell { path } => {
             let (path, prepare) = match path {
                 Some(p) => (p, Prepare::Plain),
@@ -201,6 +298,50 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// `subcog token ...`.
+fn token(command: TokenCommand) -> Result<(), String> {
+    match command {
+        TokenCommand::Add {
+            name,
+            read,
+            write,
+            admin,
+            expires,
+            tokens: path,
+        } => {
+            let token = tokens::add(
+                &path,
+                &name,
+                read.as_deref(),
+                write.as_deref(),
+                admin,
+                expires.as_deref(),
+            )?;
+            println!("{token}");
+            eprintln!(
+                "subcog: token {name:?} added to {}; it is shown only this once. A running \
+                 `subcog serve` picks it up on SIGHUP.",
+                path.display()
+            );
+            Ok(())
+        }
+        TokenCommand::List { tokens: path } => {
+            for line in tokens::list(&path)? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { name, tokens: path } => {
+            tokens::revoke(&path, &name)?;
+            eprintln!(
+                "subcog: token {name:?} revoked in {}; send SIGHUP to a running `subcog serve`",
+                path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
 /// The query of `subcog context -`: stdin, or its `prompt` when stdin is a JSON object
 /// with a `prompt` string (a Claude Code hook's input).
 fn query_from_stdin() -> Result<String, String> {
@@ -219,8 +360,11 @@ fn query_from_stdin() -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    init_logging(match cli.command {
+        Command::Serve { .. } => "warn,subcog::access=info",
+        _ => "warn",
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e == output::BROKEN_PIPE => ExitCode::SUCCESS,

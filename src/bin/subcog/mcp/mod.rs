@@ -4,9 +4,12 @@
 //! Bad arguments come back as tool results with `isError: true` (rmcp turns argument
 //! deserialisation errors into such results; the checks in `ops` do the rest), so a
 //! model can correct the call and the server keeps serving. [`schema`] holds the tools'
-//! argument and result types, [`server`] the tools, [`transport`] the stdio transport.
+//! argument and result types, [`server`] the tools, [`transport`] the stdio transport,
+//! [`pool`] the connections the tools run on. `subcog serve` ([`crate::serve`]) serves the
+//! same [`MemoryServer`] over HTTP.
 
 mod framing;
+mod pool;
 mod schema;
 mod server;
 mod transport;
@@ -17,7 +20,8 @@ use rmcp::ServiceExt;
 use rmcp::model::ProtocolVersion;
 
 use crate::db::{self, Prepare};
-use server::MemoryServer;
+pub(crate) use pool::Pool;
+pub(crate) use server::MemoryServer;
 use transport::HandshakeOnly;
 
 /// The newest protocol revision served. Revisions up to and including this one start with
@@ -40,7 +44,7 @@ const MAX_PROTOCOL: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 ///
 /// # Errors
 /// The thread cannot be spawned (the model then loads on first use, as without this).
-fn preload_model() -> std::io::Result<std::thread::JoinHandle<()>> {
+pub(crate) fn preload_model() -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("subcog-model-load".into())
         .spawn(|| {

@@ -2,19 +2,23 @@
 //! against the `memories` table, run on Tokio's blocking pool.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rmcp::handler::server::wrapper::{Json, Parameters};
-use rmcp::model::{ErrorData, Implementation, ProtocolVersion, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    ErrorData, Extensions, Implementation, ProtocolVersion, ServerCapabilities, ServerConfig,
+};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use rusqlite::Connection;
 
 use super::MAX_PROTOCOL;
+use super::pool::Pool;
 use super::schema::{
     Args, ContextArgs, ContextResult, DeleteResult, IdArgs, LinkArgs, LinkResult, ListArgs,
     ListResult, SearchArgs, SearchResult, StatsArgs, StoreArgs, StoreResult, UpdateArgs,
 };
+use crate::access::{Principal, Scope};
 use crate::ops::{self, Memory, Stats};
 
 const INSTRUCTIONS: &str = "Long-term memory that persists across conversations, stored in a \
@@ -22,37 +26,111 @@ local SQLite database. Search it (memory_search) before answering questions abou
 their projects or earlier decisions; store (memory_store) durable facts, preferences and \
 decisions as short self-contained sentences; update or delete memories that turn out wrong.";
 
-/// The MCP server: one SQLite connection to the memory database, used by one tool call
-/// at a time (calls run on Tokio's blocking pool).
+/// The MCP server: the connections to the memory database ([`Pool`]) and, for
+/// `subcog serve`, the rule that every call carries a [`Principal`] (put into the HTTP
+/// request's extensions by the bearer-token layer) whose scopes every tool checks.
 #[derive(Clone)]
 pub(crate) struct MemoryServer {
-    conn: Arc<Mutex<Connection>>,
+    pool: Arc<Pool>,
     path: Arc<str>,
+    /// Whether each call must carry a principal (HTTP); over stdio the caller is
+    /// [`Principal::local`].
+    authenticated: bool,
 }
 
 impl MemoryServer {
-    /// Wraps an open connection to the memory database at `path`.
+    /// Wraps an open connection to the memory database at `path` (stdio: one connection,
+    /// the local user).
     pub(crate) fn new(conn: Connection, path: String) -> Self {
         MemoryServer {
-            conn: Arc::new(Mutex::new(conn)),
+            pool: Arc::new(Pool::single(conn)),
             path: path.into(),
+            authenticated: false,
         }
     }
 
-    /// Runs `f` with the connection on Tokio's blocking pool.
-    async fn run<T: Send + 'static>(
+    /// A server over a pool whose every call must carry a [`Principal`] (`subcog serve`).
+    pub(crate) fn authenticated(pool: Arc<Pool>, path: String) -> Self {
+        MemoryServer {
+            pool,
+            path: path.into(),
+            authenticated: true,
+        }
+    }
+
+    /// The caller of a tool: the principal the HTTP layer attached, or the local user
+    /// over stdio. Fails closed: an HTTP call without one is refused.
+    fn principal(&self, ext: &Extensions) -> Result<Principal, String> {
+        if !self.authenticated {
+            return Ok(Principal::local());
+        }
+        ext.get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Principal>())
+            .cloned()
+            .ok_or_else(|| "unauthenticated: this call carries no token".to_string())
+    }
+
+    /// Runs a read on a reader connection of the pool (on Tokio's blocking pool).
+    async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection, &str) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
-        let conn = Arc::clone(&self.conn);
         let path = Arc::clone(&self.path);
-        tokio::task::spawn_blocking(move || {
-            // A panic in an earlier call poisons the lock; the connection itself is fine.
-            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&guard, &path)
-        })
-        .await
-        .map_err(|e| format!("internal error: the tool call did not complete: {e}"))?
+        self.pool.read(move |c| f(c, &path)).await
+    }
+
+    /// Runs a write on the writer connection (writes are serialised).
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        self.pool.write(f).await
+    }
+
+    /// Logs a tool call of an authenticated caller: the token's name, never the token,
+    /// and for a failed call its kind only (messages can quote arguments, e.g. a query).
+    fn logged<T>(&self, p: &Principal, tool: &str, r: Result<T, String>) -> Result<T, String> {
+        if self.authenticated {
+            let outcome = match &r {
+                Ok(_) => "ok",
+                Err(e) if e.starts_with("forbidden:") => "forbidden",
+                Err(e) if e.starts_with("no memory with id") => "not found",
+                Err(_) => "error",
+            };
+            tracing::info!(target: "subcog::access", token = %p.name, tool, outcome, "tool call");
+        }
+        r
+    }
+}
+
+/// Checks that `p` may change memory `id`: a memory outside both of the caller's scopes
+/// gets exactly the message of a missing id (so ids of other namespaces cannot be
+/// probed); one it sees but may not write gets "forbidden". Run on the writer connection,
+/// in the same call as the change (writes are serialised, and a memory's namespace never
+/// changes).
+fn check_writable(conn: &Connection, p: &Principal, id: i64) -> Result<(), String> {
+    let ns = ops::namespace_of(conn, id)?
+        .filter(|ns| p.sees(ns))
+        .ok_or_else(|| ops::no_such(id))?;
+    p.check_write(&ns)
+}
+
+/// The namespace a context may use for `p`: the one asked for (if readable), none (every
+/// namespace) for a caller that reads all, or the caller's only readable namespace.
+fn context_namespace(p: &Principal, asked: Option<String>) -> Result<Option<String>, String> {
+    match (asked, &p.read) {
+        (Some(ns), _) => p.check_read(&ns).map(|()| Some(ns)),
+        (None, Scope::All) => Ok(None),
+        (None, Scope::Only(set)) => match set.iter().next() {
+            Some(ns) if set.len() == 1 => Ok(Some(ns.clone())),
+            _ => Err(format!(
+                "give namespace: token {:?} reads {} namespaces ({}), and a context is \
+                 assembled within one",
+                p.name,
+                set.len(),
+                p.read
+            )),
+        },
     }
 }
 
@@ -80,8 +158,10 @@ impl MemoryServer {
     )]
     async fn memory_store(
         &self,
+        ext: Extensions,
         Parameters(Args(a)): Parameters<Args<StoreArgs>>,
     ) -> Result<Json<StoreResult>, String> {
+        let p = self.principal(&ext)?;
         let m = ops::NewMemory {
             content: a.content,
             namespace: a.namespace,
@@ -91,7 +171,11 @@ impl MemoryServer {
             source: a.source,
             ttl: a.ttl,
         };
-        Ok(Json(self.run(move |c, _| ops::store(c, &m)).await?))
+        let r = match p.check_write(m.namespace.as_deref().unwrap_or("default")) {
+            Ok(()) => self.write(move |c| ops::store(c, &m)).await,
+            Err(e) => Err(e),
+        };
+        Ok(Json(self.logged(&p, "memory_store", r)?))
     }
 
     /// `memory_search`.
@@ -111,18 +195,46 @@ impl MemoryServer {
     )]
     async fn memory_search(
         &self,
+        ext: Extensions,
         Parameters(Args(a)): Parameters<Args<SearchArgs>>,
     ) -> Result<Json<SearchResult>, String> {
-        let results = self
-            .run(move |c, _| {
+        let p = self.principal(&ext)?;
+        // A caller that does not read every namespace searches each of its namespaces
+        // (or the one it names, if readable); the hits are merged by score.
+        let namespaces: Option<Vec<String>> = match (&a.namespace, &p.read) {
+            (Some(ns), _) => match p.check_read(ns) {
+                Ok(()) => Some(vec![ns.clone()]),
+                Err(e) => return Ok(Json(self.logged(&p, "memory_search", Err(e))?)),
+            },
+            (None, Scope::All) => None,
+            (None, Scope::Only(set)) => Some(set.iter().cloned().collect()),
+        };
+        let r = self
+            .read(move |c, _| {
                 let ranking = ops::Ranking {
                     recency_weight: a.recency,
                     half_life: a.recency_half_life,
                     importance_weight: a.importance,
                 };
-                ops::search(c, &a.query, a.k, a.namespace.as_deref(), a.mode, &ranking)
+                let Some(namespaces) = namespaces else {
+                    return ops::search(c, &a.query, a.k, None, a.mode, &ranking);
+                };
+                let mut all = Vec::new();
+                for ns in &namespaces {
+                    all.extend(ops::search(c, &a.query, a.k, Some(ns), a.mode, &ranking)?);
+                }
+                if namespaces.len() > 1 {
+                    all.sort_by(|x, y| {
+                        y.score
+                            .total_cmp(&x.score)
+                            .then(x.memory.id.cmp(&y.memory.id))
+                    });
+                    all.truncate(usize::try_from(a.k).unwrap_or(usize::MAX));
+                }
+                Ok(all)
             })
-            .await?;
+            .await;
+        let results = self.logged(&p, "memory_search", r)?;
         Ok(Json(SearchResult { results }))
     }
 
@@ -143,20 +255,26 @@ impl MemoryServer {
     )]
     async fn memory_context(
         &self,
+        ext: Extensions,
         Parameters(Args(a)): Parameters<Args<ContextArgs>>,
     ) -> Result<Json<ContextResult>, String> {
-        Ok(Json(
-            self.run(move |c, _| {
-                ops::context(
-                    c,
-                    &a.query,
-                    a.budget,
-                    a.namespace.as_deref(),
-                    Some(a.format.as_str()),
-                )
-            })
-            .await?,
-        ))
+        let p = self.principal(&ext)?;
+        let r = match context_namespace(&p, a.namespace) {
+            Ok(ns) => {
+                self.read(move |c, _| {
+                    ops::context(
+                        c,
+                        &a.query,
+                        a.budget,
+                        ns.as_deref(),
+                        Some(a.format.as_str()),
+                    )
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        Ok(Json(self.logged(&p, "memory_context", r)?))
     }
 
     /// `memory_link`.
@@ -177,12 +295,19 @@ impl MemoryServer {
     )]
     async fn memory_link(
         &self,
+        ext: Extensions,
         Parameters(Args(a)): Parameters<Args<LinkArgs>>,
     ) -> Result<Json<LinkResult>, String> {
-        Ok(Json(
-            self.run(move |c, _| ops::link(c, a.src, a.dst, &a.kind, a.weight))
-                .await?,
-        ))
+        let p = self.principal(&ext)?;
+        let who = p.clone();
+        let r = self
+            .write(move |c| {
+                check_writable(c, &who, a.src)?;
+                check_writable(c, &who, a.dst)?;
+                ops::link(c, a.src, a.dst, &a.kind, a.weight)
+            })
+            .await;
+        Ok(Json(self.logged(&p, "memory_link", r)?))
     }
 
     /// `memory_get`.
@@ -194,9 +319,22 @@ impl MemoryServer {
     )]
     async fn memory_get(
         &self,
+        ext: Extensions,
         Parameters(Args(a)): Parameters<Args<IdArgs>>,
     ) -> Result<Json<Memory>, String> {
-        Ok(Json(self.run(move |c, _| ops::get(c, a.id)).await?))
+        let p = self.principal(&ext)?;
+        let who = p.clone();
+        let r = self
+            .read(move |c, _| {
+                let m = ops::get(c, a.id)?;
+                if !who.sees(&m.namespace) {
+                    return Err(ops::no_such(a.id));
+                }
+                who.check_read(&m.namespace)?;
+                Ok(m)
+            })
+            .await;
+        Ok(Json(self.logged(&p, "memory_get", r)?))
     }
 
     /// `memory_update`.
@@ -215,17 +353,24 @@ impl MemoryServer {
     )]
     async fn memory_update(
         &self,
+        ext: Extensions,
         Parameters(Args(a)): Parameters<Args<UpdateArgs>>,
     ) -> Result<Json<Memory>, String> {
+        let p = self.principal(&ext)?;
+        let who = p.clone();
         let changes = ops::Changes {
             content: a.content,
             tags: a.tags,
             metadata: a.metadata,
             importance: a.importance,
         };
-        Ok(Json(
-            self.run(move |c, _| ops::update(c, a.id, &changes)).await?,
-        ))
+        let r = self
+            .write(move |c| {
+                check_writable(c, &who, a.id)?;
+                ops::update(c, a.id, &changes)
+            })
+            .await;
+        Ok(Json(self.logged(&p, "memory_update", r)?))
     }
 
     /// `memory_delete`.
@@ -243,10 +388,19 @@ impl MemoryServer {
     )]
     async fn memory_delete(
         &self,
+        ext: Extensions,
         Parameters(Args(a)): Parameters<Args<IdArgs>>,
     ) -> Result<Json<DeleteResult>, String> {
+        let p = self.principal(&ext)?;
+        let who = p.clone();
         let id = a.id;
-        self.run(move |c, _| ops::delete(c, id)).await?;
+        let r = self
+            .write(move |c| {
+                check_writable(c, &who, id)?;
+                ops::delete(c, id)
+            })
+            .await;
+        self.logged(&p, "memory_delete", r)?;
         Ok(Json(DeleteResult { id, deleted: true }))
     }
 
@@ -263,11 +417,27 @@ impl MemoryServer {
     )]
     async fn memory_list(
         &self,
+        ext: Extensions,
         Parameters(Args(a)): Parameters<Args<ListArgs>>,
     ) -> Result<Json<ListResult>, String> {
-        let memories = self
-            .run(move |c, _| ops::list(c, a.namespace.as_deref(), a.limit, a.offset))
-            .await?;
+        let p = self.principal(&ext)?;
+        let namespaces: Option<Vec<String>> = match (a.namespace, &p.read) {
+            (Some(ns), _) => match p.check_read(&ns) {
+                Ok(()) => Some(vec![ns]),
+                Err(e) => return Ok(Json(self.logged(&p, "memory_list", Err(e))?)),
+            },
+            (None, Scope::All) => None,
+            (None, Scope::Only(set)) => Some(set.iter().cloned().collect()),
+        };
+        let r = self
+            .read(move |c, _| {
+                let names: Option<Vec<&str>> = namespaces
+                    .as_ref()
+                    .map(|v| v.iter().map(String::as_str).collect());
+                ops::list(c, names.as_deref(), a.limit, a.offset)
+            })
+            .await;
+        let memories = self.logged(&p, "memory_list", r)?;
         Ok(Json(ListResult { memories }))
     }
 
@@ -284,9 +454,19 @@ impl MemoryServer {
     )]
     async fn memory_stats(
         &self,
+        ext: Extensions,
         Parameters(Args(StatsArgs {})): Parameters<Args<StatsArgs>>,
     ) -> Result<Json<Stats>, String> {
-        Ok(Json(self.run(ops::stats).await?))
+        let p = self.principal(&ext)?;
+        let r = self.read(ops::stats).await.map(|mut s| {
+            // Only the namespaces the caller reads (an admin token sees them all).
+            if !p.admin && !p.reads_all() {
+                s.namespaces.retain(|n| p.read.allows(&n.namespace));
+                s.total = s.namespaces.iter().map(|n| n.count).sum();
+            }
+            s
+        });
+        Ok(Json(self.logged(&p, "memory_stats", r)?))
     }
 }
 

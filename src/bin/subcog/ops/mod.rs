@@ -14,7 +14,7 @@ mod write;
 use serde::Serialize;
 
 pub(crate) use context::{Context, Linked, context, link, text as context_text};
-pub(crate) use read::{for_each, get, list, search, stats};
+pub(crate) use read::{for_each, get, list, namespace_of, search, stats};
 pub(crate) use records::{
     Changes, ImportRecord, Memory, Mode, NewMemory, Outcome, Ranking, Scored, Stats, Stored,
 };
@@ -45,7 +45,8 @@ fn sql_err(what: &str) -> impl Fn(rusqlite::Error) -> String + '_ {
     }
 }
 
-/// The message for an id that names no memory.
-fn no_such(id: i64) -> String {
+/// The message for an id that names no memory (also given, word for word, for a memory
+/// outside the caller's namespaces: see [`crate::access`]).
+pub(crate) fn no_such(id: i64) -> String {
     format!("no memory with id {id}; memory_search or memory_list show the existing ids")
 }

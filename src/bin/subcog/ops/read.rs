@@ -25,6 +25,22 @@ pub(crate) fn get(conn: &Connection, id: i64) -> Result<Memory, String> {
     .ok_or_else(|| no_such(id))
 }
 
+/// The namespace of memory `id`, or `None` when there is no such memory.
+///
+/// # Errors
+/// The table's error.
+pub(crate) fn namespace_of(conn: &Connection, id: i64) -> Result<Option<String>, String> {
+    db::with_retry(|| {
+        conn.query_row(
+            &format!("SELECT namespace FROM {TABLE} WHERE id = ?1"),
+            [id],
+            |r| r.get(0),
+        )
+        .optional()
+    })
+    .map_err(sql_err("reading the memory"))
+}
+
 /// The SELECT of a search and its parameters: `?1` the query, `?2` k, then `?3` the
 /// namespace and `?4` the ranking JSON when given (as many values as the highest
 /// parameter number the statement uses).
@@ -125,13 +141,13 @@ pub(crate) fn search(
 }
 
 /// Lists memories newest first (by `created_at`, then id), leaving out expired and
-/// superseded ones (as every search does).
+/// superseded ones (as every search does); `namespaces`: only these (`None`: all).
 ///
 /// # Errors
 /// `limit` out of 1..=[`MAX_LIMIT`], or the table's error.
 pub(crate) fn list(
     conn: &Connection,
-    namespace: Option<&str>,
+    namespaces: Option<&[&str]>,
     limit: u32,
     offset: u64,
 ) -> Result<Vec<Memory>, String> {
@@ -139,24 +155,27 @@ pub(crate) fn list(
         return Err(format!("limit must be from 1 to {MAX_LIMIT} (got {limit})"));
     }
     let offset = i64::try_from(offset).map_err(|_| format!("offset too large: {offset}"))?;
-    let filter = if namespace.is_some() {
-        "AND namespace = ?3 "
-    } else {
-        ""
+    let now = subcog::row::now_ms();
+    let mut vals = vec![
+        SqlValue::Integer(i64::from(limit)),
+        SqlValue::Integer(offset),
+        SqlValue::Integer(now),
+    ];
+    let filter = match namespaces {
+        None => String::new(),
+        Some([]) => return Ok(Vec::new()),
+        Some(list) => {
+            let marks: Vec<String> = (0..list.len()).map(|i| format!("?{}", i + 4)).collect();
+            vals.extend(list.iter().map(|ns| SqlValue::Text((*ns).to_string())));
+            format!("AND namespace IN ({}) ", marks.join(", "))
+        }
     };
     // Expired and superseded memories are left out (they are gone for every search too).
     let sql = format!(
-        "SELECT {COLUMNS} FROM {TABLE} WHERE (expires_at IS NULL OR expires_at > ?4) \
+        "SELECT {COLUMNS} FROM {TABLE} WHERE (expires_at IS NULL OR expires_at > ?3) \
          AND superseded_by IS NULL {filter}\
          ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2"
     );
-    let now = subcog::row::now_ms();
-    let vals = vec![
-        SqlValue::Integer(i64::from(limit)),
-        SqlValue::Integer(offset),
-        namespace.map_or(SqlValue::Null, |ns| SqlValue::Text(ns.to_string())),
-        SqlValue::Integer(now),
-    ];
     db::with_retry(|| {
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params_from_iter(vals.clone()), Memory::from_row)?;
