@@ -18,14 +18,19 @@ Sections (select with --sections):
           unit vectors, 384-d) and `minilm` (MiniLM embeddings of synthesised varied text,
           see benchdata.py). Engines, all in this process: subcog's `memories` table and
           sqlite-vec's `vec0` (loaded into the same SQLite connection type, separate database
-          files), and usearch used directly (PyPI wheel) with the table's HNSW parameters,
-          read back from the `<table>_config` shadow table. Queries are interleaved (engine
+          files), usearch used directly (PyPI wheel) with the table's HNSW parameters,
+          read back from the `<table>_config` shadow table, and (issue 17, --peers) sqliteai's
+          sqlite-vector (PyPI sqliteai-vector: its quantized preloaded scan and its full scan)
+          and vectorlite (PyPI vectorlite-py: hnswlib in a virtual table, the table's M,
+          ef_construction and ef_search), each in its own connection and database file; a
+          peer that cannot be loaded keeps its rows, marked not measured, with the reason. Queries are interleaved (engine
           order rotating per query) so load bursts hit all engines alike. p50/p99 latency,
           queries/s, recall@10 against exact numpy search. Also bulk ingest of the N rows with
           supplied vectors (one transaction; subcog includes building and saving the HNSW
           snapshot, usearch the graph build with subcog's insert thread count), with the
           default table's rate against dedup=off and vec0 (issue 16: >= 5,000 rows/s and
-          >= 0.5x dedup=off at 100k).
+          >= 0.5x dedup=off at 100k); the peers' rows: sqlite-vector's INSERTs alone and with
+          `vector_quantize`, vectorlite's INSERTs (its graph built row by row).
   ingest  auto-embedded LoCoMo turns (as `make eval` stores them) into each subcog table,
           one transaction, each load in a fresh process (--locomo-turns, --ingest-rounds;
           issue 16: default >= 0.8x dedup=off).
@@ -50,13 +55,14 @@ Then a target table: PASS/MISS per target of the performance issue, with the mar
 Usage (from the repository root; `make bench` runs the default):
   .venv/bin/python benches/py/bench_suite.py [--sizes 10000,100000] [--queries 200]
       [--datasets random,minilm] [--sections knn,ingest,embed,hybrid,cold,memory] [--rounds 3]
-      [--tables "default;dedup=off"] [--locomo-turns N] [--ingest-rounds 2]
+      [--tables "default;dedup=off"] [--peers sqlite-vector,vectorlite] [--locomo-turns N] [--ingest-rounds 2]
       [--quick] [--markdown] [--json FILE] [--m M --ef-construction N --ef-search N]
 
 The first run embeds the text corpus with Python onnxruntime (~100k texts, several minutes)
 and caches it in target/bench-cache/; later runs read the cache.
 """
 import argparse
+import importlib.resources
 import json
 import os
 import platform
@@ -78,6 +84,12 @@ PY = sys.executable
 DIM = benchdata.DIM
 K = 10
 USEARCH_METRIC = {"cosine": "cos", "l2": "l2sq", "ip": "ip"}
+SQLITE_VECTOR_METRIC = {"cosine": "COSINE", "l2": "L2", "ip": "DOT"}
+VECTORLITE_METRIC = {"cosine": "cosine", "l2": "l2", "ip": "ip"}
+# KNN engines of the peers, in table order: (engine, peer it needs)
+PEER_ENGINES = (("sqlite-vector quantized", "sqlite-vector"), ("sqlite-vector full scan", "sqlite-vector"),
+                ("vectorlite", "vectorlite"))
+PEER_ENGINES_SET = {e for e, _ in PEER_ENGINES}
 
 
 # ---------------------------------------------------------------------------------------
@@ -120,6 +132,55 @@ def usearch_index(cfg):
     return Index(ndim=int(cfg["dim"]), metric=USEARCH_METRIC[cfg["metric"]], dtype="f32",
                  connectivity=int(cfg["m"]), expansion_add=int(cfg["ef_construction"]),
                  expansion_search=int(cfg["ef_search"]))
+
+
+# Peers that are SQLite extensions besides sqlite-vec (issue 17), each from its PyPI wheel
+# (pinned in tests/requirements.txt). Each is loaded into its own connections only.
+PEERS = ("sqlite-vector", "vectorlite")
+
+
+def peer_path(name):
+    """The loadable-extension path a peer's wheel ships (what its README loads)."""
+    if name == "sqlite-vector":
+        import sqlite_vector  # noqa: F401  (PyPI sqliteai-vector)
+
+        return str(importlib.resources.files("sqlite_vector.binaries") / "vector")
+    import vectorlite_py
+
+    return vectorlite_py.vectorlite_path()
+
+
+def load_peers(wanted):
+    """{peer: {"path", "version"}} for each peer of `wanted` this machine can load into
+    Python's sqlite3, or {"error": why} for one that it cannot (the tables say so instead of
+    leaving it out)."""
+    out = {}
+    for name in PEERS:
+        if name not in wanted:
+            out[name] = {"error": "not selected (--peers)"}
+            continue
+        try:
+            path = peer_path(name)
+            conn = sqlite3.connect(":memory:")
+            conn.enable_load_extension(True)
+            conn.load_extension(path)
+            sql = "SELECT vector_version() || ', ' || vector_backend()" if name == "sqlite-vector" \
+                else "SELECT vectorlite_info()"
+            version = conn.execute(sql).fetchone()[0]  # vectorlite: "vectorlite extension version X, built with Y"
+            out[name] = {"path": path, "version": version.replace("vectorlite extension version ", "")}
+            conn.close()
+        except (ImportError, AttributeError, sqlite3.Error) as e:
+            out[name] = {"error": f"cannot be loaded on this machine: {type(e).__name__}: {e}"}
+    return out
+
+
+def connect_peer(path, lib):
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.enable_load_extension(True)
+    conn.load_extension(lib)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
 
 
 def insert_threads():
@@ -345,7 +406,49 @@ def build(a, name, xs, contents, variants):
     idx.add(np.arange(1, n + 1, dtype=np.uint64), xs, threads=insert_threads())
     out["ingest_usearch"] = time.perf_counter() - t
     idx.save(us_path)
-    out.update(cfg=cfg, conn_vec=cv, usearch=idx)
+    out.update(cfg=cfg, conn_vec=cv, usearch=idx, peers={})
+
+    peers = a.peer_libs
+    if "path" in peers["sqlite-vector"]:
+        # sqliteai's sqlite-vector: vectors as BLOBs in an ordinary table, registered with
+        # vector_init (in every connection), then quantized (library defaults: 8-bit, type
+        # chosen from the data) and the quantization preloaded into memory, as its docs advise.
+        path = os.path.join(a.work, f"sqlitevector-{name}-{n}.db")
+        rm_db(path)
+        c = connect_peer(path, peers["sqlite-vector"]["path"])
+        c.execute("CREATE TABLE v(id INTEGER PRIMARY KEY, embedding BLOB)")
+        c.execute("SELECT vector_init('v', 'embedding', ?)",
+                  (f"dimension={cfg['dim']},type=FLOAT32,distance={SQLITE_VECTOR_METRIC[cfg['metric']]}",))
+        t = time.perf_counter()
+        c.execute("BEGIN")
+        c.executemany("INSERT INTO v(id, embedding) VALUES (?, vector_as_f32(?))", zip(ids, blobs))
+        c.execute("COMMIT")
+        t1 = time.perf_counter()
+        c.execute("SELECT vector_quantize('v', 'embedding')").fetchone()
+        t2 = time.perf_counter()
+        c.execute("SELECT vector_quantize_preload('v', 'embedding')").fetchone()
+        t3 = time.perf_counter()
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        out["paths"]["sqlite-vector"] = path
+        out["peers"]["sqlite-vector"] = {"conn": c, "insert": t1 - t, "quantize": t2 - t1, "preload": t3 - t2}
+    if "path" in peers["vectorlite"]:
+        # vectorlite: an hnswlib index in a virtual table, with subcog's M and ef_construction;
+        # the index lives in memory and is written to its index file when the connection closes.
+        path = os.path.join(a.work, f"vectorlite-{name}-{n}.db")
+        idx_path = os.path.join(a.work, f"vectorlite-{name}-{n}.index")
+        rm_db(path)
+        if os.path.exists(idx_path):
+            os.remove(idx_path)
+        c = connect_peer(path, peers["vectorlite"]["path"])
+        c.execute(f"CREATE VIRTUAL TABLE l USING vectorlite(embedding float32[{cfg['dim']}] "
+                  f"{VECTORLITE_METRIC[cfg['metric']]}, hnsw(max_elements={n}, "
+                  f"ef_construction={cfg['ef_construction']}, M={cfg['m']}), '{idx_path}')")
+        t = time.perf_counter()
+        c.execute("BEGIN")
+        c.executemany("INSERT INTO l(rowid, embedding) VALUES (?, ?)", zip(ids, blobs))
+        c.execute("COMMIT")
+        out["paths"]["vectorlite"] = path
+        out["peers"]["vectorlite"] = {"conn": c, "insert": time.perf_counter() - t}
     return out
 
 
@@ -366,7 +469,21 @@ def knn_queries(b, qs):
     def run_u(q):
         return [int(x) for x in idx.search(q, K).keys]
 
+    def run_sql(conn, sql, *args):
+        return lambda q: [r[0] for r in conn.execute(sql, (q.tobytes(), *args)).fetchall()]
+
+    peers = b["peers"]
+    sv = peers.get("sqlite-vector", {}).get("conn")
+    vl = peers.get("vectorlite", {}).get("conn")
+    run_peer = {
+        "sqlite-vector quantized": sv and run_sql(sv, "SELECT rowid FROM vector_quantize_scan('v', 'embedding', ?, 10)"),
+        "sqlite-vector full scan": sv and run_sql(sv, "SELECT rowid FROM vector_full_scan('v', 'embedding', ?, 10)"),
+        # knn_param's third argument is HNSW ef at search: subcog's ef_search
+        "vectorlite": vl and run_sql(vl, "SELECT rowid FROM l WHERE knn_search(embedding, knn_param(?, 10, ?))",
+                                     int(b["cfg"]["ef_search"])),
+    }
     engines = [(e, run_s(s)) for e, s in b["subcog"].items()] + [("sqlite-vec", run_v), ("usearch", run_u)]
+    engines += [(e, run_peer[e]) for e, _ in PEER_ENGINES if run_peer[e]]
     for _, f in engines:  # warm-up: subcog loads its snapshot on the first search
         for q in qs[:3]:
             f(q)
@@ -383,16 +500,18 @@ def knn_queries(b, qs):
 
 
 def section_knn(a, rep, datasets, variants):
-    rows, ingest_rows, phases, hidden = [], [], [], []
+    rows, ingest_rows, phases, peer_phases, hidden = [], [], [], [], []
     built = {}
     first = variants[0]["engine"]
     off = next((v["engine"] for v in variants if v["opts"].get("dedup") == "off"), None)
+    peers_ok = [p for p in PEERS if "path" in a.peer_libs[p]]
+    peers_not = {p: a.peer_libs[p]["error"] for p in PEERS if p not in peers_ok}
     for name, (xs_all, qs, contents_all) in datasets.items():
         for n in a.sizes:
             xs = xs_all[:n]
             contents = contents_all[:n] if contents_all is not None else [f"memory {i}" for i in range(1, n + 1)]
             rep.line(f"  knn: building {name} N={n} ({', '.join(v['label'] for v in variants)}, sqlite-vec, "
-                     f"usearch) ...")
+                     f"usearch{''.join(', ' + p for p in peers_ok)}) ...")
             b = build(a, name, xs, contents, variants)
             truth_all = exact(xs, qs, b["cfg"]["metric"])
             lat, res = knn_queries(b, qs)
@@ -408,6 +527,17 @@ def section_knn(a, rep, datasets, variants):
                         "recall": recall(res[e], truth)}
             r["ingest"] = {e: n / s["ingest"] for e, s in b["subcog"].items()}
             r["ingest"].update({"sqlite-vec": n / b["ingest_vec"], "usearch": n / b["ingest_usearch"]})
+            # sqlite-vector: the full scan needs only the INSERTs, the quantized scan also vector_quantize
+            ingest_peer = {}
+            if "sqlite-vector" in b["peers"]:
+                p = b["peers"]["sqlite-vector"]
+                ingest_peer["sqlite-vector (INSERT; full scan)"] = n / p["insert"]
+                ingest_peer["sqlite-vector (INSERT + vector_quantize)"] = n / (p["insert"] + p["quantize"])
+                peer_phases.append(f"sqlite-vector, {name} N={n:,}: INSERT {p['insert']:.1f} s, vector_quantize "
+                              f"{p['quantize']:.2f} s, vector_quantize_preload {p['preload']:.2f} s (not counted)")
+            if "vectorlite" in b["peers"]:
+                ingest_peer["vectorlite"] = n / b["peers"]["vectorlite"]["insert"]
+            r["ingest"].update(ingest_peer)
             r["ingest_phases_s"] = {e: s["phases"] for e, s in b["subcog"].items()}
             r["counts"] = {e: s["counts"] for e, s in b["subcog"].items()}
             for e, s in b["subcog"].items():
@@ -426,13 +556,23 @@ def section_knn(a, rep, datasets, variants):
                 x = r[e]
                 rows.append([name, kfmt(n), e, ms(x["p50"]), ms(x["p99"]), kfmt(x["qps"]), f3(x["recall"]),
                              f"{r['sqlite-vec']['p50'] / x['p50']:.1f}x", f"{x['p50'] / r['usearch']['p50']:.2f}x"])
+            for e in [e for e in lat if e not in PEER_ENGINES_SET] + list(ingest_peer):
                 ingest_rows.append([name, kfmt(n), e, kfmt(r["ingest"][e]),
                                     f"{r['ingest'][e] / r['ingest']['sqlite-vec']:.2f}x",
                                     f"{r['ingest'][e] / r['ingest']['usearch']:.2f}x",
                                     f"{r['ingest'][e] / r['ingest'][off]:.2f}x" if off and e in b["subcog"] else ""])
+            # a peer that is not measured keeps its rows, saying why
+            for e, p in PEER_ENGINES:
+                if p in peers_not:
+                    rows.append([name, kfmt(n), f"{e}: not measured (see below)", "", "", "", "", "", ""])
+            for p in peers_not:
+                ingest_rows.append([name, kfmt(n), f"{p}: not measured (see below)", "", "", "", ""])
             built[(name, n)] = b
             b["conn_vec"].close()
             b["conn_vec"] = None
+            for p in b["peers"].values():  # vectorlite writes its index file here
+                p["conn"].close()
+            b["peers"] = {}
             for e, s in b["subcog"].items():
                 if not (name == "minilm" and n == max(a.sizes)):
                     s["conn"].close()
@@ -444,11 +584,18 @@ def section_knn(a, rep, datasets, variants):
         f"(HNSW M = {cfg.get('m')}, ef_construction = {cfg.get('ef_construction')}, ef_search = {cfg.get('ef_search')})",
         ["dataset", "N", "engine", "p50 ms", "p99 ms", "queries/s", "recall@10", "sqlite-vec p50 / this p50",
          "this p50 / usearch p50"], rows,
-        notes=["Latency is one query through the engine's API (SQL for subcog and sqlite-vec, "
-               "`Index.search` for usearch), fetching the 10 ids; queries/s is sequential, one thread. "
+        notes=["Latency is one query through the engine's API (SQL for subcog, sqlite-vec, sqlite-vector and "
+               "vectorlite, `Index.search` for usearch), fetching the 10 ids; queries/s is sequential, one thread. "
                f"`subcog default` is `memories()` (dedup {cfg.get('dedup')} at cosine >= {cfg.get('dedup_threshold')}); "
                "other subcog rows name their options. Recall is against exact numpy search over the rows a "
-               "search can return (superseded rows excluded)."]
+               "search can return (superseded rows excluded).",
+               "sqliteai's sqlite-vector: an ordinary table (id INTEGER PRIMARY KEY, embedding BLOB) registered "
+               "with `vector_init` (FLOAT32, the table's metric); `quantized` is `vector_quantize_scan` over the "
+               "`vector_quantize` defaults (8-bit), preloaded with `vector_quantize_preload`; `full scan` is "
+               "`vector_full_scan` over the float32 BLOBs. vectorlite: its virtual table (hnswlib) with the same "
+               f"M = {cfg.get('m')} and ef_construction = {cfg.get('ef_construction')}, searched with "
+               f"`knn_param(q, 10, ef = {cfg.get('ef_search')})`."]
+        + [f"{p}: {why}." for p, why in peers_not.items()]
         + ([("Rows not searchable: " + "; ".join(hidden) + ".")] if hidden else []))
     rep.table(
         "Ingest with supplied vectors (bulk, one transaction)",
@@ -457,8 +604,11 @@ def section_knn(a, rep, datasets, variants):
         notes=[f"subcog: INSERT of content, embedding (no id, so dedup applies) + 'optimize' (HNSW snapshot "
                f"built and saved), WAL, synchronous=NORMAL, tables loaded one after the other; sqlite-vec: "
                f"INSERT of id, embedding; usearch: `Index.add` with {insert_threads()} threads (as subcog's "
-               f"graph build).",
-               "subcog's time by phase: " + "; ".join(phases) + "."])
+               f"graph build); sqlite-vector: INSERT of id, `vector_as_f32(embedding)` (all its full scan needs), "
+               f"then `vector_quantize` (for the quantized scan; its preload is timed apart below); vectorlite: "
+               f"INSERT of rowid, embedding (the HNSW graph built row by row, one thread, inside the INSERTs).",
+               "subcog's and sqlite-vector's time by phase: " + "; ".join(phases + peer_phases) + "."]
+        + [f"{p}: {why}." for p, why in peers_not.items()])
     return built
 
 
@@ -990,6 +1140,9 @@ def main():
     ap.add_argument("--locomo-turns", type=int, default=0,
                     help="LoCoMo turns for the auto-embedded ingest section (default 0 = all)")
     ap.add_argument("--ingest-rounds", type=int, default=2, help="rounds of the auto-embedded ingest section")
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help="extension peers of the knn section besides sqlite-vec: sqlite-vector,vectorlite "
+                         "(default both; one left out is reported as not selected)")
     ap.add_argument("--quick", action="store_true",
                     help="10k only, 100 queries, 2 rounds of 100+300 texts, 3 cold runs, 500 LoCoMo "
                          "turns in 1 ingest round")
@@ -1003,6 +1156,10 @@ def main():
         a.hybrid_queries, a.cold_runs = 100, 3
         a.locomo_turns, a.ingest_rounds = a.locomo_turns or 500, 1
     variants = parse_tables(a.tables)
+    unknown = set(filter(None, a.peers.split(","))) - set(PEERS)
+    if unknown:
+        raise SystemExit(f"--peers: unknown peer(s) {', '.join(sorted(unknown))}; known: {', '.join(PEERS)}")
+    a.peer_libs = load_peers(a.peers.split(","))
     a.sizes = sorted(int(s) for s in a.sizes.split(","))
     sections = set(a.sections.split(","))
     names = a.datasets.split(",")
@@ -1023,6 +1180,8 @@ def main():
              f"(Python {platform.python_version()}); sqlite-vec {getattr(sqlite_vec, '__version__', '?')}; "
              f"usearch {usearch.__version__} (SIMD: {hw}); onnxruntime {onnxruntime.__version__}; "
              f"embedding threads {benchdata.threads()}")
+    rep.line("# peers: " + "; ".join(f"{p} {x['version']}" if "version" in x else f"{p} NOT MEASURED ({x['error']})"
+                                     for p, x in a.peer_libs.items()))
     rep.line(f"# extension {EXT}.so; sizes {a.sizes}; datasets {names}; sections {sorted(sections)}; "
              f"subcog tables: {'; '.join(v['engine'] + ' = memories(' + table_options(a, v) + ')' for v in variants)}")
 
