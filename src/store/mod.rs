@@ -210,6 +210,19 @@ impl Store {
                 .collect()
             })
             .map_err(|e| {
+                // Another connection changed the schema since this one parsed it (a new
+                // table, Litestream's own tables): SQLITE_SCHEMA goes back to the statement
+                // being prepared, which then re-reads the schema and prepares again, where
+                // any other error would fail that statement, and every later one, for good.
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::SchemaChanged) {
+                    return Error::Sqlite(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_SCHEMA),
+                        Some(format!(
+                            "memories table {table}: the database schema changed while it was \
+                             opened; prepare the statement again"
+                        )),
+                    ));
+                }
                 Error::Corrupt(format!(
                     "memories table {table}: cannot read its shadow table {table}_config ({e}); \
                      was it created by subcog?"
