@@ -381,14 +381,23 @@ mod tests {
                 bit::OFFSET,
                 bit::RANKING,
                 bit::INCLUDE_SUPERSEDED,
+                bit::AS_OF,
             ]
         );
         assert_eq!(
             bit::ARGS,
-            [1, 2, 4, 8, 16, 32, 64, 128, 512, 1024],
+            [1, 2, 4, 8, 16, 32, 64, 128, 512, 1024, 2048],
             "idxNum bits are part of query plans"
         );
         assert_eq!(bit::CONFLICT, 256);
+        // An as_of term SQLite cannot hand over (a join's column not yet known) makes the
+        // plan unusable, as an unusable MATCH does: SQLite cannot evaluate it itself.
+        let unusable = Term {
+            column: col::AS_OF,
+            op: Op::Eq,
+            usable: false,
+        };
+        assert_eq!(plan(&[unusable], &[], false), None);
         for w in TERMS.windows(2) {
             assert!(w[0].bit < w[1].bit, "{} before {}", w[0].word, w[1].word);
         }
@@ -430,7 +439,8 @@ mod tests {
                 "limit",
                 "offset",
                 "ranking",
-                "include_superseded"
+                "include_superseded",
+                "as_of"
             ]
         );
         let rowid = TERMS.iter().find(|s| s.bit == bit::ROWID);
