@@ -635,3 +635,63 @@ fn put_into(c: &Connection, t: &str, content: &str) {
     )
     .unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn hybrid_and_ranked_searches_as_of_match_the_searches_then() {
+    let c = mem();
+    c.execute_batch("CREATE VIRTUAL TABLE mem USING memories(dedup=off)")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let facts = [
+        "Deploy the shop with make deploy-prod after CI is green",
+        "The staging database is reset every Monday",
+        "Alice owns the payment service and its deploys",
+        "Black Friday freeze: no shop deploys in late November",
+        "The user prefers tabs, width 4, in Go projects",
+        "Rollbacks use the previous container image tag",
+        "CI runs the integration tests on every pull request",
+        "The shop's CDN cache is purged after each deploy",
+    ];
+    c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
+    for (i, f) in facts.iter().enumerate() {
+        c.execute(
+            "INSERT INTO mem(content, namespace, importance) VALUES (?1, ?2, ?3)",
+            params![
+                f,
+                if i % 3 == 0 { "ops" } else { "default" },
+                0.1 * i as f64
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
+    let queries = [
+        "SELECT id, distance, score FROM mem WHERE mem MATCH 'how do I deploy the shop?' AND k = 5",
+        "SELECT id, distance, score FROM mem WHERE mem MATCH 'deploy' AND k = 3 AND namespace = 'ops'",
+        "SELECT id, distance, score FROM mem WHERE mem MATCH 'tests and CI' AND k = 4 \
+         AND ranking = '{\"importance_weight\":0.5}'",
+        "SELECT id, distance, score FROM mem WHERE embedding MATCH embed('database reset') AND k = 3",
+    ];
+    let then: Vec<Hits> = queries.iter().map(|q| hits(&c, q, [])).collect();
+    assert!(then.iter().all(|h| !h.is_empty()));
+    let v = int(&c, "SELECT subcog_snapshot('mem', 'then')");
+    c.execute_batch(
+        "UPDATE mem SET content = 'Deploy the shop only on Tuesdays' WHERE id = 1;
+         DELETE FROM mem WHERE id = 3;
+         INSERT INTO mem(content) VALUES ('Deploys of the shop need two approvals');
+         INSERT INTO mem(content, namespace) VALUES ('Ops deploy runbook lives in the wiki', 'ops');",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(
+        hits(&c, queries[0], []),
+        then[0],
+        "the table must have changed"
+    );
+    for (q, want) in queries.iter().zip(&then) {
+        assert_eq!(
+            &hits(&c, &format!("{q} AND as_of = 'then'"), []),
+            want,
+            "{q}"
+        );
+        assert_eq!(&hits(&c, &format!("{q} AND as_of = {v}"), []), want, "{q}");
+    }
+}
