@@ -357,9 +357,8 @@ impl Store {
                 continue;
             }
             let id: i64 = r.get(1)?;
-            if !out.rows.contains_key(&id) {
-                let then = before.as_deref().map(row_from_json).transpose()?;
-                out.rows.insert(id, then);
+            if let std::collections::hash_map::Entry::Vacant(e) = out.rows.entry(id) {
+                e.insert(before.as_deref().map(row_from_json).transpose()?);
             }
             if r.get::<_, i64>(3)? != 0 && !out.vectors.contains_key(&id) {
                 out.vectors.insert(id, r.get(4)?);

@@ -432,7 +432,8 @@ impl MemoryTable {
                 .find(|l| l.src == *src && l.dst == *dst && &l.kind == kind);
             match then {
                 Some(l) if cur.as_ref() != Some(l) => {
-                    if store.exists(l.src)? && store.exists(l.dst)? {
+                    let ends = store.exists(l.src)? && store.exists(l.dst)?;
+                    if ends {
                         store.add_link(l.src, l.dst, &l.kind, l.weight, l.created_at)?;
                     }
                 }

@@ -581,7 +581,6 @@ impl World {
         self.integrity(if commit { "COMMIT" } else { "ROLLBACK" });
     }
 
-    /// A write in autocommit mode (its own transaction), then the integrity checks.
     // ---- history ---------------------------------------------------------------------
 
     /// `subcog_snapshot` of every table (outside a transaction: the snapshot is
@@ -657,6 +656,7 @@ impl World {
         }
     }
 
+    /// A write in autocommit mode (its own transaction), then the integrity checks.
     fn autocommit_write(&mut self) {
         match self.rng.below(10) {
             0..=5 => self.insert(),
