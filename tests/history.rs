@@ -695,3 +695,47 @@ fn hybrid_and_ranked_searches_as_of_match_the_searches_then() {
         assert_eq!(&hits(&c, &format!("{q} AND as_of = {v}"), []), want, "{q}");
     }
 }
+
+#[test]
+fn as_of_knn_above_exact_max_uses_a_graph_with_exact_distances() {
+    let c = mem();
+    table(&c, ", dedup=off, exact_max=8");
+    let mut rng = common::rng::Rng(5);
+    let mut then: Vec<(i64, Vec<f32>)> = Vec::new();
+    for i in 0..300 {
+        let v = rng.vector(4);
+        let a: [f32; 4] = [v[0], v[1], v[2], v[3]];
+        then.push((put(&c, &format!("row {i}"), a), v));
+    }
+    int(&c, "SELECT subcog_snapshot('mem', 's')");
+    c.execute_batch("DELETE FROM mem WHERE id % 2 = 0; UPDATE mem SET embedding = X'0000803F000000000000000000000000' WHERE id % 3 = 0;")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut recall = 0;
+    for _ in 0..20 {
+        let q = rng.vector(4);
+        let got = hits(
+            &c,
+            "SELECT id, distance, score FROM mem WHERE embedding MATCH ?1 AND k = 5 AND as_of = 's'",
+            [blob(&q)],
+        );
+        let dist = |v: &[f32]| 1.0 - common::oracle::similarity(&q, v);
+        let mut exact: Vec<(f64, i64)> = then.iter().map(|(id, v)| (dist(v), *id)).collect();
+        exact.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let top: Vec<i64> = exact.iter().take(5).map(|e| e.1).collect();
+        assert_eq!(got.len(), 5);
+        for (id, d, _) in &got {
+            let v = &then
+                .iter()
+                .find(|t| t.0 == *id)
+                .unwrap_or_else(|| panic!("{id}"))
+                .1;
+            let want = dist(v);
+            assert!(
+                (d.unwrap_or(-1.0) - want).abs() < 1e-5,
+                "{id}: {d:?} vs {want}"
+            );
+            recall += usize::from(top.contains(id));
+        }
+    }
+    assert!(recall >= 95, "recall {recall}/100");
+}

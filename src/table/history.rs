@@ -4,7 +4,8 @@
 //! * **As of** version `v`: the changes after `v` are undone ([`Store::undo_to`]) over the
 //!   current rows, and the result is loaded into a private in-memory copy (a
 //!   [`MemoryTable`] on its own in-memory SQLite connection: content, FTS5, vectors and
-//!   links, `exact_max` raised so every KNN over it is an exact scan). The query then runs
+//!   links; above `exact_max` vectors its HNSW graph is built once, with the table's
+//!   parameters, so KNN is planned as the table plans it). The query then runs
 //!   through the ordinary [`MemoryTable::query`] of that copy, with the copy's clock set to
 //!   the time of `v` (expiry and recency are judged then): the same retrievers, the same
 //!   BM25 statistics (the FTS5 index holds exactly the rows of then), the same fusion and
@@ -26,6 +27,7 @@ use rusqlite::Connection;
 use super::MemoryTable;
 use super::dedup::content_hash;
 use super::query::{Answer, Query};
+use crate::ann::Checkpoint;
 use crate::error::{Error, Result};
 use crate::options::DedupPolicy;
 use crate::row::{Row, now_ms};
@@ -294,13 +296,14 @@ impl MemoryTable {
         opts.history = false;
         opts.auto_embed = false;
         opts.dedup = DedupPolicy::Off;
-        opts.exact_max = 10_000_000;
         let conn = Connection::open_in_memory()?;
         let copy = Store::create(conn, "main", &store.table, opts)?;
         copy.conn().execute_batch("BEGIN")?;
         let dim = store.opts.dim;
+        let vectors = std::cell::Cell::new(0usize);
         let put = |row: &Row, blob: Option<&[u8]>| -> Result<()> {
             let v = blob.and_then(|b| vector::decode_stored(b, dim));
+            vectors.set(vectors.get() + usize::from(v.is_some()));
             let change = match &v {
                 Some(v) => VectorChange::Set(v),
                 None => VectorChange::Keep,
@@ -353,6 +356,15 @@ impl MemoryTable {
         copy.conn().execute_batch("COMMIT")?;
         let table = MemoryTable::new(copy, "main");
         table.clock.set(Some(at.clock));
+        // Planned as the table plans its own searches: an exact scan up to exact_max
+        // vectors, else an HNSW graph (the table's m, ef_construction, ef_search), built
+        // over the copy once; distances are recomputed exactly either way.
+        if vectors.get() > table.store.opts.exact_max {
+            table
+                .ann
+                .borrow_mut()
+                .maybe_checkpoint(&table.store, Checkpoint::Force)?;
+        }
         Ok(table)
     }
 
