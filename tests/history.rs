@@ -698,6 +698,14 @@ fn hybrid_and_ranked_searches_as_of_match_the_searches_then() {
 
 #[test]
 fn as_of_knn_above_exact_max_uses_a_graph_with_exact_distances() {
+    // Without an HNSW snapshot in the table (the copy builds its graph), and with one
+    // (the copy shares it, every id changed since pending).
+    for optimize in [false, true] {
+        as_of_knn_above_exact_max(optimize);
+    }
+}
+
+fn as_of_knn_above_exact_max(optimize: bool) {
     let c = mem();
     table(&c, ", dedup=off, exact_max=8");
     let mut rng = common::rng::Rng(5);
@@ -710,6 +718,21 @@ fn as_of_knn_above_exact_max_uses_a_graph_with_exact_distances() {
     int(&c, "SELECT subcog_snapshot('mem', 's')");
     c.execute_batch("DELETE FROM mem WHERE id % 2 = 0; UPDATE mem SET embedding = X'0000803F000000000000000000000000' WHERE id % 3 = 0;")
         .unwrap_or_else(|e| panic!("{e}"));
+    // New rows near every query's neighbours: absent then, so never returned as of then.
+    for i in 0..100 {
+        let v = rng.vector(4);
+        put(&c, &format!("later {i}"), [v[0], v[1], v[2], v[3]]);
+    }
+    if optimize {
+        c.execute_batch("INSERT INTO mem(mem) VALUES ('optimize')")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            int(
+                &c,
+                "SELECT CAST(value AS INTEGER) FROM mem_config WHERE key = 'generation'"
+            ) != 0
+        );
+    }
     let mut recall = 0;
     for _ in 0..20 {
         let q = rng.vector(4);

@@ -353,13 +353,29 @@ impl MemoryTable {
         for l in links.values() {
             copy.add_link(l.src, l.dst, &l.kind, l.weight, l.created_at)?;
         }
+        // KNN is planned as the table plans its own: an exact scan up to exact_max
+        // vectors, else the table's own HNSW snapshot, shared: every id whose row or
+        // vector changed since `v` (and every id pending in the table) is pending in the
+        // copy, so the graph walk skips it and it is scanned exactly from the copy's
+        // vectors: the invariant of `crate::ann` holds for the copy. Distances are
+        // recomputed exactly either way.
+        let (generation, saved) = store.snapshot_state()?;
+        let shared = generation != 0 && generation == saved;
+        if shared {
+            copy.save_hnsw(&store.hnsw_blob()?, generation, store.hnsw_unit()?)?;
+            copy.clear_pending()?;
+            let mut pending = store.pending_ids()?;
+            pending.extend(undo.rows.keys().chain(undo.vectors.keys()));
+            pending.sort_unstable();
+            pending.dedup();
+            copy.mark_pending_all(&pending)?;
+        }
         copy.conn().execute_batch("COMMIT")?;
         let table = MemoryTable::new(copy, "main");
         table.clock.set(Some(at.clock));
-        // Planned as the table plans its own searches: an exact scan up to exact_max
-        // vectors, else an HNSW graph (the table's m, ef_construction, ef_search), built
-        // over the copy once; distances are recomputed exactly either way.
-        if vectors.get() > table.store.opts.exact_max {
+        // No snapshot to share (none yet, or a deferred one not written until COMMIT):
+        // the copy builds its own graph once.
+        if !shared && vectors.get() > table.store.opts.exact_max {
             table
                 .ann
                 .borrow_mut()
