@@ -757,7 +757,7 @@ impl World {
                     self.purge();
                     self.integrity("subcog_purge");
                 }
-                18 if self.rng.chance(0.5) => match self.rng.below(3) {
+                18 => match self.rng.below(3) {
                     0 => self.snapshot(),
                     1 => {
                         self.restore();
