@@ -892,8 +892,9 @@ def section_ingest(a, rep, variants):
         table_rows,
         notes=["Each load in a fresh process (model loaded before timing; the embedding cache is per process), "
                "the table order rotating per round; rows as `make eval` stores them (`(date) speaker: text`, "
-               "namespace = conversation). The ratio target is the median of the per-round ratios. "
-               "'superseded rows' n/a: this build has no `superseded_by` column."])
+               "namespace = conversation). The ratio target is the median of the per-round ratios."]
+        + (["'superseded rows' n/a: this build has no `superseded_by` column."]
+           if any(runs[e][-1]["superseded"] is None for e in engines) else []))
 
 
 # ---------------------------------------------------------------------------------------

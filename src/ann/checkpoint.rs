@@ -55,7 +55,12 @@ impl Ann {
     /// # Errors
     /// SQLite or usearch errors; the in-memory graph is then dropped and reloaded later.
     pub(crate) fn maybe_checkpoint(&mut self, store: &Store, when: Checkpoint) -> Result<bool> {
-        let size = self.index.as_ref().map_or(0, |i| i.size());
+        // The graph's size without waiting for a background fold (it will hold what it
+        // is adding); a checkpoint that runs joins the fold first (`ensure_loaded`).
+        let size = match self.folding {
+            Some(_) => self.folded_size,
+            None => self.index.as_ref().map_or(0, |i| i.size()),
+        };
         let threshold = match when {
             Checkpoint::Commit => (size / 8).max(1024),
             Checkpoint::Write => (size / 2).max(16384),
@@ -188,17 +193,21 @@ impl Ann {
         if self.unit {
             items.iter_mut().for_each(|(_, v)| *v = unit_vector(v));
         }
-        add_parallel(index, &items)?;
         let generation = random_generation();
         if save {
+            add_parallel(index, &items)?;
             store.clear_pending()?;
             let lost = self.relink_unreachable(store)?;
             self.save(store, generation)?;
             store.mark_pending_all(&lost)?;
         } else {
             // A deferred snapshot: the reachability check runs over every node when the
-            // snapshot is written (COMMIT), as after any checkpoint, so not here too.
+            // snapshot is written (COMMIT), as after any checkpoint, so not here too. The
+            // vectors go into the graph on a background thread while the statement goes
+            // on; the generation recorded now has no stored snapshot, so should that
+            // fold fail, the graph is rebuilt from the stored vectors.
             store.set_generation_unsaved(generation)?;
+            self.fold(items)?;
         }
         self.generation = generation;
         Ok(())
@@ -222,7 +231,7 @@ impl Ann {
         add_parallel(&index, &items)?;
         let lost = unreachable(&index, &items, unit, &store.opts)?;
         let unreachable = relink(&index, &items, &lost, unit, &store.opts)?;
-        self.index = Some(index);
+        self.index = Some(std::sync::Arc::new(index));
         self.unit = unit;
         let generation = random_generation();
         let r = self

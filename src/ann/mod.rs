@@ -20,11 +20,13 @@
 //! * Searches over at most `exact_max` vectors (a small table or a small namespace) are
 //!   exact scans, so a filter never leaves a KNN query short of `k` results.
 
+mod block;
 mod build;
 mod checkpoint;
 mod namespaces;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -41,8 +43,10 @@ pub type Hit = (i64, f32);
 
 /// The in-memory HNSW graph of one table on one connection.
 pub(crate) struct Ann {
-    /// Declared before `view`: dropped first, as it may point into it.
-    index: Option<Index>,
+    /// Declared before `view`: dropped first, as it may point into it. Shared (`Arc`)
+    /// only with the background fold ([`Ann::fold`]), which runs on an owned graph
+    /// (never a view) and is joined ([`Ann::settle`]) before anything else touches it.
+    index: Option<Arc<Index>>,
     /// The snapshot bytes `index` is a zero-copy view of (usearch `view_from_buffer`),
     /// until the first checkpoint turns the view into an owned, writable graph.
     view: Option<Vec<u8>>,
@@ -60,6 +64,22 @@ pub(crate) struct Ann {
     writes_uncounted: usize,
     /// The pending count when last counted.
     pending_counted: usize,
+    /// The in-statement fold still adding its vectors to `index` on a background thread
+    /// ([`Ann::fold`]); joined by [`Ann::settle`] before the graph is read, changed,
+    /// dropped or saved. At most one at a time.
+    folding: Option<std::thread::JoinHandle<Result<()>>>,
+    /// The graph's size once `folding` is done.
+    folded_size: usize,
+    /// Contiguous copies of small vector sets for exact scans.
+    blocks: block::Blocks,
+}
+
+impl Drop for Ann {
+    fn drop(&mut self) {
+        // The graph goes with the table: wait for the fold rather than leave it running.
+        // Its error no longer matters (nothing will read this graph).
+        let _ = self.settle();
+    }
 }
 
 impl Default for Ann {
@@ -87,6 +107,57 @@ impl Ann {
             ns: Namespaces::default(),
             writes_uncounted: 0,
             pending_counted: 0,
+            folding: None,
+            folded_size: 0,
+            blocks: block::Blocks::default(),
+        }
+    }
+
+    /// Waits for the background fold ([`Ann::fold`]), if one runs.
+    ///
+    /// # Errors
+    /// The fold's [`Error::Index`] (usearch refused a vector, or a thread panicked); the
+    /// graph is then dropped, and the next use rebuilds it from the stored vectors (the
+    /// recorded generation has no stored snapshot yet, see [`Ann::ensure_loaded`]).
+    pub(crate) fn settle(&mut self) -> Result<()> {
+        let Some(fold) = self.folding.take() else {
+            return Ok(());
+        };
+        let r = fold
+            .join()
+            .unwrap_or_else(|_| Err(Error::Index("the HNSW fold thread panicked".into())));
+        if r.is_err() {
+            self.drop_graph();
+        }
+        r
+    }
+
+    /// Adds `items` to the owned graph on a background thread, so the caller's statement
+    /// goes on writing rows while the graph takes the vectors (an in-statement fold of a
+    /// bulk load: its SQLite work and the graph's insertions overlap on two cores). The
+    /// caller has reserved the capacity. Anything that reads the graph joins it first
+    /// ([`Ann::settle`]).
+    ///
+    /// # Errors
+    /// [`Error::Index`] when the graph is not loaded or the thread cannot start (then
+    /// the items are added here instead).
+    pub(super) fn fold(&mut self, items: Vec<(u64, Vec<f32>)>) -> Result<()> {
+        self.settle()?;
+        let Some(index) = self.index.as_ref().map(Arc::clone) else {
+            return Err(Error::Index("graph not loaded".into()));
+        };
+        self.folded_size = index.size() + items.len();
+        let items = Arc::new(items);
+        let (index2, items2) = (Arc::clone(&index), Arc::clone(&items));
+        match std::thread::Builder::new()
+            .name("subcog-fold".into())
+            .spawn(move || build::add_parallel(&index2, &items2))
+        {
+            Ok(handle) => {
+                self.folding = Some(handle);
+                Ok(())
+            }
+            Err(_) => build::add_parallel(&index, &items),
         }
     }
 
@@ -122,6 +193,14 @@ impl Ann {
 
     /// Drops the in-memory graph; the next search reloads it.
     pub(crate) fn invalidate(&mut self) {
+        // The graph is dropped anyway: a failed fold changes nothing.
+        let _ = self.settle();
+        self.drop_graph();
+    }
+
+    /// Drops the graph and its state (the fold, if any, is joined already).
+    fn drop_graph(&mut self) {
+        self.blocks.clear();
         self.index = None;
         self.view = None;
         self.generation = 0;
@@ -134,6 +213,7 @@ impl Ann {
     /// open transaction deferred writing it, see [`Ann::maybe_checkpoint`], and the graph
     /// was dropped since), the graph is rebuilt from the stored vectors instead.
     fn ensure_loaded(&mut self, store: &Store) -> Result<()> {
+        self.settle()?;
         let (g, saved) = store.snapshot_state()?;
         if self.index.is_some() && self.generation == g {
             return Ok(());
@@ -170,7 +250,7 @@ impl Ann {
                 view = Some(blob);
             }
         }
-        self.index = Some(index);
+        self.index = Some(Arc::new(index));
         self.view = view;
         self.unit = unit;
         self.generation = g;
@@ -194,8 +274,34 @@ impl Ann {
         }
         index.change_expansion_search(store.opts.ef_search);
         install_metric(&mut index, store.opts.metric, self.unit, store.opts.dim);
-        self.index = Some(index);
+        self.index = Some(Arc::new(index));
         Ok(())
+    }
+
+    /// Exact KNN over a set of at most `exact_max` stored vectors (the table, or one
+    /// namespace; about `n` of them), scanned from its contiguous block
+    /// ([`block::Blocks`]: kept between queries while nothing changed), or streamed from
+    /// the rows when a block of `n` vectors would pass the blocks' memory bound.
+    fn exact_small(
+        &mut self,
+        store: &Store,
+        query: &[f32],
+        k: usize,
+        namespace: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<Hit>> {
+        let dim = store.opts.dim;
+        let metric = store.opts.metric;
+        if !block::fits(n, dim) {
+            return Self::exact(store, query, k, namespace);
+        }
+        self.blocks.with(store, namespace, |b| {
+            let mut scan = ExactScan::new(metric, query, k);
+            for (id, v) in b.ids.iter().zip(b.vecs.chunks_exact(dim.max(1))) {
+                scan.offer(*id, v);
+            }
+            scan.finish()
+        })
     }
 
     /// Exact KNN by scanning stored vectors, optionally of one namespace.
@@ -205,15 +311,14 @@ impl Ann {
         k: usize,
         namespace: Option<&str>,
     ) -> Result<Vec<Hit>> {
-        let metric = store.opts.metric;
-        let dim = store.opts.dim;
-        let mut hits: Vec<Hit> = Vec::new();
+        let mut scan = ExactScan::new(store.opts.metric, query, k);
+        let mut v = vec![0f32; store.opts.dim];
         store.scan_vectors(namespace, |id, blob| {
-            if let Some(v) = vector::decode_stored(blob, dim) {
-                hits.push((id, metric.distance(query, &v)));
+            if vector::decode_into(blob, &mut v) {
+                scan.offer(id, &v);
             }
         })?;
-        Ok(top_k(hits, k))
+        Ok(scan.finish())
     }
 
     /// KNN of `query` (`dim` float32) among the table's vectors: up to `k` `(id, distance)`
@@ -258,8 +363,8 @@ impl Ann {
             Some(ns) => Some(store.count_capped(ns, cap)?),
             None => None,
         };
-        if ns_count.is_some_and(|n| n <= store.opts.exact_max) {
-            return Self::exact(store, query, k, namespace);
+        if let Some(n) = ns_count.filter(|n| *n <= store.opts.exact_max) {
+            return self.exact_small(store, query, k, namespace, n);
         }
         self.ensure_loaded(store)?;
         let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
@@ -269,7 +374,7 @@ impl Ann {
         let searched =
             ns_count.unwrap_or_else(|| self.index.as_ref().map_or(0, |i| i.size()) + pending.len());
         if searched <= store.opts.exact_max {
-            return Self::exact(store, query, k, namespace);
+            return self.exact_small(store, query, k, namespace, searched);
         }
         let Some(index) = self.index.as_ref() else {
             return Self::exact(store, query, k, namespace);
@@ -364,13 +469,31 @@ impl Ann {
             .map(|(ns, q)| (self.ns.ids.get(*ns).copied(), self.graph_vector(q)))
             .collect();
         let of = &self.ns.of;
+        // Every node in one namespace (a table without namespaces, a bulk load): the plain
+        // walk visits the same nodes without calling the filter per node; its few pending
+        // hits are dropped after it (the caller compares pending vectors exactly anyway).
+        let one_namespace = self.ns.ids.len() == 1 && of.len() == index.size();
         par_map(&jobs, |(want, gq)| -> Result<Vec<i64>> {
             let Some(want) = *want else {
                 return Ok(Vec::new());
             };
-            let m = index.filtered_search(gq, k, |key: u64| {
+            let keep = |key: u64| -> bool {
                 !pending.contains(&(key as i64)) && of.get(&key).copied() == Some(want)
-            })?;
+            };
+            let m = if one_namespace {
+                let mut m = index.search(gq, k)?;
+                let (keys, distances): (Vec<u64>, Vec<f32>) = m
+                    .keys
+                    .iter()
+                    .zip(&m.distances)
+                    .filter(|(key, _)| keep(**key))
+                    .map(|(key, d)| (*key, *d))
+                    .unzip();
+                (m.keys, m.distances) = (keys, distances);
+                m
+            } else {
+                index.filtered_search(gq, k, keep)?
+            };
             Ok(m.keys
                 .iter()
                 .zip(&m.distances)
@@ -378,6 +501,83 @@ impl Ann {
                 .map(|(key, _)| *key as i64)
                 .collect())
         })
+    }
+}
+
+/// An exact KNN scan, one vector at a time. On a cosine table each vector is screened
+/// by the float32 SIMD distance ([`vector::cosine_screen`]), and the exact one (f64,
+/// [`Metric::distance`]) is computed only when the screen puts it within its error margin
+/// of the k-th best exact distance so far. A vector skipped is farther than that k-th
+/// distance, which only falls, so it is not among the final k: exact results at a
+/// fraction of the f64 arithmetic. Other metrics compute every exact distance.
+struct ExactScan<'q> {
+    metric: Metric,
+    query: &'q [f32],
+    k: usize,
+    /// The screen and its error margin (cosine tables).
+    screen: Option<(vector::ScreenFn, f32)>,
+    kth: std::collections::BinaryHeap<(Far, i64)>,
+    hits: Vec<Hit>,
+}
+
+impl<'q> ExactScan<'q> {
+    fn new(metric: Metric, query: &'q [f32], k: usize) -> Self {
+        let screen = (metric == Metric::Cosine).then(|| {
+            (
+                vector::cosine_screen(),
+                vector::cosine_screen_margin(query.len()),
+            )
+        });
+        ExactScan {
+            metric,
+            query,
+            k,
+            screen,
+            kth: std::collections::BinaryHeap::with_capacity(k.saturating_add(1).min(4096)),
+            hits: Vec::new(),
+        }
+    }
+
+    fn offer(&mut self, id: i64, v: &[f32]) {
+        if self.k == 0 {
+            return;
+        }
+        if let (Some((screen, margin)), Some((Far(worst), _))) = (self.screen, self.kth.peek())
+            && self.kth.len() >= self.k
+            && screen(self.query, v).is_some_and(|d| d > worst + margin)
+        {
+            return;
+        }
+        let d = self.metric.distance(self.query, v);
+        self.hits.push((id, d));
+        if self.screen.is_some() {
+            self.kth.push((Far(d), id));
+            if self.kth.len() > self.k {
+                self.kth.pop();
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<Hit> {
+        top_k(self.hits, self.k)
+    }
+}
+
+/// A distance ordered by `f32::total_cmp`, for the exact scan's heap of the k best.
+#[derive(Clone, Copy, PartialEq)]
+struct Far(f32);
+
+impl Eq for Far {}
+
+impl PartialOrd for Far {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Far {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
     }
 }
 

@@ -199,3 +199,31 @@ impl Store {
         self.mark_pending(id)
     }
 }
+
+impl Store {
+    /// A key that changes whenever the table's vectors may have changed since it was
+    /// taken, or `None` inside an explicit transaction or while this connection holds
+    /// uncommitted writes (a ROLLBACK TO or a failed statement, which no callback
+    /// reports, can undo them without a trace): this connection's
+    /// `total_changes()` (every row it ever wrote, rolled back or not, in any table) and
+    /// the schema's `PRAGMA data_version` (commits of every other connection and
+    /// process). For caches of stored vectors ([`crate::ann`]'s exact-scan blocks).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(crate) fn change_key(&self) -> Result<Option<(u64, i64)>> {
+        let writing = self
+            .conn
+            .transaction_state(Some(self.q.raw_schema.as_str()))?
+            == rusqlite::TransactionState::Write;
+        if !self.conn.is_autocommit() || writing {
+            return Ok(None);
+        }
+        let sql = self.sql(|| format!("PRAGMA {}.data_version", self.q.schema));
+        let version: i64 = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([], |r| r.get(0))?;
+        Ok(Some((self.conn.total_changes(), version)))
+    }
+}

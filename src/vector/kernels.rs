@@ -33,8 +33,33 @@ fn dot3(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
 }
 
 fn cos_from(d: f32, na: f32, nb: f32) -> f32 {
-    let denom = (na * nb).sqrt();
+    let denom = norms(na, nb);
     if denom == 0.0 { 1.0 } else { 1.0 - d / denom }
+}
+
+/// `|a| |b|` from the squared norms: `sqrt(na * nb)`, or `sqrt(na) sqrt(nb)` when the
+/// product overflows float32 (norms up to 2^62 are stored; their product is not finite
+/// in float32 past 2^64).
+fn norms(na: f32, nb: f32) -> f32 {
+    let p = na * nb;
+    if p.is_finite() {
+        p.sqrt()
+    } else {
+        na.sqrt() * nb.sqrt()
+    }
+}
+
+/// The float32 cosine distance for a screen ([`super::cosine_screen`]): `None` when a
+/// squared norm is below 2^-50 (then products of small components lose precision and the
+/// screen's error bound no longer holds; the caller computes the exact distance).
+fn cos_screen_from(d: f32, na: f32, nb: f32) -> Option<f32> {
+    const MIN: f32 = 1.0 / (1u64 << 50) as f32;
+    (na >= MIN && nb >= MIN && na.is_finite() && nb.is_finite()).then(|| 1.0 - d / norms(na, nb))
+}
+
+pub fn cos_screen_portable(a: &[f32], b: &[f32]) -> Option<f32> {
+    let (d, na, nb) = dot3(a, b);
+    cos_screen_from(d, na, nb)
 }
 
 pub fn cos_portable(a: &[f32], b: &[f32]) -> f32 {
@@ -308,13 +333,19 @@ pub fn half_ip_avx2(a: &[u16], b: &[u16]) -> f32 {
     1.0 - unsafe { f16c::dot(a, b) }
 }
 
-// SAFETY (the three below): `Metric::graph_distance` hands these out only after
+// SAFETY (the four below): `Metric::graph_distance` and `cosine_screen` hand these out only after
 // `is_x86_feature_detected!` confirmed AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 pub fn cos_avx2(a: &[f32], b: &[f32]) -> f32 {
     // SAFETY: AVX2 and FMA were detected before this was handed out (see above).
     let (d, na, nb) = unsafe { avx2::dot3(a, b) };
     cos_from(d, na, nb)
+}
+#[cfg(target_arch = "x86_64")]
+pub fn cos_screen_avx2(a: &[f32], b: &[f32]) -> Option<f32> {
+    // SAFETY: AVX2 and FMA were detected before this was handed out (see above).
+    let (d, na, nb) = unsafe { avx2::dot3(a, b) };
+    cos_screen_from(d, na, nb)
 }
 #[cfg(target_arch = "x86_64")]
 pub fn l2sq_avx2(a: &[f32], b: &[f32]) -> f32 {

@@ -194,6 +194,36 @@ impl Metric {
     }
 }
 
+/// A screening distance: `None` when it cannot bound the exact one.
+pub(crate) type ScreenFn = fn(&[f32], &[f32]) -> Option<f32>;
+
+/// A fast screen for exact cosine scans: the float32 SIMD cosine distance of `a` and `b`
+/// (`[f32; dim]` each), within [`cosine_screen_margin`] of [`Metric::distance`] (which
+/// sums in f64), or `None` when a vector's squared norm is below 2^-50 and the bound does
+/// not hold (compute the exact distance then). Chosen at run time like
+/// [`Metric::graph_distance`].
+pub(crate) fn cosine_screen() -> ScreenFn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return kernels::cos_screen_avx2;
+        }
+    }
+    kernels::cos_screen_portable
+}
+
+/// An upper bound on `|cosine_screen(a, b) - Metric::Cosine.distance(a, b)|` for
+/// `dim`-dimensional vectors. Float32 sums of `n` products err by at most
+/// `gamma_n * sum |a_i b_i|` with `gamma_n ~ n u`, `u = 2^-24` (Higham, *Accuracy and
+/// Stability of Numerical Algorithms*, 2nd ed., section 3.1); by Cauchy-Schwarz that is at
+/// most `gamma_n |a| |b|` for the dot product, and the two squared norms add about
+/// `gamma_n` of relative error to the denominator, so the distance errs by at most about
+/// `2 gamma_n` plus a few `u`. Twice that, as margin: `(4 dim + 16) u`.
+pub(crate) fn cosine_screen_margin(dim: usize) -> f32 {
+    (4 * dim + 16) as f32 * (f32::EPSILON / 2.0)
+}
+
 mod kernels;
 
 /// Decodes a vector BLOB of `dim` little-endian float32 values.
@@ -241,6 +271,19 @@ pub(crate) fn decode_stored(blob: &[u8], dim: usize) -> Option<Vec<f32>> {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
     )
+}
+
+/// Decodes a vector BLOB of `out.len()` little-endian float32 values into `out` (no
+/// allocation, for scans). Returns false, leaving `out` unspecified, when the BLOB has
+/// another length.
+pub(crate) fn decode_into(blob: &[u8], out: &mut [f32]) -> bool {
+    if blob.len() != out.len() * 4 {
+        return false;
+    }
+    for (x, c) in out.iter_mut().zip(blob.chunks_exact(4)) {
+        *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    true
 }
 
 /// Encodes a vector as a BLOB of little-endian float32.
@@ -365,6 +408,53 @@ pub(crate) fn clip(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The screen of exact cosine scans stays within its margin of the f64 distance, on
+    /// vectors of every magnitude the table accepts (components 2^-20 to 2^60), near-parallel,
+    /// opposite and orthogonal pairs, and gives up (None) on tiny norms.
+    #[test]
+    fn cosine_screen_is_within_its_margin() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        let screen = cosine_screen();
+        for dim in [3usize, 8, 17, 384, 1536] {
+            let margin = cosine_screen_margin(dim);
+            let mut worst = 0f32;
+            for round in 0..400 {
+                let scale_a = 2f32.powi((round % 9) * 10 - 20);
+                let scale_b = 2f32.powi(((round / 9) % 9) * 10 - 20);
+                let a: Vec<f32> = (0..dim).map(|_| next() as f32 * scale_a).collect();
+                let b: Vec<f32> = match round % 4 {
+                    0 => a
+                        .iter()
+                        .map(|x| x / scale_a * scale_b + next() as f32 * 1e-4 * scale_b)
+                        .collect(),
+                    1 => a.iter().map(|x| -x / scale_a * scale_b).collect(),
+                    _ => (0..dim).map(|_| next() as f32 * scale_b).collect(),
+                };
+                let exact = Metric::Cosine.distance(&a, &b);
+                match screen(&a, &b) {
+                    Some(fast) => worst = worst.max((fast - exact).abs()),
+                    None => {
+                        let out =
+                            |v: &[f32]| !(2f64.powi(-25)..=2f64.powi(62)).contains(&norm64(v));
+                        assert!(out(&a) || out(&b), "gave up on norms the table stores");
+                    }
+                }
+            }
+            assert!(
+                worst <= margin,
+                "dim {dim}: error {worst:e} above the margin {margin:e}"
+            );
+        }
+        let tiny = vec![1e-20f32; 4];
+        assert_eq!(screen(&tiny, &[1.0, 0.0, 0.0, 0.0]), None);
+    }
 
     #[test]
     fn round_trip() {
