@@ -144,12 +144,14 @@ fn as_of_returns_what_the_table_returned_then() {
     let knn_ns = "SELECT id, distance, score FROM mem WHERE embedding MATCH ?1 AND k = 5 AND namespace = 'other'";
     let kw = "SELECT id, distance, score FROM mem WHERE content MATCH 'apple OR river' AND k = 9";
     let scan = "SELECT id, NULL, NULL FROM mem";
+    let ns_scan = "SELECT id, NULL, NULL FROM mem WHERE namespace = 'other'";
     let then = (
         hits(&c, knn, [&q]),
         hits(&c, knn_ns, [&q]),
         hits(&c, kw, []),
         hits(&c, scan, []),
         dump(&c, ALL, []),
+        hits(&c, ns_scan, []),
     );
     assert_eq!(then.0.len(), 7);
     let v = int(&c, "SELECT subcog_snapshot('mem', 'before')");
@@ -181,6 +183,8 @@ fn as_of_returns_what_the_table_returned_then() {
         assert_eq!(hits(&c, kw_a, [&target]), then.2);
         let scan_a = "SELECT id, NULL, NULL FROM mem WHERE as_of = ?1";
         assert_eq!(hits(&c, scan_a, [&target]), then.3);
+        let ns_scan_a = format!("{ns_scan} AND as_of = ?1");
+        assert_eq!(hits(&c, &ns_scan_a, [&target]), then.5);
         assert_eq!(
             dump(&c, &format!("{ALL} WHERE as_of = ?1"), [&target]),
             then.4
