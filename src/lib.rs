@@ -43,6 +43,7 @@ pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     sql::vtab::register(conn)?;
     sql::vec_search::register(conn)?;
     sql::context::register(conn)?;
+    sql::history::register(conn)?;
     Ok(())
 }
 

@@ -42,6 +42,8 @@ pub(crate) enum Kind {
     Pii,
     /// A duration ([`parse_duration_ms`]), kept in milliseconds.
     Duration,
+    /// A [`Retention`]: `all`, a number of versions, or a duration.
+    Retention,
 }
 
 /// A parsed option value, typed by its [`Kind`].
@@ -61,6 +63,8 @@ pub(crate) enum Value {
     Secrets(SecretPolicy),
     /// From [`Kind::Duration`]: milliseconds.
     Ms(i64),
+    /// From [`Kind::Retention`].
+    Retention(Retention),
 }
 
 /// One table option: everything the parser, `to_pairs`, the error messages and the README
@@ -115,6 +119,7 @@ value_conversions!(
     DedupPolicy => Dedup,
     SecretPolicy => Secrets,
     i64 => Ms,
+    Retention => Retention,
 );
 
 /// Defines [`TableOptions`], its `Default` and [`SPECS`] from one list: per option its
@@ -262,6 +267,63 @@ table_options! {
     hybrid_context_window: usize = 2,
         "hybrid_context_window", Kind::Int { min: 0, max: 64 }, None,
         "neighbours on each side: memories stored just before/after in the namespace (0 = no context)";
+
+    // ---- history (see `crate::store::history`) ----
+    /// Record every change in `<table>_history` (as-of queries, diff, restore). Default on.
+    history: bool = true,
+        "history", Kind::Flag, None,
+        "record every change in the table's history (as-of queries, snapshots, diff, restore; see [History](#history-as-of-snapshots-diff-restore))";
+    /// How much history `'purge'` keeps ([`Retention`]). Default everything.
+    history_keep: Retention = Retention::All,
+        "history_keep", Kind::Retention, None,
+        "what `'purge'` keeps of the history: `all`, a number of versions (`10000`) or an age (`'30d'`); snapshots pin the changes after them";
+}
+
+/// How much of a table's history `'purge'` keeps (the `history_keep` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Every change.
+    All,
+    /// The newest this many versions.
+    Versions(usize),
+    /// The changes at most this old, in milliseconds.
+    Age(i64),
+}
+
+impl Retention {
+    /// Parses `all`, a positive integer (versions) or a duration with a unit (`30d`).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the option and the value.
+    pub fn parse(key: &str, v: &str) -> Result<Self> {
+        let t = v.trim();
+        if t.eq_ignore_ascii_case("all") {
+            return Ok(Retention::All);
+        }
+        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            return match t.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Retention::Versions(n)),
+                _ => Err(Error::invalid(format!(
+                    "memories option {key}: expected all, a number of versions >= 1 or an \
+                     age such as '30d', got '{v}'"
+                ))),
+            };
+        }
+        parse_duration_ms(
+            &format!("memories option {key} (all, a number of versions or an age)"),
+            t,
+        )
+        .map(Retention::Age)
+    }
+
+    /// The value as `<table>_config` keeps it (`all`, `1000`, `2592000000ms`).
+    pub fn render(self) -> String {
+        match self {
+            Retention::All => "all".to_string(),
+            Retention::Versions(n) => n.to_string(),
+            Retention::Age(ms) => format!("{ms}ms"),
+        }
+    }
 }
 
 /// What an INSERT does when its memory duplicates one already in the same namespace
@@ -351,6 +413,7 @@ impl Kind {
             Kind::Duration => {
                 Value::Ms(parse_duration_ms(&format!("memories option {key}"), value)?)
             }
+            Kind::Retention => Value::Retention(Retention::parse(key, value)?),
         })
     }
 
@@ -377,6 +440,7 @@ impl Value {
             Value::Dedup(d) => d.name().to_string(),
             Value::Secrets(s) => s.name().to_string(),
             Value::Ms(ms) => format!("{ms}ms"),
+            Value::Retention(r) => r.render(),
         }
     }
 
@@ -587,6 +651,8 @@ mod tests {
             ("hybrid_keyword_weight", "0.4"),
             ("hybrid_context_weight", "0.5"),
             ("hybrid_context_window", "2"),
+            ("history", "on"),
+            ("history_keep", "all"),
         ];
         let got = TableOptions::default().to_pairs();
         let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -595,7 +661,8 @@ mod tests {
             option_names(),
             "dim, metric, m, ef_construction, ef_search, auto_embed, exact_max, dedup, \
              dedup_threshold, secrets, pii, recency_weight, recency_half_life, importance_weight, \
-             hybrid_depth, hybrid_keyword_weight, hybrid_context_weight, hybrid_context_window"
+             hybrid_depth, hybrid_keyword_weight, hybrid_context_weight, hybrid_context_window, \
+             history, history_keep"
         );
     }
 
@@ -641,6 +708,8 @@ mod tests {
             "generation",
             "hnsw_saved",
             "hnsw_vectors",
+            "history_floor",
+            "history_since",
             "dimensions",
             "",
         ] {
@@ -670,6 +739,8 @@ mod tests {
             "hybrid_keyword_weight=0.25",
             "hybrid_context_weight=0",
             "hybrid_context_window=3",
+            "history=off",
+            "history_keep='30d'",
         ];
         // Every option is exercised here.
         for s in SPECS {
@@ -696,6 +767,8 @@ mod tests {
         assert_eq!(o.hybrid_keyword_weight, 0.25);
         assert_eq!(o.hybrid_context_weight, 0.0);
         assert_eq!(o.hybrid_context_window, 3);
+        assert!(!o.history);
+        assert_eq!(o.history_keep, Retention::Age(30 * 86_400_000));
         assert_eq!(
             TableOptions::parse(
                 &o.to_pairs()
@@ -706,6 +779,21 @@ mod tests {
             .ok(),
             Some(o)
         );
+    }
+
+    #[test]
+    fn retention() {
+        let p = |v: &str| Retention::parse("history_keep", v).map_err(|e| e.to_string());
+        assert_eq!(p("all"), Ok(Retention::All));
+        assert_eq!(p("1000"), Ok(Retention::Versions(1000)));
+        assert_eq!(p("12h"), Ok(Retention::Age(12 * 3_600_000)));
+        for bad in ["0", "-3", "forever", ""] {
+            let e = p(bad).err().unwrap_or_default();
+            assert!(e.contains("history_keep"), "{bad}: {e}");
+        }
+        for r in [Retention::All, Retention::Versions(7), Retention::Age(5)] {
+            assert_eq!(p(&r.render()), Ok(r));
+        }
     }
 
     #[test]

@@ -53,8 +53,12 @@ pub(crate) mod col {
     /// `include_superseded INTEGER HIDDEN`: `AND include_superseded = 1` makes a search
     /// return superseded memories too (0, the default when absent, hides them).
     pub(crate) const INCLUDE_SUPERSEDED: i32 = 18;
+    /// `as_of HIDDEN`: `AND as_of = ?` (a snapshot name, a version, or a time in ms since
+    /// the Unix epoch) runs a scan or search against the table as it was then; reads as
+    /// the version the row is as of (NULL without `as_of`).
+    pub(crate) const AS_OF: i32 = 19;
     /// The hidden column named after the table: hybrid search (`WHERE mem MATCH ?`).
-    pub(crate) const TABLE: i32 = 19;
+    pub(crate) const TABLE: i32 = 20;
 }
 
 /// Namespace used when none is given.
@@ -72,7 +76,7 @@ pub(crate) fn declare_sql(table: &str) -> String {
          source TEXT, importance REAL, created_at INTEGER, updated_at INTEGER, embedding BLOB, \
          expires_at INTEGER, superseded_by INTEGER, distance REAL HIDDEN, score REAL HIDDEN, \
          k INTEGER HIDDEN, ttl HIDDEN, ranking TEXT HIDDEN, explain TEXT HIDDEN, \
-         include_superseded INTEGER HIDDEN, {} HIDDEN)",
+         include_superseded INTEGER HIDDEN, as_of HIDDEN, {} HIDDEN)",
         crate::names::quote(table)
     )
 }

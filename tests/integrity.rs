@@ -207,7 +207,7 @@ fn a_table_of_another_format_version_fails_clearly() {
     c.execute_batch(
         "CREATE VIRTUAL TABLE m USING memories(dim=2, auto_embed=off);
          INSERT INTO m(content) VALUES ('x');
-         UPDATE m_config SET value = '4' WHERE key = 'format';",
+         UPDATE m_config SET value = '5' WHERE key = 'format';",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     drop(c);
@@ -215,7 +215,7 @@ fn a_table_of_another_format_version_fails_clearly() {
     let e = c.query_row("SELECT count(*) FROM m", [], |r| r.get::<_, i64>(0));
     let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(
-        msg.contains("on-disk format 4") && msg.contains("reads format 3"),
+        msg.contains("on-disk format 5") && msg.contains("reads format 4"),
         "{msg}"
     );
     // The data is still there for the build that wrote it.

@@ -11,6 +11,7 @@ use crate::row::{self, col};
 use crate::search::rank::Ranking;
 use crate::search::{self, MAX_K};
 use crate::table::MemoryTable;
+use crate::table::history::Target;
 use crate::table::query::{Query, Search};
 use crate::table::write::NewRow;
 use crate::vector;
@@ -72,6 +73,7 @@ pub(super) fn query(tab: &MemoryTable, idx_num: i32, args: &Values<'_>) -> Resul
         offset,
         ranking,
         include_superseded,
+        _as_of,
     ] = filter_args(idx_num, args)?;
     // `x MATCH NULL` matches nothing, as any comparison with NULL.
     if [knn, keyword, hybrid]
@@ -135,6 +137,52 @@ pub(super) fn query(tab: &MemoryTable, idx_num: i32, args: &Values<'_>) -> Resul
         ranking: rank,
         include_superseded,
     })
+}
+
+/// The `as_of = ?` value of a plan (`None`: no as_of term): a snapshot name (TEXT; a TEXT
+/// that is an integer and names no snapshot is that integer), a version, or a time in ms
+/// since the Unix epoch ([`Target::from_int`]).
+///
+/// # Errors
+/// [`Error::Invalid`] for NULL, a BLOB or a non-integral REAL.
+pub(super) fn as_of(tab: &MemoryTable, idx_num: i32, args: &Values<'_>) -> Result<Option<Target>> {
+    let vals = filter_args(idx_num, args)?;
+    let Some(v) = vals[vals.len() - 1] else {
+        return Ok(None);
+    };
+    target(&tab.store, "as_of", v).map(Some)
+}
+
+/// A snapshot name, version or time argument (`what`: its name, for errors).
+///
+/// # Errors
+/// [`Error::Invalid`] for NULL, a BLOB, an empty text or a non-integral REAL.
+pub(crate) fn target(store: &crate::store::Store, what: &str, v: ValueRef<'_>) -> Result<Target> {
+    let expected = "a snapshot name (TEXT), a version (INTEGER) or a time in ms since the Unix \
+                    epoch (INTEGER >= 10^12)";
+    match v {
+        ValueRef::Integer(i) => Ok(Target::from_int(i)),
+        ValueRef::Real(r) if r.fract() == 0.0 && r.abs() < 9.0e18 => Ok(Target::from_int(r as i64)),
+        ValueRef::Text(t) => {
+            let name = String::from_utf8_lossy(t).into_owned();
+            if name.is_empty() {
+                return Err(Error::invalid(format!(
+                    "{what}: expected {expected}, got ''"
+                )));
+            }
+            match name.trim().parse::<i64>() {
+                Ok(i) if store.snapshot(&name)?.is_none() => Ok(Target::from_int(i)),
+                _ => Ok(Target::Snapshot(name)),
+            }
+        }
+        ValueRef::Real(r) => Err(Error::invalid(format!(
+            "{what}: expected {expected}, got REAL {r}"
+        ))),
+        other => Err(Error::invalid(format!(
+            "{what}: expected {expected}, got {}",
+            row::type_name(&other)
+        ))),
+    }
 }
 
 /// xFilter's arguments by term, in [`bit::ARGS`] order (`None`: the term is absent).

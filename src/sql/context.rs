@@ -59,7 +59,7 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The connection running a scalar function (not owned).
-fn connection(ctx: &FnContext<'_>) -> Result<Connection> {
+pub(super) fn connection(ctx: &FnContext<'_>) -> Result<Connection> {
     // SAFETY: the connection running this function; `from_handle` does not take ownership.
     Ok(unsafe {
         let c = ctx.get_connection()?;
@@ -68,7 +68,11 @@ fn connection(ctx: &FnContext<'_>) -> Result<Connection> {
 }
 
 /// `(schema, table)` of a `table` argument.
-fn table_arg(conn: &Connection, func: &str, v: ValueRef<'_>) -> Result<(String, String)> {
+pub(super) fn table_arg(
+    conn: &Connection,
+    func: &str,
+    v: ValueRef<'_>,
+) -> Result<(String, String)> {
     match v {
         ValueRef::Text(t) => resolve(conn, &format!("{func}(table)"), &String::from_utf8_lossy(t)),
         other => Err(Error::invalid(format!(
@@ -79,7 +83,7 @@ fn table_arg(conn: &Connection, func: &str, v: ValueRef<'_>) -> Result<(String, 
 }
 
 /// An INTEGER argument (a REAL with an integral value is accepted).
-fn int_arg(func: &str, what: &str, v: ValueRef<'_>) -> Result<i64> {
+pub(super) fn int_arg(func: &str, what: &str, v: ValueRef<'_>) -> Result<i64> {
     match v {
         ValueRef::Integer(i) => Ok(i),
         ValueRef::Real(r) if r.fract() == 0.0 && r.abs() < 9.0e15 => Ok(r as i64),
@@ -100,7 +104,12 @@ fn describe(v: &ValueRef<'_>) -> String {
 }
 
 /// A TEXT argument, or `None` for NULL when `nullable`.
-fn text_arg(func: &str, what: &str, v: ValueRef<'_>, nullable: bool) -> Result<Option<String>> {
+pub(super) fn text_arg(
+    func: &str,
+    what: &str,
+    v: ValueRef<'_>,
+    nullable: bool,
+) -> Result<Option<String>> {
     match v {
         ValueRef::Text(t) => Ok(Some(String::from_utf8_lossy(t).into_owned())),
         ValueRef::Null if nullable => Ok(None),
@@ -264,7 +273,7 @@ fn unlink(ctx: &FnContext<'_>) -> Result<i64> {
 /// One table-valued function: its declared columns (the hidden argument columns last),
 /// how many arguments it takes and how many of them are required (the rest may be
 /// omitted), and the rows of one call.
-trait Spec {
+pub(super) trait Spec {
     /// `CREATE TABLE x(...)`: the result columns, then one HIDDEN column per argument.
     const DECL: &'static CStr;
     /// The SQL name, for errors.
@@ -353,7 +362,7 @@ impl Spec for Links {
 
 /// An eponymous table-valued function described by `S`, on one connection.
 #[repr(C)]
-struct Tvf<S> {
+pub(super) struct Tvf<S> {
     base: ffi::sqlite3_vtab,
     conn: Connection,
     spec: PhantomData<S>,
@@ -444,7 +453,7 @@ unsafe impl<'vtab, S: Spec + 'vtab> VTab<'vtab> for Tvf<S> {
 
 /// Cursor over the rows of one call.
 #[repr(C)]
-struct TvfCursor<'vtab, S> {
+pub(super) struct TvfCursor<'vtab, S> {
     base: ffi::sqlite3_vtab_cursor,
     rows: Vec<Vec<Value>>,
     pos: usize,

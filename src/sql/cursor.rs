@@ -51,6 +51,14 @@ impl<'vtab> MemCursor<'vtab> {
         unsafe { &(*(self.base.pVtab as *const MemoriesTab)).table }
     }
 
+    /// The table the current answer was read from: the as-of copy or the table itself.
+    fn source(&self) -> &MemoryTable {
+        match &self.answer.as_of {
+            Some(a) => &a.table,
+            None => self.table(),
+        }
+    }
+
     /// Moves to the first result at or after `pos` whose row exists.
     fn settle(&mut self) -> Result<()> {
         self.row = None;
@@ -61,6 +69,7 @@ impl<'vtab> MemCursor<'vtab> {
                 return Ok(());
             }
             if self.answer.ranking.is_none()
+                && self.answer.as_of.is_none()
                 && let Some(r) = self.table().store.get(found.id)?
             {
                 self.row = Some((r, None));
@@ -92,7 +101,7 @@ impl<'vtab> MemCursor<'vtab> {
                 if ctx.no_change() {
                     return Ok(());
                 }
-                let blob = self.table().store.embedding_blob(r.id)?;
+                let blob = self.source().store.embedding_blob(r.id)?;
                 ctx.set_result(&blob)
             }
             col::EXPIRES_AT => ctx.set_result(r.expires_at),
@@ -100,13 +109,14 @@ impl<'vtab> MemCursor<'vtab> {
                 if self.superseded_known {
                     return Ok(ctx.set_result(*superseded_by)?);
                 }
-                let by = self.table().store.superseded_by(r.id)?;
+                let by = self.source().store.superseded_by(r.id)?;
                 ctx.set_result(by.map(|(id, _)| id))
             }
             col::EXPLAIN => ctx.set_result(self.explain()),
             col::DISTANCE => ctx.set_result(found.and_then(|f| f.distance)),
             col::SCORE => ctx.set_result(found.and_then(|f| f.score)),
             col::K => ctx.set_result(self.answer.k),
+            col::AS_OF => ctx.set_result(self.answer.as_of.as_ref().map(|a| a.version)),
             _ => ctx.set_result(Null),
         }?)
     }
@@ -137,7 +147,11 @@ unsafe impl VTabCursor for MemCursor<'_> {
             // Searches see this transaction's writes, embeddings included.
             table.flush()?;
             self.answer = Answer::default();
-            self.answer = table.query(args::query(table, idx_num, args)?)?;
+            let query = args::query(table, idx_num, args)?;
+            self.answer = match args::as_of(table, idx_num, args)? {
+                None => table.query(query)?,
+                Some(target) => table.query_as_of(query, &target)?,
+            };
             self.pos = 0;
             self.settle()
         })

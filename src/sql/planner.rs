@@ -5,7 +5,7 @@
 //! operator. `idxNum` is a bit set of the consumed terms (see the `bit` constants); their
 //! values are passed to xFilter in `argv` in the order of [`TERMS`] (ascending bits): the
 //! MATCH operand, `k`, `namespace`, the rowid, `LIMIT`, `OFFSET`, `ranking`,
-//! `include_superseded`. `idxStr` is a readable summary shown by EXPLAIN QUERY PLAN (e.g.
+//! `include_superseded`, `as_of`. `idxStr` is a readable summary shown by EXPLAIN QUERY PLAN (e.g.
 //! `knn k namespace`).
 //!
 //! | WHERE                                   | plan      | idxNum bits            |
@@ -17,6 +17,7 @@
 //! | any search `AND ranking = ?json`        | re-ranked | `... | RANKING`        |
 //! | `id = ?` / `rowid = ?`                  | point     | `ROWID`                |
 //! | `namespace = ?`                         | ns scan   | `NAMESPACE`            |
+//! | any plan `AND as_of = ?`                | as of     | `... | AS_OF`          |
 //! | nothing usable                          | full scan | `0`                    |
 //!
 //! `LIMIT`/`OFFSET` reach xBestIndex from SQLite 3.38.0 when the query reads this table
@@ -52,6 +53,8 @@ pub mod bit {
     pub const RANKING: i32 = 512;
     /// `include_superseded = ?`: searches also return superseded memories when true.
     pub const INCLUDE_SUPERSEDED: i32 = 1024;
+    /// `as_of = ?`: the scan or search runs against the table as of a version.
+    pub const AS_OF: i32 = 2048;
     /// All bits that take an argv value, in argv order: the bits of [`super::TERMS`].
     pub const ARGS: [i32; super::TERMS.len()] = {
         let mut a = [0; super::TERMS.len()];
@@ -167,6 +170,12 @@ pub const TERMS: &[TermSpec] = &[
         on: On::Columns(&[col::INCLUDE_SUPERSEDED]),
         op: Op::Eq,
     },
+    TermSpec {
+        bit: bit::AS_OF,
+        word: "as_of",
+        on: On::Columns(&[col::AS_OF]),
+        op: Op::Eq,
+    },
 ];
 
 /// The operator of a WHERE term, as far as the planner cares.
@@ -265,7 +274,8 @@ pub fn plan(terms: &[Term], order_by: &[(i32, bool)], reranks: bool) -> Option<D
             continue;
         };
         if !t.usable {
-            if t.op == Op::Match {
+            // A MATCH or as_of term must reach xFilter: SQLite cannot evaluate either.
+            if t.op == Op::Match || t.column == col::AS_OF {
                 return None;
             }
             continue;
@@ -371,14 +381,23 @@ mod tests {
                 bit::OFFSET,
                 bit::RANKING,
                 bit::INCLUDE_SUPERSEDED,
+                bit::AS_OF,
             ]
         );
         assert_eq!(
             bit::ARGS,
-            [1, 2, 4, 8, 16, 32, 64, 128, 512, 1024],
+            [1, 2, 4, 8, 16, 32, 64, 128, 512, 1024, 2048],
             "idxNum bits are part of query plans"
         );
         assert_eq!(bit::CONFLICT, 256);
+        // An as_of term SQLite cannot hand over (a join's column not yet known) makes the
+        // plan unusable, as an unusable MATCH does: SQLite cannot evaluate it itself.
+        let unusable = Term {
+            column: col::AS_OF,
+            op: Op::Eq,
+            usable: false,
+        };
+        assert_eq!(plan(&[unusable], &[], false), None);
         for w in TERMS.windows(2) {
             assert!(w[0].bit < w[1].bit, "{} before {}", w[0].word, w[1].word);
         }
@@ -420,7 +439,8 @@ mod tests {
                 "limit",
                 "offset",
                 "ranking",
-                "include_superseded"
+                "include_superseded",
+                "as_of"
             ]
         );
         let rowid = TERMS.iter().find(|s| s.bit == bit::ROWID);

@@ -146,6 +146,9 @@ impl Store {
             VectorChange::Defer => self.mark_unembedded(row.id, near_check)?,
             VectorChange::Keep | VectorChange::Remove => {}
         }
+        if self.history_on() {
+            self.record_row("insert", row.id, None, Some(row), Some(None))?;
+        }
         self.mark_pending(row.id)
     }
 
@@ -157,6 +160,12 @@ impl Store {
              WHERE id = ?1",
             self.q.content
         ));
+        // The vector this change replaces, for the history (read before it is replaced).
+        let old_vector = if self.history_on() && !matches!(vec, VectorChange::Keep) {
+            Some(self.embedding_blob(old.id)?)
+        } else {
+            None
+        };
         if old.content != new.content {
             self.fts_delete(old.id, &old.content)?;
         }
@@ -194,11 +203,30 @@ impl Store {
         if old.namespace != new.namespace || !matches!(vec, VectorChange::Keep) {
             self.mark_pending(new.id)?;
         }
+        if self.history_on() {
+            self.record_row(
+                "update",
+                new.id,
+                Some(old),
+                Some(new),
+                old_vector.as_ref().map(|v| v.as_deref()),
+            )?;
+        }
         Ok(())
     }
 
     /// Deletes a memory, its FTS5 entry and its vector; marks it pending.
     pub(crate) fn delete(&self, old: &Row) -> Result<()> {
+        if self.history_on() {
+            let old_vector = self.embedding_blob(old.id)?;
+            self.record_row(
+                "delete",
+                old.id,
+                Some(old),
+                None,
+                Some(old_vector.as_deref()),
+            )?;
+        }
         self.fts_delete(old.id, &old.content)?;
         let sql = self.sql(|| format!("DELETE FROM {} WHERE id = ?1", self.q.content));
         self.conn.prepare_cached(&sql)?.execute([old.id])?;
@@ -377,11 +405,11 @@ impl Store {
 }
 
 /// The columns [`read_row`] reads, in order (`c`: the content table).
-const ROW_COLUMNS: &str = "c.id, c.content, c.namespace, c.tags, c.metadata, c.source, \
+pub(super) const ROW_COLUMNS: &str = "c.id, c.content, c.namespace, c.tags, c.metadata, c.source, \
      c.importance, c.created_at, c.updated_at, c.expires_at";
 
 /// A [`Row`] from the first ten columns of a result ([`ROW_COLUMNS`]).
-fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok(Row {
         id: r.get(0)?,
         content: r.get(1)?,

@@ -11,7 +11,11 @@
 //!   pending, the HNSW snapshot holds its vector exactly (`hnsw_missing`, `hnsw_stale`),
 //!   and holds nothing else (`hnsw_extra`) — the invariant of [`crate::ann`];
 //! * every memory's dedup `hash` is the hash of its content (`stale_hashes`), so exact
-//!   duplicates are found ([`crate::table::dedup`]).
+//!   duplicates are found ([`crate::table::dedup`]);
+//! * the history agrees with the table (`history_mismatches`, history on): each memory's
+//!   changes chain (a change's `before` is the previous change's `after`) and its last
+//!   change's `after` is its current row (NULL when it is deleted), so undoing the changes
+//!   from the current table gives back every version ([`crate::store::history`]).
 //!
 //! `INSERT INTO mem(mem) VALUES ('rebuild')` repairs everything it can report.
 
@@ -69,6 +73,7 @@ pub(crate) fn check(conn: Connection, name: &str) -> Result<serde_json::Value> {
     })?;
     let mut r = Report::default();
     check_rows(&store, &mut r)?;
+    check_history(&store, &mut r)?;
     let fts_check = check_fts(&store, &schema, &table, &mut r)?;
     check_snapshot(&store, &mut r)?;
     Ok(json!({
@@ -132,6 +137,51 @@ fn check_rows(store: &Store, r: &mut Report) -> Result<()> {
     r.count("stale_hashes", stale, |n| {
         Some(format!(
             "{n} memories have a dedup hash that is not their content's"
+        ))
+    });
+    Ok(())
+}
+
+/// The history against the table: per memory, consecutive changes chain and the last
+/// change's `after` is the current row.
+fn check_history(store: &Store, r: &mut Report) -> Result<()> {
+    if !store.history_on() {
+        return Ok(());
+    }
+    r.count("history_changes", store.history_len()?, |_| None);
+    let mut bad = 0i64;
+    let mut first_bad: Option<i64> = None;
+    let mut last: Option<(i64, Option<String>)> = None;
+    let mut flag = |id: i64, bad: &mut i64| {
+        *bad += 1;
+        first_bad.get_or_insert(id);
+    };
+    let mut close = |prev: Option<(i64, Option<String>)>, bad: &mut i64| -> Result<()> {
+        if let Some((id, after)) = prev {
+            let now = store.get(id)?.map(|row| super::history::row_json(&row));
+            if now != after {
+                flag(id, bad);
+            }
+        }
+        Ok(())
+    };
+    store.row_chain(|id, before, after| {
+        match last.take() {
+            Some((prev, prev_after)) if prev == id => {
+                if prev_after != before {
+                    bad += 1;
+                }
+            }
+            other => close(other, &mut bad)?,
+        }
+        last = Some((id, after));
+        Ok(())
+    })?;
+    close(last.take(), &mut bad)?;
+    r.count("history_mismatches", bad, |n| {
+        Some(format!(
+            "{n} changes in the history do not chain to the table's rows (first: memory {})",
+            first_bad.map_or("?".to_string(), |i| i.to_string())
         ))
     });
     Ok(())

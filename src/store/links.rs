@@ -4,6 +4,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::history::{LINK, UNLINK};
 use super::{SUPERSEDES, Store, id_list};
 use crate::error::Result;
 
@@ -49,6 +50,11 @@ impl Store {
         weight: f64,
         now: i64,
     ) -> Result<()> {
+        let before = if self.history_on() {
+            self.link(src, dst, kind)?
+        } else {
+            None
+        };
         let sql = self.sql(|| {
             format!(
                 "INSERT OR REPLACE INTO {}(src, dst, kind, weight, created_at) \
@@ -59,6 +65,56 @@ impl Store {
         self.conn
             .prepare_cached(&sql)?
             .execute(params![src, dst, kind, weight, now])?;
+        if self.history_on() {
+            let after = Link {
+                src,
+                dst,
+                kind: kind.to_string(),
+                weight,
+                created_at: now,
+            };
+            self.record_link(LINK, before.as_ref(), Some(&after))?;
+        }
+        Ok(())
+    }
+
+    /// The link `src -kind-> dst`, if it exists.
+    fn link(&self, src: i64, dst: i64, kind: &str) -> Result<Option<Link>> {
+        let sql = self.sql(|| {
+            format!(
+                "SELECT src, dst, kind, weight, created_at FROM {} \
+                 WHERE src = ?1 AND kind = ?2 AND dst = ?3",
+                self.q.links
+            )
+        });
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![src, kind, dst], read_link)
+            .optional()?)
+    }
+
+    /// The links `src -> dst` (of `kind`, or every kind), for the history of a removal.
+    fn links_between(&self, src: i64, dst: i64, kind: Option<&str>) -> Result<Vec<Link>> {
+        let sql = self.sql(|| {
+            format!(
+                "SELECT src, dst, kind, weight, created_at FROM {} \
+                 WHERE src = ?1 AND dst = ?2 AND (?3 IS NULL OR kind = ?3)",
+                self.q.links
+            )
+        });
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let v = st
+            .query_map(params![src, dst, kind], read_link)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
+    /// Records the removal of each of `links` (history on).
+    fn record_unlinks(&self, links: &[Link]) -> Result<()> {
+        for l in links {
+            self.record_link(UNLINK, Some(l), None)?;
+        }
         Ok(())
     }
 
@@ -80,15 +136,7 @@ impl Store {
         });
         let mut st = self.conn.prepare_cached(&sql)?;
         let links = st
-            .query_map([id_list(ids)], |r| {
-                Ok(Link {
-                    src: r.get(0)?,
-                    dst: r.get(1)?,
-                    kind: r.get(2)?,
-                    weight: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
-                    created_at: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
-                })
-            })?
+            .query_map([id_list(ids)], read_link)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(links)
     }
@@ -99,6 +147,10 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub(crate) fn remove_link(&self, src: i64, dst: i64, kind: Option<&str>) -> Result<usize> {
+        if self.history_on() {
+            let gone = self.links_between(src, dst, kind)?;
+            self.record_unlinks(&gone)?;
+        }
         let sql = self.sql(|| {
             format!(
                 "DELETE FROM {} WHERE src = ?1 AND dst = ?2 AND (?3 IS NULL OR kind = ?3)",
@@ -113,6 +165,10 @@ impl Store {
 
     /// Deletes every link from or to `id` (the memory is deleted).
     pub(super) fn delete_links(&self, id: i64) -> Result<()> {
+        if self.history_on() {
+            let gone = self.links_of(&[id])?;
+            self.record_unlinks(&gone)?;
+        }
         let sql = self.sql(|| format!("DELETE FROM {} WHERE src = ?1 OR dst = ?1", self.q.links));
         self.conn.prepare_cached(&sql)?.execute([id])?;
         Ok(())
@@ -120,6 +176,17 @@ impl Store {
 
     /// Points every link of memory `old` at `new` (an UPDATE that changes the id).
     pub(crate) fn move_links(&self, old: i64, new: i64) -> Result<()> {
+        if self.history_on() {
+            // Recorded as the removal of each link and the addition of its moved copy
+            // (what the two UPDATE OR REPLACE below do, link by link).
+            let moved = self.links_of(&[old])?;
+            self.delete_links(old)?;
+            let at = |x: i64| if x == old { new } else { x };
+            for l in moved {
+                self.add_link(at(l.src), at(l.dst), &l.kind, l.weight, l.created_at)?;
+            }
+            return Ok(());
+        }
         let src = self.sql(|| {
             format!(
                 "UPDATE OR REPLACE {} SET src = ?2 WHERE src = ?1",
@@ -190,4 +257,15 @@ impl Store {
             [],
         )?)
     }
+}
+
+/// A [`Link`] from `src, dst, kind, weight, created_at`.
+pub(super) fn read_link(r: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
+    Ok(Link {
+        src: r.get(0)?,
+        dst: r.get(1)?,
+        kind: r.get(2)?,
+        weight: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+        created_at: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+    })
 }

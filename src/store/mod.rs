@@ -12,6 +12,8 @@
 //! | `mem_hnsw`        | the serialized usearch HNSW snapshot, in 1 MiB chunks          |
 //! | `mem_unembedded`  | ids written in the open transaction that await their embedding |
 //! | `mem_links`       | relations between memories: `(src, dst, kind, weight)`          |
+//! | `mem_history`     | one row per change: version, time, op, id, row before/after     |
+//! | `mem_snapshots`   | named versions: `(name, version, created_at)`                   |
 //!
 //! All of it is ordinary SQLite data, so transactions, savepoints, the rollback journal
 //! or WAL cover it. The HNSW snapshot is derived data; see [`crate::ann`] for how it
@@ -19,12 +21,13 @@
 //!
 //! One file per shadow table: [`content`] (and the write-through of a row to the others),
 //! [`fts`], [`vectors`] (with `_unembedded`), [`pending`], [`snapshot`] (`_config` and
-//! `_hnsw`), [`links`]; [`schema`] creates and upgrades them, [`integrity`] checks them.
+//! `_hnsw`), [`links`], [`history`] (`_history`, `_snapshots`); [`schema`] creates and upgrades them, [`integrity`] checks them.
 //! Every SQL text is built once per table ([`Store::sql`]) and prepared once per
 //! connection (the statement cache holds them all, [`STATEMENT_CACHE`]).
 
 mod content;
 mod fts;
+pub(crate) mod history;
 pub(crate) mod integrity;
 mod links;
 mod pending;
@@ -32,7 +35,7 @@ mod schema;
 mod snapshot;
 mod vectors;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::panic::Location;
 use std::rc::Rc;
@@ -66,6 +69,9 @@ pub(crate) struct Store {
     q: Names,
     /// SQL texts by the call site that built them ([`Store::sql`]).
     sql: RefCell<HashMap<&'static Location<'static>, Rc<str>>>,
+    /// The `op` recorded for memory changes instead of insert/update/delete
+    /// ([`Store::with_op`]: `merge`, `restore`).
+    history_op: Cell<Option<&'static str>>,
 }
 
 /// Quoted, schema-qualified names of the shadow tables.
@@ -81,6 +87,8 @@ struct Names {
     hnsw: String,
     unembedded: String,
     links: String,
+    history: String,
+    snapshots: String,
 }
 
 /// The suffixes of the shadow tables (without FTS5's own `_fts_*` tables).
@@ -93,6 +101,8 @@ pub(crate) const SHADOW_SUFFIXES: &[&str] = &[
     "hnsw",
     "unembedded",
     "links",
+    "history",
+    "snapshots",
 ];
 
 impl Names {
@@ -109,6 +119,8 @@ impl Names {
             hnsw: n("hnsw"),
             unembedded: n("unembedded"),
             links: n("links"),
+            history: n("history"),
+            snapshots: n("snapshots"),
             raw_schema: schema.to_string(),
             schema: s,
         }
@@ -152,9 +164,13 @@ impl Store {
              CREATE TABLE {pending}(id INTEGER PRIMARY KEY);
              CREATE TABLE {hnsw}(chunk INTEGER PRIMARY KEY, data BLOB NOT NULL);
              CREATE TABLE {unembedded}(id INTEGER PRIMARY KEY, dedup INTEGER NOT NULL DEFAULT 0);
-             {links_sql};",
+             {links_sql};
+             {history_sql};
+             {snapshots_sql};",
             content_sql = schema::content_table_sql(&q.content),
             links_sql = schema::links_table_sql(&q.links),
+            history_sql = schema::history_table_sql(&q.history),
+            snapshots_sql = schema::snapshots_table_sql(&q.snapshots),
             config = q.config,
             fts = q.fts,
             vectors = q.vectors,
@@ -169,12 +185,14 @@ impl Store {
             opts,
             q,
             sql: RefCell::default(),
+            history_op: Cell::new(None),
         };
         store.config_set("format", &FORMAT_VERSION.to_string())?;
         for (k, v) in store.opts.to_pairs() {
             store.config_set(k, &v)?;
         }
         store.config_set("generation", "0")?;
+        store.start_history()?;
         Ok(store)
     }
 
@@ -238,6 +256,9 @@ impl Store {
         }
         if format == 1 || format == 2 {
             schema::migrate_v2(&conn, &q, table)?;
+        }
+        if (1..=3).contains(&format) {
+            schema::migrate_v3(&conn, &q, table)?;
         } else if format != FORMAT_VERSION {
             return Err(Error::Corrupt(format!(
                 "memories table {table}: on-disk format {format}, this build of subcog reads format \
@@ -256,6 +277,7 @@ impl Store {
             opts,
             q,
             sql: RefCell::default(),
+            history_op: Cell::new(None),
         })
     }
 
@@ -268,8 +290,18 @@ impl Store {
         self.conn.execute_batch(&format!(
             "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
              DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
+             DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
              DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
-            q.fts, q.content, q.vectors, q.pending, q.hnsw, q.unembedded, q.links, q.config
+            q.fts,
+            q.content,
+            q.vectors,
+            q.pending,
+            q.hnsw,
+            q.unembedded,
+            q.links,
+            q.history,
+            q.snapshots,
+            q.config
         ))?;
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! and the purge of expired memories that `subcog_purge(table)` shares.
 
 use super::MemoryTable;
+use super::history::Target;
 use crate::ann::Checkpoint;
 use crate::error::{Error, Result};
 use crate::row;
@@ -11,11 +12,16 @@ impl MemoryTable {
     /// Runs the command `name` (case-insensitive): `rebuild` rebuilds the FTS5 index, the
     /// dedup hashes and the HNSW graph from the content and vector tables (and drops
     /// orphan vectors and links); `optimize` folds the pending vectors into the HNSW
-    /// snapshot now; `purge` deletes every expired memory.
+    /// snapshot now; `purge` deletes every expired memory and applies `history_keep`;
+    /// `restore:<version or snapshot>` restores the table to that version
+    /// ([`MemoryTable::restore`]).
     ///
     /// # Errors
     /// [`Error::Invalid`] for another name ([`unknown`]); SQLite, model or usearch errors.
     pub(crate) fn command(&self, name: &str) -> Result<()> {
+        if let Some(target) = restore_target(name) {
+            return self.restore(&target).map(|_| ());
+        }
         match name.to_ascii_lowercase().as_str() {
             "rebuild" => {
                 self.flush()?;
@@ -46,16 +52,31 @@ impl MemoryTable {
     }
 }
 
+/// The target of a `restore:<version | snapshot name>` command (`None`: another command).
+fn restore_target(name: &str) -> Option<Target> {
+    let (head, rest) = name.split_once(':')?;
+    if !head.trim().eq_ignore_ascii_case("restore") {
+        return None;
+    }
+    let rest = rest.trim();
+    Some(match rest.parse::<i64>() {
+        Ok(i) => Target::from_int(i),
+        Err(_) => Target::Snapshot(rest.to_string()),
+    })
+}
+
 /// The error for a value of the table column that is not a command (`got`: the value as
 /// shown to the user).
 pub(crate) fn unknown(table: &str, got: &str) -> Error {
     Error::invalid(format!(
-        "column {table}: expected a command ('rebuild', 'optimize' or 'purge'), got {got}"
+        "column {table}: expected a command ('rebuild', 'optimize', 'purge' or \
+         'restore:<version or snapshot>'), got {got}"
     ))
 }
 
 /// Deletes every memory of `store` expired at `now` (ms since the Unix epoch), with its
-/// FTS5 entry, vector and links; returns how many. The caller checkpoints.
+/// FTS5 entry, vector and links, then drops the history the `history_keep` option does
+/// not keep ([`Store::history_purge`]); returns how many memories. The caller checkpoints.
 ///
 /// # Errors
 /// SQLite errors.
@@ -68,5 +89,6 @@ pub(crate) fn purge(store: &Store, now: i64) -> Result<usize> {
             n += 1;
         }
     }
+    store.history_purge(now)?;
     Ok(n)
 }

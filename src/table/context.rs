@@ -101,7 +101,7 @@ impl Options {
     /// # Errors
     /// [`Error::Invalid`] naming the function, the key, what was expected and what was
     /// given: text that is not a JSON object, an unknown key (`as_of` is refused: memories
-    /// keep no history yet), a value of the wrong type or out of range.
+    /// are not assembled as of a version yet), a value of the wrong type or out of range.
     pub(crate) fn parse(func: &str, json: Option<&str>) -> Result<Options> {
         let mut o = Options::default();
         let Some(text) = json else {
@@ -162,7 +162,7 @@ impl Options {
                 },
                 "as_of" => {
                     return Err(Error::invalid(format!(
-                        "{func}(options): as_of is not supported: memories keep no history yet"
+                        "{func}(options): as_of is not supported by context assembly yet (the table's own searches take AND as_of = ?)"
                     )));
                 }
                 _ => {

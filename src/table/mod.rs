@@ -11,12 +11,14 @@
 //! * [`commands`]: `'rebuild'`, `'optimize'`, `'purge'`;
 //! * [`query`]: a decoded search or scan: dispatch, hidden rows, ranking;
 //! * [`dedup`]: content hash, merge, the record of where an INSERT landed;
-//! * [`context`]: context assembly (selection and packing into a token budget).
+//! * [`context`]: context assembly (selection and packing into a token budget);
+//! * [`history`]: the table as of a version (as-of queries), diff and restore.
 
 pub(crate) mod commands;
 pub(crate) mod context;
 pub(crate) mod dedup;
 pub(crate) mod flush;
+pub(crate) mod history;
 pub(crate) mod query;
 pub(crate) mod write;
 
@@ -40,6 +42,11 @@ pub(crate) struct MemoryTable {
     awaiting: Cell<usize>,
     /// Schema name (`main`, `temp`, an attached name): part of the dedup outcome key.
     schema: String,
+    /// The time searches judge expiry and recency at, when not now: set on the private
+    /// copy of an as-of query ([`history`]), ms since the Unix epoch.
+    clock: Cell<Option<i64>>,
+    /// The last as-of copy built ([`history`]).
+    as_of: history::AsOfCell,
 }
 
 impl Drop for MemoryTable {
@@ -78,6 +85,8 @@ impl MemoryTable {
             ann: RefCell::new(Ann::new()),
             awaiting: Cell::new(0),
             schema: schema.to_string(),
+            clock: Cell::new(None),
+            as_of: RefCell::new(None),
         }
     }
 
@@ -117,6 +126,7 @@ impl MemoryTable {
     /// and pending checks are undone by the journal).
     pub(crate) fn rollback(&self) {
         dedup::forget(self.db(), &self.schema, &self.store.table);
+        self.as_of.replace(None);
     }
 
     /// The `sqlite3*` address of this table's connection (key of dedup outcomes).

@@ -7,10 +7,11 @@
 //! ([`crate::search::rank`]) and the first `k` are kept. A scan lists ids.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use super::MemoryTable;
 use crate::error::Result;
-use crate::row::{self, Row};
+use crate::row::Row;
 use crate::search::rank::{Components, Ranking};
 use crate::search::{self, Found};
 
@@ -54,6 +55,20 @@ pub(crate) enum Query {
 /// A stored row read for a result, with its `superseded_by` value.
 pub(crate) type Stored = (Row, Option<i64>);
 
+/// The table an as-of answer was read from ([`MemoryTable::query_as_of`]).
+pub(crate) struct AsOf {
+    /// The version the answer is as of.
+    pub(crate) version: i64,
+    /// The private copy of the table at that version (the cursor reads embeddings from it).
+    pub(crate) table: Rc<MemoryTable>,
+}
+
+impl std::fmt::Debug for AsOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AsOf({})", self.version)
+    }
+}
+
 /// What a query returns: the results in order and, for searches, their rows (read in one
 /// statement), the ranking used and its components per result.
 #[derive(Debug, Default)]
@@ -67,6 +82,9 @@ pub(crate) struct Answer {
     pub(crate) components: Vec<Components>,
     /// The hidden `k` column's value.
     pub(crate) k: Option<i64>,
+    /// Set when the answer is as of a version (`AND as_of = ?`): every result's row is in
+    /// `rows`.
+    pub(crate) as_of: Option<AsOf>,
 }
 
 impl MemoryTable {
@@ -127,7 +145,7 @@ impl MemoryTable {
         include_superseded: bool,
     ) -> Result<Answer> {
         let store = &self.store;
-        let now = row::now_ms();
+        let now = self.now();
         let need = rank.pool(k, search::MAX_K as usize);
         // A KNN's first run takes a few candidates beyond the pool, so that hidden rows
         // among the nearest (superseded near duplicates sit next to their successors)
@@ -188,6 +206,7 @@ impl MemoryTable {
             ranking: Some(rank),
             components,
             k: None,
+            as_of: None,
         })
     }
 }

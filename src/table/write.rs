@@ -300,7 +300,9 @@ impl MemoryTable {
     fn absorb(&self, old: &Row, new: &Row, now: i64) -> Result<()> {
         if self.store.opts.dedup == DedupPolicy::Merge {
             let merged = dedup::merge(old, new, now);
-            self.store.update(old, &merged, VectorChange::Keep)?;
+            self.store.with_op("merge", || {
+                self.store.update(old, &merged, VectorChange::Keep)
+            })?;
         }
         Ok(())
     }

@@ -229,6 +229,20 @@ impl Oracle {
         }
     }
 
+    /// Replaces every memory with `rows` (a restore of the table to a snapshot).
+    pub fn replace_all(&mut self, c: &Connection, rows: &BTreeMap<i64, ORow>) {
+        c.execute(&format!("DELETE FROM {}", self.table), [])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<i64> = self.rows.keys().copied().collect();
+        for id in ids {
+            self.unindex(id);
+        }
+        self.rows.clear();
+        for (id, row) in rows {
+            self.insert(c, *id, row.clone());
+        }
+    }
+
     /// Deletes every expired memory (`subcog_purge`); returns how many.
     pub fn purge(&mut self, c: &Connection) -> usize {
         let ids: Vec<i64> = self

@@ -44,6 +44,12 @@
 //! * `subcog_purge` deletes exactly the expired rows, and DELETE frees what a row
 //!   superseded; `UPDATE ... SET superseded_by` to another value is an error.
 //!
+//! History (issue 11): outside transactions, `subcog_snapshot` of every table with a copy
+//! of the oracles' rows; at random points (in and outside transactions, across reopens)
+//! every table's rows `AND as_of = <snapshot>` must be the copy's, and `subcog_restore` to
+//! a snapshot (the oracles take the copy's rows in the same transaction) must leave rows
+//! equal to the oracle and `subcog_integrity` (which checks the history too) clean.
+//!
 //! At the end of every run every row with a vector (expired ones made unexpired first)
 //! is found by a KNN of its own vector (k = 1; another row at distance 0 counts), on
 //! every table, on the writer and after a reopen.
@@ -190,13 +196,17 @@ fn random_operations_agree_with_the_oracle() {
         total += world.ops;
         eprintln!(
             "seed {seed}: {} operations, largest transaction {} operations, {} commits, {} rollbacks, \
-             {} integrity checks, {} comparisons, {:.1} s",
+             {} integrity checks, {} comparisons, {} snapshots, {} as-of comparisons, {} restores, \
+             {:.1} s",
             world.ops,
             world.largest_tx,
             world.commits,
             world.rollbacks,
             world.integrity,
             world.checks,
+            world.snaps.len(),
+            world.as_of_checks,
+            world.restores,
             started.elapsed().as_secs_f64()
         );
         for (t, s) in world.stats.iter().enumerate() {

@@ -4,6 +4,8 @@
 
 mod checks;
 
+use std::collections::BTreeMap;
+
 use rusqlite::{Connection, params};
 
 use super::*;
@@ -51,6 +53,11 @@ pub struct World {
     pub commits: usize,
     pub rollbacks: usize,
     pub largest_tx: usize,
+    /// Snapshots taken (name, every oracle's rows then), outside transactions.
+    pub snaps: Vec<(String, Vec<BTreeMap<i64, ORow>>)>,
+    /// As-of comparisons and restores done.
+    pub as_of_checks: usize,
+    pub restores: usize,
 }
 
 /// One random search per table.
@@ -574,6 +581,82 @@ impl World {
         self.integrity(if commit { "COMMIT" } else { "ROLLBACK" });
     }
 
+    // ---- history ---------------------------------------------------------------------
+
+    /// `subcog_snapshot` of every table (outside a transaction: the snapshot is
+    /// committed), and the oracles' rows then.
+    fn snapshot(&mut self) {
+        self.ops += 1;
+        let name = format!("s{}", self.snaps.len());
+        self.trace(|| format!("snapshot {name}"));
+        for m in MEMS {
+            self.w
+                .query_row(
+                    "SELECT subcog_snapshot(?1, ?2)",
+                    params![m.name, name],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or_else(|e| panic!("op {}: snapshot {}: {e}", self.ops, m.name));
+        }
+        let rows = self.o.iter().map(|o| o.rows.clone()).collect();
+        self.snaps.push((name, rows));
+    }
+
+    /// A random table's rows as of a random snapshot, against the oracle's rows then (on
+    /// the writer, inside or outside a transaction).
+    fn as_of_check(&mut self) {
+        if self.snaps.is_empty() {
+            return;
+        }
+        self.as_of_checks += 1;
+        let i = self.rng.below(self.snaps.len());
+        let t = self.rng.below(MEMS.len());
+        let (name, rows) = &self.snaps[i];
+        for m in &MEMS[t..=t] {
+            let ctx = format!("op {}: {} as of {name}", self.ops, m.name);
+            let got = checks::rows_of(
+                &self.w,
+                &format!(
+                    "SELECT id, content, namespace, tags, embedding, expires_at, superseded_by \
+                     FROM {} WHERE as_of = '{name}'",
+                    m.name
+                ),
+                &ctx,
+            );
+            let want = &rows[m.oracle];
+            assert_eq!(got.len(), want.len(), "{ctx}: row count");
+            for (id, row) in &got {
+                assert_eq!(Some(row), want.get(id), "{ctx}: memory {id}");
+            }
+        }
+    }
+
+    /// `subcog_restore` of the tables of a random oracle to a random snapshot; the oracle
+    /// takes that snapshot's rows (in the same transaction, when one is open).
+    fn restore(&mut self) {
+        if self.snaps.is_empty() {
+            return;
+        }
+        self.ops += 1;
+        self.restores += 1;
+        let i = self.rng.below(self.snaps.len());
+        let oi = self.rng.below(self.o.len());
+        let name = self.snaps[i].0.clone();
+        self.trace(|| format!("restore {name} (oracle {oi})"));
+        for t in tables_of(oi) {
+            let m = &MEMS[t];
+            self.w
+                .query_row(
+                    "SELECT subcog_restore(?1, ?2)",
+                    params![m.name, name],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or_else(|e| panic!("op {}: restore {}: {e}", self.ops, m.name));
+        }
+        let rows = self.snaps[i].1[oi].clone();
+        self.o[oi].replace_all(&self.w, &rows);
+    }
+
     /// A write in autocommit mode (its own transaction), then the integrity checks.
     fn autocommit_write(&mut self) {
         match self.rng.below(10) {
@@ -634,6 +717,10 @@ impl World {
                 self.update_superseded_by();
             } else if next(0.03 * rare) {
                 self.check();
+            } else if next(0.01 * rare) {
+                self.as_of_check();
+            } else if next(0.004 * rare) {
+                self.restore();
             } else {
                 self.insert();
                 inserts += 1;
@@ -671,6 +758,15 @@ impl World {
                     self.purge();
                     self.integrity("subcog_purge");
                 }
+                18 => match self.rng.below(3) {
+                    0 => self.snapshot(),
+                    1 => {
+                        self.restore();
+                        self.integrity("subcog_restore");
+                        self.compare_rows();
+                    }
+                    _ => self.as_of_check(),
+                },
                 17 => {
                     let t = self.rng.below(MEMS.len());
                     let cmd = if self.rng.chance(0.8) {
@@ -724,6 +820,9 @@ pub fn run(seed: u64, extra_ops: usize, big: bool) -> World {
         commits: 0,
         rollbacks: 0,
         largest_tx: 0,
+        snaps: Vec::new(),
+        as_of_checks: 0,
+        restores: 0,
     };
     let mut sizes: Vec<usize> = SIZES.to_vec();
     if big {

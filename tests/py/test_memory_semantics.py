@@ -420,7 +420,7 @@ def test_format_1_database_is_upgraded_in_place(tmp_path):
     got = c.execute("SELECT id FROM mem WHERE embedding MATCH ? AND k = 1",
                     (pack([0, 1, 0, 0]),)).fetchall()
     assert got == [(2,)]
-    assert c.execute("SELECT value FROM mem_config WHERE key = 'format'").fetchone()[0] == "3"
+    assert c.execute("SELECT value FROM mem_config WHERE key = 'format'").fetchone()[0] == "4"
     # hashes were backfilled: the old rows are dedup targets
     cur = c.execute("INSERT INTO mem(content, namespace, embedding) VALUES ('ALPHA note', 'ns', ?)",
                     (pack([0, 0, 0, 1]),))

@@ -62,31 +62,15 @@ impl World {
         for m in MEMS {
             let ctx = format!("op {}: {} row by row", self.ops, m.name);
             let want = &self.o[m.oracle].rows;
-            let mut st = self
-                .w
-                .prepare_cached(&format!(
+            let got = rows_of(
+                &self.w,
+                &format!(
                     "SELECT id, content, namespace, tags, embedding, expires_at, superseded_by \
                      FROM {} ORDER BY id",
                     m.name
-                ))
-                .unwrap_or_else(|e| panic!("{ctx}: {e}"));
-            let got: Vec<(i64, ORow)> = st
-                .query_map([], |r| {
-                    let tags: String = r.get(3)?;
-                    Ok((
-                        r.get(0)?,
-                        ORow {
-                            content: r.get(1)?,
-                            ns: r.get(2)?,
-                            v: r.get::<_, Option<Vec<u8>>>(4)?.map(|b| unblob(&b)),
-                            expired: r.get::<_, Option<i64>>(5)?.is_some(),
-                            tags: serde_json::from_str(&tags).unwrap_or_default(),
-                            sup: r.get(6)?,
-                        },
-                    ))
-                })
-                .and_then(|rows| rows.collect())
-                .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                ),
+                &ctx,
+            );
             assert_eq!(got.len(), want.len(), "{ctx}: row count");
             for (id, row) in &got {
                 let Some(w) = want.get(id) else {
@@ -161,6 +145,30 @@ impl World {
 
 /// Compares one random search per table on `conn` with the oracle rows `views` (as
 /// `conn` sees them). Returns per table `(hits, wanted)` of the recall@k count.
+/// The rows of `sql` (`id, content, namespace, tags, embedding, expires_at,
+/// superseded_by`) as the oracle keeps them.
+pub(super) fn rows_of(c: &Connection, sql: &str, ctx: &str) -> Vec<(i64, ORow)> {
+    let mut st = c
+        .prepare_cached(sql)
+        .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+    st.query_map([], |r| {
+        let tags: String = r.get(3)?;
+        Ok((
+            r.get(0)?,
+            ORow {
+                content: r.get(1)?,
+                ns: r.get(2)?,
+                v: r.get::<_, Option<Vec<u8>>>(4)?.map(|b| unblob(&b)),
+                expired: r.get::<_, Option<i64>>(5)?.is_some(),
+                tags: serde_json::from_str(&tags).unwrap_or_default(),
+                sup: r.get(6)?,
+            },
+        ))
+    })
+    .and_then(|rows| rows.collect())
+    .unwrap_or_else(|e| panic!("{ctx}: {e}"))
+}
+
 fn compare(
     conn: &Connection,
     views: &[&BTreeMap<i64, ORow>],
