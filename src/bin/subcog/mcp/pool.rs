@@ -8,21 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-/// Brings the connection's copy of the schema up to date before a call. When another
-/// connection changed the schema (e.g. Litestream creating its `_litestream_*` tables when
-/// it starts), SQLite notices on the next statement that runs and re-reads the schema,
-/// except when that first statement is the one the `memories` virtual table prepares while
-/// it connects inside another statement's preparation: that one fails with "database
-/// schema has changed", again on every retry. A plain read of `sqlite_schema` first lets
-/// SQLite re-read it (a few microseconds).
-fn refresh_schema(conn: &Connection) -> Result<(), String> {
-    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|_| ())
-    .map_err(|e| format!("reading the database schema failed: {e}"))
-}
-
 /// A writer connection and zero or more reader connections to the same database.
 pub(crate) struct Pool {
     writer: Arc<Mutex<Connection>>,
@@ -64,7 +49,6 @@ impl Pool {
         let writer = Arc::clone(&self.writer);
         tokio::task::spawn_blocking(move || {
             let conn = lock(&writer);
-            refresh_schema(&conn)?;
             f(&conn)
         })
         .await
@@ -100,7 +84,7 @@ impl Pool {
                     Some(g) => g,
                     None => lock(&readers[0]),
                 };
-                refresh_schema(&conn).and_then(|()| f(&conn))
+                f(&conn)
             };
             drop(permit);
             out
