@@ -1,4 +1,4 @@
-//! Exact scans of small tables: the screened scan returns what brute force in f64 returns
+//! Exact scans of small tables (default options; explicit ids, so no row is merged): the screened scan returns what brute force in f64 returns
 //! (ids, order, distances), and the contiguous vector blocks kept between queries never
 //! serve a stale vector: after this connection's INSERT, UPDATE and DELETE, another
 //! connection's commit, a ROLLBACK TO inside a transaction, a failed statement, and on a
@@ -37,10 +37,8 @@ fn insert(c: &Connection, table: &str, id: i64, v: &[f32]) {
 #[test]
 fn screened_scan_matches_brute_force_with_ties_and_every_magnitude() {
     let c = common::mem();
-    c.execute_batch(&format!(
-        "CREATE VIRTUAL TABLE m USING memories(dim={DIM}, dedup=off)"
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
+    c.execute_batch(&format!("CREATE VIRTUAL TABLE m USING memories(dim={DIM})"))
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut rng = Rng(7);
     let mut items = Vec::new();
     for id in 1..=600i64 {
@@ -73,8 +71,8 @@ fn blocks_follow_every_change() {
     let a = open(&path);
     let b = open(&path);
     a.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; CREATE VIRTUAL TABLE m USING memories(dim={DIM}, dedup=off); \
-         CREATE VIRTUAL TABLE n USING memories(dim={DIM}, dedup=off)"
+        "PRAGMA journal_mode=WAL; CREATE VIRTUAL TABLE m USING memories(dim={DIM}); \
+         CREATE VIRTUAL TABLE n USING memories(dim={DIM})"
     ))
     .unwrap_or_else(|e| panic!("{e}"));
     let axis =
@@ -143,7 +141,7 @@ fn blocks_follow_every_change() {
     a.execute("ATTACH ?1 AS o", [other.to_string_lossy()])
         .unwrap_or_else(|e| panic!("{e}"));
     a.execute_batch(&format!(
-        "CREATE VIRTUAL TABLE o.m USING memories(dim={DIM}, dedup=off)"
+        "CREATE VIRTUAL TABLE o.m USING memories(dim={DIM})"
     ))
     .unwrap_or_else(|e| panic!("{e}"));
     insert(&a, "o.m", 7, &axis(1));

@@ -47,7 +47,7 @@ def test_statements_survive_another_connections_schema_change(tmp_path, journal,
     a = connect(path)
     a.execute(f"PRAGMA journal_mode={journal}")
     a.execute("CREATE TABLE IF NOT EXISTS other(x)")
-    a.execute("CREATE VIRTUAL TABLE mem USING memories(dim=4, dedup=off)")
+    a.execute("CREATE VIRTUAL TABLE mem USING memories(dim=4)")
     a.execute("INSERT INTO mem(content, embedding) VALUES ('x', ?)", (vec(1, 0, 0, 0),))
     if change.startswith("CREATE TABLE other"):
         a.execute("DROP TABLE other")
