@@ -44,6 +44,8 @@ pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     sql::vec_search::register(conn)?;
     sql::context::register(conn)?;
     sql::history::register(conn)?;
+    // FTS5's top-k BM25 for keyword search (also registered on first use).
+    store::bm25::register(conn);
     Ok(())
 }
 

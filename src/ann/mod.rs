@@ -24,6 +24,7 @@ mod block;
 mod build;
 mod checkpoint;
 mod namespaces;
+mod shared;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -48,8 +49,10 @@ pub(crate) struct Ann {
     /// (never a view) and is joined ([`Ann::settle`]) before anything else touches it.
     index: Option<Arc<Index>>,
     /// The snapshot bytes `index` is a zero-copy view of (usearch `view_from_buffer`),
-    /// until the first checkpoint turns the view into an owned, writable graph.
-    view: Option<Vec<u8>>,
+    /// until the first checkpoint turns the view into an owned, writable graph. Shared
+    /// with the other connections of the process that view the same snapshot
+    /// ([`shared`]); each has its own view of them.
+    view: Option<Arc<Vec<u8>>>,
     generation: u64,
     /// The graph holds unit-length binary16 copies of the vectors and compares them by
     /// `1 - a.b` (cosine tables whose snapshot was built so: config `hnsw_vectors` =
@@ -230,11 +233,13 @@ impl Ann {
         let mut index = Self::new_index(store, unit)?;
         let mut view = None;
         if g != 0 {
-            let blob = store.hnsw_blob()?;
+            let key = shared::SnapshotKey::new(&store.database_file()?, &store.table, g);
+            let blob = shared::snapshot_bytes(key, || store.hnsw_blob())?;
             if !blob.is_empty() {
                 // SAFETY: `blob` is kept in `self.view` for as long as `index` lives
-                // (`index` is dropped first: field order, `invalidate`, `thaw`), and a
-                // Vec's heap buffer does not move when the Vec does.
+                // (`index` is dropped first: field order, `invalidate`, `thaw`); the
+                // buffer is never written (an `Arc<Vec<u8>>` hands out shared references
+                // only) and is freed only when its last holder drops it.
                 unsafe { index.view_from_buffer(&blob) }.map_err(|e| {
                     Error::Corrupt(format!(
                         "memories table {}: the HNSW snapshot in {}_hnsw does not load ({}); \

@@ -25,6 +25,7 @@
 //! Every SQL text is built once per table ([`Store::sql`]) and prepared once per
 //! connection (the statement cache holds them all, [`STATEMENT_CACHE`]).
 
+pub(crate) mod bm25;
 mod content;
 mod fts;
 pub(crate) mod history;

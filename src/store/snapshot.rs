@@ -84,6 +84,20 @@ impl Store {
         Ok((g, saved))
     }
 
+    /// The file of the database that holds the table, as `PRAGMA database_list` reports
+    /// it: an absolute path, or `""` for in-memory and temporary databases.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(crate) fn database_file(&self) -> Result<String> {
+        let file: Option<String> = self
+            .conn
+            .prepare_cached("SELECT file FROM pragma_database_list WHERE name = ?1")?
+            .query_row([&self.q.raw_schema], |r| r.get(0))
+            .optional()?;
+        Ok(file.unwrap_or_default())
+    }
+
     /// Whether the stored snapshot holds unit-length binary16 vectors (config
     /// `hnsw_vectors` = `unit_f16`; absent in older databases, whose snapshots hold the
     /// float32 vectors as stored).
