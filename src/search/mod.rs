@@ -126,9 +126,12 @@ pub fn hybrid(
     }
     let opts = &store.opts;
     let depth = depth.max(1);
-    let keyword_hits = match text::fts_query(text) {
-        Some(q) => store.keyword(&q, ns, depth)?,
-        None => Vec::new(),
+    let words = text::query_words(text);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let keyword_hits = if words.is_empty() {
+        Vec::new()
+    } else {
+        store.keyword_words(&words, ns, depth)?
     };
     let qv = embedder::get()?.embed(text)?;
     let vector_hits = ann.search(store, &qv, depth, ns)?;

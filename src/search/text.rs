@@ -41,16 +41,7 @@ pub(crate) fn words(text: &str) -> Vec<String> {
 /// Example: `deploy the shop?` -> `"deploy" OR "shop"`; `what's "this"? (*` (stop words
 /// only) -> `"what" OR "s" OR "this"`.
 pub fn fts_query(text: &str) -> Option<String> {
-    let all = words(text);
-    let content: Vec<&String> = all
-        .iter()
-        .filter(|w| !STOPWORDS.contains(&w.as_str()))
-        .collect();
-    let chosen: Vec<&String> = if content.is_empty() {
-        all.iter().collect()
-    } else {
-        content
-    };
+    let chosen = query_words(text);
     if chosen.is_empty() {
         return None;
     }
@@ -61,6 +52,18 @@ pub fn fts_query(text: &str) -> Option<String> {
             .collect::<Vec<_>>()
             .join(" OR "),
     )
+}
+
+/// The words [`fts_query`] joins with OR, in its order: the words of `text` without stop
+/// words, or all of them when nothing else is left (empty: no words at all).
+pub fn query_words(text: &str) -> Vec<String> {
+    let all = words(text);
+    let content: Vec<String> = all
+        .iter()
+        .filter(|w| !STOPWORDS.contains(&w.as_str()))
+        .cloned()
+        .collect();
+    if content.is_empty() { all } else { content }
 }
 
 #[cfg(test)]

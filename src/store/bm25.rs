@@ -26,6 +26,14 @@
 //! `ORDER BY subcog_bm25(fts, k) LIMIT k` returns exactly the rows and scores of
 //! `ORDER BY bm25(fts) LIMIT k`.
 //!
+//! `subcog_bm25(fts, k, skip, df_1, .., df_n)`: the first `skip` phrases of the query
+//! only filter rows (they are not scored), and the document frequencies of the `n` scored
+//! phrases are given (from [`super::Store`]'s cache) instead of counted by a pass over each
+//! phrase's rows. Keyword search writes a question's words `w` split into rare ones `r`
+//! and frequent ones as `(r1 OR r2) AND (w1 OR w2 OR ..)`, skipping the first clause: the
+//! rows with a rare word get exactly the score of the plain OR of every word, and FTS5
+//! never walks the frequent words' long lists (see `Store::keyword_words`).
+//!
 //! Registered per connection through the `fts5_api` pointer (`SELECT fts5(?1)` with
 //! `sqlite3_bind_pointer`, as the FTS5 documentation describes: "Extending FTS5").
 
@@ -94,6 +102,9 @@ pub(crate) fn register(conn: &Connection) -> bool {
 /// The query's constants and the k best exact scores so far (as positive scores, the
 /// smallest on top).
 struct Query {
+    /// Leading phrases that only filter (not scored).
+    skip: usize,
+    /// The idf of each scored phrase.
     idf: Vec<f64>,
     avgdl: f64,
     k: usize,
@@ -197,7 +208,10 @@ unsafe fn score(
         if rc != ffi::SQLITE_OK {
             return Err(fail("xInst", rc));
         }
-        if let Some(f) = usize::try_from(ip).ok().and_then(|ip| q.freq.get_mut(ip)) {
+        let scored = usize::try_from(ip)
+            .ok()
+            .and_then(|ip| ip.checked_sub(q.skip));
+        if let Some(f) = scored.and_then(|ip| q.freq.get_mut(ip)) {
             *f += 1.0;
         }
     }
@@ -239,6 +253,20 @@ impl Query {
     }
 }
 
+/// FTS5's idf of a phrase found in `hits` of `rows` rows: `ln((N - n + 0.5) / (n + 0.5))`,
+/// at least 1e-6 (`fts5Bm25GetData`).
+pub(crate) fn idf_of(rows: i64, hits: i64) -> f64 {
+    let x = ((rows - hits) as f64 + 0.5) / (hits as f64 + 0.5);
+    let x = x.ln();
+    if x <= 0.0 { 1e-6 } else { x }
+}
+
+/// The most a phrase of idf `idf` can add to a row's score: `idf * (k1 + 1)` (its term
+/// tends to it as the phrase's frequency grows, and never reaches it).
+pub(crate) fn term_bound(idf: f64) -> f64 {
+    idf * (K1 + 1.0)
+}
+
 /// Counts the rows `xQueryPhrase` visits.
 unsafe extern "C" fn count_row(
     _api: *const ffi::Fts5ExtensionApi,
@@ -276,15 +304,17 @@ unsafe fn query_of(
     if !p.is_null() {
         return Ok(p.cast::<Query>());
     }
-    let k = if n_val >= 1 && !args.is_null() {
-        // SAFETY: `args` holds `n_val` valid values.
-        let v = unsafe { *args };
-        // SAFETY: `v` is a valid protected value of this call.
-        let k = unsafe { ffi::sqlite3_value_int64(v) };
-        usize::try_from(k).map_err(|_| format!("{NAME}: k must be >= 0, got {k}"))?
-    } else {
+    let arg = |i: c_int| -> Option<i64> {
+        if i >= n_val || args.is_null() {
+            return None;
+        }
+        // SAFETY: `args` holds `n_val` valid protected values of this call; `i` < n_val.
+        Some(unsafe { ffi::sqlite3_value_int64(*args.add(i as usize)) })
+    };
+    let Some(k) = arg(0) else {
         return Err(format!("{NAME}(fts, k): k is required"));
     };
+    let k = usize::try_from(k).map_err(|_| format!("{NAME}: k must be >= 0, got {k}"))?;
     let (mut n_row, mut n_token) = (0i64, 0i64);
     // SAFETY: valid context; out-pointers to locals.
     let rc = unsafe { rows(fts, &mut n_row) };
@@ -298,35 +328,49 @@ unsafe fn query_of(
     }
     // SAFETY: valid context.
     let n_phrase = usize::try_from(unsafe { phrases(fts) }).unwrap_or(0);
-    let mut idf = Vec::with_capacity(n_phrase);
-    for i in 0..n_phrase {
-        let mut hits: i64 = 0;
-        // SAFETY: `i` < the phrase count; `hits` outlives the call, which invokes
-        // `count_row` with it synchronously.
-        let rc = unsafe {
-            query_phrase(
-                fts,
-                i as c_int,
-                (&mut hits as *mut i64).cast::<c_void>(),
-                Some(count_row),
-            )
+    let skip = arg(1).unwrap_or(0);
+    let skip = usize::try_from(skip)
+        .ok()
+        .filter(|s| *s <= n_phrase)
+        .ok_or_else(|| format!("{NAME}: skip must be in 0..={n_phrase}, got {skip}"))?;
+    let scored = n_phrase - skip;
+    let given = usize::try_from(n_val).unwrap_or(0).saturating_sub(2);
+    if given != 0 && given != scored {
+        return Err(format!(
+            "{NAME}: expected {scored} document frequencies (one per scored phrase), got {given}"
+        ));
+    }
+    let mut idf = Vec::with_capacity(scored);
+    for i in 0..scored {
+        let hits = match arg(2 + i as c_int) {
+            Some(df) if given != 0 => df,
+            _ => {
+                let mut hits: i64 = 0;
+                // SAFETY: `skip + i` < the phrase count; `hits` outlives the call, which
+                // invokes `count_row` with it synchronously.
+                let rc = unsafe {
+                    query_phrase(
+                        fts,
+                        (skip + i) as c_int,
+                        (&mut hits as *mut i64).cast::<c_void>(),
+                        Some(count_row),
+                    )
+                };
+                if rc != ffi::SQLITE_OK {
+                    return Err(fail("xQueryPhrase", rc));
+                }
+                hits
+            }
         };
-        if rc != ffi::SQLITE_OK {
-            return Err(fail("xQueryPhrase", rc));
-        }
-        let (n, h) = (n_row as f64, hits as f64);
-        let mut x = ((n - h + 0.5) / (h + 0.5)).ln();
-        if x <= 0.0 {
-            x = 1e-6;
-        }
-        idf.push(x);
+        idf.push(idf_of(n_row, hits));
     }
     let q = Box::new(Query {
+        skip,
         idf,
         avgdl: n_token as f64 / n_row as f64,
         k,
         best: BinaryHeap::with_capacity(k.min(4096) + 1),
-        freq: vec![0.0; n_phrase],
+        freq: vec![0.0; scored],
     });
     let p = Box::into_raw(q);
     // SAFETY: valid context; FTS5 owns `p` from here and frees it with `drop_query`

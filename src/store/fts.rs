@@ -1,11 +1,43 @@
 //! `<table>_fts`: the contentless FTS5 index over `content` (the text itself is in
 //! `<table>_content`), and the BM25 keyword query.
 
+use std::collections::HashMap;
+
 use rusqlite::params;
 
 use super::{Store, bm25};
 use crate::error::{Error, Result};
 use crate::vector;
+
+/// Words whose document frequency is above 1/`FREQUENT` of the rows are "frequent": a
+/// keyword search only walks their rows when the rarer words cannot fill the top k
+/// ([`Store::keyword_words`]). 1/64: a few words of a typical question (names, common
+/// verbs) on conversational text; the split never changes a result, only its cost.
+const FREQUENT: i64 = 64;
+
+/// Most words whose document frequency is kept ([`DfCache`]).
+const DF_CACHE_MAX: usize = 4096;
+
+/// Document frequencies of words and the row count, valid while `Store::change_key` is
+/// `key` (nothing written by this connection or committed by another since).
+#[derive(Default)]
+pub(super) struct DfCache {
+    key: Option<(u64, i64)>,
+    rows: i64,
+    df: HashMap<String, i64>,
+    /// Searches the split query answered on its own (tests).
+    #[cfg(test)]
+    split_served: usize,
+}
+
+/// `"w1" OR "w2" ..` (words are alphanumeric runs: quoting makes each an FTS5 string).
+fn or_query(words: &[&str]) -> String {
+    words
+        .iter()
+        .map(|w| format!("\"{w}\""))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
 
 impl Store {
     pub(super) fn fts_insert(&self, id: i64, content: &str) -> Result<()> {
@@ -74,6 +106,147 @@ impl Store {
         }
     }
 
+    /// Keyword search for free text already reduced to its `words` (alphanumeric runs,
+    /// [`crate::search::text`]): the rows of `"w1" OR "w2" ..`, best BM25 first, at most
+    /// `limit`, with exactly [`Store::keyword`]'s rows and scores for that OR query.
+    ///
+    /// Outside transactions the words' document frequencies come from a per-connection
+    /// cache, and when some words are frequent (in more than 1/64 of the rows) and others
+    /// not, the query first runs as `(rare words) AND (every word)` scored on the second
+    /// clause only ([`bm25`]): FTS5 then walks only the rows with a rare word. A row with
+    /// frequent words only scores less than the sum of their [`bm25::term_bound`]s; when the
+    /// k-th row found scores at least that, no such row belongs to the top k and the result
+    /// is the plain OR query's. Otherwise the plain OR query runs.
+    ///
+    /// # Errors
+    /// As [`Store::keyword`].
+    pub(crate) fn keyword_words(
+        &self,
+        words: &[&str],
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(i64, f64)>> {
+        let all = or_query(words);
+        let Some(key) = self.change_key()? else {
+            return self.keyword(&all, namespace, limit);
+        };
+        let (rows, dfs) = self.document_frequencies(key, words)?;
+        let frequent = |df: i64| df.saturating_mul(FREQUENT) > rows;
+        let rare: Vec<&str> = words
+            .iter()
+            .zip(&dfs)
+            .filter(|(_, df)| !frequent(**df))
+            .map(|(w, _)| *w)
+            .collect();
+        let split = limit > 0 && !rare.is_empty() && rare.len() < words.len();
+        let run = |q: &str, skip: usize| match self.keyword_scored(q, namespace, limit, skip, &dfs)
+        {
+            Err(Error::Sqlite(e)) if e.to_string().contains("no such function") => {
+                if bm25::register(&self.conn) {
+                    self.keyword_scored(q, namespace, limit, skip, &dfs)
+                } else {
+                    self.keyword(&all, namespace, limit)
+                }
+            }
+            r => r,
+        };
+        if split {
+            let hits = run(&format!("({}) AND ({all})", or_query(&rare)), rare.len())?;
+            let bound: f64 = dfs
+                .iter()
+                .filter(|df| frequent(**df))
+                .map(|df| bm25::term_bound(bm25::idf_of(rows, *df)))
+                .sum();
+            // The k-th score (sign flipped) against the bound, with room for rounding.
+            if hits.len() == limit && hits.last().is_some_and(|(_, s)| -s >= bound * 1.000001) {
+                #[cfg(test)]
+                {
+                    self.df.borrow_mut().split_served += 1;
+                }
+                return Ok(hits);
+            }
+        }
+        run(&all, 0)
+    }
+
+    /// The row count and the document frequency of each of `words`, from the cache when
+    /// it is valid for `key`, else counted (one FTS5 query per word) and kept.
+    fn document_frequencies(&self, key: (u64, i64), words: &[&str]) -> Result<(i64, Vec<i64>)> {
+        let mut cache = self.df.borrow_mut();
+        if cache.key != Some(key) || cache.df.len() + words.len() > DF_CACHE_MAX {
+            let sql = self.sql(|| format!("SELECT count(*) FROM {}", self.q.content));
+            let rows: i64 = self
+                .conn
+                .prepare_cached(&sql)?
+                .query_row([], |r| r.get(0))?;
+            cache.key = Some(key);
+            cache.rows = rows;
+            cache.df.clear();
+        }
+        let count = self.sql(|| {
+            format!(
+                "SELECT count(*) FROM {} WHERE {} MATCH ?1",
+                self.q.fts, self.q.fts_bare
+            )
+        });
+        let mut out = Vec::with_capacity(words.len());
+        for w in words {
+            let df = match cache.df.get(*w) {
+                Some(df) => *df,
+                None => {
+                    let df: i64 = self
+                        .conn
+                        .prepare_cached(&count)?
+                        .query_row([format!("\"{w}\"")], |r| r.get(0))?;
+                    cache.df.insert((*w).to_string(), df);
+                    df
+                }
+            };
+            out.push(df);
+        }
+        Ok((cache.rows, out))
+    }
+
+    /// `query` ranked by `subcog_bm25(fts, limit, skip, dfs..)` (see [`bm25`]).
+    fn keyword_scored(
+        &self,
+        query: &str,
+        namespace: Option<&str>,
+        limit: usize,
+        skip: usize,
+        dfs: &[i64],
+    ) -> Result<Vec<(i64, f64)>> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let wrap = |e: rusqlite::Error| {
+            Error::invalid(format!("content MATCH '{}': {e}", vector::clip(query)))
+        };
+        let bare = &self.q.fts_bare;
+        let mut args = String::new();
+        for i in 0..dfs.len() {
+            args.push_str(&format!(", ?{}", 5 + i));
+        }
+        let rank = format!("{}({bare}, ?3, ?4{args})", bm25::NAME);
+        // Built per call (the number of words varies); prepare_cached keeps the texts.
+        let sql = self.keyword_sql(namespace.is_some(), &rank);
+        let mut st = self.conn.prepare_cached(&sql)?;
+        st.raw_bind_parameter(1, query)?;
+        st.raw_bind_parameter(2, namespace.unwrap_or(""))?;
+        st.raw_bind_parameter(3, limit)?;
+        st.raw_bind_parameter(4, skip as i64)?;
+        for (i, df) in dfs.iter().enumerate() {
+            st.raw_bind_parameter(5 + i, *df)?;
+        }
+        let mut out = Vec::new();
+        let mut rows = st.raw_query();
+        while let Some(r) = rows.next().map_err(wrap)? {
+            let (id, score): (i64, f64) = (r.get(0)?, r.get(1)?);
+            if score < bm25::SKIPPED {
+                out.push((id, score));
+            }
+        }
+        Ok(out)
+    }
+
     /// [`Store::keyword`] ranked by `subcog_bm25` (`topk`) or FTS5's `bm25()`.
     fn keyword_ranked(
         &self,
@@ -132,5 +305,127 @@ impl Store {
                  ORDER BY 2 LIMIT ?3"
             )
         }
+    }
+}
+
+#[cfg(all(test, feature = "bundled"))]
+mod tests {
+    use super::*;
+    use crate::options::TableOptions;
+
+    /// A store whose rows are `texts` (content and FTS5 only: all the keyword side reads),
+    /// namespace `a` for every third row, else `b`.
+    fn store(texts: &[String]) -> Store {
+        let conn = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        crate::register(&conn).unwrap_or_else(|e| panic!("{e}"));
+        let s = Store::create(conn, "main", "m", TableOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (i, t) in texts.iter().enumerate() {
+            let id = i as i64 + 1;
+            let ns = if i % 3 == 0 { "a" } else { "b" };
+            s.conn
+                .execute(
+                    "INSERT INTO m_content(id, content, namespace, tags, metadata, importance, \
+                     created_at, updated_at) VALUES (?1, ?2, ?3, '[]', '{}', 0.5, 0, 0)",
+                    params![id, t, ns],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            s.fts_insert(id, t).unwrap_or_else(|e| panic!("{e}"));
+        }
+        s
+    }
+
+    use rusqlite::Connection;
+
+    /// splitmix64.
+    fn next(x: &mut u64) -> u64 {
+        *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    #[test]
+    fn split_query_returns_the_plain_or_query_result() {
+        // Zipf-like words: "w0" is in most rows, "w40" in few.
+        let mut r = 7u64;
+        let texts: Vec<String> = (0..4000)
+            .map(|_| {
+                let n = 1 + next(&mut r) % 25;
+                (0..n)
+                    .map(|_| {
+                        let a = next(&mut r) % 60;
+                        format!("w{}", next(&mut r) % (a + 1))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let s = store(&texts);
+        let mut split_used = 0;
+        for _ in 0..150 {
+            let n = 1 + next(&mut r) % 5;
+            let mut words: Vec<String> = Vec::new();
+            for _ in 0..n {
+                let w = format!("w{}", next(&mut r) % 60);
+                if !words.contains(&w) {
+                    words.push(w);
+                }
+            }
+            let ws: Vec<&str> = words.iter().map(String::as_str).collect();
+            for ns in [None, Some("a")] {
+                for k in [1usize, 10, 50] {
+                    let want = s
+                        .keyword_ranked(&or_query(&ws), ns, k, false)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let got = s
+                        .keyword_words(&ws, ns, k)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(got, want, "{ws:?} {ns:?} k {k}");
+                    // Twice: the second run reads the cached document frequencies.
+                    let again = s
+                        .keyword_words(&ws, ns, k)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(again, want);
+                }
+            }
+            let cache = s.df.borrow();
+            let rare = ws
+                .iter()
+                .filter(|w| {
+                    cache
+                        .df
+                        .get(**w)
+                        .is_some_and(|d| d * FREQUENT <= cache.rows)
+                })
+                .count();
+            if rare > 0 && rare < ws.len() {
+                split_used += 1;
+            }
+        }
+        let served = s.df.borrow().split_served;
+        assert!(split_used > 10, "the split ran for {split_used} queries");
+        assert!(served > 10, "the split answered {served} searches");
+        // A write changes the frequencies: the cache is dropped, results stay exact.
+        s.conn
+            .execute(
+                "INSERT INTO m_content(id, content, namespace, tags, metadata, importance, \
+                 created_at, updated_at) VALUES (9999, 'w59 w59 w59', 'a', '[]', '{}', 0.5, 0, 0)",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.fts_insert(9999, "w59 w59 w59")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ws = ["w59", "w0"];
+        let want = s
+            .keyword_ranked(&or_query(&ws), None, 5, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.keyword_words(&ws, None, 5)
+                .unwrap_or_else(|e| panic!("{e}")),
+            want
+        );
+        assert_eq!(want.first().map(|h| h.0), Some(9999));
     }
 }

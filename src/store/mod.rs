@@ -73,6 +73,8 @@ pub(crate) struct Store {
     /// The `op` recorded for memory changes instead of insert/update/delete
     /// ([`Store::with_op`]: `merge`, `restore`).
     history_op: Cell<Option<&'static str>>,
+    /// Document frequencies of keyword-search words ([`Store::keyword_words`]).
+    df: RefCell<fts::DfCache>,
 }
 
 /// Quoted, schema-qualified names of the shadow tables.
@@ -187,6 +189,7 @@ impl Store {
             q,
             sql: RefCell::default(),
             history_op: Cell::new(None),
+            df: RefCell::default(),
         };
         store.config_set("format", &FORMAT_VERSION.to_string())?;
         for (k, v) in store.opts.to_pairs() {
@@ -279,6 +282,7 @@ impl Store {
             q,
             sql: RefCell::default(),
             history_op: Cell::new(None),
+            df: RefCell::default(),
         })
     }
 
