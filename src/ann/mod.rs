@@ -1,6 +1,7 @@
 //! Nearest-neighbour search that is exactly as consistent as the table.
 //!
-//! The HNSW graph (usearch) lives in memory, one copy per connection, loaded from the
+//! The HNSW graph (usearch) lives in memory, one view per connection of one copy per process
+//! ([`shared`]), loaded from the
 //! snapshot in `<table>_hnsw`. It is never trusted on its own:
 //!
 //! * **Invariant.** For every id *not* in `<table>_pending`, the snapshot of the current
