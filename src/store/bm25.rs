@@ -26,13 +26,9 @@
 //! `ORDER BY subcog_bm25(fts, k) LIMIT k` returns exactly the rows and scores of
 //! `ORDER BY bm25(fts) LIMIT k`.
 //!
-//! `subcog_bm25(fts, k, skip, df_1, .., df_n)`: the first `skip` phrases of the query
-//! only filter rows (they are not scored), and the document frequencies of the `n` scored
-//! phrases are given (from [`super::Store`]'s cache) instead of counted by a pass over each
-//! phrase's rows. Keyword search writes a question's words `w` split into rare ones `r`
-//! and frequent ones as `(r1 OR r2) AND (w1 OR w2 OR ..)`, skipping the first clause: the
-//! rows with a rare word get exactly the score of the plain OR of every word, and FTS5
-//! never walks the frequent words' long lists (see `Store::keyword_words`).
+//! `subcog_bm25(fts, k, df_1, .., df_n)`: the document frequencies of the query's `n`
+//! phrases are given (keyword search keeps them per connection, see
+//! `Store::keyword_words`) instead of counted by a pass over each phrase's rows.
 //!
 //! Registered per connection through the `fts5_api` pointer (`SELECT fts5(?1)` with
 //! `sqlite3_bind_pointer`, as the FTS5 documentation describes: "Extending FTS5").
@@ -102,9 +98,7 @@ pub(crate) fn register(conn: &Connection) -> bool {
 /// The query's constants and the k best exact scores so far (as positive scores, the
 /// smallest on top).
 struct Query {
-    /// Leading phrases that only filter (not scored).
-    skip: usize,
-    /// The idf of each scored phrase.
+    /// The idf of each phrase.
     idf: Vec<f64>,
     avgdl: f64,
     k: usize,
@@ -208,10 +202,7 @@ unsafe fn score(
         if rc != ffi::SQLITE_OK {
             return Err(fail("xInst", rc));
         }
-        let scored = usize::try_from(ip)
-            .ok()
-            .and_then(|ip| ip.checked_sub(q.skip));
-        if let Some(f) = scored.and_then(|ip| q.freq.get_mut(ip)) {
+        if let Some(f) = usize::try_from(ip).ok().and_then(|ip| q.freq.get_mut(ip)) {
             *f += 1.0;
         }
     }
@@ -255,16 +246,10 @@ impl Query {
 
 /// FTS5's idf of a phrase found in `hits` of `rows` rows: `ln((N - n + 0.5) / (n + 0.5))`,
 /// at least 1e-6 (`fts5Bm25GetData`).
-pub(crate) fn idf_of(rows: i64, hits: i64) -> f64 {
+fn idf_of(rows: i64, hits: i64) -> f64 {
     let x = ((rows - hits) as f64 + 0.5) / (hits as f64 + 0.5);
     let x = x.ln();
     if x <= 0.0 { 1e-6 } else { x }
-}
-
-/// The most a phrase of idf `idf` can add to a row's score: `idf * (k1 + 1)` (its term
-/// tends to it as the phrase's frequency grows, and never reaches it).
-pub(crate) fn term_bound(idf: f64) -> f64 {
-    idf * (K1 + 1.0)
 }
 
 /// Counts the rows `xQueryPhrase` visits.
@@ -328,30 +313,24 @@ unsafe fn query_of(
     }
     // SAFETY: valid context.
     let n_phrase = usize::try_from(unsafe { phrases(fts) }).unwrap_or(0);
-    let skip = arg(1).unwrap_or(0);
-    let skip = usize::try_from(skip)
-        .ok()
-        .filter(|s| *s <= n_phrase)
-        .ok_or_else(|| format!("{NAME}: skip must be in 0..={n_phrase}, got {skip}"))?;
-    let scored = n_phrase - skip;
-    let given = usize::try_from(n_val).unwrap_or(0).saturating_sub(2);
-    if given != 0 && given != scored {
+    let given = usize::try_from(n_val).unwrap_or(0).saturating_sub(1);
+    if given != 0 && given != n_phrase {
         return Err(format!(
-            "{NAME}: expected {scored} document frequencies (one per scored phrase), got {given}"
+            "{NAME}: expected {n_phrase} document frequencies (one per phrase), got {given}"
         ));
     }
-    let mut idf = Vec::with_capacity(scored);
-    for i in 0..scored {
-        let hits = match arg(2 + i as c_int) {
+    let mut idf = Vec::with_capacity(n_phrase);
+    for i in 0..n_phrase {
+        let hits = match arg(1 + i as c_int) {
             Some(df) if given != 0 => df,
             _ => {
                 let mut hits: i64 = 0;
-                // SAFETY: `skip + i` < the phrase count; `hits` outlives the call, which
+                // SAFETY: `i` < the phrase count; `hits` outlives the call, which
                 // invokes `count_row` with it synchronously.
                 let rc = unsafe {
                     query_phrase(
                         fts,
-                        (skip + i) as c_int,
+                        i as c_int,
                         (&mut hits as *mut i64).cast::<c_void>(),
                         Some(count_row),
                     )
@@ -365,12 +344,11 @@ unsafe fn query_of(
         idf.push(idf_of(n_row, hits));
     }
     let q = Box::new(Query {
-        skip,
         idf,
         avgdl: n_token as f64 / n_row as f64,
         k,
         best: BinaryHeap::with_capacity(k.min(4096) + 1),
-        freq: vec![0.0; scored],
+        freq: vec![0.0; n_phrase],
     });
     let p = Box::into_raw(q);
     // SAFETY: valid context; FTS5 owns `p` from here and frees it with `drop_query`

@@ -9,25 +9,15 @@ use super::{Store, bm25};
 use crate::error::{Error, Result};
 use crate::vector;
 
-/// Words whose document frequency is above 1/`FREQUENT` of the rows are "frequent": a
-/// keyword search only walks their rows when the rarer words cannot fill the top k
-/// ([`Store::keyword_words`]). 1/64: a few words of a typical question (names, common
-/// verbs) on conversational text; the split never changes a result, only its cost.
-const FREQUENT: i64 = 64;
-
 /// Most words whose document frequency is kept ([`DfCache`]).
 const DF_CACHE_MAX: usize = 4096;
 
-/// Document frequencies of words and the row count, valid while `Store::change_key` is
+/// Document frequencies of words, valid while `Store::change_key` is
 /// `key` (nothing written by this connection or committed by another since).
 #[derive(Default)]
 pub(super) struct DfCache {
     key: Option<(u64, i64)>,
-    rows: i64,
     df: HashMap<String, i64>,
-    /// Searches the split query answered on its own (tests).
-    #[cfg(test)]
-    split_served: usize,
 }
 
 /// `"w1" OR "w2" ..` (words are alphanumeric runs: quoting makes each an FTS5 string).
@@ -108,15 +98,11 @@ impl Store {
 
     /// Keyword search for free text already reduced to its `words` (alphanumeric runs,
     /// [`crate::search::text`]): the rows of `"w1" OR "w2" ..`, best BM25 first, at most
-    /// `limit`, with exactly [`Store::keyword`]'s rows and scores for that OR query.
+    /// `limit`: exactly [`Store::keyword`]'s rows and scores for that OR query.
     ///
     /// Outside transactions the words' document frequencies come from a per-connection
-    /// cache, and when some words are frequent (in more than 1/64 of the rows) and others
-    /// not, the query first runs as `(rare words) AND (every word)` scored on the second
-    /// clause only ([`bm25`]): FTS5 then walks only the rows with a rare word. A row with
-    /// frequent words only scores less than the sum of their [`bm25::term_bound`]s; when the
-    /// k-th row found scores at least that, no such row belongs to the top k and the result
-    /// is the plain OR query's. Otherwise the plain OR query runs.
+    /// cache (valid while nothing changed, [`Store::change_key`]) and are handed to
+    /// [`bm25`], which then skips its own pass over each word's rows.
     ///
     /// # Errors
     /// As [`Store::keyword`].
@@ -130,57 +116,25 @@ impl Store {
         let Some(key) = self.change_key()? else {
             return self.keyword(&all, namespace, limit);
         };
-        let (rows, dfs) = self.document_frequencies(key, words)?;
-        let frequent = |df: i64| df.saturating_mul(FREQUENT) > rows;
-        let rare: Vec<&str> = words
-            .iter()
-            .zip(&dfs)
-            .filter(|(_, df)| !frequent(**df))
-            .map(|(w, _)| *w)
-            .collect();
-        let split = limit > 0 && !rare.is_empty() && rare.len() < words.len();
-        let run = |q: &str, skip: usize| match self.keyword_scored(q, namespace, limit, skip, &dfs)
-        {
+        let dfs = self.document_frequencies(key, words)?;
+        match self.keyword_scored(&all, namespace, limit, &dfs) {
             Err(Error::Sqlite(e)) if e.to_string().contains("no such function") => {
                 if bm25::register(&self.conn) {
-                    self.keyword_scored(q, namespace, limit, skip, &dfs)
+                    self.keyword_scored(&all, namespace, limit, &dfs)
                 } else {
                     self.keyword(&all, namespace, limit)
                 }
             }
             r => r,
-        };
-        if split {
-            let hits = run(&format!("({}) AND ({all})", or_query(&rare)), rare.len())?;
-            let bound: f64 = dfs
-                .iter()
-                .filter(|df| frequent(**df))
-                .map(|df| bm25::term_bound(bm25::idf_of(rows, *df)))
-                .sum();
-            // The k-th score (sign flipped) against the bound, with room for rounding.
-            if hits.len() == limit && hits.last().is_some_and(|(_, s)| -s >= bound * 1.000001) {
-                #[cfg(test)]
-                {
-                    self.df.borrow_mut().split_served += 1;
-                }
-                return Ok(hits);
-            }
         }
-        run(&all, 0)
     }
 
-    /// The row count and the document frequency of each of `words`, from the cache when
-    /// it is valid for `key`, else counted (one FTS5 query per word) and kept.
-    fn document_frequencies(&self, key: (u64, i64), words: &[&str]) -> Result<(i64, Vec<i64>)> {
+    /// The document frequency of each of `words`, from the cache when it is valid for
+    /// `key`, else counted (one FTS5 query per word: the pass `bm25()` would make) and kept.
+    fn document_frequencies(&self, key: (u64, i64), words: &[&str]) -> Result<Vec<i64>> {
         let mut cache = self.df.borrow_mut();
         if cache.key != Some(key) || cache.df.len() + words.len() > DF_CACHE_MAX {
-            let sql = self.sql(|| format!("SELECT count(*) FROM {}", self.q.content));
-            let rows: i64 = self
-                .conn
-                .prepare_cached(&sql)?
-                .query_row([], |r| r.get(0))?;
             cache.key = Some(key);
-            cache.rows = rows;
             cache.df.clear();
         }
         let count = self.sql(|| {
@@ -204,16 +158,16 @@ impl Store {
             };
             out.push(df);
         }
-        Ok((cache.rows, out))
+        Ok(out)
     }
 
-    /// `query` ranked by `subcog_bm25(fts, limit, skip, dfs..)` (see [`bm25`]).
+    /// `query` (an OR of `dfs.len()` words) ranked by `subcog_bm25(fts, limit, dfs..)`
+    /// (see [`bm25`]).
     fn keyword_scored(
         &self,
         query: &str,
         namespace: Option<&str>,
         limit: usize,
-        skip: usize,
         dfs: &[i64],
     ) -> Result<Vec<(i64, f64)>> {
         let limit = limit.min(i64::MAX as usize) as i64;
@@ -223,18 +177,17 @@ impl Store {
         let bare = &self.q.fts_bare;
         let mut args = String::new();
         for i in 0..dfs.len() {
-            args.push_str(&format!(", ?{}", 5 + i));
+            args.push_str(&format!(", ?{}", 4 + i));
         }
-        let rank = format!("{}({bare}, ?3, ?4{args})", bm25::NAME);
+        let rank = format!("{}({bare}, ?3{args})", bm25::NAME);
         // Built per call (the number of words varies); prepare_cached keeps the texts.
         let sql = self.keyword_sql(namespace.is_some(), &rank);
         let mut st = self.conn.prepare_cached(&sql)?;
         st.raw_bind_parameter(1, query)?;
         st.raw_bind_parameter(2, namespace.unwrap_or(""))?;
         st.raw_bind_parameter(3, limit)?;
-        st.raw_bind_parameter(4, skip as i64)?;
         for (i, df) in dfs.iter().enumerate() {
-            st.raw_bind_parameter(5 + i, *df)?;
+            st.raw_bind_parameter(4 + i, *df)?;
         }
         let mut out = Vec::new();
         let mut rows = st.raw_query();
@@ -347,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn split_query_returns_the_plain_or_query_result() {
+    fn cached_frequencies_give_the_plain_or_query_result() {
         // Zipf-like words: "w0" is in most rows, "w40" in few.
         let mut r = 7u64;
         let texts: Vec<String> = (0..4000)
@@ -363,7 +316,6 @@ mod tests {
             })
             .collect();
         let s = store(&texts);
-        let mut split_used = 0;
         for _ in 0..150 {
             let n = 1 + next(&mut r) % 5;
             let mut words: Vec<String> = Vec::new();
@@ -379,34 +331,17 @@ mod tests {
                     let want = s
                         .keyword_ranked(&or_query(&ws), ns, k, false)
                         .unwrap_or_else(|e| panic!("{e}"));
-                    let got = s
-                        .keyword_words(&ws, ns, k)
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    assert_eq!(got, want, "{ws:?} {ns:?} k {k}");
                     // Twice: the second run reads the cached document frequencies.
-                    let again = s
-                        .keyword_words(&ws, ns, k)
-                        .unwrap_or_else(|e| panic!("{e}"));
-                    assert_eq!(again, want);
+                    for _ in 0..2 {
+                        let got = s
+                            .keyword_words(&ws, ns, k)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        assert_eq!(got, want, "{ws:?} {ns:?} k {k}");
+                    }
                 }
             }
-            let cache = s.df.borrow();
-            let rare = ws
-                .iter()
-                .filter(|w| {
-                    cache
-                        .df
-                        .get(**w)
-                        .is_some_and(|d| d * FREQUENT <= cache.rows)
-                })
-                .count();
-            if rare > 0 && rare < ws.len() {
-                split_used += 1;
-            }
         }
-        let served = s.df.borrow().split_served;
-        assert!(split_used > 10, "the split ran for {split_used} queries");
-        assert!(served > 10, "the split answered {served} searches");
+        assert!(s.df.borrow().df.len() > 30);
         // A write changes the frequencies: the cache is dropped, results stay exact.
         s.conn
             .execute(
