@@ -81,7 +81,11 @@ pub(crate) fn snapshot_create(db: Option<PathBuf>, table: &str, name: &str) -> R
 pub(crate) fn snapshot_list(db: Option<PathBuf>, table: &str) -> Result<(), String> {
     let (conn, _) = open_existing(db)?;
     let snaps = history::snapshots(&conn, table)?;
-    let width = snaps.iter().map(|s| s.name.chars().count()).max().unwrap_or(0);
+    let width = snaps
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut out = std::io::stdout().lock();
     for s in &snaps {
         writeln!(
@@ -207,7 +211,8 @@ pub(crate) fn diff(
          {} changed)",
         rows.len(),
         if rows.len() == 1 { "y" } else { "ies" },
-        to_v.as_ref().map_or_else(|| "now".to_string(), ToString::to_string),
+        to_v.as_ref()
+            .map_or_else(|| "now".to_string(), ToString::to_string),
         counts[0],
         counts[1],
         counts[2]

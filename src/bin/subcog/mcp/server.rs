@@ -15,10 +15,10 @@ use rusqlite::Connection;
 use super::MAX_PROTOCOL;
 use super::pool::Pool;
 use super::schema::{
-    Args, BranchArgs, BranchResult, ContextArgs, ContextResult, DeleteResult, DiffArgs,
-    DiffResult, HistoryArgs, HistoryResult, IdArgs, LinkArgs, LinkResult, ListArgs, ListResult,
-    MergeArgs, MergeResult, RestoreArgs, RestoreResult, SearchArgs, SearchResult,
-    SnapshotAction, SnapshotArgs, SnapshotResult, StatsArgs, StoreArgs, StoreResult, UpdateArgs,
+    Args, BranchArgs, BranchResult, ContextArgs, ContextResult, DeleteResult, DiffArgs, DiffResult,
+    HistoryArgs, HistoryResult, IdArgs, LinkArgs, LinkResult, ListArgs, ListResult, MergeArgs,
+    MergeResult, RestoreArgs, RestoreResult, SearchArgs, SearchResult, SnapshotAction,
+    SnapshotArgs, SnapshotResult, StatsArgs, StoreArgs, StoreResult, UpdateArgs,
 };
 use crate::access::{Principal, Scope};
 use crate::db::TABLE;

@@ -237,7 +237,11 @@ pub(crate) fn version(conn: &Connection, table: &str) -> Result<i64, String> {
 ///
 /// # Errors
 /// The table keeps no history, or SQLite's error.
-pub(crate) fn history(conn: &Connection, table: &str, id: i64) -> Result<Vec<HistoryEntry>, String> {
+pub(crate) fn history(
+    conn: &Connection,
+    table: &str,
+    id: i64,
+) -> Result<Vec<HistoryEntry>, String> {
     let rows: Vec<(i64, i64, String, Option<String>, Option<String>)> = db::with_retry(|| {
         let mut st = conn.prepare(
             "SELECT version, time, change, before, after FROM subcog_history(?1, ?2) \
@@ -386,13 +390,11 @@ pub(crate) fn diff(
 ) -> Result<Vec<DiffRow>, String> {
     let to = to.map_or(SqlValue::Null, VersionRef::sql);
     let rows: Vec<(i64, String, Option<String>, Option<String>)> = db::with_retry(|| {
-        let mut st = conn.prepare(
-            "SELECT id, change, before, after FROM subcog_diff(?1, ?2, ?3) ORDER BY id",
-        )?;
-        let rows = st.query_map(
-            rusqlite::params![table, from.sql(), to.clone()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?;
+        let mut st = conn
+            .prepare("SELECT id, change, before, after FROM subcog_diff(?1, ?2, ?3) ORDER BY id")?;
+        let rows = st.query_map(rusqlite::params![table, from.sql(), to.clone()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
         rows.collect()
     })
     .map_err(sql_err("comparing the versions"))?;
@@ -453,9 +455,8 @@ pub(crate) fn restore(conn: &Connection, table: &str, to: &VersionRef) -> Result
         };
         let mut counts = [0i64; 3];
         {
-            let mut st = tx.prepare(
-                "SELECT change, count(*) FROM subcog_diff(?1, ?2) GROUP BY change",
-            )?;
+            let mut st =
+                tx.prepare("SELECT change, count(*) FROM subcog_diff(?1, ?2) GROUP BY change")?;
             let mut rows = st.query(rusqlite::params![table, target.clone()])?;
             while let Some(r) = rows.next()? {
                 let change: String = r.get(0)?;
@@ -559,11 +560,9 @@ pub(crate) fn merge(
     policy: Option<&str>,
 ) -> Result<Merged, String> {
     let text: String = db::write(conn, |tx| match policy {
-        Some(p) => tx.query_row(
-            "SELECT subcog_merge(?1, ?2, ?3)",
-            [branch, into, p],
-            |r| r.get(0),
-        ),
+        Some(p) => tx.query_row("SELECT subcog_merge(?1, ?2, ?3)", [branch, into, p], |r| {
+            r.get(0)
+        }),
         None => tx.query_row("SELECT subcog_merge(?1, ?2)", [branch, into], |r| r.get(0)),
     })
     .map_err(sql_err("merging"))?;
