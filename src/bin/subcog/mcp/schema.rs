@@ -370,7 +370,7 @@ pub(crate) struct DiffResult {
     /// The memories that differ, by id (at most `limit`).
     pub(crate) rows: Vec<DiffRow>,
     /// How many memories differ in all.
-    pub(crate) total: u64,
+    pub(crate) total: i64,
     /// True when `rows` holds fewer than `total` (raise `limit` or narrow the versions).
     pub(crate) truncated: bool,
     /// The table's current version.

@@ -640,7 +640,7 @@ impl MemoryServer {
                 if !who.reads_all() {
                     rows.retain(|r| r.namespaces().all(|ns| who.read.allows(ns)));
                 }
-                let total = rows.len() as u64;
+                let total = i64::try_from(rows.len()).unwrap_or(i64::MAX);
                 let limit = usize::try_from(a.limit).unwrap_or(usize::MAX);
                 let truncated = rows.len() > limit;
                 rows.truncate(limit);

@@ -224,6 +224,9 @@ impl HistoryEntry {
     }
 }
 
+/// A `subcog_history` row as read: version, time, change, before, after.
+type RawEntry = (i64, i64, String, Option<String>, Option<String>);
+
 /// The table's current version (0 before any change).
 ///
 /// # Errors
@@ -242,7 +245,7 @@ pub(crate) fn history(
     table: &str,
     id: i64,
 ) -> Result<Vec<HistoryEntry>, String> {
-    let rows: Vec<(i64, i64, String, Option<String>, Option<String>)> = db::with_retry(|| {
+    let rows: Vec<RawEntry> = db::with_retry(|| {
         let mut st = conn.prepare(
             "SELECT version, time, change, before, after FROM subcog_history(?1, ?2) \
              ORDER BY version",
