@@ -31,7 +31,8 @@ QUERIES = [
     ("who should review a change to payments?", 2),
 ]
 TOOLS = {"memory_store", "memory_search", "memory_get", "memory_update", "memory_delete",
-         "memory_list", "memory_stats", "memory_context", "memory_link"}
+         "memory_list", "memory_stats", "memory_context", "memory_link", "memory_history",
+         "memory_snapshot", "memory_diff", "memory_restore", "memory_branch", "memory_merge"}
 
 
 def require_bin():

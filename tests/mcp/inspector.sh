@@ -40,10 +40,10 @@ inspect() { "$INSPECTOR" --cli "$BIN" mcp --db "$DB" "$@"; }
 fail() { echo "inspector: FAIL: $*" >&2; exit 1; }
 json() { /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-# tools/list: the nine tools, each with an input and an output schema.
+# tools/list: the fifteen tools, each with an input and an output schema.
 inspect --method tools/list > "$TMP/tools.json"
 got="$(json "' '.join(sorted(t['name'] for t in d['tools'] if t.get('inputSchema') and t.get('outputSchema')))" < "$TMP/tools.json")"
-want="memory_context memory_delete memory_get memory_link memory_list memory_search memory_stats memory_store memory_update"
+want="memory_branch memory_context memory_delete memory_diff memory_get memory_history memory_link memory_list memory_merge memory_restore memory_search memory_snapshot memory_stats memory_store memory_update"
 [[ "$got" == "$want" ]] || fail "tools/list gave: $got"
 
 # tools/call: store three memories, search, get, update, list, stats, delete.
@@ -75,6 +75,21 @@ inspect --method tools/call --tool-name memory_delete --tool-arg "id=$id3" | jso
 total="$(inspect --method tools/call --tool-name memory_stats | json "d['structuredContent']['total']")"
 [[ "$total" == 2 ]] || fail "memory_stats: total $total"
 
+# History: a snapshot, a delete, the diff since the snapshot, a restore to it, the history.
+v="$(inspect --method tools/call --tool-name memory_snapshot --tool-arg action=create name=two \
+      | json "d['structuredContent']['version']")"
+[[ "$v" -ge 5 ]] || fail "memory_snapshot: version $v"
+inspect --method tools/call --tool-name memory_delete --tool-arg "id=$id2" > /dev/null
+rows="$(inspect --method tools/call --tool-name memory_diff --tool-arg from=two \
+         | json "[(r['id'], r['change']) for r in d['structuredContent']['rows']]")"
+[[ "$rows" == "[($id2, 'removed')]" ]] || fail "memory_diff: $rows"
+changed="$(inspect --method tools/call --tool-name memory_restore --tool-arg to=two \
+            | json "d['structuredContent']['recreated']")"
+[[ "$changed" == 1 ]] || fail "memory_restore: recreated $changed"
+changes="$(inspect --method tools/call --tool-name memory_history --tool-arg "id=$id2" \
+            | json "' '.join(v['change'] for v in d['structuredContent']['versions'])")"
+[[ "$changes" == "insert update delete restore" ]] || fail "memory_history: $changes"
+
 # A bad call: the tool result has isError, the inspector exits 5, the message is actionable.
 set +e
 inspect --method tools/call --tool-name memory_get --tool-arg "id=$id3" > "$TMP/bad.json" 2> "$TMP/bad.err"
@@ -84,4 +99,4 @@ set -e
 grep -q "no memory with id $id3" "$TMP/bad.json" || fail "bad call message: $(cat "$TMP/bad.json")"
 grep -q '"isError": true' "$TMP/bad.json" || fail "bad call: no isError"
 
-echo "inspector: ok (tools/list, tools/call of 7 tools, isError call -> exit 5)"
+echo "inspector: ok (tools/list, tools/call of 11 tools, isError call -> exit 5)"

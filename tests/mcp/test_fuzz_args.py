@@ -15,7 +15,8 @@ from conftest import TOOLS
 pytestmark = pytest.mark.usefixtures("subcog")
 
 FIELDS = ["content", "namespace", "tags", "metadata", "importance", "source", "ttl", "id",
-          "query", "k", "mode", "recency", "recency_half_life", "limit", "offset", "verbose"]
+          "query", "k", "mode", "recency", "recency_half_life", "limit", "offset", "verbose",
+          "action", "name", "from", "to"]
 
 
 def value(rng, depth=0):

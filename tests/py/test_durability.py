@@ -3,13 +3,18 @@
 * Two processes: a reader process never sees a writer's uncommitted rows, sees them on its
   next query after COMMIT, and a long-lived connection picks up another process's HNSW
   checkpoint (WAL and rollback-journal modes).
-* Crashes: a child process writing in a loop (inserts, updates, deletes, 'optimize') is
-  killed with SIGKILL at random moments, many times. After each kill the database opens,
-  subcog_integrity() is clean, the row count is exactly that of the confirmed commits, and
-  every memory whose COMMIT returned is found by id and by keyword with exactly its
-  vector, and (HNSW being approximate) at least 99% of them among the 10 nearest
-  neighbours of their own vector; a transaction cut off before COMMIT returned is all
-  there or not there at all.
+* Crashes: a child process writing in a loop (inserts, updates, deletes, 'optimize',
+  snapshots, snapshot drops and restores to a snapshot) is killed with SIGKILL at random
+  moments, many times. After each kill the database opens, subcog_integrity() (which
+  checks the history too) is clean, the row count is exactly that of the confirmed
+  commits, and every memory whose COMMIT returned is found by id and by keyword with
+  exactly its vector, and (HNSW being approximate) at least 99% of them among the 10
+  nearest neighbours of their own vector; a transaction cut off before COMMIT returned is
+  all there or not there at all. History and table agree: the snapshots are exactly the
+  committed ones, the table as of each snapshot holds exactly the ids alive when it was
+  taken, as of the current version exactly the ids alive now, subcog_diff from the newest
+  snapshot to now is the difference of those sets, and the last recorded change of a
+  sampled memory leaves it as it is.
 
 Runs the built extension ($SUBCOG_EXT) in /usr/bin/python3's sqlite3 (3.40.1), separate
 processes via subprocess. SUBCOG_CRASH_ROUNDS (default 16) sets the number of kills.
@@ -52,12 +57,21 @@ def connect(path):
     return conn
 
 
-# The child: writes transactions forever, announcing each before and after COMMIT.
+# The child: writes transactions forever, announcing each before and after COMMIT. Ops:
+# ["i", id] insert, ["d", id] delete, ["s", name] snapshot, ["x", name] snapshot dropped,
+# ["r", name] restore to that snapshot. A restore comes first in its transaction and
+# every transaction inserts after it, so the inserts tell whether it committed.
 WRITER = textwrap.dedent(
     r"""
     import json, random, sqlite3, struct, sys
     path, ext, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     DIM = 8
+    P_SNAPSHOT, P_DROP, P_RESTORE = 0.08, 0.02, 0.05
+    # Merges: P_MERGE and merge_hook() are the place for subcog_branch/subcog_merge
+    # (announced as their own ops, which the parent must then replay); none yet.
+    P_MERGE = 0.0
+    def merge_hook(conn, rng, ops):
+        pass
     def vec(i):
         r = random.Random(i)
         return struct.pack(f"<{DIM}f", *[r.uniform(-1, 1) for _ in range(DIM)])
@@ -65,10 +79,21 @@ WRITER = textwrap.dedent(
     conn = sqlite3.connect(path, isolation_level=None, timeout=10)
     conn.enable_load_extension(True)
     conn.load_extension(ext)
-    nxt = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM m_content").fetchone()[0]
+    def next_free():
+        return conn.execute("SELECT coalesce(max(id), 0) + 1 FROM m_content").fetchone()[0]
+    nxt = next_free()
+    snaps = [r[0] for r in conn.execute(
+        "SELECT name FROM subcog_snapshots('m') ORDER BY version, created_at")]
+    made = 0
     while True:
         ops = []
+        new_snaps = list(snaps)
         conn.execute("BEGIN")
+        if new_snaps and rng.random() < P_RESTORE:
+            name = rng.choice(new_snaps[-3:])
+            conn.execute("SELECT subcog_restore('m', ?)", (name,)).fetchone()
+            ops.append(["r", name])
+            nxt = max(nxt, next_free())  # a restore can bring back ids above nxt
         for _ in range(rng.randint(1, 8)):
             conn.execute("INSERT INTO m(id, content, embedding) VALUES (?, ?, ?)",
                          (nxt, f"crash memory tok{nxt}", vec(nxt)))
@@ -83,11 +108,72 @@ WRITER = textwrap.dedent(
                 conn.execute("UPDATE m SET importance = ? WHERE id = ?", (rng.random(), row[0]))
         if rng.random() < 0.05:
             conn.execute("INSERT INTO m(m) VALUES ('optimize')")
+        if rng.random() < P_MERGE:
+            merge_hook(conn, rng, ops)
+        if len(new_snaps) > 3 and rng.random() < P_DROP:
+            name = new_snaps.pop(0)
+            conn.execute("SELECT subcog_snapshot_drop('m', ?)", (name,)).fetchone()
+            ops.append(["x", name])
+        if rng.random() < P_SNAPSHOT:
+            made += 1
+            name = f"s{seed}_{made}"
+            conn.execute("SELECT subcog_snapshot('m', ?)", (name,)).fetchone()
+            ops.append(["s", name]); new_snaps.append(name)
         print("B " + json.dumps(ops), flush=True)
         conn.execute("COMMIT")
+        snaps = new_snaps
         print("C", flush=True)
     """
 )
+
+
+def replay(ops, alive, snaps):
+    """Applies one committed transaction's ops to the ids alive and the ids alive at each
+    snapshot, in the order the child ran them."""
+    for kind, arg in ops:
+        if kind == "i":
+            alive.add(arg)
+        elif kind == "d":
+            alive.discard(arg)
+        elif kind == "s":
+            snaps[arg] = frozenset(alive)
+        elif kind == "x":
+            del snaps[arg]
+        elif kind == "r":
+            alive.clear()
+            alive.update(snaps[arg])
+        else:
+            raise AssertionError(f"unknown op {kind!r}")
+
+
+def check_history(conn, alive, snaps, sample):
+    """History and table agree: the snapshots, the table as of each of them and as of the
+    current version, the diff from the newest snapshot, the last change of each sampled
+    memory."""
+    listed = dict(conn.execute("SELECT name, version FROM subcog_snapshots('m')").fetchall())
+    assert set(listed) == set(snaps), (sorted(listed), sorted(snaps))
+    # As of a snapshot: the two newest and two others (each as-of builds a copy).
+    by_version = sorted(snaps, key=lambda n: (listed[n], n))
+    older = by_version[:-2]
+    picked = by_version[-2:] + random.Random(len(alive)).sample(older, min(2, len(older)))
+    for name in picked:
+        got = {r[0] for r in conn.execute("SELECT id FROM m WHERE as_of = ?", (name,))}
+        assert got == snaps[name], (name, sorted(got ^ snaps[name])[:20])
+    now = conn.execute("SELECT subcog_version('m')").fetchone()[0]
+    got = {r[0] for r in conn.execute("SELECT id FROM m WHERE as_of = ?", (now,))}
+    assert got == alive, sorted(got ^ alive)[:20]
+    if snaps:
+        newest = max(snaps, key=lambda n: listed[n])
+        rows = conn.execute("SELECT id, change FROM subcog_diff('m', ?)", (newest,)).fetchall()
+        added = {i for i, c in rows if c == "added"}
+        removed = {i for i, c in rows if c == "removed"}
+        assert added == alive - snaps[newest], newest
+        assert removed == snaps[newest] - alive, newest
+    for i in sample:
+        last = conn.execute("SELECT change, after FROM subcog_history('m', ?) "
+                            "ORDER BY version DESC LIMIT 1", (i,)).fetchone()
+        assert last is not None and last[1] is not None, (i, last)
+        assert json.loads(last[1])["content"] == f"crash memory tok{i}", (i, last)
 
 
 def check_found(conn, ids):
@@ -117,6 +203,8 @@ def test_sigkill_during_writes_loses_no_committed_memory(tmp_path, journal):
     script.write_text(WRITER)
     rng = random.Random(42 if journal == "wal" else 43)
     alive = set()
+    snaps = {}  # snapshot name -> the ids alive when it was taken
+    done = {"r": 0, "s": 0, "x": 0}
     checked = misses = 0
     rounds = int(os.environ.get("SUBCOG_CRASH_ROUNDS", "16"))
     for rnd in range(rounds):
@@ -146,15 +234,20 @@ def test_sigkill_during_writes_loses_no_committed_memory(tmp_path, journal):
             if present[0] == 1:
                 committed.append(unsure)
         for ops in committed:
-            for kind, i in ops:
-                (alive.add if kind == "i" else alive.discard)(i)
+            replay(ops, alive, snaps)
+            for kind, _ in ops:
+                if kind in done:
+                    done[kind] += 1
         count = conn.execute("SELECT count(*) FROM m").fetchone()[0]
         assert count == len(alive), (rnd, count, len(alive))
         sample = sorted(alive) if rnd == rounds - 1 else rng.sample(sorted(alive), min(40, len(alive)))
         misses += check_found(conn, sample)
+        check_history(conn, alive, snaps, sample[:40])
         checked += len(sample)
         conn.close()
     assert len(alive) > 100, "the writer made too little progress to test anything"
+    # Restores and snapshots did happen (and committed) between the kills.
+    assert done["r"] >= 3 and done["s"] >= 5, done
     assert misses <= checked // 100, f"KNN recall too low: {misses} of {checked} missed"
 
 

@@ -93,7 +93,9 @@ pub(crate) struct Principal {
     pub(crate) read: Scope,
     /// Namespaces the caller may store into and whose memories it may change.
     pub(crate) write: Scope,
-    /// Admin tokens see `memory_stats` for the whole database.
+    /// Admin tokens see `memory_stats` for the whole database, and may use the tools that
+    /// change or fork the whole table (`memory_restore`, `memory_snapshot` drop,
+    /// `memory_branch`, `memory_merge`).
     pub(crate) admin: bool,
 }
 
@@ -135,6 +137,39 @@ impl Principal {
             Ok(())
         } else {
             Err(forbidden(&self.name, "write", namespace, &self.write))
+        }
+    }
+
+    /// `Ok` for an admin caller that writes every namespace, else the "forbidden"
+    /// message naming `what` (the tools that change or fork every namespace at once).
+    ///
+    /// # Errors
+    /// The caller is not an admin, or does not write every namespace.
+    pub(crate) fn check_admin(&self, what: &str) -> Result<(), String> {
+        if self.admin && self.write == Scope::All {
+            Ok(())
+        } else {
+            Err(format!(
+                "forbidden: token {:?} may not {what}: that changes every namespace of the \
+                 table and needs an admin token that writes every namespace (`subcog token \
+                 add --admin --write '*'`)",
+                self.name
+            ))
+        }
+    }
+
+    /// `Ok` when the caller may write some namespace (a token that only reads may not
+    /// create snapshots), else the "forbidden" message.
+    ///
+    /// # Errors
+    /// The write scope is empty.
+    pub(crate) fn check_writes_any(&self, what: &str) -> Result<(), String> {
+        match &self.write {
+            Scope::Only(set) if set.is_empty() => Err(format!(
+                "forbidden: token {:?} may not {what}: it may write no namespace",
+                self.name
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -182,5 +217,19 @@ mod tests {
         );
         assert!(p.sees("a") && !p.sees("c"));
         assert!(Principal::local().reads_all());
+        assert!(Principal::local().check_admin("restore").is_ok());
+        assert!(
+            p.check_admin("restore")
+                .is_err_and(|e| e.starts_with("forbidden:") && e.contains("admin"))
+        );
+        assert!(p.check_writes_any("create a snapshot").is_ok());
+        let ro = Principal {
+            write: Scope::Only(BTreeSet::new()),
+            ..p
+        };
+        assert!(
+            ro.check_writes_any("create a snapshot")
+                .is_err_and(|e| e.starts_with("forbidden:"))
+        );
     }
 }

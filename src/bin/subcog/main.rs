@@ -4,11 +4,13 @@
 //! binary needs no system SQLite. Subcommands: `mcp` (MCP server over stdio), `serve`
 //! (MCP over HTTP with per-token namespace access), `token` (its tokens file), `shell`
 //! (interactive SQL), `sql` (one-shot SQL), `import` / `export` (JSON lines), `context`
-//! (a token-budgeted context for a question). Every memory
-//! operation is SQL against the `memories` virtual table.
+//! (a token-budgeted context for a question), and the history commands `snapshot`,
+//! `diff`, `restore` and `history`. Every memory operation is SQL against the `memories`
+//! virtual table.
 
 mod access;
 mod db;
+mod history_cli;
 mod mcp;
 mod ops;
 mod output;
@@ -130,6 +132,70 @@ enum Command {
     Export {
         /// Memory database.
         path: PathBuf,
+    },
+    /// Name the current version of the memories (a snapshot) and print it; or list the
+    /// snapshots (--list), or drop one (--drop NAME).
+    Snapshot {
+        /// The snapshot's name (not a number: numbers are versions).
+        #[arg(required_unless_present_any = ["list", "drop"],
+              conflicts_with_all = ["list", "drop"])]
+        name: Option<String>,
+        /// List the snapshots: name, version, creation time (UTC).
+        #[arg(long, conflicts_with = "drop")]
+        list: bool,
+        /// Drop this snapshot.
+        #[arg(long, value_name = "NAME")]
+        drop: Option<String>,
+        /// Memory database [default: $SUBCOG_DB, else ~/.local/share/subcog/memory.db].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// The memories table.
+        #[arg(long, default_value = db::TABLE)]
+        table: String,
+    },
+    /// Print the memories that differ between two versions (snapshot names or version
+    /// numbers; TO defaults to now): added, removed or changed, one per line.
+    Diff {
+        /// The older side: a snapshot name or a version.
+        from: String,
+        /// The newer side: a snapshot name or a version [default: now].
+        to: Option<String>,
+        /// One JSON object per line: {id, change, before?, after?}.
+        #[arg(long)]
+        json: bool,
+        /// Memory database [default: $SUBCOG_DB, else ~/.local/share/subcog/memory.db].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// The memories table.
+        #[arg(long, default_value = db::TABLE)]
+        table: String,
+    },
+    /// Bring the memories back to a snapshot or version, in one transaction (recorded:
+    /// restore the version printed to undo it).
+    Restore {
+        /// A snapshot name or a version.
+        #[arg(value_name = "SNAPSHOT_OR_VERSION")]
+        to: String,
+        /// Memory database [default: $SUBCOG_DB, else ~/.local/share/subcog/memory.db].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// The memories table.
+        #[arg(long, default_value = db::TABLE)]
+        table: String,
+    },
+    /// Print every recorded change of one memory, oldest first.
+    History {
+        /// The memory's id.
+        id: i64,
+        /// One JSON object per line: {version, time, change, before?, after?}.
+        #[arg(long)]
+        json: bool,
+        /// Memory database [default: $SUBCOG_DB, else ~/.local/share/subcog/memory.db].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// The memories table.
+        #[arg(long, default_value = db::TABLE)]
+        table: String,
     },
 }
 
@@ -295,6 +361,31 @@ fn run(cli: Cli) -> Result<(), String> {
             eprintln!("exported {n} memories from {}", path.display());
             Ok(())
         }
+        Command::Snapshot {
+            name,
+            list,
+            drop,
+            db,
+            table,
+        } => match (name, drop) {
+            (_, Some(name)) => history_cli::snapshot_drop(db, &table, &name),
+            (Some(name), None) if !list => history_cli::snapshot_create(db, &table, &name),
+            _ => history_cli::snapshot_list(db, &table),
+        },
+        Command::Diff {
+            from,
+            to,
+            json,
+            db,
+            table,
+        } => history_cli::diff(db, &table, &from, to.as_deref(), json),
+        Command::Restore { to, db, table } => history_cli::restore(db, &table, &to),
+        Command::History {
+            id,
+            json,
+            db,
+            table,
+        } => history_cli::show_history(db, &table, id, json),
     }
 }
 

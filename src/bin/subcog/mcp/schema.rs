@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::ops::history::{DiffRow, HistoryEntry, Merged, Restored, Snapshot, VersionRef};
 use crate::ops::{self, Memory, Mode, Scored};
 
 /// Tool arguments of type `T` whose deserialisation errors name the offending field
@@ -270,3 +271,181 @@ pub(crate) struct LinkArgs {
 
 /// Result of `memory_link`.
 pub(crate) type LinkResult = ops::Linked;
+
+/// Arguments of `memory_history`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryArgs {
+    /// Id of the memory (it may have been deleted since).
+    pub(crate) id: i64,
+}
+
+/// Result of `memory_history`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct HistoryResult {
+    /// Id of the memory.
+    pub(crate) id: i64,
+    /// Every recorded change of it, oldest first.
+    pub(crate) versions: Vec<HistoryEntry>,
+    /// The table's current version.
+    pub(crate) current_version: i64,
+}
+
+/// What `memory_snapshot` does.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+pub(crate) enum SnapshotAction {
+    /// Name the current version `name`.
+    Create,
+    /// List every snapshot.
+    List,
+    /// Drop snapshot `name` (the history it kept may then be purged by retention).
+    Drop,
+}
+
+/// Arguments of `memory_snapshot`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SnapshotArgs {
+    /// "create", "list" or "drop".
+    pub(crate) action: SnapshotAction,
+    /// The snapshot's name (create and drop): non-empty, at most 256 bytes, not a number
+    /// (numbers are versions), e.g. "before-cleanup".
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(crate) name: Option<String>,
+}
+
+/// Result of `memory_snapshot`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct SnapshotResult {
+    /// The action done.
+    pub(crate) action: String,
+    /// The snapshot created or dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub(crate) name: Option<String>,
+    /// The version the snapshot names (create, drop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i64")]
+    pub(crate) version: Option<i64>,
+    /// Every snapshot, oldest version first (list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Vec<Snapshot>")]
+    pub(crate) snapshots: Option<Vec<Snapshot>>,
+    /// The table's current version.
+    pub(crate) current_version: i64,
+}
+
+fn default_diff_limit() -> u32 {
+    100
+}
+
+/// Arguments of `memory_diff`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DiffArgs {
+    /// The older side: a snapshot name or a version.
+    pub(crate) from: VersionRef,
+    /// The newer side: a snapshot name or a version. Default: now.
+    #[serde(default)]
+    #[schemars(with = "VersionRef")]
+    pub(crate) to: Option<VersionRef>,
+    /// Most rows to return, 1 to 1000. Default 100; `truncated` says when there were more.
+    #[serde(default = "default_diff_limit")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub(crate) limit: u32,
+}
+
+/// Result of `memory_diff`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct DiffResult {
+    /// The older side, as given.
+    pub(crate) from: VersionRef,
+    /// The newer side, as given; absent for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "VersionRef")]
+    pub(crate) to: Option<VersionRef>,
+    /// The memories that differ, by id (at most `limit`).
+    pub(crate) rows: Vec<DiffRow>,
+    /// How many memories differ in all.
+    pub(crate) total: i64,
+    /// True when `rows` holds fewer than `total` (raise `limit` or narrow the versions).
+    pub(crate) truncated: bool,
+    /// The table's current version.
+    pub(crate) current_version: i64,
+}
+
+/// Arguments of `memory_restore`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RestoreArgs {
+    /// The snapshot name or version to bring the memories back to.
+    pub(crate) to: VersionRef,
+}
+
+/// Result of `memory_restore`.
+pub(crate) type RestoreResult = Restored;
+
+/// Arguments of `memory_branch`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BranchArgs {
+    /// Name of the branch: a new table, e.g. "experiment".
+    pub(crate) name: String,
+    /// The snapshot name or version to fork at. Default: now.
+    #[serde(default)]
+    #[schemars(with = "VersionRef")]
+    pub(crate) at: Option<VersionRef>,
+}
+
+/// Result of `memory_branch`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct BranchResult {
+    /// The branch's name (its table).
+    pub(crate) name: String,
+    /// The table it was forked from.
+    pub(crate) base: String,
+    /// The version of the base table the branch starts from.
+    pub(crate) fork_version: i64,
+}
+
+/// How `memory_merge` resolves memories both sides changed since the fork.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(inline)]
+pub(crate) enum MergePolicy {
+    /// Merge nothing when there is a conflict; the error lists the conflicting ids.
+    Fail,
+    /// Keep the table's version of conflicting memories.
+    Ours,
+    /// Take the branch's version of conflicting memories.
+    Theirs,
+}
+
+impl MergePolicy {
+    /// The `policy` argument of `subcog_merge`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            MergePolicy::Fail => "fail",
+            MergePolicy::Ours => "ours",
+            MergePolicy::Theirs => "theirs",
+        }
+    }
+}
+
+/// Arguments of `memory_merge`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MergeArgs {
+    /// Name of the branch to merge (from memory_branch).
+    pub(crate) branch: String,
+    /// "fail" (default), "ours" or "theirs".
+    #[serde(default)]
+    #[schemars(with = "MergePolicy")]
+    pub(crate) policy: Option<MergePolicy>,
+}
+
+/// Result of `memory_merge`.
+pub(crate) type MergeResult = Merged;

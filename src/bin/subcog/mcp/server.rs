@@ -15,16 +15,21 @@ use rusqlite::Connection;
 use super::MAX_PROTOCOL;
 use super::pool::Pool;
 use super::schema::{
-    Args, ContextArgs, ContextResult, DeleteResult, IdArgs, LinkArgs, LinkResult, ListArgs,
-    ListResult, SearchArgs, SearchResult, StatsArgs, StoreArgs, StoreResult, UpdateArgs,
+    Args, BranchArgs, BranchResult, ContextArgs, ContextResult, DeleteResult, DiffArgs, DiffResult,
+    HistoryArgs, HistoryResult, IdArgs, LinkArgs, LinkResult, ListArgs, ListResult, MergeArgs,
+    MergeResult, RestoreArgs, RestoreResult, SearchArgs, SearchResult, SnapshotAction,
+    SnapshotArgs, SnapshotResult, StatsArgs, StoreArgs, StoreResult, UpdateArgs,
 };
 use crate::access::{Principal, Scope};
-use crate::ops::{self, Memory, Stats};
+use crate::db::TABLE;
+use crate::ops::{self, Memory, Stats, history};
 
 const INSTRUCTIONS: &str = "Long-term memory that persists across conversations, stored in a \
 local SQLite database. Search it (memory_search) before answering questions about the user, \
 their projects or earlier decisions; store (memory_store) durable facts, preferences and \
-decisions as short self-contained sentences; update or delete memories that turn out wrong.";
+decisions as short self-contained sentences; update or delete memories that turn out wrong. \
+Every change is versioned: memory_history shows how a memory changed, memory_snapshot names \
+the current state, memory_diff compares two states, and memory_restore brings one back.";
 
 /// The MCP server: the connections to the memory database ([`Pool`]) and, for
 /// `subcog serve`, the rule that every call carries a [`Principal`] (put into the HTTP
@@ -113,6 +118,21 @@ fn check_writable(conn: &Connection, p: &Principal, id: i64) -> Result<(), Strin
         .filter(|ns| p.sees(ns))
         .ok_or_else(|| ops::no_such(id))?;
     p.check_write(&ns)
+}
+
+/// The message for a memory id the history does not hold (also given, word for word, for
+/// the history of a memory outside the caller's namespaces).
+fn no_history(id: i64) -> String {
+    format!(
+        "no memory with id {id} in the history; memory_list shows the existing ids, \
+         memory_diff the ones added or removed since a version"
+    )
+}
+
+/// The snapshot name of an action that needs one.
+fn snapshot_name(name: Option<String>, action: &str) -> Result<String, String> {
+    name.filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| format!("give name: action {action} needs the snapshot's name"))
 }
 
 /// The namespace a context may use for `p`: the one asked for (if readable), none (every
@@ -467,6 +487,280 @@ impl MemoryServer {
             s
         });
         Ok(Json(self.logged(&p, "memory_stats", r)?))
+    }
+
+    /// `memory_history`.
+    #[tool(
+        name = "memory_history",
+        description = "Every recorded version of one memory, oldest first: when it was \
+        inserted, updated, merged with a duplicate, deleted or restored, with the memory as \
+        it was before and after each change, and the version number of each change (which \
+        memory_diff and memory_restore take). Works for deleted memories too.",
+        annotations(
+            title = "History of a memory",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_history(
+        &self,
+        ext: Extensions,
+        Parameters(Args(a)): Parameters<Args<HistoryArgs>>,
+    ) -> Result<Json<HistoryResult>, String> {
+        let p = self.principal(&ext)?;
+        let who = p.clone();
+        let r = self
+            .read(move |c, _| {
+                let all = history::history(c, TABLE, a.id)?;
+                // Only the versions in a namespace the caller sees; none: not found.
+                let versions: Vec<_> = all
+                    .into_iter()
+                    .filter(|e| e.namespace().is_some_and(|ns| who.sees(ns)))
+                    .collect();
+                if versions.is_empty() {
+                    return Err(no_history(a.id));
+                }
+                for e in &versions {
+                    if let Some(ns) = e.namespace() {
+                        who.check_read(ns)?;
+                    }
+                }
+                Ok(HistoryResult {
+                    id: a.id,
+                    versions,
+                    current_version: history::version(c, TABLE)?,
+                })
+            })
+            .await;
+        Ok(Json(self.logged(&p, "memory_history", r)?))
+    }
+
+    /// `memory_snapshot`.
+    #[tool(
+        name = "memory_snapshot",
+        description = "Name the current state of the memories (action create, with a name \
+        such as \"before-cleanup\"), list the named states (action list), or drop a name \
+        (action drop). A snapshot costs nothing to take: it names the current version, \
+        which memory_diff, memory_restore and memory_branch then accept by name. Take one \
+        before a risky cleanup.",
+        annotations(
+            title = "Snapshots of the memories",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_snapshot(
+        &self,
+        ext: Extensions,
+        Parameters(Args(a)): Parameters<Args<SnapshotArgs>>,
+    ) -> Result<Json<SnapshotResult>, String> {
+        let p = self.principal(&ext)?;
+        let r = match a.action {
+            SnapshotAction::List => {
+                self.read(|c, _| {
+                    Ok(SnapshotResult {
+                        action: "list".into(),
+                        name: None,
+                        version: None,
+                        snapshots: Some(history::snapshots(c, TABLE)?),
+                        current_version: history::version(c, TABLE)?,
+                    })
+                })
+                .await
+            }
+            SnapshotAction::Create => match snapshot_name(a.name, "create")
+                .and_then(|n| p.check_writes_any("create a snapshot").map(|()| n))
+            {
+                Ok(name) => {
+                    self.write(move |c| {
+                        let version = history::snapshot_create(c, TABLE, &name)?;
+                        Ok(SnapshotResult {
+                            action: "create".into(),
+                            name: Some(name),
+                            version: Some(version),
+                            snapshots: None,
+                            current_version: history::version(c, TABLE)?,
+                        })
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            },
+            SnapshotAction::Drop => match snapshot_name(a.name, "drop")
+                .and_then(|n| p.check_admin("drop a snapshot").map(|()| n))
+            {
+                Ok(name) => {
+                    self.write(move |c| {
+                        let version = history::snapshot_drop(c, TABLE, &name)?;
+                        Ok(SnapshotResult {
+                            action: "drop".into(),
+                            name: Some(name),
+                            version: Some(version),
+                            snapshots: None,
+                            current_version: history::version(c, TABLE)?,
+                        })
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        Ok(Json(self.logged(&p, "memory_snapshot", r)?))
+    }
+
+    /// `memory_diff`.
+    #[tool(
+        name = "memory_diff",
+        description = "What changed in the memories between two versions (snapshot names \
+        or version numbers; to defaults to now): one row per memory that differs, with \
+        change added, removed or changed and the memory before and after. At most limit \
+        rows (default 100), by id; truncated says when there were more.",
+        annotations(
+            title = "Compare two versions",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_diff(
+        &self,
+        ext: Extensions,
+        Parameters(Args(a)): Parameters<Args<DiffArgs>>,
+    ) -> Result<Json<DiffResult>, String> {
+        let p = self.principal(&ext)?;
+        let who = p.clone();
+        let r = self
+            .read(move |c, _| {
+                if !(1..=1000).contains(&a.limit) {
+                    return Err(format!("limit must be from 1 to 1000 (got {})", a.limit));
+                }
+                let mut rows = history::diff(c, TABLE, &a.from, a.to.as_ref())?;
+                // Only memories whose every side is in a namespace the caller reads.
+                if !who.reads_all() {
+                    rows.retain(|r| r.namespaces().all(|ns| who.read.allows(ns)));
+                }
+                let total = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+                let limit = usize::try_from(a.limit).unwrap_or(usize::MAX);
+                let truncated = rows.len() > limit;
+                rows.truncate(limit);
+                Ok(DiffResult {
+                    from: a.from,
+                    to: a.to,
+                    rows,
+                    total,
+                    truncated,
+                    current_version: history::version(c, TABLE)?,
+                })
+            })
+            .await;
+        Ok(Json(self.logged(&p, "memory_diff", r)?))
+    }
+
+    /// `memory_restore`.
+    #[tool(
+        name = "memory_restore",
+        description = "Bring every memory back to how it was at a snapshot or version, in \
+        one transaction: memories added since are deleted, deleted ones come back, changed \
+        ones are reverted. The restore is itself recorded, so it can be undone by restoring \
+        previous_version. Needs an admin token over HTTP. Check with memory_diff first.",
+        annotations(
+            title = "Restore a version",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_restore(
+        &self,
+        ext: Extensions,
+        Parameters(Args(a)): Parameters<Args<RestoreArgs>>,
+    ) -> Result<Json<RestoreResult>, String> {
+        let p = self.principal(&ext)?;
+        let r = match p.check_admin("restore the memories") {
+            Ok(()) => self.write(move |c| history::restore(c, TABLE, &a.to)).await,
+            Err(e) => Err(e),
+        };
+        Ok(Json(self.logged(&p, "memory_restore", r)?))
+    }
+
+    /// `memory_branch`.
+    #[tool(
+        name = "memory_branch",
+        description = "Fork the memories into a branch (a separate table named name) at a \
+        snapshot or version (default: now), to try changes apart from the main memories; \
+        memory_merge brings the branch's changes back. Needs an admin token over HTTP.",
+        annotations(
+            title = "Branch the memories",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_branch(
+        &self,
+        ext: Extensions,
+        Parameters(Args(a)): Parameters<Args<BranchArgs>>,
+    ) -> Result<Json<BranchResult>, String> {
+        let p = self.principal(&ext)?;
+        let r = if a.name.trim().is_empty() {
+            Err("name must be a non-empty text (the branch's table name)".to_string())
+        } else {
+            match p.check_admin("create a branch") {
+                Ok(()) => {
+                    self.write(move |c| {
+                        let fork_version = history::branch(c, TABLE, &a.name, a.at.as_ref())?;
+                        Ok(BranchResult {
+                            name: a.name,
+                            base: TABLE.to_string(),
+                            fork_version,
+                        })
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+        };
+        Ok(Json(self.logged(&p, "memory_branch", r)?))
+    }
+
+    /// `memory_merge`.
+    #[tool(
+        name = "memory_merge",
+        description = "Merge a branch (from memory_branch) back into the memories: its \
+        changes since the fork are applied. A memory changed on both sides is a conflict: \
+        policy fail (default) merges nothing and lists the conflicting ids, ours keeps the \
+        memories' version, theirs takes the branch's. Needs an admin token over HTTP.",
+        annotations(
+            title = "Merge a branch",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_merge(
+        &self,
+        ext: Extensions,
+        Parameters(Args(a)): Parameters<Args<MergeArgs>>,
+    ) -> Result<Json<MergeResult>, String> {
+        let p = self.principal(&ext)?;
+        let r = if a.branch.trim().is_empty() {
+            Err("branch must be a non-empty text (the branch's name)".to_string())
+        } else {
+            match p.check_admin("merge a branch") {
+                Ok(()) => {
+                    self.write(move |c| {
+                        history::merge(c, &a.branch, TABLE, a.policy.map(|p| p.as_str()))
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+        };
+        Ok(Json(self.logged(&p, "memory_merge", r)?))
     }
 }
 

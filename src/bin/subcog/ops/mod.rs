@@ -4,9 +4,10 @@
 //! touches the shadow tables or the extension's Rust API directly. [`records`] holds the
 //! types the operations take and return (with their JSON schemas), [`write`] the stores,
 //! updates and deletes, [`read`] the reads and searches, [`context`] context assembly
-//! and links.
+//! and links, [`history`] versions, snapshots, diffs, restores, branches and merges.
 
 mod context;
+pub(crate) mod history;
 mod read;
 mod records;
 mod write;
