@@ -44,6 +44,7 @@ pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     sql::vec_search::register(conn)?;
     sql::context::register(conn)?;
     sql::history::register(conn)?;
+    sql::branch::register(conn)?;
     Ok(())
 }
 

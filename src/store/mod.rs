@@ -25,6 +25,7 @@
 //! Every SQL text is built once per table ([`Store::sql`]) and prepared once per
 //! connection (the statement cache holds them all, [`STATEMENT_CACHE`]).
 
+pub(crate) mod branch;
 mod content;
 mod fts;
 pub(crate) mod history;
@@ -72,6 +73,9 @@ pub(crate) struct Store {
     /// The `op` recorded for memory changes instead of insert/update/delete
     /// ([`Store::with_op`]: `merge`, `restore`).
     history_op: Cell<Option<&'static str>>,
+    /// Set while a branch writes its working copy's changes through
+    /// ([`Store::quietly`]): nothing is recorded.
+    quiet: Cell<bool>,
 }
 
 /// Quoted, schema-qualified names of the shadow tables.
@@ -89,6 +93,8 @@ struct Names {
     links: String,
     history: String,
     snapshots: String,
+    /// `_masked`: a branch's only ([`branch`]).
+    masked: String,
 }
 
 /// The suffixes of the shadow tables (without FTS5's own `_fts_*` tables).
@@ -103,6 +109,7 @@ pub(crate) const SHADOW_SUFFIXES: &[&str] = &[
     "links",
     "history",
     "snapshots",
+    "masked",
 ];
 
 impl Names {
@@ -121,6 +128,7 @@ impl Names {
             links: n("links"),
             history: n("history"),
             snapshots: n("snapshots"),
+            masked: n("masked"),
             raw_schema: schema.to_string(),
             schema: s,
         }
@@ -186,6 +194,7 @@ impl Store {
             q,
             sql: RefCell::default(),
             history_op: Cell::new(None),
+            quiet: Cell::new(false),
         };
         store.config_set("format", &FORMAT_VERSION.to_string())?;
         for (k, v) in store.opts.to_pairs() {
@@ -278,6 +287,7 @@ impl Store {
             q,
             sql: RefCell::default(),
             history_op: Cell::new(None),
+            quiet: Cell::new(false),
         })
     }
 
@@ -291,7 +301,8 @@ impl Store {
             "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
              DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
              DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
-             DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+             DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+            q.masked,
             q.fts,
             q.content,
             q.vectors,
@@ -314,7 +325,11 @@ impl Store {
         let old = self.table.clone();
         let s = &self.q.schema;
         let mut sql = String::new();
+        let branch = self.config_get(branch::BRANCH_OF)?.is_some();
         for suffix in SHADOW_SUFFIXES {
+            if *suffix == "masked" && !branch {
+                continue;
+            }
             sql.push_str(&format!(
                 "ALTER TABLE {s}.{} RENAME TO {};",
                 quote(&format!("{old}_{suffix}")),
