@@ -27,6 +27,9 @@ use crate::names::quote;
 pub(crate) const BRANCH_OF: &str = "branch_of";
 /// `_config` key of a branch: the base's version it was forked at.
 pub(crate) const BRANCH_FORK: &str = "branch_fork";
+/// Prefix of a merged branch's `_config` keys `merged:<branch id>` = the target id a merge
+/// renumbered it to.
+const MERGED_ID: &str = "merged:";
 /// Prefix of the base's `_config` keys naming its live branches (`branch:<name>`).
 const BRANCH_KEY: &str = "branch:";
 
@@ -211,6 +214,37 @@ impl Store {
                 self.table
             ))),
         }
+    }
+
+    /// Records the ids a merge renumbered (branch id -> target id).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(crate) fn set_merged_ids(&self, renumbered: &std::collections::BTreeMap<i64, i64>) -> Result<()> {
+        for (old, new) in renumbered {
+            self.config_set(&format!("{MERGED_ID}{old}"), &new.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The ids earlier merges renumbered: branch id -> target id.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(crate) fn merged_ids(&self) -> Result<HashMap<i64, i64>> {
+        let sql = self.sql(|| {
+            format!(
+                "SELECT CAST(substr(key, {}) AS INTEGER), CAST(value AS INTEGER) FROM {} \
+                 WHERE key >= '{MERGED_ID}' AND key < 'merged;'",
+                MERGED_ID.len() + 1,
+                self.q.config
+            )
+        });
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let v = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
     }
 
     /// Marks memory `id` as written by this branch.

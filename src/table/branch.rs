@@ -186,7 +186,10 @@ impl Policy {
 /// branch (`None`: absent).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Conflict {
+    /// The memory's id in the target.
     pub(crate) id: i64,
+    /// Its id in the branch (differs when an earlier merge renumbered it).
+    pub(crate) branch_id: i64,
     pub(crate) base: Option<String>,
     pub(crate) ours: Option<String>,
     pub(crate) theirs: Option<String>,
@@ -278,7 +281,9 @@ pub(crate) fn plan(into: &Store, branch: &Store, fork: i64) -> Result<Plan> {
         Ok((row, vector))
     };
     let unembedded = branch.unembedded_flags()?;
+    let mapped = branch.merged_ids()?;
     let masked = branch.masked_ids()?;
+    let masked_links = branch.masked_links()?;
     let mut out = Plan {
         steps: Vec::new(),
         links: Vec::new(),
@@ -287,43 +292,49 @@ pub(crate) fn plan(into: &Store, branch: &Store, fork: i64) -> Result<Plan> {
     };
     let mut new_ids = Vec::new();
     for &id in &masked {
-        let base = at_fork(id)?;
-        let theirs = state(branch, id)?;
+        let target = mapped.get(&id).copied().unwrap_or(id);
+        let base = at_fork(target)?;
+        let (trow, tvec) = state(branch, id)?;
+        let theirs = (
+            trow.map(|mut r| {
+                r.id = target;
+                r
+            }),
+            tvec,
+        );
         if theirs == base {
             continue;
         }
-        let ours = state(into, id)?;
-        if base.0.is_none() {
+        let ours = state(into, target)?;
+        if ours == theirs {
+            continue;
+        }
+        let step = |theirs: (Option<Row>, Option<Vec<u8>>)| RowStep {
+            id: target,
+            theirs: theirs.0,
+            vector: theirs.1,
+            unembedded: unembedded.contains_key(&id),
+        };
+        if base.0.is_none() && !mapped.contains_key(&id) {
+            // New in the branch: its id if free in the target, else a new one.
             match (&theirs.0, &ours.0) {
                 (None, _) => {}
                 (Some(_), Some(_)) => new_ids.push(id),
-                (Some(_), None) => out.steps.push(RowStep {
-                    id,
-                    theirs: theirs.0,
-                    vector: theirs.1,
-                    unembedded: unembedded.contains_key(&id),
-                }),
+                (Some(_), None) => out.steps.push(step(theirs)),
             }
             continue;
         }
-        if ours != base && ours != theirs {
+        if ours != base {
             out.conflicts.push(Conflict {
-                id,
+                id: target,
+                branch_id: id,
                 base: base.0.as_ref().map(row_json),
                 ours: ours.0.as_ref().map(row_json),
                 theirs: theirs.0.as_ref().map(row_json),
             });
             continue;
         }
-        if ours == theirs {
-            continue;
-        }
-        out.steps.push(RowStep {
-            id,
-            theirs: theirs.0,
-            vector: theirs.1,
-            unembedded: unembedded.contains_key(&id),
-        });
+        out.steps.push(step(theirs));
     }
     // New ids the target took meanwhile: the next ids free in both.
     if !new_ids.is_empty() {
@@ -347,33 +358,34 @@ pub(crate) fn plan(into: &Store, branch: &Store, fork: i64) -> Result<Plan> {
             next = next.saturating_add(1);
         }
     }
-    for (src, kind, dst) in branch.masked_links()? {
-        let base = match undo.links.get(&(src, kind.clone(), dst)) {
-            Some(l) => l.clone(),
-            None => into.link_of(src, dst, &kind)?,
+    for (src, kind, dst) in masked_links {
+        let map = |x: i64| {
+            out.renumbered
+                .get(&x)
+                .or_else(|| mapped.get(&x))
+                .copied()
+                .unwrap_or(x)
         };
-        let theirs = branch.link_of(src, dst, &kind)?;
-        if theirs == base {
-            continue;
-        }
-        let map = |x: i64| out.renumbered.get(&x).copied().unwrap_or(x);
         let (s, d) = (map(src), map(dst));
-        let ours = into.link_of(s, d, &kind)?;
-        let theirs = theirs.map(|mut l| {
+        let base = match undo.links.get(&(s, kind.clone(), d)) {
+            Some(l) => l.clone(),
+            None => into.link_of(s, d, &kind)?,
+        };
+        let theirs = branch.link_of(src, dst, &kind)?.map(|mut l| {
             l.src = s;
             l.dst = d;
             l
         });
+        if theirs == base {
+            continue;
+        }
+        let ours = into.link_of(s, d, &kind)?;
         if ours == theirs {
             continue;
         }
-        let contested = if s == src && d == dst {
-            ours != base
-        } else {
-            ours.is_some()
-        };
         out.links.push(LinkStep {
             add: theirs.is_some(),
+            contested: ours != base,
             link: theirs.unwrap_or(Link {
                 src: s,
                 dst: d,
@@ -381,7 +393,6 @@ pub(crate) fn plan(into: &Store, branch: &Store, fork: i64) -> Result<Plan> {
                 weight: 0.0,
                 created_at: 0,
             }),
-            contested,
         });
     }
     Ok(out)
@@ -873,12 +884,15 @@ impl MemoryTable {
             plan.conflicts
                 .iter()
                 .map(|c| -> Result<RowStep> {
-                    let (row, vector) = state(&bstore, c.id)?;
+                    let (row, vector) = state(&bstore, c.branch_id)?;
                     Ok(RowStep {
                         id: c.id,
-                        theirs: row,
+                        theirs: row.map(|mut r| {
+                            r.id = c.id;
+                            r
+                        }),
                         vector,
-                        unembedded: bstore.unembedded_flag(c.id)?.is_some(),
+                        unembedded: bstore.unembedded_flag(c.branch_id)?.is_some(),
                     })
                 })
                 .collect::<Result<_>>()?
@@ -929,6 +943,9 @@ impl MemoryTable {
             }
         }
         self.checkpoint_write()?;
+        // A later merge of the same branch maps these ids the same way (so a memory is
+        // not inserted twice).
+        bstore.set_merged_ids(&plan.renumbered)?;
         let renumbered: serde_json::Map<String, serde_json::Value> = plan
             .renumbered
             .iter()
