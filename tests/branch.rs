@@ -14,11 +14,17 @@ use rusqlite::{Connection, params};
 
 /// Memories of the tests: distinct facts (no two are near duplicates).
 const FACTS: &[(&str, &str)] = &[
-    ("The deploy pipeline runs on GitHub Actions every night", "ops"),
+    (
+        "The deploy pipeline runs on GitHub Actions every night",
+        "ops",
+    ),
     ("Alice prefers tea over coffee in the morning", "people"),
     ("The staging database lives in eu-west-1", "ops"),
     ("Bob is allergic to peanuts", "people"),
-    ("Quarterly planning happens in the first week of March", "work"),
+    (
+        "Quarterly planning happens in the first week of March",
+        "work",
+    ),
     ("The office wifi password rotates every month", "ops"),
     ("Carol maintains the billing service", "people"),
     ("Our API rate limit is 100 requests per minute", "work"),
@@ -31,7 +37,8 @@ const COLUMNS: &str = "id, content, namespace, tags, metadata, source, importanc
                        created_at, embedding, expires_at, superseded_by";
 
 fn run(c: &Connection, sql: &str) {
-    c.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    c.execute_batch(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// Every row of `sql`, each column as text.
@@ -56,7 +63,10 @@ fn views(c: &Connection, t: &str) -> Vec<Vec<String>> {
     vec![
         dump(c, &format!("SELECT {COLUMNS} FROM {t} ORDER BY id")),
         dump(c, &format!("SELECT {COLUMNS} FROM {t} WHERE id = 2")),
-        dump(c, &format!("SELECT id FROM {t} WHERE namespace = 'ops' ORDER BY id")),
+        dump(
+            c,
+            &format!("SELECT id FROM {t} WHERE namespace = 'ops' ORDER BY id"),
+        ),
         dump(
             c,
             &format!(
@@ -77,7 +87,10 @@ fn views(c: &Connection, t: &str) -> Vec<Vec<String>> {
 
 /// The base `mem` (default options) with [`FACTS`] (ids 1..=10, fixed times).
 fn base(c: &Connection, opts: &str) {
-    run(c, &format!("CREATE VIRTUAL TABLE mem USING memories({opts})"));
+    run(
+        c,
+        &format!("CREATE VIRTUAL TABLE mem USING memories({opts})"),
+    );
     for (i, (text, ns)) in FACTS.iter().enumerate() {
         c.execute(
             "INSERT INTO mem(content, namespace, created_at) VALUES (?1, ?2, ?3)",
@@ -133,7 +146,10 @@ fn branch_reads_and_writes_equal_a_plain_copy_made_at_the_fork() {
          DELETE FROM mem WHERE id = 5;
          INSERT INTO mem(content, namespace) VALUES ('The printer on floor two is broken', 'ops');",
     );
-    let base_rows = dump(&c, &format!("SELECT {COLUMNS}, updated_at FROM mem ORDER BY id"));
+    let base_rows = dump(
+        &c,
+        &format!("SELECT {COLUMNS}, updated_at FROM mem ORDER BY id"),
+    );
     let fork: i64 = c
         .query_row("SELECT subcog_branch('mem', 'trial', 'before')", [], |r| {
             r.get(0)
@@ -152,11 +168,18 @@ fn branch_reads_and_writes_equal_a_plain_copy_made_at_the_fork() {
     );
     writes(&c, "trial");
     writes(&c, "plain");
-    assert_eq!(views(&c, "trial"), views(&c, "plain"), "after the same writes");
+    assert_eq!(
+        views(&c, "trial"),
+        views(&c, "plain"),
+        "after the same writes"
+    );
     // Only what the branch wrote is stored in it; the base is untouched.
     assert_eq!(int(&c, "SELECT count(*) FROM trial_content"), 3);
     assert_eq!(
-        dump(&c, &format!("SELECT {COLUMNS}, updated_at FROM mem ORDER BY id")),
+        dump(
+            &c,
+            &format!("SELECT {COLUMNS}, updated_at FROM mem ORDER BY id")
+        ),
         base_rows
     );
     // A rolled back write and a failed statement leave the branch as it was.
@@ -173,8 +196,14 @@ fn branch_reads_and_writes_equal_a_plain_copy_made_at_the_fork() {
     assert!(e.contains("UNIQUE"), "{e}");
     assert_eq!(views(&c, "trial"), before, "after a failed statement");
     // The branch's history is what it shows, numbered on from the fork.
-    let h = dump(&c, "SELECT change, before IS NULL, after IS NULL FROM subcog_history('trial', 3)");
-    assert_eq!(h, vec!["Text(\"update\")|Integer(0)|Integer(0)|".to_string()]);
+    let h = dump(
+        &c,
+        "SELECT change, before IS NULL, after IS NULL FROM subcog_history('trial', 3)",
+    );
+    assert_eq!(
+        h,
+        vec!["Text(\"update\")|Integer(0)|Integer(0)|".to_string()]
+    );
     assert!(int(&c, "SELECT subcog_version('trial')") > v0);
     for t in ["mem", "trial", "plain"] {
         assert_integrity(&c, t, "after writes");
@@ -203,12 +232,28 @@ fn merge_applies_both_sides_renumbers_new_ids_and_can_be_restored() {
          INSERT INTO trial(content, namespace) VALUES ('Our API rate limit is 100 requests per minute!', 'work');
          INSERT INTO trial(content, namespace) VALUES ('Dana runs the Tuesday standup', 'people');",
     );
-    assert_eq!(ok_ids(&c, "SELECT id FROM trial WHERE id > 10 ORDER BY id", []), vec![11, 12]);
+    assert_eq!(
+        ok_ids(&c, "SELECT id FROM trial WHERE id > 10 ORDER BY id", []),
+        vec![11, 12]
+    );
     let sup: Option<i64> = c
-        .query_row("SELECT superseded_by FROM trial WHERE id = 8", [], |r| r.get(0))
+        .query_row("SELECT superseded_by FROM trial WHERE id = 8", [], |r| {
+            r.get(0)
+        })
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(sup, Some(11), "the near duplicate supersedes memory 8 in the branch");
-    assert!(ok_ids(&c, "SELECT id FROM subcog_merge_conflicts('trial', 'mem')", []).is_empty());
+    assert_eq!(
+        sup,
+        Some(11),
+        "the near duplicate supersedes memory 8 in the branch"
+    );
+    assert!(
+        ok_ids(
+            &c,
+            "SELECT id FROM subcog_merge_conflicts('trial', 'mem')",
+            []
+        )
+        .is_empty()
+    );
     let before_merge = int(&c, "SELECT subcog_version('mem')");
     let r: String = c
         .query_row("SELECT subcog_merge('trial', 'mem')", [], |r| r.get(0))
@@ -227,33 +272,49 @@ fn merge_applies_both_sides_renumbers_new_ids_and_can_be_restored() {
     };
     assert_eq!(text(2).as_deref(), Some("Alice switched to green tea"));
     assert_eq!(text(3), None);
-    assert_eq!(text(11).as_deref(), Some("The printer on floor two is broken"));
+    assert_eq!(
+        text(11).as_deref(),
+        Some("The printer on floor two is broken")
+    );
     assert_eq!(text(12).as_deref(), Some("Dana runs the Tuesday standup"));
     assert_eq!(
         text(13).as_deref(),
         Some("Our API rate limit is 100 requests per minute!")
     );
     assert_eq!(
-        int(&c, "SELECT CAST(importance * 10 AS INTEGER) FROM mem WHERE id = 1"),
+        int(
+            &c,
+            "SELECT CAST(importance * 10 AS INTEGER) FROM mem WHERE id = 1"
+        ),
         9,
         "the base's own change stays"
     );
     let sup: Option<i64> = c
-        .query_row("SELECT superseded_by FROM mem WHERE id = 8", [], |r| r.get(0))
+        .query_row("SELECT superseded_by FROM mem WHERE id = 8", [], |r| {
+            r.get(0)
+        })
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sup, Some(13), "the link follows the renumbered memory");
     // The merged rows keep the branch's vectors.
     assert_eq!(
-        int(&c, "SELECT (SELECT embedding FROM mem WHERE id = 13) = (SELECT embedding FROM trial WHERE id = 11)"),
+        int(
+            &c,
+            "SELECT (SELECT embedding FROM mem WHERE id = 13) = (SELECT embedding FROM trial WHERE id = 11)"
+        ),
         1
     );
     let ops = dump(&c, "SELECT change FROM subcog_history('mem', 2)");
-    assert_eq!(ops.last().map(String::as_str), Some("Text(\"merge_branch\")|"));
+    assert_eq!(
+        ops.last().map(String::as_str),
+        Some("Text(\"merge_branch\")|")
+    );
     assert_integrity(&c, "mem", "after merge");
     assert_integrity(&c, "trial", "after merge");
     // A second merge finds nothing left to do.
     let r: String = c
-        .query_row("SELECT subcog_merge('trial', 'mem', 'fail')", [], |r| r.get(0))
+        .query_row("SELECT subcog_merge('trial', 'mem', 'fail')", [], |r| {
+            r.get(0)
+        })
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(r.contains("\"applied\":0"), "{r}");
     // The merge is undone by a restore.
@@ -261,12 +322,21 @@ fn merge_applies_both_sides_renumbers_new_ids_and_can_be_restored() {
         r.get::<_, i64>(0)
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(text(2).as_deref(), Some("Alice prefers tea over coffee in the morning"));
+    assert_eq!(
+        text(2).as_deref(),
+        Some("Alice prefers tea over coffee in the morning")
+    );
     assert_eq!(text(12), None);
     assert_integrity(&c, "mem", "after restore");
     // The branch can be dropped; then the base too.
     run(&c, "DROP TABLE trial");
-    assert_eq!(int(&c, "SELECT count(*) FROM mem_config WHERE key LIKE 'branch:%'"), 0);
+    assert_eq!(
+        int(
+            &c,
+            "SELECT count(*) FROM mem_config WHERE key LIKE 'branch:%'"
+        ),
+        0
+    );
     run(&c, "DROP TABLE mem");
     assert_eq!(int(&c, "SELECT count(*) FROM sqlite_master"), 0);
 }
@@ -290,7 +360,11 @@ fn conflicts_fail_ours_and_theirs() {
          INSERT INTO trial(content, namespace) VALUES ('Dana runs the Tuesday standup', 'people');",
     );
     assert_eq!(
-        ok_ids(&c, "SELECT id FROM subcog_merge_conflicts('trial', 'mem')", []),
+        ok_ids(
+            &c,
+            "SELECT id FROM subcog_merge_conflicts('trial', 'mem')",
+            []
+        ),
         vec![2, 4],
         "memory 6 deleted on both sides (the same result): no conflict"
     );
@@ -307,20 +381,24 @@ fn conflicts_fail_ours_and_theirs() {
     let e = err_of(c.query_row("SELECT subcog_merge('trial', 'mem')", [], |r| {
         r.get::<_, String>(0)
     }));
-    assert!(e.contains("memories 2, 4") && e.contains("nothing was merged"), "{e}");
+    assert!(
+        e.contains("memories 2, 4") && e.contains("nothing was merged"),
+        "{e}"
+    );
     assert_eq!(int(&c, "SELECT subcog_version('mem')"), v);
     assert_eq!(dump(&c, "SELECT * FROM mem_content ORDER BY id"), snapshot);
     // ours: conflicts keep the target's side, the rest is applied.
     let r: String = c
-        .query_row("SELECT subcog_merge('trial', 'mem', 'ours')", [], |r| r.get(0))
+        .query_row("SELECT subcog_merge('trial', 'mem', 'ours')", [], |r| {
+            r.get(0)
+        })
         .unwrap_or_else(|e| panic!("{e}"));
     let j: serde_json::Value = serde_json::from_str(&r).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(j["applied"], 1, "{r}");
     assert_eq!(j["conflicts"][0]["id"], 2, "{r}");
     assert_eq!(j["conflicts"][1]["ours"], serde_json::Value::Null, "{r}");
     assert_eq!(
-        j["conflicts"][1]["theirs"]["content"],
-        "Bob is allergic to peanuts and shellfish",
+        j["conflicts"][1]["theirs"]["content"], "Bob is allergic to peanuts and shellfish",
         "{r}"
     );
     let content = |id: i64| -> Option<String> {
@@ -329,10 +407,15 @@ fn conflicts_fail_ours_and_theirs() {
     };
     assert_eq!(content(2).as_deref(), Some("Alice drinks mate now"));
     assert_eq!(content(4), None);
-    assert_eq!(content(11).as_deref(), Some("Dana runs the Tuesday standup"));
+    assert_eq!(
+        content(11).as_deref(),
+        Some("Dana runs the Tuesday standup")
+    );
     // theirs: the branch's side wins (memory 4 comes back with the branch's row).
     let r: String = c
-        .query_row("SELECT subcog_merge('trial', 'mem', 'theirs')", [], |r| r.get(0))
+        .query_row("SELECT subcog_merge('trial', 'mem', 'theirs')", [], |r| {
+            r.get(0)
+        })
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(r.contains("\"policy\":\"theirs\""), "{r}");
     assert_eq!(content(2).as_deref(), Some("Alice switched to green tea"));
@@ -340,7 +423,14 @@ fn conflicts_fail_ours_and_theirs() {
         content(4).as_deref(),
         Some("Bob is allergic to peanuts and shellfish")
     );
-    assert!(ok_ids(&c, "SELECT id FROM subcog_merge_conflicts('trial', 'mem')", []).is_empty());
+    assert!(
+        ok_ids(
+            &c,
+            "SELECT id FROM subcog_merge_conflicts('trial', 'mem')",
+            []
+        )
+        .is_empty()
+    );
     assert_integrity(&c, "mem", "after theirs");
     assert_integrity(&c, "trial", "after theirs");
 }
@@ -386,23 +476,47 @@ fn bad_input_is_an_error_that_changes_nothing() {
             "CREATE VIRTUAL TABLE b USING memories(branch_of='mem', dim=8)",
             "contradicts the base 'mem' (dim=384)",
         ),
-        ("CREATE VIRTUAL TABLE b USING memories(at=3)", "only with branch_of"),
-        ("SELECT subcog_branch('mem', 'b', 'nope')", "no snapshot named 'nope'"),
-        ("SELECT subcog_branch('plain_t', 'b')", "subcog_branch(base): not a memories table"),
+        (
+            "CREATE VIRTUAL TABLE b USING memories(at=3)",
+            "only with branch_of",
+        ),
+        (
+            "SELECT subcog_branch('mem', 'b', 'nope')",
+            "no snapshot named 'nope'",
+        ),
+        (
+            "SELECT subcog_branch('plain_t', 'b')",
+            "subcog_branch(base): not a memories table",
+        ),
         ("SELECT subcog_branch('mem', 'trial')", "already exists"),
-        ("SELECT subcog_merge('trial', 'other')", "is a branch of 'mem', not of 'other'"),
-        ("SELECT subcog_merge('other', 'mem')", "'other' is not a branch"),
+        (
+            "SELECT subcog_merge('trial', 'other')",
+            "is a branch of 'mem', not of 'other'",
+        ),
+        (
+            "SELECT subcog_merge('other', 'mem')",
+            "'other' is not a branch",
+        ),
         ("SELECT subcog_merge('trial', 'trial')", "same table"),
-        ("SELECT subcog_merge('trial', 'plain_t')", "subcog_merge(into): not a memories table"),
+        (
+            "SELECT subcog_merge('trial', 'plain_t')",
+            "subcog_merge(into): not a memories table",
+        ),
         (
             "SELECT subcog_merge('trial', 'mem', 'maybe')",
             "subcog_merge(policy): expected 'fail', 'ours' or 'theirs', got 'maybe'",
         ),
-        ("SELECT * FROM subcog_merge_conflicts('other', 'mem')", "'other' is not a branch"),
+        (
+            "SELECT * FROM subcog_merge_conflicts('other', 'mem')",
+            "'other' is not a branch",
+        ),
         // xDestroy's message does not reach the caller (SQLite reports a logic error).
         ("DROP TABLE mem", "SQL logic error"),
         ("SELECT id FROM trial WHERE as_of = 's1'", "is a branch"),
-        ("SELECT subcog_link('trial', 1, 2, 'relates')", "is a branch"),
+        (
+            "SELECT subcog_link('trial', 1, 2, 'relates')",
+            "is a branch",
+        ),
         ("SELECT subcog_restore('trial', 's1')", "is a branch"),
     ];
     for (sql, want) in cases {
@@ -432,7 +546,11 @@ fn a_branch_survives_reopen_in_both_journal_modes() {
         let c = open(&path);
         plain_copy(&c, "plain", "fork");
         writes(&c, "plain");
-        assert_eq!(views(&c, "trial"), views(&c, "plain"), "{mode}: after reopen");
+        assert_eq!(
+            views(&c, "trial"),
+            views(&c, "plain"),
+            "{mode}: after reopen"
+        );
         let r: String = c
             .query_row("SELECT subcog_merge('trial', 'mem')", [], |r| r.get(0))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -465,14 +583,27 @@ fn purge_keeps_the_history_a_branch_reads() {
          DELETE FROM mem WHERE id = 3;
          INSERT INTO mem(mem) VALUES ('purge');",
     );
-    assert!(int(&c, "SELECT CAST(value AS INTEGER) FROM mem_config WHERE key = 'history_floor'") <= fork);
+    assert!(
+        int(
+            &c,
+            "SELECT CAST(value AS INTEGER) FROM mem_config WHERE key = 'history_floor'"
+        ) <= fork
+    );
     let t: String = c
         .query_row("SELECT content FROM trial WHERE id = 2", [], |r| r.get(0))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(t, "Alice prefers tea over coffee in the morning");
     assert_eq!(int(&c, "SELECT count(*) FROM trial"), 10);
-    run(&c, "DROP TABLE trial; INSERT INTO mem(mem) VALUES ('purge');");
-    assert!(int(&c, "SELECT CAST(value AS INTEGER) FROM mem_config WHERE key = 'history_floor'") > fork);
+    run(
+        &c,
+        "DROP TABLE trial; INSERT INTO mem(mem) VALUES ('purge');",
+    );
+    assert!(
+        int(
+            &c,
+            "SELECT CAST(value AS INTEGER) FROM mem_config WHERE key = 'history_floor'"
+        ) > fork
+    );
 }
 
 /// Extra case (`dim=4, auto_embed=off`): vectors supplied by hand, KNN on a branch is the
@@ -480,7 +611,10 @@ fn purge_keeps_the_history_a_branch_reads() {
 #[test]
 fn supplied_vectors_dim4() {
     let c = mem();
-    run(&c, "CREATE VIRTUAL TABLE mem USING memories(dim=4, auto_embed=off)");
+    run(
+        &c,
+        "CREATE VIRTUAL TABLE mem USING memories(dim=4, auto_embed=off)",
+    );
     for i in 0..8 {
         let v = [1.0 + i as f32, (i % 3) as f32, (i % 2) as f32, 0.5];
         c.execute(

@@ -105,7 +105,9 @@ fn create(ctx: &FnContext<'_>) -> Result<i64> {
     let store = Store::connect(own, &schema, &name)?;
     match store.branch_info()? {
         Some((_, fork)) => Ok(fork),
-        None => Err(Error::Corrupt(format!("{F}: {name} was created without its fork"))),
+        None => Err(Error::Corrupt(format!(
+            "{F}: {name} was created without its fork"
+        ))),
     }
 }
 

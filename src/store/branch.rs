@@ -220,7 +220,10 @@ impl Store {
     ///
     /// # Errors
     /// SQLite errors.
-    pub(crate) fn set_merged_ids(&self, renumbered: &std::collections::BTreeMap<i64, i64>) -> Result<()> {
+    pub(crate) fn set_merged_ids(
+        &self,
+        renumbered: &std::collections::BTreeMap<i64, i64>,
+    ) -> Result<()> {
         for (old, new) in renumbered {
             self.config_set(&format!("{MERGED_ID}{old}"), &new.to_string())?;
         }
@@ -278,8 +281,12 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub(crate) fn masked_ids(&self) -> Result<Vec<i64>> {
-        let sql =
-            self.sql(|| format!("SELECT src FROM {} WHERE kind = '' ORDER BY src", self.q.masked));
+        let sql = self.sql(|| {
+            format!(
+                "SELECT src FROM {} WHERE kind = '' ORDER BY src",
+                self.q.masked
+            )
+        });
         let mut st = self.conn.prepare_cached(&sql)?;
         let v = st
             .query_map([], |r| r.get(0))?

@@ -136,11 +136,15 @@ fn same_connection(conn: &Connection) -> Result<Connection> {
 
 /// The store of the memories table `table` in `schema` on `conn`, or an error for `what`.
 fn table_store(conn: &Connection, schema: &str, table: &str, what: &str) -> Result<Store> {
-    let (s, t) = crate::names::resolve(conn, what, &format!(
-        "{}.{}",
-        crate::names::quote(schema),
-        crate::names::quote(table)
-    ))?;
+    let (s, t) = crate::names::resolve(
+        conn,
+        what,
+        &format!(
+            "{}.{}",
+            crate::names::quote(schema),
+            crate::names::quote(table)
+        ),
+    )?;
     Store::connect(same_connection(conn)?, &s, &t)
 }
 
@@ -483,7 +487,11 @@ impl MemoryTable {
                     crate::names::resolve(
                         &conn,
                         W,
-                        &format!("{}.{}", crate::names::quote(schema), crate::names::quote(base)),
+                        &format!(
+                            "{}.{}",
+                            crate::names::quote(schema),
+                            crate::names::quote(base)
+                        ),
                     )
                 }
             })
@@ -518,7 +526,8 @@ impl MemoryTable {
         let opts = base_store.opts.clone();
         let base_pairs = opts.to_pairs();
         for arg in rest.iter().filter(|a| !a.trim().is_empty()) {
-            let mut with: Vec<String> = base_pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut with: Vec<String> =
+                base_pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
             with.push(arg.clone());
             // The option alone must be valid (an unknown key or a bad value says so).
             TableOptions::parse(std::slice::from_ref(arg))?;

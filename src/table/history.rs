@@ -398,9 +398,9 @@ impl MemoryTable {
 /// # Errors
 /// SQLite errors; [`Error::Corrupt`] for a history row that does not parse.
 pub(crate) fn copy_at(
-store: &Store,
-version: i64,
-overlay: impl FnOnce(&Store) -> Result<usize>,
+    store: &Store,
+    version: i64,
+    overlay: impl FnOnce(&Store) -> Result<usize>,
 ) -> Result<MemoryTable> {
     let undo = store.undo_to(version)?;
     let mut opts = store.opts.clone();
