@@ -46,6 +46,7 @@ pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     sql::history::register(conn)?;
     // FTS5's top-k BM25 for keyword search (also registered on first use).
     store::bm25::register(conn);
+    sql::branch::register(conn)?;
     Ok(())
 }
 

@@ -12,7 +12,13 @@ the first as-of query of a snapshot (builds the private copy) and the p50 of as-
 hybrid and KNN queries after it, `subcog_diff` of 1,000 changes and `subcog_restore` of
 1,000 changes.
 
+Branches (--branch-n memories, vectors supplied, WAL): the time of `subcog_branch` and the
+pages it adds (`PRAGMA page_count` before and after, checkpointed), the first read of the
+branch (builds its working copy), a KNN p50 on the branch, 100 writes on the branch and
+the merge of them back.
+
 Usage: .venv/bin/python benches/py/history_bench.py [--n 500] [--m 10000] [--rounds 3]
+       .venv/bin/python benches/py/history_bench.py --branch-only [--branch-n 100000]
 """
 import argparse
 import os
@@ -183,6 +189,66 @@ def as_of_times(tmp, n, seed):
     return out
 
 
+def branch_times(tmp, n, seed):
+    rng = random.Random(seed)
+    c, path = fresh(tmp, "branch", "on")
+    c.execute("BEGIN")
+    for lo in range(0, n, 10_000):
+        c.executemany("INSERT INTO m(content, embedding) VALUES (?, ?)",
+                      [(text(rng, i), vec(rng)) for i in range(lo, min(n, lo + 10_000))])
+    c.execute("COMMIT")
+    c.execute("SELECT subcog_snapshot('m', 'base')").fetchone()
+    # The base moves on after the snapshot: 1,000 changes.
+    c.execute("BEGIN")
+    for i in range(1_000):
+        c.execute("UPDATE m SET importance = 0.9 WHERE id = ?", (1 + i * 13 % n,))
+    c.execute("COMMIT")
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = c.execute("PRAGMA page_size").fetchone()[0]
+    out = {}
+    times, pages = [], []
+    for i in range(5):
+        before = c.execute("PRAGMA page_count").fetchone()[0]
+        t = time.perf_counter()
+        c.execute("SELECT subcog_branch('m', ?, 'base')", (f"b{i}",)).fetchone()
+        times.append((time.perf_counter() - t) * 1e3)
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages.append(c.execute("PRAGMA page_count").fetchone()[0] - before)
+    out["branch_create_ms_p50_of_5"] = statistics.median(times)
+    out["branch_create_ms_max_of_5"] = max(times)
+    out["branch_new_pages"] = statistics.median(pages)
+    out["branch_new_bytes"] = statistics.median(pages) * page
+    out["rows_in_branch_content"] = c.execute("SELECT count(*) FROM b0_content").fetchone()[0]
+    t = time.perf_counter()
+    out["first_read_rows"] = c.execute("SELECT count(*) FROM b0").fetchone()[0]
+    out["first_read_ms (builds the working copy)"] = (time.perf_counter() - t) * 1e3
+    knn = []
+    for i in range(30):
+        q = (vec(rng),)
+        t = time.perf_counter()
+        c.execute("SELECT id, distance FROM b0 WHERE embedding MATCH ? AND k = 10", q).fetchall()
+        knn.append((time.perf_counter() - t) * 1e3)
+    out["branch_knn_p50_ms"] = statistics.median(knn)
+    t = time.perf_counter()
+    c.execute("BEGIN")
+    for i in range(50):
+        c.execute("UPDATE b0 SET content = ?, embedding = ? WHERE id = ?",
+                  (text(rng, 500_000 + i), vec(rng), 2 + i * 17 % n))
+    c.executemany("INSERT INTO b0(content, embedding) VALUES (?, ?)",
+                  [(text(rng, 600_000 + i), vec(rng)) for i in range(50)])
+    c.execute("COMMIT")
+    out["branch_100_writes_ms"] = (time.perf_counter() - t) * 1e3
+    t = time.perf_counter()
+    r = c.execute("SELECT subcog_merge('b0', 'm', 'theirs')").fetchone()[0]
+    out["merge_ms"] = (time.perf_counter() - t) * 1e3
+    out["merge_result_applied"] = __import__("json").loads(r)["applied"]
+    for t_ in ("m", "b0"):
+        ok = c.execute("SELECT json_extract(subcog_integrity(?), '$.ok')", (t_,)).fetchone()[0]
+        out[f"integrity_ok_{t_}"] = bool(ok)
+    c.close()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=500, help="auto-embedded bulk rows")
@@ -190,7 +256,15 @@ def main():
     ap.add_argument("--singles", type=int, default=300)
     ap.add_argument("--asof-n", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--branch-n", type=int, default=100_000)
+    ap.add_argument("--branch-only", action="store_true")
     a = ap.parse_args()
+    if a.branch_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"branch of a table of {a.branch_n} memories (384-d vectors supplied)")
+            for k, v in branch_times(tmp, a.branch_n, 7).items():
+                print(f"{k:40s} {v:.1f}" if isinstance(v, float) else f"{k:40s} {v}")
+        return
     warm = sqlite3.connect(":memory:")
     warm.enable_load_extension(True)
     warm.load_extension(EXT)
@@ -217,6 +291,8 @@ def main():
                 print(f"{k:18s} history=on {on:10.1f}  history=off {off:10.1f} {what:12s} on/off {on / off:.3f}")
         for k, v in as_of_times(tmp, a.asof_n, 99).items():
             print(f"{k:28s} {v:.1f}" if isinstance(v, float) else f"{k:28s} {v}")
+        for k, v in branch_times(tmp, a.branch_n, 7).items():
+            print(f"{k:40s} {v:.1f}" if isinstance(v, float) else f"{k:40s} {v}")
 
 
 if __name__ == "__main__":

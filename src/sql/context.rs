@@ -179,6 +179,7 @@ fn assemble(conn: &Connection, func: &str, args: &[ValueRef<'_>]) -> Result<Asse
         &schema,
         &table,
     )?;
+    store.refuse_branch(func)?;
     let model = embedder::get()?;
     context::assemble(&store, &hits, budget, &opts, &|s| model.count_tokens(s))
 }
@@ -230,6 +231,7 @@ fn link(ctx: &FnContext<'_>) -> Result<i64> {
     let conn = connection(ctx)?;
     let (schema, table) = table_arg(&conn, F, ctx.get_raw(0))?;
     let store = Store::connect(connection(ctx)?, &schema, &table)?;
+    store.refuse_branch(F)?;
     let (src, dst) = link_ends(ctx, F, &store)?;
     let kind = kind_arg(F, ctx.get_raw(3))?;
     let weight = if ctx.len() > 4 {
@@ -260,6 +262,7 @@ fn unlink(ctx: &FnContext<'_>) -> Result<i64> {
     let conn = connection(ctx)?;
     let (schema, table) = table_arg(&conn, F, ctx.get_raw(0))?;
     let store = Store::connect(connection(ctx)?, &schema, &table)?;
+    store.refuse_branch(F)?;
     let src = int_arg(F, "src_id", ctx.get_raw(1))?;
     let dst = int_arg(F, "dst_id", ctx.get_raw(2))?;
     let kind = if ctx.len() > 3 {
@@ -344,6 +347,7 @@ impl Spec for Links {
             &schema,
             &table,
         )?;
+        store.refuse_branch(Self::NAME)?;
         Ok(store
             .links_of(&[id])?
             .into_iter()

@@ -116,7 +116,7 @@ impl<'vtab> MemCursor<'vtab> {
             col::DISTANCE => ctx.set_result(found.and_then(|f| f.distance)),
             col::SCORE => ctx.set_result(found.and_then(|f| f.score)),
             col::K => ctx.set_result(self.answer.k),
-            col::AS_OF => ctx.set_result(self.answer.as_of.as_ref().map(|a| a.version)),
+            col::AS_OF => ctx.set_result(self.answer.as_of.as_ref().and_then(|a| a.version)),
             _ => ctx.set_result(Null),
         }?)
     }

@@ -145,6 +145,7 @@ fn restore(ctx: &FnContext<'_>) -> Result<i64> {
         )));
     }
     let store = store_of(&conn, F, ctx.get_raw(0))?;
+    store.refuse_branch(F)?;
     let at = history::resolve(
         &store,
         &format!("{F}(snapshot_or_version)"),

@@ -94,5 +94,6 @@ fn last_insert(ctx: &Context<'_>) -> Result<Option<String>> {
 fn purge(ctx: &Context<'_>) -> Result<i64> {
     let (schema, table) = table_arg(ctx, "subcog_purge")?;
     let store = crate::store::Store::connect(connection(ctx)?, &schema, &table)?;
+    store.refuse_branch("subcog_purge")?;
     Ok(crate::table::commands::purge(&store, now_ms())? as i64)
 }

@@ -6,6 +6,7 @@
 //! [`crate::table`], where the memory logic lives.
 
 mod args;
+pub(crate) mod branch;
 pub(crate) mod context;
 mod cursor;
 #[cfg(feature = "ext")]

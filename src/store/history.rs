@@ -52,6 +52,11 @@ pub(crate) const TIME_MIN: i64 = 1_000_000_000_000;
 /// could later undo.
 static CHANGES: AtomicU64 = AtomicU64::new(0);
 
+/// Counts `n` changes recorded outside [`Store::record`] (a branch's copied changes).
+pub(crate) fn count_changes(n: u64) {
+    CHANGES.fetch_add(n, Ordering::Relaxed);
+}
+
 /// The number of changes recorded by this process so far.
 pub(crate) fn changes_recorded() -> u64 {
     CHANGES.load(Ordering::Relaxed)
@@ -132,7 +137,7 @@ fn link_json(l: &Link) -> String {
     .unwrap_or_default()
 }
 
-fn link_from_json(s: &str) -> Result<Link> {
+pub(crate) fn link_from_json(s: &str) -> Result<Link> {
     let j: LinkJson = serde_json::from_str(s)
         .map_err(|e| Error::Corrupt(format!("history link is not a link's JSON ({e})")))?;
     Ok(Link {
@@ -225,6 +230,9 @@ impl Store {
         after: Option<String>,
         vector: Option<Option<&[u8]>>,
     ) -> Result<()> {
+        if self.quiet.get() {
+            return Ok(());
+        }
         let sql = self.sql(|| {
             format!(
                 "INSERT INTO {}(time, op, id, before, after, vector_changed, embedding) \
@@ -473,7 +481,8 @@ impl Store {
 
     /// Applies the retention option `history_keep` at `now`: drops the changes older than
     /// it keeps, but never the newest change (versions only grow) nor any change after the
-    /// oldest snapshot (a snapshot stays reachable until dropped). Returns how many
+    /// oldest snapshot (a snapshot stays reachable until dropped) or after the oldest live
+    /// branch's fork version (the branch reads this table as of it). Returns how many
     /// changes were dropped; the floor ([`Store::history_floor`]) moves to the newest one
     /// dropped.
     ///
@@ -504,6 +513,10 @@ impl Store {
         cut = cut.min(current - 1);
         if let Some(oldest) = self.snapshots()?.iter().map(|s| s.version).min() {
             cut = cut.min(oldest);
+        }
+        // A live branch reads this table as of its fork version: keep what undoes to it.
+        if let Some(fork) = self.branches()?.iter().map(|b| b.1).min() {
+            cut = cut.min(fork);
         }
         if cut <= self.history_floor()? {
             return Ok(0);

@@ -2,7 +2,9 @@
 //! HNSW snapshot agree?
 //!
 //! Checks, each reported as a count and, when wrong, as a problem line:
-//! * every `mem_vectors` row belongs to a memory (`orphan_vectors`);
+//! * every `mem_vectors` row belongs to a memory (`orphan_vectors`), every link joins two
+//!   memories (`orphan_links`; for a branch, memories it shows: its own rows and its base's
+//!   as of the fork that it did not mask);
 //! * the FTS5 index has exactly one document per memory (`fts_missing`, `fts_orphans`,
 //!   via FTS5's `mem_fts_docsize`) and passes FTS5's own `integrity-check` (a write
 //!   statement: run only outside a read transaction; "skipped" when another connection
@@ -113,7 +115,22 @@ fn check_rows(store: &Store, r: &mut Report) -> Result<()> {
         l = q.links,
         c = q.content
     );
-    r.count("orphan_links", count(c, &orphan_links)?, |n| {
+    // A branch's links may join memories it shows from its base (as of the fork).
+    let orphans_found = match store.branch_info()? {
+        None => count(c, &orphan_links)?,
+        Some((base, fork)) => {
+            // SAFETY: the same connection, not owned (the Store only runs statements on it).
+            let own = unsafe { Connection::from_handle(c.handle())? };
+            let base = Store::connect(own, &store.q.raw_schema, &base)?;
+            let visible = store.branch_visible_ids(&base, fork)?;
+            store
+                .all_links()?
+                .iter()
+                .filter(|l| !visible.contains(&l.src) || !visible.contains(&l.dst))
+                .count() as i64
+        }
+    };
+    r.count("orphan_links", orphans_found, |n| {
         Some(format!(
             "{n} links between memories name a memory that does not exist"
         ))

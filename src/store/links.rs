@@ -79,7 +79,7 @@ impl Store {
     }
 
     /// The link `src -kind-> dst`, if it exists.
-    fn link(&self, src: i64, dst: i64, kind: &str) -> Result<Option<Link>> {
+    pub(super) fn link(&self, src: i64, dst: i64, kind: &str) -> Result<Option<Link>> {
         let sql = self.sql(|| {
             format!(
                 "SELECT src, dst, kind, weight, created_at FROM {} \

@@ -26,6 +26,7 @@
 //! connection (the statement cache holds them all, [`STATEMENT_CACHE`]).
 
 pub(crate) mod bm25;
+pub(crate) mod branch;
 mod content;
 mod fts;
 pub(crate) mod history;
@@ -75,6 +76,9 @@ pub(crate) struct Store {
     history_op: Cell<Option<&'static str>>,
     /// Document frequencies of keyword-search words ([`Store::keyword_words`]).
     df: RefCell<fts::DfCache>,
+    /// Set while a branch writes its working copy's changes through
+    /// ([`Store::quietly`]): nothing is recorded.
+    quiet: Cell<bool>,
 }
 
 /// Quoted, schema-qualified names of the shadow tables.
@@ -92,6 +96,8 @@ struct Names {
     links: String,
     history: String,
     snapshots: String,
+    /// `_masked`: a branch's only ([`branch`]).
+    masked: String,
 }
 
 /// The suffixes of the shadow tables (without FTS5's own `_fts_*` tables).
@@ -106,6 +112,7 @@ pub(crate) const SHADOW_SUFFIXES: &[&str] = &[
     "links",
     "history",
     "snapshots",
+    "masked",
 ];
 
 impl Names {
@@ -124,6 +131,7 @@ impl Names {
             links: n("links"),
             history: n("history"),
             snapshots: n("snapshots"),
+            masked: n("masked"),
             raw_schema: schema.to_string(),
             schema: s,
         }
@@ -190,6 +198,7 @@ impl Store {
             sql: RefCell::default(),
             history_op: Cell::new(None),
             df: RefCell::default(),
+            quiet: Cell::new(false),
         };
         store.config_set("format", &FORMAT_VERSION.to_string())?;
         for (k, v) in store.opts.to_pairs() {
@@ -283,6 +292,7 @@ impl Store {
             sql: RefCell::default(),
             history_op: Cell::new(None),
             df: RefCell::default(),
+            quiet: Cell::new(false),
         })
     }
 
@@ -296,7 +306,8 @@ impl Store {
             "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
              DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
              DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};
-             DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+             DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+            q.masked,
             q.fts,
             q.content,
             q.vectors,
@@ -319,7 +330,11 @@ impl Store {
         let old = self.table.clone();
         let s = &self.q.schema;
         let mut sql = String::new();
+        let branch = self.config_get(branch::BRANCH_OF)?.is_some();
         for suffix in SHADOW_SUFFIXES {
+            if *suffix == "masked" && !branch {
+                continue;
+            }
             sql.push_str(&format!(
                 "ALTER TABLE {s}.{} RENAME TO {};",
                 quote(&format!("{old}_{suffix}")),

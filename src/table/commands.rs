@@ -14,11 +14,19 @@ impl MemoryTable {
     /// orphan vectors and links); `optimize` folds the pending vectors into the HNSW
     /// snapshot now; `purge` deletes every expired memory and applies `history_keep`;
     /// `restore:<version or snapshot>` restores the table to that version
-    /// ([`MemoryTable::restore`]).
+    /// ([`MemoryTable::restore`]); `merge:<fail|ours|theirs>:<branch>` merges a branch of
+    /// this table into it ([`MemoryTable::merge_branch`]). On a branch, see
+    /// [`MemoryTable::branch_command`].
     ///
     /// # Errors
     /// [`Error::Invalid`] for another name ([`unknown`]); SQLite, model or usearch errors.
     pub(crate) fn command(&self, name: &str) -> Result<()> {
+        if let Some((policy, branch)) = super::branch::merge_target(name)? {
+            return self.merge_branch(&branch, policy).map(|_| ());
+        }
+        if let Some(b) = &self.branch {
+            return self.branch_command(b, name);
+        }
         if let Some(target) = restore_target(name) {
             return self.restore(&target).map(|_| ());
         }
@@ -69,8 +77,8 @@ fn restore_target(name: &str) -> Option<Target> {
 /// shown to the user).
 pub(crate) fn unknown(table: &str, got: &str) -> Error {
     Error::invalid(format!(
-        "column {table}: expected a command ('rebuild', 'optimize', 'purge' or \
-         'restore:<version or snapshot>'), got {got}"
+        "column {table}: expected a command ('rebuild', 'optimize', 'purge', \
+         'restore:<version or snapshot>' or 'merge:<fail|ours|theirs>:<branch>'), got {got}"
     ))
 }
 

@@ -37,6 +37,9 @@ impl MemoryTable {
     /// # Errors
     /// Model or inference errors; SQLite errors.
     pub(crate) fn flush(&self) -> Result<()> {
+        if let Some(b) = &self.branch {
+            return self.keeping_last_rowid(|| self.branch_flush(b));
+        }
         self.keeping_last_rowid(|| self.flush_now())
     }
 

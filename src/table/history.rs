@@ -250,6 +250,9 @@ impl MemoryTable {
     /// # Errors
     /// [`resolve`]'s errors; the query's own.
     pub(crate) fn query_as_of(&self, query: Query, target: &Target) -> Result<Answer> {
+        if self.branch.is_some() {
+            return Err(self.branch_as_of());
+        }
         let at = resolve(&self.store, "as_of", target)?;
         let copy = self.as_of_table(at)?;
         let scan = matches!(query, Query::Scan { .. });
@@ -260,7 +263,7 @@ impl MemoryTable {
             answer.rows = copy.store.rows_of(&ids)?;
         }
         answer.as_of = Some(super::query::AsOf {
-            version: at.version,
+            version: Some(at.version),
             table: copy,
         });
         Ok(answer)
@@ -290,97 +293,8 @@ impl MemoryTable {
 
     /// Builds the in-memory copy of this table as of `at`.
     fn build_as_of(&self, at: Resolved) -> Result<MemoryTable> {
-        let store = &self.store;
-        let undo = store.undo_to(at.version)?;
-        let mut opts = store.opts.clone();
-        opts.history = false;
-        opts.auto_embed = false;
-        opts.dedup = DedupPolicy::Off;
-        let conn = Connection::open_in_memory()?;
-        let copy = Store::create(conn, "main", &store.table, opts)?;
-        copy.conn().execute_batch("BEGIN")?;
-        let dim = store.opts.dim;
-        let vectors = std::cell::Cell::new(0usize);
-        let put = |row: &Row, blob: Option<&[u8]>| -> Result<()> {
-            let v = blob.and_then(|b| vector::decode_stored(b, dim));
-            vectors.set(vectors.get() + usize::from(v.is_some()));
-            let change = match &v {
-                Some(v) => VectorChange::Set(v),
-                None => VectorChange::Keep,
-            };
-            copy.insert(row, &content_hash(&row.content), change, false)
-        };
-        let mut seen: std::collections::HashSet<i64> = std::collections::HashSet::new();
-        store.scan_rows_with_vectors(|row, blob| {
-            seen.insert(row.id);
-            let then = match undo.rows.get(&row.id) {
-                Some(None) => return Ok(()),
-                Some(Some(r)) => r.clone(),
-                None => row,
-            };
-            let blob = match undo.vectors.get(&then.id) {
-                Some(b) => b.clone(),
-                None => blob,
-            };
-            put(&then, blob.as_deref())
-        })?;
-        for (id, then) in &undo.rows {
-            if let Some(row) = then
-                && !seen.contains(id)
-            {
-                let blob = match undo.vectors.get(id) {
-                    Some(b) => b.clone(),
-                    None => store.embedding_blob(*id)?,
-                };
-                put(row, blob.as_deref())?;
-            }
-        }
-        let mut links: HashMap<(i64, String, i64), crate::store::Link> = store
-            .all_links()?
-            .into_iter()
-            .map(|l| ((l.src, l.kind.clone(), l.dst), l))
-            .collect();
-        for (key, then) in &undo.links {
-            match then {
-                Some(l) => {
-                    links.insert(key.clone(), l.clone());
-                }
-                None => {
-                    links.remove(key);
-                }
-            }
-        }
-        for l in links.values() {
-            copy.add_link(l.src, l.dst, &l.kind, l.weight, l.created_at)?;
-        }
-        // KNN is planned as the table plans its own: an exact scan up to exact_max
-        // vectors, else the table's own HNSW snapshot, shared: every id whose row or
-        // vector changed since `v` (and every id pending in the table) is pending in the
-        // copy, so the graph walk skips it and it is scanned exactly from the copy's
-        // vectors: the invariant of `crate::ann` holds for the copy. Distances are
-        // recomputed exactly either way.
-        let (generation, saved) = store.snapshot_state()?;
-        let shared = generation != 0 && generation == saved;
-        if shared {
-            copy.save_hnsw(&store.hnsw_blob()?, generation, store.hnsw_unit()?)?;
-            copy.clear_pending()?;
-            let mut pending = store.pending_ids()?;
-            pending.extend(undo.rows.keys().chain(undo.vectors.keys()));
-            pending.sort_unstable();
-            pending.dedup();
-            copy.mark_pending_all(&pending)?;
-        }
-        copy.conn().execute_batch("COMMIT")?;
-        let table = MemoryTable::new(copy, "main");
+        let table = copy_at(&self.store, at.version, |_| Ok(0))?;
         table.clock.set(Some(at.clock));
-        // No snapshot to share (none yet, or a deferred one not written until COMMIT):
-        // the copy builds its own graph once.
-        if !shared && vectors.get() > table.store.opts.exact_max {
-            table
-                .ann
-                .borrow_mut()
-                .maybe_checkpoint(&table.store, Checkpoint::Force)?;
-        }
         Ok(table)
     }
 
@@ -474,6 +388,111 @@ impl MemoryTable {
         self.checkpoint_write()?;
         Ok(written)
     }
+}
+
+/// The private in-memory copy of `store` as of `version` (history, auto_embed and dedup
+/// off), with `overlay` applied to the copy's store before the copy is committed (a
+/// branch's own rows and masks, [`super::branch`]; it returns how many vectors it added).
+/// The copy's clock is left unset (now).
+///
+/// # Errors
+/// SQLite errors; [`Error::Corrupt`] for a history row that does not parse.
+pub(crate) fn copy_at(
+    store: &Store,
+    version: i64,
+    overlay: impl FnOnce(&Store) -> Result<usize>,
+) -> Result<MemoryTable> {
+    let undo = store.undo_to(version)?;
+    let mut opts = store.opts.clone();
+    opts.history = false;
+    opts.auto_embed = false;
+    opts.dedup = DedupPolicy::Off;
+    let conn = Connection::open_in_memory()?;
+    let copy = Store::create(conn, "main", &store.table, opts)?;
+    copy.conn().execute_batch("BEGIN")?;
+    let dim = store.opts.dim;
+    let vectors = std::cell::Cell::new(0usize);
+    let put = |row: &Row, blob: Option<&[u8]>| -> Result<()> {
+        let v = blob.and_then(|b| vector::decode_stored(b, dim));
+        vectors.set(vectors.get() + usize::from(v.is_some()));
+        let change = match &v {
+            Some(v) => VectorChange::Set(v),
+            None => VectorChange::Keep,
+        };
+        copy.insert(row, &content_hash(&row.content), change, false)
+    };
+    let mut seen: std::collections::HashSet<i64> = std::collections::HashSet::new();
+    store.scan_rows_with_vectors(|row, blob| {
+        seen.insert(row.id);
+        let then = match undo.rows.get(&row.id) {
+            Some(None) => return Ok(()),
+            Some(Some(r)) => r.clone(),
+            None => row,
+        };
+        let blob = match undo.vectors.get(&then.id) {
+            Some(b) => b.clone(),
+            None => blob,
+        };
+        put(&then, blob.as_deref())
+    })?;
+    for (id, then) in &undo.rows {
+        if let Some(row) = then
+            && !seen.contains(id)
+        {
+            let blob = match undo.vectors.get(id) {
+                Some(b) => b.clone(),
+                None => store.embedding_blob(*id)?,
+            };
+            put(row, blob.as_deref())?;
+        }
+    }
+    let mut links: HashMap<(i64, String, i64), crate::store::Link> = store
+        .all_links()?
+        .into_iter()
+        .map(|l| ((l.src, l.kind.clone(), l.dst), l))
+        .collect();
+    for (key, then) in &undo.links {
+        match then {
+            Some(l) => {
+                links.insert(key.clone(), l.clone());
+            }
+            None => {
+                links.remove(key);
+            }
+        }
+    }
+    for l in links.values() {
+        copy.add_link(l.src, l.dst, &l.kind, l.weight, l.created_at)?;
+    }
+    // KNN is planned as the table plans its own: an exact scan up to exact_max
+    // vectors, else the table's own HNSW snapshot, shared: every id whose row or
+    // vector changed since `v` (and every id pending in the table) is pending in the
+    // copy, so the graph walk skips it and it is scanned exactly from the copy's
+    // vectors: the invariant of `crate::ann` holds for the copy. Distances are
+    // recomputed exactly either way.
+    let (generation, saved) = store.snapshot_state()?;
+    let shared = generation != 0 && generation == saved;
+    if shared {
+        copy.save_hnsw(&store.hnsw_blob()?, generation, store.hnsw_unit()?)?;
+        copy.clear_pending()?;
+        let mut pending = store.pending_ids()?;
+        pending.extend(undo.rows.keys().chain(undo.vectors.keys()));
+        pending.sort_unstable();
+        pending.dedup();
+        copy.mark_pending_all(&pending)?;
+    }
+    vectors.set(vectors.get() + overlay(&copy)?);
+    copy.conn().execute_batch("COMMIT")?;
+    let table = MemoryTable::new(copy, "main");
+    // No snapshot to share (none yet, or a deferred one not written until COMMIT):
+    // the copy builds its own graph once.
+    if !shared && vectors.get() > table.store.opts.exact_max {
+        table
+            .ann
+            .borrow_mut()
+            .maybe_checkpoint(&table.store, Checkpoint::Force)?;
+    }
+    Ok(table)
 }
 
 /// The per-table cache cell of the as-of copy.

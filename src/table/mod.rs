@@ -12,8 +12,10 @@
 //! * [`query`]: a decoded search or scan: dispatch, hidden rows, ranking;
 //! * [`dedup`]: content hash, merge, the record of where an INSERT landed;
 //! * [`context`]: context assembly (selection and packing into a token budget);
-//! * [`history`]: the table as of a version (as-of queries), diff and restore.
+//! * [`history`]: the table as of a version (as-of queries), diff and restore;
+//! * [`branch`]: branches (a table that starts as another as of a version) and merge.
 
+pub(crate) mod branch;
 pub(crate) mod commands;
 pub(crate) mod context;
 pub(crate) mod dedup;
@@ -47,6 +49,8 @@ pub(crate) struct MemoryTable {
     clock: Cell<Option<i64>>,
     /// The last as-of copy built ([`history`]).
     as_of: history::AsOfCell,
+    /// Set when this table is a branch ([`branch`]).
+    branch: Option<branch::Branch>,
 }
 
 impl Drop for MemoryTable {
@@ -67,6 +71,22 @@ impl MemoryTable {
         table: &str,
         args: &[String],
     ) -> Result<Self> {
+        let split = branch::split_args(args);
+        if let Some(base) = &split.base {
+            return Self::create_branch(
+                conn,
+                schema,
+                table,
+                base,
+                split.at.as_deref(),
+                &split.rest,
+            );
+        }
+        if split.at.is_some() {
+            return Err(crate::error::Error::invalid(
+                "memories option at: only with branch_of (the version a branch starts from)",
+            ));
+        }
         let opts = TableOptions::parse(args)?;
         Ok(Self::new(Store::create(conn, schema, table, opts)?, schema))
     }
@@ -76,7 +96,11 @@ impl MemoryTable {
     /// # Errors
     /// [`crate::error::Error::Corrupt`] when the shadow tables are missing or newer.
     pub(crate) fn connect(conn: Connection, schema: &str, table: &str) -> Result<Self> {
-        Ok(Self::new(Store::connect(conn, schema, table)?, schema))
+        let store = Store::connect(conn, schema, table)?;
+        let info = store.branch_info()?;
+        let mut t = Self::new(store, schema);
+        t.branch = info.map(|(base, fork)| branch::Branch::new(base, fork));
+        Ok(t)
     }
 
     fn new(store: Store, schema: &str) -> Self {
@@ -87,6 +111,7 @@ impl MemoryTable {
             schema: schema.to_string(),
             clock: Cell::new(None),
             as_of: RefCell::new(None),
+            branch: None,
         }
     }
 
@@ -95,6 +120,7 @@ impl MemoryTable {
     /// # Errors
     /// SQLite errors.
     pub(crate) fn destroy(&self) -> Result<()> {
+        self.before_destroy()?;
         self.store.destroy()
     }
 
@@ -103,7 +129,9 @@ impl MemoryTable {
     /// # Errors
     /// SQLite errors (a shadow table of the new name exists).
     pub(crate) fn rename(&mut self, new: &str) -> Result<()> {
-        self.store.rename(new)
+        let old = self.store.table.clone();
+        self.store.rename(new)?;
+        self.renamed(&old)
     }
 
     /// COMMIT (xSync): no memory is committed without its embedding and its
@@ -113,6 +141,9 @@ impl MemoryTable {
     /// # Errors
     /// Model, SQLite or usearch errors.
     pub(crate) fn sync(&self) -> Result<()> {
+        if let Some(b) = &self.branch {
+            return self.keeping_last_rowid(|| self.branch_flush(b));
+        }
         self.keeping_last_rowid(|| {
             self.flush()?;
             self.ann
@@ -127,6 +158,9 @@ impl MemoryTable {
     pub(crate) fn rollback(&self) {
         dedup::forget(self.db(), &self.schema, &self.store.table);
         self.as_of.replace(None);
+        if let Some(b) = &self.branch {
+            self.branch_rollback(b);
+        }
     }
 
     /// The `sqlite3*` address of this table's connection (key of dedup outcomes).

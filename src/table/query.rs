@@ -57,15 +57,17 @@ pub(crate) type Stored = (Row, Option<i64>);
 
 /// The table an as-of answer was read from ([`MemoryTable::query_as_of`]).
 pub(crate) struct AsOf {
-    /// The version the answer is as of.
-    pub(crate) version: i64,
-    /// The private copy of the table at that version (the cursor reads embeddings from it).
+    /// The version the answer is as of (`None`: a branch's answer, read from its working
+    /// copy, [`super::branch`]).
+    pub(crate) version: Option<i64>,
+    /// The private copy of the table at that version, or a branch's working copy (the
+    /// cursor reads embeddings from it).
     pub(crate) table: Rc<MemoryTable>,
 }
 
 impl std::fmt::Debug for AsOf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AsOf({})", self.version)
+        write!(f, "AsOf({:?})", self.version)
     }
 }
 
@@ -95,6 +97,9 @@ impl MemoryTable {
     /// [`crate::error::Error::Invalid`] for an FTS5 syntax error or a hybrid search on a
     /// table whose dimension is not the model's; model, SQLite or usearch errors.
     pub(crate) fn query(&self, query: Query) -> Result<Answer> {
+        if let Some(b) = &self.branch {
+            return self.branch_query(b, query);
+        }
         match query {
             Query::Empty => Ok(Answer::default()),
             Query::Scan { rowid, namespace } => {

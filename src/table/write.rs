@@ -105,6 +105,9 @@ impl MemoryTable {
     /// conflict under ABORT; [`Error::Model`] when the row must be embedded and the model
     /// is missing; SQLite errors.
     pub(crate) fn insert(&self, new: NewRow, on_conflict: OnConflict) -> Result<i64> {
+        if let Some(b) = &self.branch {
+            return self.branch_insert(b, new, on_conflict);
+        }
         let now = row::now_ms();
         let explicit = new.id;
         let supplied = new.embedding.clone();
@@ -179,6 +182,9 @@ impl MemoryTable {
     /// [`Error::Invalid`] for a changed `superseded_by`, a rejected secret or a taken new
     /// id; [`Error::Model`]; SQLite errors.
     pub(crate) fn update(&self, change: Change) -> Result<()> {
+        if let Some(b) = &self.branch {
+            return self.branch_update(b, change);
+        }
         let store = &self.store;
         let (old_id, new_id) = (change.old_id, change.new_id);
         let Some(old) = store.get(old_id)? else {
@@ -245,6 +251,9 @@ impl MemoryTable {
     /// # Errors
     /// SQLite errors.
     pub(crate) fn delete(&self, id: i64) -> Result<()> {
+        if let Some(b) = &self.branch {
+            return self.branch_delete(b, id);
+        }
         if let Some(old) = self.store.get(id)? {
             self.store.delete(&old)?;
             self.checkpoint_write()?;
