@@ -2,8 +2,8 @@
 //! budget and laid out for reading (`subcog_context`, `subcog_context_items`).
 //!
 //! Input: the table's hybrid search hits for the question, best first (the SQL adapter runs
-//! `<table> MATCH ? AND k = pool_size(budget)`, so expired and superseded memories are
-//! already gone). Then:
+//! `<table> MATCH ? AND k = pool_size(budget)`, at least [`POOL_MIN`], so expired and
+//! superseded memories are already gone). Then:
 //!
 //! 1. **Candidates**: the hits (reason `search`), the memories linked to a hit one hop
 //!    away in `<table>_links` (either direction, reason `link`), and with the
@@ -44,14 +44,18 @@ use crate::store::{CONTRADICTS, Link, SUPERSEDES, Store};
 pub(crate) const LINK_FACTOR: f64 = 0.9;
 /// Priority of a neighbour (the `neighbours` option) relative to the memory next to it.
 pub(crate) const NEIGHBOUR_FACTOR: f64 = 0.7;
+/// Fewest hybrid-search hits a context starts from (see [`pool_size`]). Measured on
+/// LoCoMo dev (BENCHMARKS.md, issue 12): the search at k = 200 ranks more evidence into
+/// the first 10-20 hits than at k = 50 (its candidates run deeper), on every conversation
+/// at 512 tokens and four of five at 1,024.
+pub(crate) const POOL_MIN: usize = 200;
 /// Largest budget accepted, in tokens.
 pub(crate) const MAX_BUDGET: i64 = 1_000_000;
 
-/// How many hybrid-search hits a context of `budget` tokens starts from: 50 (the
-/// baseline's k), and more for large budgets (one per 16 tokens), at most
-/// [`crate::search::MAX_K`].
+/// How many hybrid-search hits a context of `budget` tokens starts from: [`POOL_MIN`],
+/// and more for large budgets (one per 16 tokens), at most [`crate::search::MAX_K`].
 pub(crate) fn pool_size(budget: usize) -> usize {
-    (budget / 16).clamp(50, crate::search::MAX_K as usize)
+    (budget / 16).clamp(POOL_MIN, crate::search::MAX_K as usize)
 }
 
 /// Output format of a context.
@@ -394,11 +398,11 @@ impl Source for AsOfSource<'_> {
                 .into_iter()
                 .filter(|id| !self.undo.rows.contains_key(id))
                 .collect();
-            list.extend(self.undo.rows.iter().filter_map(|(id, then)| {
-                then.as_ref()
-                    .filter(|t| t.namespace == ns)
-                    .map(|_| *id)
-            }));
+            list.extend(
+                self.undo.rows.iter().filter_map(|(id, then)| {
+                    then.as_ref().filter(|t| t.namespace == ns).map(|_| *id)
+                }),
+            );
             list.sort_unstable();
             list.dedup();
             by_ns.insert(ns, list);
@@ -927,8 +931,9 @@ mod tests {
 
     #[test]
     fn pool_grows_with_budget() {
-        assert_eq!(pool_size(0), 50);
-        assert_eq!(pool_size(1024), 64);
+        assert_eq!(pool_size(0), POOL_MIN);
+        assert_eq!(pool_size(1024), POOL_MIN);
+        assert_eq!(pool_size(8192), 512);
         assert_eq!(pool_size(usize::MAX), crate::search::MAX_K as usize);
     }
 }
