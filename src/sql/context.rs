@@ -13,8 +13,10 @@
 //!
 //! `table` is `name` or `schema.name`. The context runs the table's own hybrid search
 //! (`<table> MATCH ? AND k = ?`) on the same connection, so it sees what the table sees,
-//! this transaction's writes included; links live in `<table>_links` and follow the table
-//! through transactions, DROP, RENAME and VACUUM like its other shadow tables.
+//! this transaction's writes included (with the `as_of` option: `... AND as_of = ?`, and
+//! rows, links and neighbours as of the same version); links live in `<table>_links` and
+//! follow the table through transactions, DROP, RENAME and VACUUM like its other shadow
+//! tables.
 
 use std::borrow::Cow;
 use std::ffi::{CStr, c_int};
@@ -126,7 +128,9 @@ pub(super) fn text_arg(
 ///
 /// # Errors
 /// [`Error::Invalid`] for an unknown table, a query that is not non-empty TEXT, a budget
-/// outside `0..=MAX_BUDGET`, bad options ([`Options::parse`]); the hybrid search's errors
+/// outside `0..=MAX_BUDGET`, bad options ([`Options::parse`]), an `as_of` the table's
+/// history cannot resolve (history off, unknown snapshot, future or purged version); the
+/// hybrid search's errors
 /// (model missing, a table whose dimension is not the model's); SQLite errors.
 fn assemble(conn: &Connection, func: &str, args: &[ValueRef<'_>]) -> Result<Assembled> {
     let get = |i: usize| args.get(i).copied().unwrap_or(ValueRef::Null);
