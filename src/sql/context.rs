@@ -13,8 +13,10 @@
 //!
 //! `table` is `name` or `schema.name`. The context runs the table's own hybrid search
 //! (`<table> MATCH ? AND k = ?`) on the same connection, so it sees what the table sees,
-//! this transaction's writes included; links live in `<table>_links` and follow the table
-//! through transactions, DROP, RENAME and VACUUM like its other shadow tables.
+//! this transaction's writes included (with the `as_of` option: `... AND as_of = ?`, and
+//! rows, links and neighbours as of the same version); links live in `<table>_links` and
+//! follow the table through transactions, DROP, RENAME and VACUUM like its other shadow
+//! tables.
 
 use std::borrow::Cow;
 use std::ffi::{CStr, c_int};
@@ -32,7 +34,8 @@ use crate::error::{Error, Result, guard};
 use crate::names::{quote, resolve};
 use crate::row::{now_ms, type_name};
 use crate::store::{KINDS, Store};
-use crate::table::context::{self, Assembled, MAX_BUDGET, Options};
+use crate::table::context::{self, AsOfArg, AsOfSource, Assembled, MAX_BUDGET, Options};
+use crate::table::history;
 
 /// Longest link kind accepted, in bytes.
 const MAX_KIND: usize = 64;
@@ -125,7 +128,9 @@ pub(super) fn text_arg(
 ///
 /// # Errors
 /// [`Error::Invalid`] for an unknown table, a query that is not non-empty TEXT, a budget
-/// outside `0..=MAX_BUDGET`, bad options ([`Options::parse`]); the hybrid search's errors
+/// outside `0..=MAX_BUDGET`, bad options ([`Options::parse`]), an `as_of` the table's
+/// history cannot resolve (history off, unknown snapshot, future or purged version); the
+/// hybrid search's errors
 /// (model missing, a table whose dimension is not the model's); SQLite errors.
 fn assemble(conn: &Connection, func: &str, args: &[ValueRef<'_>]) -> Result<Assembled> {
     let get = |i: usize| args.get(i).copied().unwrap_or(ValueRef::Null);
@@ -149,21 +154,43 @@ fn assemble(conn: &Connection, func: &str, args: &[ValueRef<'_>]) -> Result<Asse
         return Ok(Assembled::default());
     }
     let pool = context::pool_size(budget);
-    let ns = if opts.namespace.is_some() {
-        " AND namespace = ?3"
-    } else {
-        ""
+    // SAFETY: the same connection, not owned (the Store only runs statements on it).
+    let store = Store::connect(
+        unsafe { Connection::from_handle(conn.handle())? },
+        &schema,
+        &table,
+    )?;
+    store.refuse_branch(func)?;
+    // As of a version: the search runs the table's own as-of plan, and rows, links and
+    // neighbours are read as of the same version, resolved the same way.
+    let as_of = match &opts.as_of {
+        None => None,
+        Some(a) => {
+            let value = match a {
+                AsOfArg::Text(t) => Value::Text(t.clone()),
+                AsOfArg::Int(i) => Value::Integer(*i),
+            };
+            let what = format!("{func}(options): as_of");
+            let target = super::args::target(&store, &what, ValueRef::from(&value))?;
+            let at = history::resolve(&store, &what, &target)?;
+            Some((value, at))
+        }
     };
-    let sql = format!(
-        "SELECT id, score FROM {}.{t} WHERE {t} MATCH ?1 AND k = ?2{ns}",
+    let mut sql = format!(
+        "SELECT id, score FROM {}.{t} WHERE {t} MATCH ?1 AND k = ?2",
         quote(&schema),
         t = quote(&table)
     );
-    let mut st = conn.prepare_cached(&sql)?;
     let mut params: Vec<Value> = vec![Value::Text(query), Value::Integer(pool as i64)];
     if let Some(n) = &opts.namespace {
         params.push(Value::Text(n.clone()));
+        sql.push_str(&format!(" AND namespace = ?{}", params.len()));
     }
+    if let Some((value, _)) = &as_of {
+        params.push(value.clone());
+        sql.push_str(&format!(" AND as_of = ?{}", params.len()));
+    }
+    let mut st = conn.prepare_cached(&sql)?;
     let hits = st
         .query_map(rusqlite::params_from_iter(params), |r| {
             Ok((
@@ -173,15 +200,19 @@ fn assemble(conn: &Connection, func: &str, args: &[ValueRef<'_>]) -> Result<Asse
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     drop(st);
-    // SAFETY: the same connection, not owned (the Store only runs statements on it).
-    let store = Store::connect(
-        unsafe { Connection::from_handle(conn.handle())? },
-        &schema,
-        &table,
-    )?;
-    store.refuse_branch(func)?;
     let model = embedder::get()?;
-    context::assemble(&store, &hits, budget, &opts, &|s| model.count_tokens(s))
+    let count = |s: &str| model.count_tokens(s);
+    match as_of {
+        None => context::assemble(&store, &hits, budget, &opts, &count),
+        Some((_, at)) => {
+            let source = AsOfSource {
+                undo: store.undo_to(at.version)?,
+                store: &store,
+                clock: at.clock,
+            };
+            context::assemble(&source, &hits, budget, &opts, &count)
+        }
+    }
 }
 
 /// `subcog_context(table, query, budget_tokens [, options])`.

@@ -2,8 +2,8 @@
 //! budget and laid out for reading (`subcog_context`, `subcog_context_items`).
 //!
 //! Input: the table's hybrid search hits for the question, best first (the SQL adapter runs
-//! `<table> MATCH ? AND k = pool_size(budget)`, so expired and superseded memories are
-//! already gone). Then:
+//! `<table> MATCH ? AND k = pool_size(budget)`, at least [`POOL_MIN`], so expired and
+//! superseded memories are already gone). Then:
 //!
 //! 1. **Candidates**: the hits (reason `search`), the memories linked to a hit one hop
 //!    away in `<table>_links` (either direction, reason `link`), and with the
@@ -37,20 +37,25 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::row::{self, Row};
-use crate::store::{CONTRADICTS, Link, Store};
+use crate::store::history::Undo;
+use crate::store::{CONTRADICTS, Link, SUPERSEDES, Store};
 
 /// Priority of a linked memory relative to the chosen memory it is linked to.
 pub(crate) const LINK_FACTOR: f64 = 0.9;
 /// Priority of a neighbour (the `neighbours` option) relative to the memory next to it.
 pub(crate) const NEIGHBOUR_FACTOR: f64 = 0.7;
+/// Fewest hybrid-search hits a context starts from (see [`pool_size`]). Measured on
+/// LoCoMo dev (BENCHMARKS.md, issue 12): the search at k = 200 ranks more evidence into
+/// the first 10-20 hits than at k = 50 (its candidates run deeper), on every conversation
+/// at 512 tokens and four of five at 1,024.
+pub(crate) const POOL_MIN: usize = 200;
 /// Largest budget accepted, in tokens.
 pub(crate) const MAX_BUDGET: i64 = 1_000_000;
 
-/// How many hybrid-search hits a context of `budget` tokens starts from: 50 (the
-/// baseline's k), and more for large budgets (one per 16 tokens), at most
-/// [`crate::search::MAX_K`].
+/// How many hybrid-search hits a context of `budget` tokens starts from: [`POOL_MIN`],
+/// and more for large budgets (one per 16 tokens), at most [`crate::search::MAX_K`].
 pub(crate) fn pool_size(budget: usize) -> usize {
-    (budget / 16).clamp(50, crate::search::MAX_K as usize)
+    (budget / 16).clamp(POOL_MIN, crate::search::MAX_K as usize)
 }
 
 /// Output format of a context.
@@ -78,6 +83,18 @@ pub(crate) struct Options {
     pub(crate) diversity: f64,
     /// Hits whose hybrid score is below this are left out (default: none).
     pub(crate) min_score: Option<f64>,
+    /// Assemble from the table as of this snapshot name (TEXT), version or time in ms
+    /// (INTEGER), as `AND as_of = ?` reads it (default: the table now).
+    pub(crate) as_of: Option<AsOfArg>,
+}
+
+/// The `as_of` option's value, handed to the table's `as_of = ?` as it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum AsOfArg {
+    /// A snapshot name (or an integer written as text, as `as_of = '42'`).
+    Text(String),
+    /// A version, or a time in ms since the Unix epoch (>= 10^12).
+    Int(i64),
 }
 
 impl Default for Options {
@@ -88,20 +105,21 @@ impl Default for Options {
             neighbours: 0,
             diversity: 0.0,
             min_score: None,
+            as_of: None,
         }
     }
 }
 
 /// The option keys, for error messages.
-const KEYS: &str = "namespace, format, neighbours, diversity, min_score";
+const KEYS: &str = "namespace, format, neighbours, diversity, min_score, as_of";
 
 impl Options {
     /// Parses the options JSON of `func` (`None` or SQL NULL: the defaults).
     ///
     /// # Errors
     /// [`Error::Invalid`] naming the function, the key, what was expected and what was
-    /// given: text that is not a JSON object, an unknown key (`as_of` is refused: memories
-    /// are not assembled as of a version yet), a value of the wrong type or out of range.
+    /// given: text that is not a JSON object, an unknown key, a value of the wrong type or
+    /// out of range.
     pub(crate) fn parse(func: &str, json: Option<&str>) -> Result<Options> {
         let mut o = Options::default();
         let Some(text) = json else {
@@ -161,9 +179,17 @@ impl Options {
                     },
                 },
                 "as_of" => {
-                    return Err(Error::invalid(format!(
-                        "{func}(options): as_of is not supported by context assembly yet (the table's own searches take AND as_of = ?)"
-                    )));
+                    let expected = "a snapshot name (string), a version or a time in ms since \
+                                    the Unix epoch (integer)";
+                    o.as_of = match v {
+                        Value::Null => None,
+                        Value::String(s) if !s.is_empty() => Some(AsOfArg::Text(s.clone())),
+                        Value::Number(n) => match n.as_i64() {
+                            Some(i) => Some(AsOfArg::Int(i)),
+                            None => return Err(bad(expected)),
+                        },
+                        _ => return Err(bad(expected)),
+                    }
                 }
                 _ => {
                     return Err(Error::invalid(format!(
@@ -239,6 +265,171 @@ pub(crate) struct Assembled {
     pub(crate) tokens: usize,
     /// Chosen memories, best first.
     pub(crate) items: Vec<Item>,
+}
+
+/// Where assembly reads memories, links and neighbours: the table now ([`Store`]) or the
+/// table as of a version ([`AsOfSource`]).
+pub(crate) trait Source {
+    /// The rows of `ids` that exist, with the id of the memory superseding each (if any).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn rows_of(&self, ids: &[i64]) -> Result<HashMap<i64, (Row, Option<i64>)>>;
+    /// Every link from or to one of `ids`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn links_of(&self, ids: &[i64]) -> Result<Vec<Link>>;
+    /// `(id, neighbour)`: the `window` memories stored before and after each of `ids` in
+    /// its namespace (by id).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn neighbours_of(&self, ids: &[i64], window: usize) -> Result<Vec<(i64, i64)>>;
+    /// The time expiry is judged at, ms since the Unix epoch.
+    fn now(&self) -> i64;
+}
+
+impl Source for Store {
+    fn rows_of(&self, ids: &[i64]) -> Result<HashMap<i64, (Row, Option<i64>)>> {
+        Store::rows_of(self, ids)
+    }
+    fn links_of(&self, ids: &[i64]) -> Result<Vec<Link>> {
+        Store::links_of(self, ids)
+    }
+    fn neighbours_of(&self, ids: &[i64], window: usize) -> Result<Vec<(i64, i64)>> {
+        Store::neighbours_of(self, ids, window)
+    }
+    fn now(&self) -> i64 {
+        row::now_ms()
+    }
+}
+
+/// The table as it was at a version: the current rows, links and ids with every change
+/// made since undone ([`Store::undo_to`]), judged at that version's clock. What
+/// `AND as_of = ?` shows of the same version (rows, `supersedes` links, expiry).
+pub(crate) struct AsOfSource<'a> {
+    /// The table now.
+    pub(crate) store: &'a Store,
+    /// The changes since the version, undone.
+    pub(crate) undo: Undo,
+    /// The version's time, ms since the Unix epoch (expiry is judged at it).
+    pub(crate) clock: i64,
+}
+
+impl AsOfSource<'_> {
+    /// Rows as of the version, without their `superseded_by`.
+    fn plain_rows(&self, ids: &[i64]) -> Result<HashMap<i64, Row>> {
+        let mut out: HashMap<i64, Row> = self
+            .store
+            .rows_of(ids)?
+            .into_iter()
+            .map(|(id, (r, _))| (id, r))
+            .collect();
+        for id in ids {
+            if let Some(then) = self.undo.rows.get(id) {
+                match then {
+                    Some(r) => out.insert(*id, r.clone()),
+                    None => out.remove(id),
+                };
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Source for AsOfSource<'_> {
+    fn rows_of(&self, ids: &[i64]) -> Result<HashMap<i64, (Row, Option<i64>)>> {
+        let rows = self.plain_rows(ids)?;
+        let mut by: HashMap<i64, i64> = HashMap::new();
+        for l in self.links_of(ids)? {
+            if l.kind == SUPERSEDES {
+                let e = by.entry(l.dst).or_insert(l.src);
+                *e = (*e).max(l.src);
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(id, r)| (id, (r, by.get(&id).copied())))
+            .collect())
+    }
+
+    fn links_of(&self, ids: &[i64]) -> Result<Vec<Link>> {
+        let wanted: HashSet<i64> = ids.iter().copied().collect();
+        let mut out: Vec<Link> = self
+            .store
+            .links_of(ids)?
+            .into_iter()
+            .filter(|l| {
+                !self
+                    .undo
+                    .links
+                    .contains_key(&(l.src, l.kind.clone(), l.dst))
+            })
+            .collect();
+        let mut then: Vec<&Link> = self
+            .undo
+            .links
+            .values()
+            .flatten()
+            .filter(|l| wanted.contains(&l.src) || wanted.contains(&l.dst))
+            .collect();
+        then.sort_by(|a, b| (a.src, &a.kind, a.dst).cmp(&(b.src, &b.kind, b.dst)));
+        out.extend(then.into_iter().cloned());
+        Ok(out)
+    }
+
+    fn neighbours_of(&self, ids: &[i64], window: usize) -> Result<Vec<(i64, i64)>> {
+        if window == 0 || ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.plain_rows(ids)?;
+        // Each namespace's ids as of the version: now's, minus the memories absent or in
+        // another namespace then, plus those there then.
+        let mut by_ns: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for r in rows.values() {
+            if by_ns.contains_key(r.namespace.as_str()) {
+                continue;
+            }
+            let ns = r.namespace.as_str();
+            let mut list: Vec<i64> = self
+                .store
+                .ids(Some(ns))?
+                .into_iter()
+                .filter(|id| !self.undo.rows.contains_key(id))
+                .collect();
+            list.extend(
+                self.undo.rows.iter().filter_map(|(id, then)| {
+                    then.as_ref().filter(|t| t.namespace == ns).map(|_| *id)
+                }),
+            );
+            list.sort_unstable();
+            list.dedup();
+            by_ns.insert(ns, list);
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(r) = rows.get(id) else { continue };
+            let Some(list) = by_ns.get(r.namespace.as_str()) else {
+                continue;
+            };
+            let Ok(at) = list.binary_search(id) else {
+                continue;
+            };
+            let lo = at.saturating_sub(window);
+            let hi = at.saturating_add(window).min(list.len() - 1);
+            for (j, other) in list.iter().enumerate().take(hi + 1).skip(lo) {
+                if j != at {
+                    out.push((*id, *other));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn now(&self) -> i64 {
+        self.clock
+    }
 }
 
 /// A candidate during selection.
@@ -357,12 +548,13 @@ fn render(format: Format, chosen: &[(&Row, Vec<i64>)]) -> String {
 
 /// Assembles the context of `hits` (hybrid search `(id, score)`, best first, expired and
 /// superseded memories already left out) within `budget` tokens, reading rows and links
-/// from `store` and counting tokens with `count` (see the module docs).
+/// from `store` (the table now, or as of a version) and counting tokens with `count` (see
+/// the module docs).
 ///
 /// # Errors
 /// SQLite errors; the errors of `count` (the tokenizer).
 pub(crate) fn assemble(
-    store: &Store,
+    store: &dyn Source,
     hits: &[(i64, f64)],
     budget: usize,
     opts: &Options,
@@ -384,7 +576,7 @@ pub(crate) fn assemble(
     wanted.extend(pairs.iter().map(|p| p.1));
     wanted.sort_unstable();
     wanted.dedup();
-    let now = row::now_ms();
+    let now = store.now();
     let rows: HashMap<i64, Row> = store
         .rows_of(&wanted)?
         .into_iter()
@@ -631,7 +823,9 @@ mod tests {
             r#"{"format":"xml"}"#,
             r#"{"diversity":1}"#,
             r#"{"neighbours":-1}"#,
-            r#"{"as_of":"2024-01-01"}"#,
+            r#"{"as_of":true}"#,
+            r#"{"as_of":""}"#,
+            r#"{"as_of":1.5}"#,
         ] {
             assert!(Options::parse("f", Some(bad)).is_err(), "{bad}");
         }
@@ -737,8 +931,9 @@ mod tests {
 
     #[test]
     fn pool_grows_with_budget() {
-        assert_eq!(pool_size(0), 50);
-        assert_eq!(pool_size(1024), 64);
+        assert_eq!(pool_size(0), POOL_MIN);
+        assert_eq!(pool_size(1024), POOL_MIN);
+        assert_eq!(pool_size(8192), 512);
         assert_eq!(pool_size(usize::MAX), crate::search::MAX_K as usize);
     }
 }

@@ -261,6 +261,46 @@ def test_links_follow_rename_vacuum_rollback_and_drop(tmp_path, counter):
     c.close()
 
 
+def test_as_of_gives_the_context_of_that_moment(conn):
+    """A context as of a snapshot, a version or a time equals the context computed then,
+    whatever changed since: memories added, updated, deleted, superseded, links made and
+    removed (every option that reads rows, links or neighbours)."""
+    ids = fill(conn, FACTS)
+    alice, bob, limit = ids[0], ids[1], ids[2]
+    conn.execute("SELECT subcog_link('mem', ?, ?, 'relates')", (alice, ids[4]))
+    conn.execute("SELECT subcog_link('mem', ?, ?, 'contradicts')", (limit, ids[3]))
+    questions = ["who owns billing?", "what is the API rate limit?", "when does Bob deploy?"]
+    variants = [{}, {"neighbours": 1}, {"format": "json"}, {"namespace": "default"}]
+
+    def state():
+        return [(ctx(conn, q, b, **o), items(conn, q, b, **o))
+                for q in questions for b in (30, 200) for o in variants]
+
+    before = state()
+    snap = conn.execute("SELECT subcog_snapshot('mem', 'before')").fetchone()[0]
+    version = conn.execute("SELECT subcog_version('mem')").fetchone()[0]
+    time.sleep(0.01)
+    moment = int(time.time() * 1000)
+    time.sleep(0.01)
+    # Change everything the contexts above read.
+    add(conn, "Alice handed the billing service to Erin in March")
+    add(conn, "The API rate limit is 500 requests per minute per key")  # supersedes `limit`?
+    conn.execute("UPDATE mem SET content = 'Bob deploys the shop on Mondays now' WHERE id = ?", (bob,))
+    conn.execute("DELETE FROM mem WHERE id = ?", (ids[4],))
+    conn.execute("SELECT subcog_unlink('mem', ?, ?)", (limit, ids[3]))
+    conn.execute("SELECT subcog_link('mem', ?, ?, 'relates')", (alice, ids[5]))
+    after = state()
+    assert after != before  # the changes show now
+    for target in ("before", snap, moment):
+        for i, (q, b, o) in enumerate((q, b, o) for q in questions for b in (30, 200) for o in variants):
+            then = {**o, "as_of": target}
+            assert (ctx(conn, q, b, **then), items(conn, q, b, **then)) == before[i], (target, q, b, o)
+    assert version == snap
+    # as_of now (the current version) is the context now.
+    now = conn.execute("SELECT subcog_version('mem')").fetchone()[0]
+    assert ctx(conn, questions[0], 200, as_of=now) == ctx(conn, questions[0], 200)
+
+
 @pytest.mark.parametrize("sql, message", [
     ("SELECT subcog_context('mem', 'x', -1)", "budget_tokens): expected an integer in 0..=1000000, got -1"),
     ("SELECT subcog_context('mem', 'x', 'lots')", "budget_tokens): expected an INTEGER, got TEXT 'lots'"),
@@ -272,7 +312,9 @@ def test_links_follow_rename_vacuum_rollback_and_drop(tmp_path, counter):
     ("SELECT subcog_context('mem', 'x', 10, '[1]')", "options): expected a JSON object, got '[1]'"),
     ("SELECT subcog_context('mem', 'x', 10, '{\"budget\": 1}')", "unknown option 'budget'; expected one of"),
     ("SELECT subcog_context('mem', 'x', 10, '{\"format\": \"xml\"}')", "format: expected \"text\""),
-    ("SELECT subcog_context('mem', 'x', 10, '{\"as_of\": 1}')", "as_of is not supported"),
+    ("SELECT subcog_context('mem', 'x', 10, '{\"as_of\": true}')", "as_of: expected a snapshot name"),
+    ("SELECT subcog_context('mem', 'x', 10, '{\"as_of\": \"nope\"}')", "no snapshot"),
+    ("SELECT subcog_context('mem', 'x', 10, '{\"as_of\": 999}')", "as_of"),
     ("SELECT * FROM subcog_context_items('mem', 'x', -5)", "subcog_context_items(budget_tokens)"),
     ("SELECT * FROM subcog_context_items('mem')", "the argument query is required"),
     ("SELECT subcog_link('mem', 1, 99, 'relates')", "subcog_link(dst_id): no memory with id 99"),
