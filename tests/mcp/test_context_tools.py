@@ -31,7 +31,7 @@ def test_memory_context_and_memory_link(subcog, db_path):
             tools = {t.name: t for t in (await c.list_tools()).tools}
             ctx_in = tools["memory_context"].input_schema
             assert ctx_in["required"] == ["query", "budget"]
-            assert set(ctx_in["properties"]) == {"query", "budget", "namespace", "format"}
+            assert set(ctx_in["properties"]) == {"query", "budget", "namespace", "format", "as_of"}
             assert tools["memory_link"].input_schema["required"] == ["src", "dst"]
             assert set(tools["memory_context"].output_schema["properties"]) == {"context", "items"}
 

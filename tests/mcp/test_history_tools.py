@@ -290,3 +290,33 @@ def test_branch_and_merge(subcog, db_path):
     asyncio.run(main())
     report = json.loads(run("sql", db_path, "SELECT subcog_integrity('memories')").stdout)
     assert report["ok"], report
+
+
+def test_memory_context_as_of_a_snapshot(subcog, db_path):
+    """`memory_context` with `as_of` gives the context memory gave at that snapshot/version;
+    `subcog context --as-of` prints the same text; an unknown snapshot is a tool error."""
+    async def main():
+        async with client(subcog, db_path) as c:
+            t = Tools(c)
+            await t.load()
+            first = (await t.ok("memory_store", {"content": "The deploy freeze starts on Friday."}))["id"]
+            await t.ok("memory_snapshot", {"action": "create", "name": "before"})
+            q = {"query": "when does the deploy freeze start?", "budget": 200}
+            then = await t.ok("memory_context", q)
+            assert "Friday" in then["context"]
+            await t.ok("memory_update", {"id": first, "content": "The deploy freeze starts on Monday."})
+            now = await t.ok("memory_context", q)
+            assert "Monday" in now["context"] and "Friday" not in now["context"]
+            back = await t.ok("memory_context", {**q, "as_of": "before"})
+            assert back == then
+            err = await t.error("memory_context", {**q, "as_of": "no-such-snapshot"})
+            assert "no-such-snapshot" in err
+        return then["context"]
+
+    then = asyncio.run(main())
+    out = run("context", "--db", str(db_path), "--budget", "200", "--as-of", "before",
+              "when does the deploy freeze start?")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip("\n") == then
+    bad = run("context", "--db", str(db_path), "--as-of", "nope", "deploy", check=False)
+    assert bad.returncode == 1 and "nope" in bad.stderr

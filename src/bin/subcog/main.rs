@@ -127,6 +127,9 @@ enum Command {
         /// text, markdown or json.
         #[arg(long, default_value = "text")]
         format: String,
+        /// The context memory gave then: a snapshot name, a version, or a time in ms.
+        #[arg(long, value_name = "SNAPSHOT_OR_VERSION")]
+        as_of: Option<String>,
     },
     /// Export all memories as JSON lines to stdout (without embeddings).
     Export {
@@ -330,6 +333,7 @@ fn run(cli: Cli) -> Result<(), String> {
             db,
             namespace,
             format,
+            as_of,
         } => {
             let query = if query == "-" {
                 query_from_stdin()?
@@ -337,8 +341,17 @@ fn run(cli: Cli) -> Result<(), String> {
                 query
             };
             let conn = db::open(&db::resolve(db), Prepare::Memories)?;
-            let text =
-                ops::context_text(&conn, &query, budget, namespace.as_deref(), Some(&format))?;
+            let as_of = as_of.as_deref().map(ops::history::VersionRef::parse);
+            let text = ops::context_text(
+                &conn,
+                &query,
+                budget,
+                ops::ContextOptions {
+                    namespace: namespace.as_deref(),
+                    format: Some(&format),
+                    as_of: as_of.as_ref(),
+                },
+            )?;
             if !text.is_empty() {
                 use std::io::Write;
                 let mut out = std::io::stdout().lock();

@@ -241,6 +241,11 @@ pub(crate) struct ContextArgs {
     /// "text" (default), "markdown" or "json".
     #[serde(default)]
     pub(crate) format: ContextFormat,
+    /// Assemble the context memory would have given then: a snapshot name or a version
+    /// (see memory_snapshot, memory_history). Default: now.
+    #[serde(default)]
+    #[schemars(with = "VersionRef")]
+    pub(crate) as_of: Option<VersionRef>,
 }
 
 /// Result of `memory_context`.

@@ -286,8 +286,11 @@ impl MemoryServer {
                         c,
                         &a.query,
                         a.budget,
-                        ns.as_deref(),
-                        Some(a.format.as_str()),
+                        ops::ContextOptions {
+                            namespace: ns.as_deref(),
+                            format: Some(a.format.as_str()),
+                            as_of: a.as_of.as_ref(),
+                        },
                     )
                 })
                 .await

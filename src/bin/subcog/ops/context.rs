@@ -6,6 +6,7 @@ use rusqlite::types::Value as SqlValue;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use super::history::VersionRef;
 use super::sql_err;
 use crate::db::{self, TABLE};
 
@@ -36,31 +37,52 @@ pub(crate) struct Context {
     pub(crate) items: Vec<ContextItem>,
 }
 
-/// The options JSON of `subcog_context` for a namespace and a format.
-fn options(namespace: Option<&str>, format: Option<&str>) -> Result<String, String> {
-    let mut o = serde_json::Map::new();
-    if let Some(ns) = namespace {
-        o.insert("namespace".into(), ns.into());
+/// What `memory_context` and `subcog context` pass on: the namespace, the format and the
+/// version the context is assembled as of (`None`: now).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ContextOptions<'a> {
+    /// Only memories of this namespace.
+    pub(crate) namespace: Option<&'a str>,
+    /// `text`, `markdown` or `json`.
+    pub(crate) format: Option<&'a str>,
+    /// As of a snapshot, a version or a time in ms.
+    pub(crate) as_of: Option<&'a VersionRef>,
+}
+
+/// The options JSON of `subcog_context`.
+fn options(o: ContextOptions<'_>) -> Result<String, String> {
+    let mut m = serde_json::Map::new();
+    if let Some(ns) = o.namespace {
+        m.insert("namespace".into(), ns.into());
     }
-    if let Some(f) = format {
-        o.insert("format".into(), f.into());
+    if let Some(f) = o.format {
+        m.insert("format".into(), f.into());
     }
-    super::json_text(&o)
+    match o.as_of {
+        Some(VersionRef::Number(n)) => {
+            m.insert("as_of".into(), (*n).into());
+        }
+        Some(VersionRef::Name(n)) => {
+            m.insert("as_of".into(), n.as_str().into());
+        }
+        None => {}
+    }
+    super::json_text(&m)
 }
 
 /// The context text for `query` within `budget` tokens.
 ///
 /// # Errors
-/// Empty query, budget out of range, unknown format, or the table's error.
+/// Empty query, budget out of range, unknown format, an unknown snapshot or a future
+/// version (`as_of`), or the table's error.
 pub(crate) fn text(
     conn: &Connection,
     query: &str,
     budget: u32,
-    namespace: Option<&str>,
-    format: Option<&str>,
+    o: ContextOptions<'_>,
 ) -> Result<String, String> {
     check(query, budget)?;
-    let opts = options(namespace, format)?;
+    let opts = options(o)?;
     db::with_retry(|| {
         conn.query_row(
             &format!("SELECT subcog_context('{TABLE}', ?1, ?2, ?3)"),
@@ -91,11 +113,10 @@ pub(crate) fn context(
     conn: &Connection,
     query: &str,
     budget: u32,
-    namespace: Option<&str>,
-    format: Option<&str>,
+    o: ContextOptions<'_>,
 ) -> Result<Context, String> {
-    let context = text(conn, query, budget, namespace, format)?;
-    let opts = options(namespace, format)?;
+    let context = text(conn, query, budget, o)?;
+    let opts = options(o)?;
     let items = db::with_retry(|| {
         let mut st = conn.prepare(&format!(
             "SELECT id, tokens, score, reason FROM subcog_context_items('{TABLE}', ?1, ?2, ?3)"

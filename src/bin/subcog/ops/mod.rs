@@ -14,7 +14,7 @@ mod write;
 
 use serde::Serialize;
 
-pub(crate) use context::{Context, Linked, context, link, text as context_text};
+pub(crate) use context::{Context, ContextOptions, Linked, context, link, text as context_text};
 pub(crate) use read::{for_each, get, list, namespace_of, search, stats};
 pub(crate) use records::{
     Changes, ImportRecord, Memory, Mode, NewMemory, Outcome, Ranking, Scored, Stats, Stored,
