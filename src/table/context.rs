@@ -932,7 +932,8 @@ mod tests {
     #[test]
     fn pool_grows_with_budget() {
         assert_eq!(pool_size(0), POOL_MIN);
-        assert_eq!(pool_size(1024), POOL_MIN);
+        assert_eq!(pool_size(512), POOL_MIN);
+        assert_eq!(pool_size(1024), 64);
         assert_eq!(pool_size(8192), 512);
         assert_eq!(pool_size(usize::MAX), crate::search::MAX_K as usize);
     }
