@@ -573,42 +573,39 @@ impl MemoryServer {
                 })
                 .await
             }
-            SnapshotAction::Create => match snapshot_name(a.name, "create")
-                .and_then(|n| p.check_writes_any("create a snapshot").map(|()| n))
-            {
-                Ok(name) => {
-                    self.write(move |c| {
-                        let version = history::snapshot_create(c, TABLE, &name)?;
-                        Ok(SnapshotResult {
-                            action: "create".into(),
-                            name: Some(name),
-                            version: Some(version),
-                            snapshots: None,
-                            current_version: history::version(c, TABLE)?,
+            action => {
+                // Create and drop: a name, a permission (drop needs admin), one write.
+                let create = matches!(action, SnapshotAction::Create);
+                let verb = if create { "create" } else { "drop" };
+                let allowed = snapshot_name(a.name, verb).and_then(|n| {
+                    let checked = if create {
+                        p.check_writes_any("create a snapshot")
+                    } else {
+                        p.check_admin("drop a snapshot")
+                    };
+                    checked.map(|()| n)
+                });
+                match allowed {
+                    Ok(name) => {
+                        self.write(move |c| {
+                            let version = if create {
+                                history::snapshot_create(c, TABLE, &name)?
+                            } else {
+                                history::snapshot_drop(c, TABLE, &name)?
+                            };
+                            Ok(SnapshotResult {
+                                action: verb.into(),
+                                name: Some(name),
+                                version: Some(version),
+                                snapshots: None,
+                                current_version: history::version(c, TABLE)?,
+                            })
                         })
-                    })
-                    .await
+                        .await
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
-            SnapshotAction::Drop => match snapshot_name(a.name, "drop")
-                .and_then(|n| p.check_admin("drop a snapshot").map(|()| n))
-            {
-                Ok(name) => {
-                    self.write(move |c| {
-                        let version = history::snapshot_drop(c, TABLE, &name)?;
-                        Ok(SnapshotResult {
-                            action: "drop".into(),
-                            name: Some(name),
-                            version: Some(version),
-                            snapshots: None,
-                            current_version: history::version(c, TABLE)?,
-                        })
-                    })
-                    .await
-                }
-                Err(e) => Err(e),
-            },
+            }
         };
         Ok(Json(self.logged(&p, "memory_snapshot", r)?))
     }

@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::records::{Memory, metadata_of, tags_of};
 use super::sql_err;
 use crate::db;
 
@@ -112,35 +113,9 @@ impl JsonSchema for VersionRef {
     }
 }
 
-/// A memory's row as the history recorded it (before or after a change).
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-#[schemars(inline)]
-pub(crate) struct RowState {
-    /// Id of the memory.
-    pub(crate) id: i64,
-    /// The text.
-    pub(crate) content: String,
-    /// Namespace.
-    pub(crate) namespace: String,
-    /// Tags.
-    pub(crate) tags: Vec<String>,
-    /// Metadata object.
-    pub(crate) metadata: Map<String, Value>,
-    /// Where it came from; absent when not recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "String")]
-    pub(crate) source: Option<String>,
-    /// Importance, 0 to 1.
-    pub(crate) importance: f64,
-    /// Creation time, ms since the Unix epoch.
-    pub(crate) created_at: i64,
-    /// Last update time, ms since the Unix epoch.
-    pub(crate) updated_at: i64,
-    /// Expiry time, ms since the Unix epoch; absent when it never expires.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "i64")]
-    pub(crate) expires_at: Option<i64>,
-}
+/// A memory's row as the history recorded it (before or after a change): a [`Memory`]
+/// whose `superseded_by` is always absent (the history records links as their own changes).
+pub(crate) type RowState = Memory;
 
 /// The JSON the extension stores in `before`/`after` (`tags` and `metadata` as JSON text).
 #[derive(Deserialize)]
@@ -168,20 +143,11 @@ fn row_state(text: Option<String>) -> Result<Option<RowState>, String> {
     };
     let raw: RawRow = serde_json::from_str(&text)
         .map_err(|e| format!("the history holds a row that is not a memory's JSON ({e})"))?;
-    let tags = match raw.tags.as_deref().map(serde_json::from_str::<Value>) {
-        Some(Ok(Value::Array(items))) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => s,
-                other => other.to_string(),
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let metadata = match raw.metadata.as_deref().map(serde_json::from_str::<Value>) {
-        Some(Ok(Value::Object(m))) => m,
-        _ => Map::new(),
-    };
+    let json = |t: Option<&str>| t.and_then(|t| serde_json::from_str::<Value>(t).ok());
+    let tags = json(raw.tags.as_deref()).map(tags_of).unwrap_or_default();
+    let metadata = json(raw.metadata.as_deref())
+        .map(metadata_of)
+        .unwrap_or_default();
     Ok(Some(RowState {
         id: raw.id,
         content: raw.content,
@@ -193,6 +159,7 @@ fn row_state(text: Option<String>) -> Result<Option<RowState>, String> {
         created_at: raw.created_at,
         updated_at: raw.updated_at,
         expires_at: raw.expires_at,
+        superseded_by: None,
     }))
 }
 

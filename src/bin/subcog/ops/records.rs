@@ -53,20 +53,8 @@ impl Memory {
                 rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
             })
         };
-        let tags = match json("tags")? {
-            Value::Array(items) => items
-                .into_iter()
-                .map(|v| match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let metadata = match json("metadata")? {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
+        let tags = tags_of(json("tags")?);
+        let metadata = metadata_of(json("metadata")?);
         Ok(Memory {
             id: row.get("id")?,
             content: row.get("content")?,
@@ -80,6 +68,29 @@ impl Memory {
             expires_at: row.get("expires_at")?,
             superseded_by: row.get("superseded_by")?,
         })
+    }
+}
+
+/// The tags of a `tags` column's JSON: the array's strings (other items as their JSON
+/// text); none when it is not an array.
+pub(crate) fn tags_of(v: Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The object of a `metadata` column's JSON; empty when it is not an object.
+pub(crate) fn metadata_of(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
     }
 }
 
