@@ -246,11 +246,12 @@ table_options! {
         "weight of `importance` in the ranking, {range} (`recency_weight + importance_weight <= 1`)";
 
     // ---- hybrid search (fusion and context; see `crate::search::hybrid`) ----
-    /// Hybrid search takes each retriever's top `max(k, hybrid_depth)` rows as candidates.
+    /// Hybrid search takes each retriever's top `max(k, hybrid_depth)` visible rows as
+    /// candidates.
     /// Default 10 (on LoCoMo 10 beat 20 and 50 at the default weights, BENCHMARKS.md).
     hybrid_depth: usize = 10,
         "hybrid_depth", Kind::Int { min: 1, max: 4096 }, None,
-        "hybrid search's candidates: each retriever's top max(k, hybrid_depth)";
+        "hybrid search's candidates: each retriever's top max(k, hybrid_depth) rows a search can return (expired and superseded rows take no place)";
     /// Weight of the keyword side in hybrid search's own score of a row:
     /// `w * bm25 / best bm25 + (1 - w) * cosine similarity`, in 0..=1. Default 0.4
     /// (chosen by leave-one-conversation-out on LoCoMo, BENCHMARKS.md).

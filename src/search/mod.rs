@@ -14,6 +14,21 @@ use crate::{embedder, vector};
 /// Largest `k` accepted (sqlite-vec's cap as well).
 pub const MAX_K: i64 = 4096;
 
+/// Rows each retriever of a hybrid search fetches beyond its depth, so that hidden rows
+/// rarely leave it short of `depth` visible ones (the KNN's first run takes as many beyond
+/// `k`, [`crate::table`]'s read path).
+const HIDDEN_MARGIN: usize = 16;
+
+/// Which rows a search may return.
+#[derive(Debug, Clone, Copy)]
+pub struct Visibility {
+    /// The time expiry is judged at, ms since the Unix epoch (`expires_at <= now` is
+    /// expired and hidden).
+    pub now: i64,
+    /// Whether superseded memories are returned (`AND include_superseded = 1`).
+    pub include_superseded: bool,
+}
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
@@ -83,7 +98,9 @@ pub fn keyword(store: &Store, query: &str, k: usize, ns: Option<&str>) -> Result
 /// ties by id. The table options `hybrid_*` ([`crate::options::TableOptions`]) set
 /// `depth`, `w` (keyword weight), `g` (context weight) and the context window.
 ///
-/// 1. Candidates: each retriever's top `depth` rows.
+/// 1. Candidates: each retriever's top `depth` rows among those `vis` lets a search
+///    return (hidden rows, expired or superseded, take no place; they are read in one
+///    statement for the `depth + 16` rows each retriever fetches).
 /// 2. Own score of a row: `w * bm25 / best_bm25 + (1 - w) * cos`, where `bm25` is FTS5's
 ///    (sign flipped, 0 for rows the keyword side did not return) and `cos` the cosine
 ///    similarity of the row's stored vector to the query vector (0 without a vector).
@@ -93,6 +110,7 @@ pub fn keyword(store: &Store, query: &str, k: usize, ns: Option<&str>) -> Result
 ///    neighbours (pairs with at least one candidate; negative scores count as 0).
 ///    Conversation turns are often answered or explained by the turn before or after
 ///    ("What was it about?"). With `g <= 1` the row with the best own score stays first.
+///    A hidden neighbour lends its score as context but is not returned.
 ///
 /// Measured on LoCoMo (BENCHMARKS.md, benches/py/locomo_lab.py): the weighted sum alone is
 /// on par with RRF (k = 60), the context adds most of the gain (turn recall@10 0.682 ->
@@ -114,7 +132,8 @@ pub fn hybrid(
     k: usize,
     depth: usize,
     ns: Option<&str>,
-) -> Result<Vec<Found>> {
+    vis: Visibility,
+) -> Result<Hybrid> {
     if store.opts.dim != embedder::MODEL_DIM {
         return Err(Error::invalid(format!(
             "{} MATCH: hybrid search embeds the text with the model ({} dimensions), but this \
@@ -128,13 +147,32 @@ pub fn hybrid(
     let depth = depth.max(1);
     let words = text::query_words(text);
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let keyword_hits = if words.is_empty() {
+    // Each retriever fetches a few rows beyond `depth`, so that hidden rows (expired,
+    // superseded) take no candidate's place: it keeps its best `depth` visible rows.
+    let fetch = depth.saturating_add(HIDDEN_MARGIN);
+    let mut keyword_hits = if words.is_empty() {
         Vec::new()
     } else {
-        store.keyword_words(&words, ns, depth)?
+        store.keyword_words(&words, ns, fetch)?
     };
     let qv = embedder::get()?.embed(text)?;
-    let vector_hits = ann.search(store, &qv, depth, ns)?;
+    let mut vector_hits = if vis.include_superseded {
+        ann.search(store, &qv, fetch, ns)?
+    } else {
+        ann.search_visible(store, &qv, fetch, ns)?
+    };
+    let fetched: Vec<i64> = keyword_hits
+        .iter()
+        .map(|h| h.0)
+        .chain(vector_hits.iter().map(|h| h.0))
+        .collect();
+    // A full list means the retriever may hold more rows than it gave.
+    let deeper = keyword_hits.len() >= fetch || vector_hits.len() >= fetch;
+    let hidden = store.hidden_among(&fetched, vis.now, vis.include_superseded)?;
+    keyword_hits.retain(|(id, _)| !hidden.contains(id));
+    keyword_hits.truncate(depth);
+    vector_hits.retain(|(id, _)| !hidden.contains(id));
+    vector_hits.truncate(depth);
 
     // Keyword side, normalised by the best row's BM25 (FTS5's bm25 is negative).
     let best = keyword_hits.iter().map(|(_, b)| -b).fold(0.0f64, f64::max);
@@ -156,8 +194,16 @@ pub fn hybrid(
         Vec::new()
     };
     let (own, distance) = own_scores(store, &qv, &candidates, &pairs, &vector_hits, &keyword_part)?;
-    let ranked = with_context(&own, &pairs, opts.hybrid_context_weight);
-    Ok(ranked
+    let mut ranked = with_context(&own, &pairs, opts.hybrid_context_weight);
+    // A hidden neighbour still lends its score as context, but is not a result.
+    let others: Vec<i64> = pairs
+        .iter()
+        .map(|&(_, n)| n)
+        .filter(|n| !keyword_part.contains_key(n) && !vector_hits.iter().any(|h| h.0 == *n))
+        .collect();
+    let hidden = store.hidden_among(&others, vis.now, vis.include_superseded)?;
+    ranked.retain(|(id, _)| !hidden.contains(id));
+    let found = ranked
         .into_iter()
         .take(k)
         .map(|(id, score)| Found {
@@ -165,7 +211,19 @@ pub fn hybrid(
             distance: distance.get(&id).copied(),
             score: Some(score),
         })
-        .collect())
+        .collect();
+    Ok(Hybrid { found, deeper })
+}
+
+/// What [`hybrid`] found.
+#[derive(Debug)]
+pub struct Hybrid {
+    /// Up to `k` visible rows, best first.
+    pub found: Vec<Found>,
+    /// Whether a deeper search could find more rows: a retriever returned as many as it
+    /// was asked for (fewer than `k` found and `deeper`: hidden rows crowded the
+    /// candidates; a search with a larger `depth` finds more).
+    pub deeper: bool,
 }
 
 /// The own score of every row hybrid search ranks (the candidates and their

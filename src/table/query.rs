@@ -156,12 +156,16 @@ impl MemoryTable {
         // among the nearest (superseded near duplicates sit next to their successors)
         // rarely force a second, deeper run: the graph walk costs the same, and the extra
         // rows' vectors and rows come in the same two statements.
+        // A keyword search's first run does the same (the best `need` visible rows by BM25
+        // do not depend on how many are fetched); a hybrid search makes room for hidden
+        // rows itself (see `search::hybrid`).
         let mut extra = match search {
-            Search::Knn(_) => need.min(16),
-            _ => 0,
+            Search::Knn(_) | Search::Keyword(_) => need.min(16),
+            Search::Hybrid(_) => 0,
         };
         let (found, rows) = loop {
             let want = need.saturating_add(extra);
+            let mut deeper = None;
             let found = match search {
                 Search::Knn(q) => search::knn(
                     store,
@@ -180,10 +184,25 @@ impl MemoryTable {
                     } else {
                         k.max(store.opts.hybrid_depth) + extra
                     };
-                    search::hybrid(store, &mut self.ann.borrow_mut(), text, want, depth, ns)?
+                    let vis = search::Visibility {
+                        now,
+                        include_superseded,
+                    };
+                    let h = search::hybrid(
+                        store,
+                        &mut self.ann.borrow_mut(),
+                        text,
+                        want,
+                        depth,
+                        ns,
+                        vis,
+                    )?;
+                    deeper = Some(h.deeper);
+                    h.found
                 }
             };
-            let exhausted = found.len() < want;
+            // A hybrid search drops hidden rows itself: it says whether going deeper helps.
+            let exhausted = deeper.map_or(found.len() < want, |d| !d);
             let ids: Vec<i64> = found.iter().map(|f| f.id).collect();
             let mut rows = store.rows_of(&ids)?;
             rows.retain(|_, (r, by)| !r.expired(now) && (include_superseded || by.is_none()));
