@@ -851,6 +851,7 @@ fn as_of_now_and_a_branch_at_now_equal_the_table() {
          INSERT INTO mem(mem) VALUES ('optimize');
          SELECT subcog_link('mem', 2, 1, 'supersedes');
          SELECT subcog_link('mem', 5, 9, 'relates');
+         SELECT subcog_link('mem', 31, 40, 'supersedes');
          UPDATE mem SET content = 'apple apple apple rewritten' WHERE id = 10;
          UPDATE mem SET embedding = X'0000803F000000000000000000000000' WHERE id = 11;
          DELETE FROM mem WHERE id IN (12, 13, 9);",
@@ -894,11 +895,16 @@ fn as_of_now_and_a_branch_at_now_equal_the_table() {
     c.execute_batch(
         "UPDATE b SET content = 'stone stone branch' WHERE id = 30;
          DELETE FROM b WHERE id = 31;
-         INSERT INTO b(content, embedding) VALUES ('apple branch new', X'00000000000000000000803F00000000');
-         SELECT subcog_link('b', 32, 33, 'relates');",
+         INSERT INTO b(content, embedding) VALUES ('apple branch new', X'00000000000000000000803F00000000');",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let written = whole_views(&c, "b", "", &queries);
+    // 31's link went with it: 40 is no longer superseded in the branch.
+    assert!(
+        written[0]
+            .iter()
+            .any(|r| r.starts_with("Integer(40)|") && r.ends_with("|Null|Null|"))
+    );
     // A failed statement drops the working copy: the next read builds it again.
     let e = err_of(c.execute("INSERT INTO b(id, content) VALUES (1, 'taken')", []));
     assert!(e.contains("UNIQUE"), "{e}");
