@@ -766,3 +766,151 @@ fn as_of_knn_above_exact_max(optimize: bool) {
     }
     assert!(recall >= 95, "recall {recall}/100");
 }
+
+/// The views of `t` compared by [`as_of_now_and_a_branch_at_now_equal_the_table`]: every
+/// column of every row, KNN (ids and distances), keyword (ids and BM25 scores).
+fn whole_views(c: &Connection, t: &str, suffix: &str, queries: &[Vec<f32>]) -> Vec<Vec<String>> {
+    let mut out = vec![dump(
+        c,
+        &format!(
+            "SELECT id, content, namespace, tags, metadata, source, importance, created_at, \
+             updated_at, embedding, expires_at, superseded_by FROM {t} WHERE 1 {suffix} \
+             ORDER BY id"
+        ),
+        [],
+    )];
+    for q in queries {
+        out.push(dump(
+            c,
+            &format!("SELECT id, distance FROM {t} WHERE embedding MATCH ?1 AND k = 7 {suffix}"),
+            [blob(q)],
+        ));
+    }
+    for words in [
+        "apple",
+        "river OR stone",
+        "apple river",
+        "word3 OR word7 OR word11",
+    ] {
+        out.push(dump(
+            c,
+            &format!("SELECT id, score FROM {t} WHERE content MATCH ?1 AND k = 25 {suffix}"),
+            [words],
+        ));
+    }
+    out
+}
+
+#[test]
+fn as_of_now_and_a_branch_at_now_equal_the_table() {
+    // The as-of copy and a branch's working copy are built in bulk; at the table's own
+    // version they must show exactly the table: rows (and their superseded_by links),
+    // vectors, KNN answers through the shared HNSW snapshot, BM25 scores. Also inside a
+    // transaction (its uncommitted changes are part of the copy).
+    let c = mem();
+    table(&c, ", dedup=off, exact_max=8");
+    let mut rng = common::rng::Rng(11);
+    let words = ["apple", "river", "stone", "cloud"];
+    c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..400usize {
+        let v = rng.vector(4);
+        let text = format!(
+            "{} {} word{} note {i}",
+            words[i % 4],
+            words[(i / 4) % 4],
+            i % 13
+        );
+        if i % 17 == 0 {
+            // No vector: keyword search only.
+            c.execute(
+                "INSERT INTO mem(content, namespace) VALUES (?1, 'plain')",
+                [&text],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        } else {
+            c.execute(
+                "INSERT INTO mem(content, embedding, namespace, importance, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    text,
+                    blob(&v),
+                    if i % 3 == 0 { "ops" } else { "default" },
+                    (i % 10) as f64 / 10.0,
+                    if i % 29 == 0 {
+                        Some(4_000_000_000_000i64)
+                    } else {
+                        None
+                    }
+                ],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    c.execute_batch(
+        "COMMIT;
+         INSERT INTO mem(mem) VALUES ('optimize');
+         SELECT subcog_link('mem', 2, 1, 'supersedes');
+         SELECT subcog_link('mem', 5, 9, 'relates');
+         SELECT subcog_link('mem', 31, 40, 'supersedes');
+         UPDATE mem SET content = 'apple apple apple rewritten' WHERE id = 10;
+         UPDATE mem SET embedding = X'0000803F000000000000000000000000' WHERE id = 11;
+         DELETE FROM mem WHERE id IN (12, 13, 9);",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(int(&c, "SELECT count(*) FROM mem_pending") > 0);
+    let queries: Vec<Vec<f32>> = (0..6).map(|_| rng.vector(4)).collect();
+    let check = |ctx: &str| {
+        let now = whole_views(&c, "mem", "", &queries);
+        assert!(
+            now[0].len() > 350 && now.iter().all(|v| !v.is_empty()),
+            "{ctx}"
+        );
+        let v = version(&c);
+        assert_eq!(
+            whole_views(&c, "mem", &format!("AND as_of = {v}"), &queries),
+            now,
+            "{ctx}: as of the current version {v}"
+        );
+        now
+    };
+    let now = check("committed");
+    c.execute_batch(
+        "SELECT subcog_snapshot('mem', 'now');
+         SELECT subcog_branch('mem', 'b', 'now');",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(whole_views(&c, "b", "", &queries), now, "a branch at now");
+    // Inside a transaction: the copy sees its uncommitted writes.
+    c.execute_batch(
+        "BEGIN;
+         UPDATE mem SET content = 'river stone rewritten inside' WHERE id = 20;
+         DELETE FROM mem WHERE id = 21;
+         INSERT INTO mem(content, embedding) VALUES ('cloud apple late', X'000000000000803F0000000000000000');",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    check("inside a transaction");
+    c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
+    // The branch after writes of its own, read on a fresh build of its working copy
+    // equals the copy its writes ran on.
+    c.execute_batch(
+        "UPDATE b SET content = 'stone stone branch' WHERE id = 30;
+         DELETE FROM b WHERE id = 31;
+         INSERT INTO b(content, embedding) VALUES ('apple branch new', X'00000000000000000000803F00000000');",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let written = whole_views(&c, "b", "", &queries);
+    // 31's link went with it: 40 is no longer superseded in the branch.
+    assert!(
+        written[0]
+            .iter()
+            .any(|r| r.starts_with("Integer(40)|") && r.ends_with("|Null|Null|"))
+    );
+    // A failed statement drops the working copy: the next read builds it again.
+    let e = err_of(c.execute("INSERT INTO b(id, content) VALUES (1, 'taken')", []));
+    assert!(e.contains("UNIQUE"), "{e}");
+    c.execute_batch("BEGIN; DELETE FROM b WHERE id = 1; ROLLBACK;")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(whole_views(&c, "b", "", &queries), written, "rebuilt");
+    assert_integrity(&c, "mem", "after");
+    assert_integrity(&c, "b", "after");
+}

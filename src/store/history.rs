@@ -555,29 +555,6 @@ impl Store {
         Ok(())
     }
 
-    /// Every current memory with its stored vector BLOB, in id order, through `f`.
-    pub(crate) fn scan_rows_with_vectors(
-        &self,
-        mut f: impl FnMut(Row, Option<Vec<u8>>) -> Result<()>,
-    ) -> Result<()> {
-        let sql = self.sql(|| {
-            format!(
-                "SELECT {cols}, v.embedding FROM {c} c LEFT JOIN {v} v ON v.id = c.id \
-                 ORDER BY c.id",
-                cols = super::content::ROW_COLUMNS,
-                c = self.q.content,
-                v = self.q.vectors
-            )
-        });
-        let mut st = self.conn.prepare_cached(&sql)?;
-        let mut rows = st.query([])?;
-        while let Some(r) = rows.next()? {
-            let row = super::content::read_row(r)?;
-            f(row, r.get(10)?)?;
-        }
-        Ok(())
-    }
-
     /// Every link.
     pub(crate) fn all_links(&self) -> Result<Vec<Link>> {
         let sql = self.sql(|| {

@@ -21,12 +21,15 @@
 //!
 //! One file per shadow table: [`content`] (and the write-through of a row to the others),
 //! [`fts`], [`vectors`] (with `_unembedded`), [`pending`], [`snapshot`] (`_config` and
-//! `_hnsw`), [`links`], [`history`] (`_history`, `_snapshots`); [`schema`] creates and upgrades them, [`integrity`] checks them.
+//! `_hnsw`), [`links`], [`history`] (`_history`, `_snapshots`); [`schema`] creates and
+//! upgrades them, [`integrity`] checks them; [`bulk`] fills a fresh private copy (the
+//! as-of copy, a branch's working copy) in bulk.
 //! Every SQL text is built once per table ([`Store::sql`]) and prepared once per
 //! connection (the statement cache holds them all, [`STATEMENT_CACHE`]).
 
 pub(crate) mod bm25;
 pub(crate) mod branch;
+pub(crate) mod bulk;
 mod content;
 mod fts;
 pub(crate) mod history;

@@ -139,6 +139,55 @@ impl Store {
         Ok(out)
     }
 
+    /// Replaces the HNSW snapshot with the one stored in `src` (another table's store,
+    /// on its own connection), tagged `generation` (`unit`: as for [`Store::save_hnsw`]):
+    /// the same bytes in the same 1 MiB chunks as `save_hnsw(&src.hnsw_blob()?, ..)`
+    /// writes, streamed chunk by chunk instead of read whole first (a snapshot is about
+    /// 1 KB per 384-d vector).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(crate) fn save_hnsw_from(&self, src: &Store, generation: u64, unit: bool) -> Result<()> {
+        self.conn
+            .execute(&self.sql(|| format!("DELETE FROM {}", self.q.hnsw)), [])?;
+        let put = self.sql(|| format!("INSERT INTO {}(chunk, data) VALUES (?1, ?2)", self.q.hnsw));
+        let mut put = self.conn.prepare_cached(&put)?;
+        let get = src.sql(|| format!("SELECT data FROM {} ORDER BY chunk", src.q.hnsw));
+        let mut get = src.conn.prepare_cached(&get)?;
+        let mut rows = get.query([])?;
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+        let mut n: i64 = 0;
+        while let Some(r) = rows.next()? {
+            let rusqlite::types::ValueRef::Blob(mut b) = r.get_ref(0)? else {
+                continue;
+            };
+            while !b.is_empty() {
+                if buf.is_empty() && b.len() >= CHUNK {
+                    // A whole chunk straight from the source row.
+                    put.execute(params![n, &b[..CHUNK]])?;
+                    n += 1;
+                    b = &b[CHUNK..];
+                    continue;
+                }
+                let take = (CHUNK - buf.len()).min(b.len());
+                buf.extend_from_slice(&b[..take]);
+                b = &b[take..];
+                if buf.len() == CHUNK {
+                    put.execute(params![n, buf.as_slice()])?;
+                    n += 1;
+                    buf.clear();
+                }
+            }
+        }
+        if !buf.is_empty() {
+            put.execute(params![n, buf.as_slice()])?;
+        }
+        self.config_set("generation", &(generation as i64).to_string())?;
+        self.config_set("hnsw_saved", &(generation as i64).to_string())?;
+        self.config_set("hnsw_vectors", if unit { "unit_f16" } else { "f32" })?;
+        Ok(())
+    }
+
     /// Replaces the HNSW snapshot with `data`, tagged `generation` (`unit`: it holds
     /// unit-length binary16 vectors, else float32 as stored), inside the caller's
     /// transaction. The pending list is left alone: a checkpoint empties it itself
@@ -156,5 +205,63 @@ impl Store {
         self.config_set("hnsw_saved", &(generation as i64).to_string())?;
         self.config_set("hnsw_vectors", if unit { "unit_f16" } else { "f32" })?;
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "bundled"))]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+    use crate::options::TableOptions;
+
+    fn store() -> Store {
+        let conn = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        Store::create(conn, "main", "m", TableOptions::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `(chunk, data)` rows of `s`'s `_hnsw`.
+    fn chunks(s: &Store) -> Vec<(i64, Vec<u8>)> {
+        let mut st = s
+            .conn
+            .prepare("SELECT chunk, data FROM m_hnsw ORDER BY chunk")
+            .unwrap_or_else(|e| panic!("{e}"));
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_streamed_snapshot_is_the_one_save_hnsw_writes() {
+        let data: Vec<u8> = (0..(2 * CHUNK + CHUNK / 3))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let want = store();
+        want.save_hnsw(&data, 7, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Sources stored in 1 MiB chunks, and in odd ones (re-chunked on the way).
+        let odd = store();
+        for (i, c) in data.chunks(700_001).enumerate() {
+            odd.conn
+                .execute(
+                    "INSERT INTO m_hnsw(chunk, data) VALUES (?1, ?2)",
+                    params![i as i64, c],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for src in [&want, &odd] {
+            let dst = store();
+            dst.save_hnsw_from(src, 7, true)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(chunks(&dst), chunks(&want));
+            assert_eq!(dst.hnsw_blob().unwrap_or_default(), data);
+            assert_eq!(dst.snapshot_state().unwrap_or_default(), (7, 7));
+            assert!(dst.hnsw_unit().unwrap_or_default());
+        }
+        // Nothing stored: nothing written.
+        let dst = store();
+        dst.save_hnsw_from(&store(), 3, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(chunks(&dst).is_empty());
     }
 }

@@ -36,7 +36,7 @@
 //! recorded as op `merge_branch`, so `subcog_restore` undoes it.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::rc::Rc;
 
 use rusqlite::Connection;
@@ -48,6 +48,7 @@ use super::query::{Answer, AsOf, Query};
 use crate::error::{Error, Result};
 use crate::options::TableOptions;
 use crate::row::Row;
+use crate::store::bulk::raw_id;
 use crate::store::history::row_json;
 use crate::store::{Link, Store, VectorChange};
 use crate::vector;
@@ -585,38 +586,20 @@ impl MemoryTable {
         b.copy.replace(None);
         let base = self.base_store(b)?;
         let own = &self.store;
-        let dim = own.opts.dim;
-        let mut table = copy_at(&base, b.fork, |copy| {
-            for id in own.masked_ids()? {
-                if let Some(r) = copy.get(id)? {
-                    copy.delete(&r)?;
-                }
-            }
+        let hide: HashSet<i64> = own.masked_ids()?.into_iter().collect();
+        let mut table = copy_at(&base, b.fork, &hide, |copy| {
             let flags = own.unembedded_flags()?;
-            let mut n = 0;
-            own.scan_rows_with_vectors(|row, blob| {
-                let v = blob.and_then(|b| vector::decode_stored(&b, dim));
-                n += usize::from(v.is_some());
-                let flag = flags.get(&row.id).copied();
-                let change = match (&v, flag) {
-                    (Some(v), _) => VectorChange::Set(v),
-                    (None, Some(_)) => VectorChange::Defer,
-                    (None, None) => VectorChange::Keep,
-                };
-                copy.insert(
-                    &row,
-                    &content_hash(&row.content),
-                    change,
-                    flag.unwrap_or(false),
-                )
+            own.scan_raw(|row, hash, blob| {
+                let flag = flags.get(&raw_id(row)?).copied();
+                copy.add(row, hash, blob, flag)
             })?;
-            for (s, k, d) in own.masked_links()? {
-                copy.remove_link(s, d, Some(k.as_str()))?;
+            for key in own.masked_links()? {
+                copy.links.remove(&key);
             }
             for l in own.all_links()? {
-                copy.add_link(l.src, l.dst, &l.kind, l.weight, l.created_at)?;
+                copy.links.insert((l.src, l.kind.clone(), l.dst), l);
             }
-            Ok(n)
+            Ok(())
         })?;
         // From now on the copy is the branch: its write path runs with the branch's own
         // options, and records (what the branch writes through).

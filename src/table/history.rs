@@ -19,7 +19,7 @@
 //!   versions, read from the changes after the older one.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use rusqlite::Connection;
@@ -31,8 +31,9 @@ use crate::ann::Checkpoint;
 use crate::error::{Error, Result};
 use crate::options::DedupPolicy;
 use crate::row::{Row, now_ms};
-use crate::store::history::{TIME_MIN, changes_recorded, row_json};
-use crate::store::{Store, VectorChange};
+use crate::store::bulk::{BulkLoad, RawRow, raw_content, raw_id, raw_row};
+use crate::store::history::{LinkKey, TIME_MIN, changes_recorded, row_json};
+use crate::store::{Link, Store, VectorChange};
 use crate::vector;
 
 /// What an `as_of` value, a `subcog_restore` or `subcog_diff` argument names.
@@ -293,7 +294,7 @@ impl MemoryTable {
 
     /// Builds the in-memory copy of this table as of `at`.
     fn build_as_of(&self, at: Resolved) -> Result<MemoryTable> {
-        let table = copy_at(&self.store, at.version, |_| Ok(0))?;
+        let table = copy_at(&self.store, at.version, &HashSet::new(), |_| Ok(()))?;
         table.clock.set(Some(at.clock));
         Ok(table)
     }
@@ -390,17 +391,122 @@ impl MemoryTable {
     }
 }
 
+/// A copy being filled by [`copy_at`]: the bulk load into the copy's store, the links
+/// it will hold, and the ids its pending list gets. A branch's working copy adds the
+/// branch's own rows and links through it ([`Filling::add`], [`Filling::links`]).
+pub(crate) struct Filling<'c> {
+    load: BulkLoad<'c>,
+    /// The table's `dim` (a stored vector is `dim * 4` bytes; another length is not
+    /// copied, as it cannot be decoded).
+    dim: usize,
+    /// The links the copy gets, by `(src, kind, dst)`; written when the copy is done.
+    pub(crate) links: HashMap<LinkKey, Link>,
+    /// Ids of the base as of the version (written or hidden): pending when the copy
+    /// builds its own graph.
+    then_ids: Vec<i64>,
+    /// Ids pending in any case: the hidden ones and the ones added by [`Filling::add`].
+    marked: Vec<i64>,
+    /// Vectors copied (the hidden rows' included), for the graph decision.
+    vectors: usize,
+}
+
+impl Filling<'_> {
+    /// Adds a memory: `row` with its dedup hash (`hash`: as stored with the row; `None`:
+    /// computed), its stored vector `blob` when it is one (`dim` float32), and per
+    /// `unembedded` (`Some(near_check)`) the note that it awaits its embedding (no
+    /// vector) or its near-duplicate check (`near_check`); marks it pending. As
+    /// [`Store::insert`] with the vector set (or deferred) does.
+    ///
+    /// # Errors
+    /// SQLite errors (an id already in the copy); [`Error::Corrupt`] for a row whose id or
+    /// content has the wrong type.
+    pub(crate) fn add(
+        &mut self,
+        row: &RawRow<'_>,
+        hash: Option<&[u8; 32]>,
+        blob: Option<&[u8]>,
+        unembedded: Option<bool>,
+    ) -> Result<()> {
+        let id = raw_id(row)?;
+        self.load.row(row, &hash_of(row, hash)?)?;
+        match blob.filter(|b| b.len() == self.dim * 4) {
+            Some(b) => {
+                self.vectors += 1;
+                self.load.vector(id, b)?;
+                if unembedded == Some(true) {
+                    self.load.unembedded(id, true)?;
+                }
+            }
+            None => {
+                if let Some(near_check) = unembedded {
+                    self.load.unembedded(id, near_check)?;
+                }
+            }
+        }
+        self.marked.push(id);
+        Ok(())
+    }
+
+    /// A memory of the base as of the version (`hash`: as for [`Filling::add`]): written,
+    /// or when `hidden` (a branch wrote it) left out, its links dropped and its id
+    /// pending (as a DELETE of it would).
+    fn base_row(
+        &mut self,
+        row: &RawRow<'_>,
+        hash: Option<&[u8; 32]>,
+        blob: Option<&[u8]>,
+        hidden: bool,
+    ) -> Result<()> {
+        let id = raw_id(row)?;
+        self.then_ids.push(id);
+        let blob = blob.filter(|b| b.len() == self.dim * 4);
+        if hidden {
+            self.vectors += usize::from(blob.is_some());
+            self.marked.push(id);
+            return Ok(());
+        }
+        self.load.row(row, &hash_of(row, hash)?)?;
+        if let Some(b) = blob {
+            self.vectors += 1;
+            self.load.vector(id, b)?;
+        }
+        Ok(())
+    }
+}
+
+/// The dedup hash a copied row gets: `stored`, the hash stored with the very row read
+/// (the content hash written with it, [`content_hash`]), else the content hash computed.
+///
+/// # Errors
+/// [`Error::Corrupt`] for content that is not UTF-8 text.
+fn hash_of(row: &RawRow<'_>, stored: Option<&[u8; 32]>) -> Result<[u8; 32]> {
+    match stored {
+        Some(h) => Ok(*h),
+        None => Ok(content_hash(raw_content(row)?)),
+    }
+}
+
 /// The private in-memory copy of `store` as of `version` (history, auto_embed and dedup
-/// off), with `overlay` applied to the copy's store before the copy is committed (a
-/// branch's own rows and masks, [`super::branch`]; it returns how many vectors it added).
-/// The copy's clock is left unset (now).
+/// off). `hide`: memories of the base left out of the copy (a branch's masked ones: their
+/// links are dropped and they are pending, as if deleted); `overlay` then adds to it
+/// (a branch's own rows and links, [`super::branch`]) before the copy is committed. The
+/// copy's clock is left unset (now).
+///
+/// Built in bulk ([`crate::store::bulk`]): the base's rows, dedup hashes and vectors are
+/// read in one statement on the caller's connection (so its uncommitted changes are seen)
+/// and written as stored (a row the undo gives back gets its hash computed), through
+/// statements prepared once; the FTS5 index is filled once at the end. The result is the
+/// table a row-by-row [`Store::insert`] of the same rows would give: the same rows,
+/// vectors, links, pending ids, embedding notes and FTS5 documents (so the same BM25
+/// statistics).
 ///
 /// # Errors
 /// SQLite errors; [`Error::Corrupt`] for a history row that does not parse.
 pub(crate) fn copy_at(
     store: &Store,
     version: i64,
-    overlay: impl FnOnce(&Store) -> Result<usize>,
+    hide: &HashSet<i64>,
+    overlay: impl FnOnce(&mut Filling<'_>) -> Result<()>,
 ) -> Result<MemoryTable> {
     let undo = store.undo_to(version)?;
     let mut opts = store.opts.clone();
@@ -410,83 +516,110 @@ pub(crate) fn copy_at(
     let conn = Connection::open_in_memory()?;
     let copy = Store::create(conn, "main", &store.table, opts)?;
     copy.conn().execute_batch("BEGIN")?;
-    let dim = store.opts.dim;
-    let vectors = std::cell::Cell::new(0usize);
-    let put = |row: &Row, blob: Option<&[u8]>| -> Result<()> {
-        let v = blob.and_then(|b| vector::decode_stored(b, dim));
-        vectors.set(vectors.get() + usize::from(v.is_some()));
-        let change = match &v {
-            Some(v) => VectorChange::Set(v),
-            None => VectorChange::Keep,
+    let (generation, saved) = store.snapshot_state()?;
+    let shared = generation != 0 && generation == saved;
+    let vectors = {
+        let mut f = Filling {
+            load: copy.bulk_load()?,
+            dim: store.opts.dim,
+            links: HashMap::new(),
+            then_ids: Vec::new(),
+            marked: Vec::new(),
+            vectors: 0,
         };
-        copy.insert(row, &content_hash(&row.content), change, false)
-    };
-    let mut seen: std::collections::HashSet<i64> = std::collections::HashSet::new();
-    store.scan_rows_with_vectors(|row, blob| {
-        seen.insert(row.id);
-        let then = match undo.rows.get(&row.id) {
-            Some(None) => return Ok(()),
-            Some(Some(r)) => r.clone(),
-            None => row,
-        };
-        let blob = match undo.vectors.get(&then.id) {
-            Some(b) => b.clone(),
-            None => blob,
-        };
-        put(&then, blob.as_deref())
-    })?;
-    for (id, then) in &undo.rows {
-        if let Some(row) = then
-            && !seen.contains(id)
-        {
+        // The rows of then: the current ones with the undo applied, then the ones deleted
+        // since (in id order).
+        let mut seen: HashSet<i64> = HashSet::new();
+        store.scan_raw(|row, hash, blob| {
+            let id = raw_id(row)?;
+            let blob = match undo.vectors.get(&id) {
+                Some(b) => b.as_deref(),
+                None => blob,
+            };
+            match undo.rows.get(&id) {
+                None => f.base_row(row, hash, blob, hide.contains(&id)),
+                Some(then) => {
+                    seen.insert(id);
+                    match then {
+                        None => Ok(()),
+                        Some(r) => f.base_row(&raw_row(r), None, blob, hide.contains(&id)),
+                    }
+                }
+            }
+        })?;
+        let mut gone: Vec<(&i64, &Row)> = undo
+            .rows
+            .iter()
+            .filter(|(id, _)| !seen.contains(id))
+            .filter_map(|(id, then)| then.as_ref().map(|r| (id, r)))
+            .collect();
+        gone.sort_unstable_by_key(|(id, _)| **id);
+        for (id, row) in gone {
             let blob = match undo.vectors.get(id) {
                 Some(b) => b.clone(),
                 None => store.embedding_blob(*id)?,
             };
-            put(row, blob.as_deref())?;
+            f.base_row(&raw_row(row), None, blob.as_deref(), hide.contains(id))?;
         }
-    }
-    let mut links: HashMap<(i64, String, i64), crate::store::Link> = store
-        .all_links()?
-        .into_iter()
-        .map(|l| ((l.src, l.kind.clone(), l.dst), l))
-        .collect();
-    for (key, then) in &undo.links {
-        match then {
-            Some(l) => {
-                links.insert(key.clone(), l.clone());
-            }
-            None => {
-                links.remove(key);
+        f.links = store
+            .all_links()?
+            .into_iter()
+            .map(|l| ((l.src, l.kind.clone(), l.dst), l))
+            .collect();
+        for (key, then) in &undo.links {
+            match then {
+                Some(l) => {
+                    f.links.insert(key.clone(), l.clone());
+                }
+                None => {
+                    f.links.remove(key);
+                }
             }
         }
-    }
-    for l in links.values() {
-        copy.add_link(l.src, l.dst, &l.kind, l.weight, l.created_at)?;
-    }
-    // KNN is planned as the table plans its own: an exact scan up to exact_max
-    // vectors, else the table's own HNSW snapshot, shared: every id whose row or
-    // vector changed since `v` (and every id pending in the table) is pending in the
-    // copy, so the graph walk skips it and it is scanned exactly from the copy's
-    // vectors: the invariant of `crate::ann` holds for the copy. Distances are
-    // recomputed exactly either way.
-    let (generation, saved) = store.snapshot_state()?;
-    let shared = generation != 0 && generation == saved;
-    if shared {
-        copy.save_hnsw(&store.hnsw_blob()?, generation, store.hnsw_unit()?)?;
-        copy.clear_pending()?;
-        let mut pending = store.pending_ids()?;
-        pending.extend(undo.rows.keys().chain(undo.vectors.keys()));
+        // A hidden memory's links go with it (as a DELETE of it removes them).
+        let dropped: HashSet<i64> = f.marked.iter().copied().collect();
+        if !dropped.is_empty() {
+            f.links
+                .retain(|(src, _, dst), _| !dropped.contains(src) && !dropped.contains(dst));
+        }
+        overlay(&mut f)?;
+        let mut links: Vec<&Link> = f.links.values().collect();
+        links.sort_unstable_by(|a, b| (a.src, &a.kind, a.dst).cmp(&(b.src, &b.kind, b.dst)));
+        for l in links {
+            f.load.link(l)?;
+        }
+        // KNN is planned as the table plans its own: an exact scan up to exact_max
+        // vectors, else the table's own HNSW snapshot, shared: every id whose row or
+        // vector changed since `v` (and every id pending in the table) is pending in the
+        // copy, so the graph walk skips it and it is scanned exactly from the copy's
+        // vectors: the invariant of `crate::ann` holds for the copy. Without a snapshot
+        // to share, every id is pending until the copy builds its own graph. Distances
+        // are recomputed exactly either way.
+        let mut pending = if shared {
+            let mut p = store.pending_ids()?;
+            p.extend(undo.rows.keys().chain(undo.vectors.keys()));
+            p
+        } else {
+            std::mem::take(&mut f.then_ids)
+        };
+        pending.append(&mut f.marked);
         pending.sort_unstable();
         pending.dedup();
-        copy.mark_pending_all(&pending)?;
+        for id in pending {
+            f.load.pending(id)?;
+        }
+        let vectors = f.vectors;
+        f.load.finish()?;
+        vectors
+    };
+    if shared {
+        copy.save_hnsw_from(store, generation, store.hnsw_unit()?)?;
     }
-    vectors.set(vectors.get() + overlay(&copy)?);
     copy.conn().execute_batch("COMMIT")?;
     let table = MemoryTable::new(copy, "main");
     // No snapshot to share (none yet, or a deferred one not written until COMMIT):
     // the copy builds its own graph once.
-    if !shared && vectors.get() > table.store.opts.exact_max {
+    if !shared && vectors > table.store.opts.exact_max {
         table
             .ann
             .borrow_mut()
