@@ -4,8 +4,10 @@
   next query after COMMIT, and a long-lived connection picks up another process's HNSW
   checkpoint (WAL and rollback-journal modes).
 * Crashes: a child process writing in a loop (inserts, updates, deletes, 'optimize',
-  snapshots, snapshot drops and restores to a snapshot) is killed with SIGKILL at random
-  moments, many times. After each kill the database opens, subcog_integrity() (which
+  snapshots, snapshot drops, restores to a snapshot, and a branch that lives across
+  transactions and kills: created at a snapshot or now, written to, some of its memories
+  changed in the table too, merged back under 'fail', 'ours' or 'theirs' and dropped) is
+  killed with SIGKILL at random moments, many times. After each kill the database opens, subcog_integrity() (which
   checks the history too) is clean, the row count is exactly that of the confirmed
   commits, and every memory whose COMMIT returned is found by id and by keyword with
   exactly its vector, and (HNSW being approximate) at least 99% of them among the 10
@@ -14,7 +16,9 @@
   committed ones, the table as of each snapshot holds exactly the ids alive when it was
   taken, as of the current version exactly the ids alive now, subcog_diff from the newest
   snapshot to now is the difference of those sets, and the last recorded change of a
-  sampled memory leaves it as it is.
+  sampled memory leaves it as it is. Merges took exactly what a three-way merge of the
+  committed writes takes (a 'fail' raised iff there were conflicts, and changed nothing),
+  and the branch, while it lives, holds exactly its ids and its subcog_integrity is clean.
 
 Runs the built extension ($SUBCOG_EXT) in /usr/bin/python3's sqlite3 (3.40.1), separate
 processes via subprocess. SUBCOG_CRASH_ROUNDS (default 16) sets the number of kills.
