@@ -587,8 +587,12 @@ impl MemoryTable {
         let own = &self.store;
         let dim = own.opts.dim;
         let mut table = copy_at(&base, b.fork, |copy| {
+            // A memory the branch deleted goes (with its links); one it rewrote is
+            // updated below, keeping the base's links the branch did not change.
             for id in own.masked_ids()? {
-                if let Some(r) = copy.get(id)? {
+                if let Some(r) = copy.get(id)?
+                    && own.get(id)?.is_none()
+                {
                     copy.delete(&r)?;
                 }
             }
@@ -603,12 +607,21 @@ impl MemoryTable {
                     (None, Some(_)) => VectorChange::Defer,
                     (None, None) => VectorChange::Keep,
                 };
-                copy.insert(
-                    &row,
-                    &content_hash(&row.content),
-                    change,
-                    flag.unwrap_or(false),
-                )
+                match copy.get(row.id)? {
+                    Some(old) => {
+                        let change = match change {
+                            VectorChange::Keep => VectorChange::Remove,
+                            c => c,
+                        };
+                        copy.update(&old, &row, change)
+                    }
+                    None => copy.insert(
+                        &row,
+                        &content_hash(&row.content),
+                        change,
+                        flag.unwrap_or(false),
+                    ),
+                }
             })?;
             for (s, k, d) in own.masked_links()? {
                 copy.remove_link(s, d, Some(k.as_str()))?;
