@@ -643,3 +643,78 @@ fn supplied_vectors_dim4() {
     assert_integrity(&c, "mem", "dim4");
     assert_integrity(&c, "trial", "dim4");
 }
+
+/// `subcog_last_insert` on a branch after an INSERT that `dedup=skip` skips as a duplicate
+/// of a base memory (a row the branch does not store): the duplicate, not NULL (found by
+/// the differential test).
+#[test]
+fn last_insert_of_a_duplicate_skipped_on_a_branch_dim4() {
+    let c = mem();
+    run(
+        &c,
+        "CREATE VIRTUAL TABLE mem USING memories(dim=4, auto_embed=off, dedup=skip)",
+    );
+    let insert = |t: &str, v: [f32; 4]| {
+        c.execute(
+            &format!(
+                "INSERT INTO {t}(content, embedding) VALUES ('Bob is allergic to peanuts', ?1)"
+            ),
+            [blob(&v)],
+        )
+        .unwrap_or_else(|e| panic!("{t}: {e}"));
+    };
+    insert("mem", [1.0, 0.0, 0.0, 0.0]);
+    run(&c, "SELECT subcog_branch('mem', 'trial')");
+    insert("trial", [0.0, 1.0, 0.0, 0.0]);
+    let last: Option<String> = c
+        .query_row("SELECT subcog_last_insert('trial')", [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let last: serde_json::Value = serde_json::from_str(&last.unwrap_or_default())
+        .unwrap_or_else(|e| panic!("subcog_last_insert('trial'): {e}"));
+    assert_eq!(last["id"], 1, "{last}");
+    assert_eq!(last["outcome"], "duplicate", "{last}");
+    assert_eq!(last["action"], "skip", "{last}");
+    assert_eq!(int(&c, "SELECT count(*) FROM trial"), 1);
+}
+
+/// A branch that rewrites a memory keeps the base's `supersedes` links of it when its
+/// working copy is built again (another connection, a reopen): found by the differential
+/// test (the copy deleted and re-inserted the memory, which dropped its links).
+#[test]
+fn a_rewritten_memory_keeps_its_base_links_on_another_connection_dim4() {
+    let dir = temp_dir("branch-links");
+    let path = dir.join("b.db").to_string_lossy().to_string();
+    let c = open(&path);
+    run(
+        &c,
+        "CREATE VIRTUAL TABLE mem USING memories(dim=4, auto_embed=off)",
+    );
+    for (text, v) in [
+        ("the deploy runs nightly", [1.0, 0.0, 0.0, 0.0]),
+        ("deploys run every night", [1.0, 0.01, 0.0, 0.0]),
+    ] {
+        c.execute(
+            "INSERT INTO mem(content, embedding) VALUES (?1, ?2)",
+            params![text, blob(&v)],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let sup = |c: &Connection, t: &str| -> Option<i64> {
+        c.query_row(
+            &format!("SELECT superseded_by FROM {t} WHERE id = 1"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{t}: {e}"))
+    };
+    assert_eq!(sup(&c, "mem"), Some(2));
+    run(&c, "SELECT subcog_branch('mem', 'trial')");
+    run(&c, "UPDATE trial SET tags = '[\"ops\"]' WHERE id = 2");
+    run(&c, "UPDATE trial SET tags = '[\"old\"]' WHERE id = 1");
+    assert_eq!(sup(&c, "trial"), Some(2));
+    let other = open(&path);
+    assert_eq!(sup(&other, "trial"), Some(2), "on another connection");
+    assert_integrity(&other, "trial", "links");
+    drop(other);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -65,7 +65,21 @@ fn last_insert(ctx: &Context<'_>) -> Result<Option<String>> {
     };
     // A savepoint rolled back since (no xRollback for those) may have undone it.
     let store = crate::store::Store::connect(connection(ctx)?, &schema, &table)?;
-    if !store.exists(outcome.id)? {
+    let exists = if store.branch_info()?.is_some() {
+        // A branch stores only what it wrote: a duplicate it skipped is its base's row.
+        conn.query_row(
+            &format!(
+                "SELECT count(*) FROM {}.{} WHERE rowid = ?1",
+                quote(&schema),
+                quote(&table)
+            ),
+            [outcome.id],
+            |r| r.get::<_, i64>(0),
+        )? > 0
+    } else {
+        store.exists(outcome.id)?
+    };
+    if !exists {
         return Ok(None);
     }
     let mut outcome = outcome;

@@ -589,10 +589,19 @@ impl MemoryTable {
         let hide: HashSet<i64> = own.masked_ids()?.into_iter().collect();
         let mut table = copy_at(&base, b.fork, &hide, |copy| {
             let flags = own.unembedded_flags()?;
+            let mut rewritten: HashSet<i64> = HashSet::new();
             own.scan_raw(|row, hash, blob| {
-                let flag = flags.get(&raw_id(row)?).copied();
+                let id = raw_id(row)?;
+                rewritten.insert(id);
+                let flag = flags.get(&id).copied();
                 copy.add(row, hash, blob, flag)
             })?;
+            // A memory the branch deleted goes with its links (as its DELETE removed
+            // them); one it rewrote keeps the base's links the branch did not change.
+            copy.links.retain(|(src, _, dst), _| {
+                let deleted = |id: &i64| hide.contains(id) && !rewritten.contains(id);
+                !deleted(src) && !deleted(dst)
+            });
             for key in own.masked_links()? {
                 copy.links.remove(&key);
             }

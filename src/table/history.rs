@@ -487,9 +487,10 @@ fn hash_of(row: &RawRow<'_>, stored: Option<&[u8; 32]>) -> Result<[u8; 32]> {
 }
 
 /// The private in-memory copy of `store` as of `version` (history, auto_embed and dedup
-/// off). `hide`: memories of the base left out of the copy (a branch's masked ones: their
-/// links are dropped and they are pending, as if deleted); `overlay` then adds to it
-/// (a branch's own rows and links, [`super::branch`]) before the copy is committed. The
+/// off). `hide`: memories of the base left out of the copy (a branch's masked ones: they
+/// are pending, their links kept for the overlay to judge); `overlay` then adds to it
+/// (a branch's own rows and links, [`super::branch`], which drops the links of the
+/// memories it deleted) before the copy is committed. The
 /// copy's clock is left unset (now).
 ///
 /// Built in bulk ([`crate::store::bulk`]): the base's rows, dedup hashes and vectors are
@@ -576,12 +577,8 @@ pub(crate) fn copy_at(
                 }
             }
         }
-        // A hidden memory's links go with it (as a DELETE of it removes them).
-        let dropped: HashSet<i64> = f.marked.iter().copied().collect();
-        if !dropped.is_empty() {
-            f.links
-                .retain(|(src, _, dst), _| !dropped.contains(src) && !dropped.contains(dst));
-        }
+        // A hidden memory's links stay: the overlay knows which hidden memories it
+        // deleted (their links go) and which it rewrote (their links stay).
         overlay(&mut f)?;
         let mut links: Vec<&Link> = f.links.values().collect();
         links.sort_unstable_by(|a, b| (a.src, &a.kind, a.dst).cmp(&(b.src, &b.kind, b.dst)));

@@ -76,12 +76,22 @@ impl ORow {
     }
 }
 
+/// An oracle's memories and `supersedes` links `(dst, src)` at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    pub rows: BTreeMap<i64, ORow>,
+    pub links: BTreeSet<(i64, i64)>,
+}
+
 /// The oracle of one or more `memories` tables (tables given the same ids share one).
 pub struct Oracle {
     /// Name of the ordinary table that mirrors `rows` transactionally.
     pub table: String,
     /// The writer's view of the memories.
     pub rows: BTreeMap<i64, ORow>,
+    /// The `supersedes` links `(dst, src)` made by [`Oracle::supersede`]: a memory's `sup`
+    /// is the largest `src` of its links (a merge of a branch can give it two).
+    pub links: BTreeSet<(i64, i64)>,
     /// `(namespace, normalised content)` -> ids, for exact-duplicate look-ups.
     text: HashMap<(String, String), BTreeSet<i64>>,
     /// Namespace -> ids.
@@ -97,12 +107,14 @@ impl Oracle {
         c.execute_batch(&format!(
             "CREATE TABLE {table}(id INTEGER PRIMARY KEY, content TEXT NOT NULL, \
              namespace TEXT NOT NULL, emb BLOB, expires_at INTEGER, tags TEXT NOT NULL, \
-             superseded_by INTEGER)"
+             superseded_by INTEGER); \
+             CREATE TABLE {table}_links(dst INTEGER, src INTEGER, PRIMARY KEY (dst, src))"
         ))
         .unwrap_or_else(|e| panic!("{e}"));
         Oracle {
             table: table.to_string(),
             rows: BTreeMap::new(),
+            links: BTreeSet::new(),
             text: HashMap::new(),
             by_ns: HashMap::new(),
         }
@@ -133,6 +145,13 @@ impl Oracle {
     /// Reloads the in-memory copy from the table (after a ROLLBACK or ROLLBACK TO).
     pub fn reload(&mut self, c: &Connection) {
         self.rows = Self::read(c, &self.table).unwrap_or_else(|e| panic!("{e}"));
+        self.links = c
+            .prepare(&format!("SELECT dst, src FROM {}_links", self.table))
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
         self.text.clear();
         self.by_ns.clear();
         let ids: Vec<i64> = self.rows.keys().copied().collect();
@@ -218,28 +237,98 @@ impl Oracle {
         c.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", self.table))
             .and_then(|mut st| st.execute([id]))
             .unwrap_or_else(|e| panic!("{e}"));
-        let freed: Vec<i64> = self
+        let gone: Vec<(i64, i64)> = self
+            .links
+            .iter()
+            .filter(|(d, s)| *d == id || *s == id)
+            .copied()
+            .collect();
+        let mut freed: BTreeSet<i64> = self
             .rows
             .iter()
             .filter(|(_, r)| r.sup == Some(id))
             .map(|(i, _)| *i)
             .collect();
+        for (d, s) in gone {
+            self.set_link(c, d, s, false);
+            freed.insert(d);
+        }
+        freed.remove(&id);
         for f in freed {
-            self.update(c, f, |r| r.sup = None);
+            self.resup(c, f);
         }
     }
 
-    /// Replaces every memory with `rows` (a restore of the table to a snapshot).
-    pub fn replace_all(&mut self, c: &Connection, rows: &BTreeMap<i64, ORow>) {
-        c.execute(&format!("DELETE FROM {}", self.table), [])
-            .unwrap_or_else(|e| panic!("{e}"));
+    /// Adds (`on`) or removes the link `src` supersedes `dst` (not `sup`: see
+    /// [`Oracle::resup`]).
+    fn set_link(&mut self, c: &Connection, dst: i64, src: i64, on: bool) {
+        let sql = if on {
+            self.links.insert((dst, src));
+            format!("INSERT INTO {}_links(dst, src) VALUES (?1, ?2)", self.table)
+        } else {
+            self.links.remove(&(dst, src));
+            format!(
+                "DELETE FROM {}_links WHERE dst = ?1 AND src = ?2",
+                self.table
+            )
+        };
+        c.prepare_cached(&sql)
+            .and_then(|mut st| st.execute([dst, src]))
+            .unwrap_or_else(|e| panic!("oracle link {src} -> {dst}: {e}"));
+    }
+
+    /// `sup` of `id` from its links: the largest memory that supersedes it.
+    fn resup(&mut self, c: &Connection, id: i64) {
+        let sup = self
+            .links
+            .range((id, i64::MIN)..=(id, i64::MAX))
+            .next_back();
+        let sup = sup.map(|(_, s)| *s);
+        if self.rows.get(&id).is_some_and(|r| r.sup != sup) {
+            self.update(c, id, |r| r.sup = sup);
+        }
+    }
+
+    /// Memory `new` supersedes `old` (a link; `old`'s `sup` becomes the largest of its
+    /// superseders).
+    pub fn supersede(&mut self, c: &Connection, old: i64, new: i64) {
+        self.set_link(c, old, new, true);
+        self.resup(c, old);
+    }
+
+    /// Removes the link `new` supersedes `old`, if there is one.
+    pub fn unlink(&mut self, c: &Connection, old: i64, new: i64) {
+        self.set_link(c, old, new, false);
+        self.resup(c, old);
+    }
+
+    /// The memories and links, as [`Oracle::replace_all`] takes them back.
+    pub fn state(&self) -> State {
+        State {
+            rows: self.rows.clone(),
+            links: self.links.clone(),
+        }
+    }
+
+    /// Replaces every memory and link with `state`'s (a restore of the table to a
+    /// snapshot).
+    pub fn replace_all(&mut self, c: &Connection, state: &State) {
+        c.execute_batch(&format!(
+            "DELETE FROM {0}; DELETE FROM {0}_links",
+            self.table
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
         let ids: Vec<i64> = self.rows.keys().copied().collect();
         for id in ids {
             self.unindex(id);
         }
         self.rows.clear();
-        for (id, row) in rows {
+        self.links.clear();
+        for (id, row) in &state.rows {
             self.insert(c, *id, row.clone());
+        }
+        for &(d, s) in &state.links {
+            self.set_link(c, d, s, true);
         }
     }
 

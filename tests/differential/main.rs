@@ -50,6 +50,16 @@
 //! a snapshot (the oracles take the copy's rows in the same transaction) must leave rows
 //! equal to the oracle and `subcog_integrity` (which checks the history too) clean.
 //!
+//! Branches (issue 11, `world/branch.rs`): episodes branch every table of one oracle (at
+//! the current version, a snapshot taken then or an older one) with an oracle of their own
+//! (a plain copy of the base's at the fork); the branches then take every write, search and
+//! check the other tables take (transactions, ROLLBACK, reopens), until `subcog_merge`
+//! (`fail`, `ours` or `theirs`), which the oracle computes as a three-way merge against the
+//! fork (conflicts, renumbered ids, `supersedes` links) and compares (JSON,
+//! `subcog_merge_conflicts`, the target's rows, integrity of both tables); then the
+//! branches are dropped. `subcog_diff` is compared with the oracle's copies of two
+//! versions (snapshots, now, a branch's fork).
+//!
 //! At the end of every run every row with a vector (expired ones made unexpired first)
 //! is found by a KNN of its own vector (k = 1; another row at distance 0 counts), on
 //! every table, on the writer and after a reopen.
@@ -152,10 +162,6 @@ const ORACLES: &[&str] = &["o_default", "o_skip", "o_explicit"];
 /// The oracle of the explicit-id tables.
 const EXPLICIT: usize = 2;
 
-fn tables_of(oracle: usize) -> impl Iterator<Item = usize> {
-    (0..MEMS.len()).filter(move |t| MEMS[*t].oracle == oracle)
-}
-
 fn trace_on() -> bool {
     std::env::var_os("SUBCOG_DIFF_TRACE").is_some()
 }
@@ -197,7 +203,7 @@ fn random_operations_agree_with_the_oracle() {
         eprintln!(
             "seed {seed}: {} operations, largest transaction {} operations, {} commits, {} rollbacks, \
              {} integrity checks, {} comparisons, {} snapshots, {} as-of comparisons, {} restores, \
-             {:.1} s",
+             branches: {:?}, {:.1} s",
             world.ops,
             world.largest_tx,
             world.commits,
@@ -207,6 +213,7 @@ fn random_operations_agree_with_the_oracle() {
             world.snaps.len(),
             world.as_of_checks,
             world.restores,
+            world.branch_stats,
             started.elapsed().as_secs_f64()
         );
         for (t, s) in world.stats.iter().enumerate() {

@@ -2,9 +2,8 @@
 //! two connections, and the writes and transactions applied to both; its checks are in
 //! [`checks`].
 
+mod branch;
 mod checks;
-
-use std::collections::BTreeMap;
 
 use rusqlite::{Connection, params};
 
@@ -54,10 +53,28 @@ pub struct World {
     pub rollbacks: usize,
     pub largest_tx: usize,
     /// Snapshots taken (name, every oracle's rows then), outside transactions.
-    pub snaps: Vec<(String, Vec<BTreeMap<i64, ORow>>)>,
+    pub snaps: Vec<(String, Vec<State>)>,
     /// As-of comparisons and restores done.
     pub as_of_checks: usize,
     pub restores: usize,
+    /// The tables written and checked: [`MEMS`], then the branches of the live episode.
+    pub tabs: Vec<Tab>,
+    /// The live branch episode (`branch.rs`).
+    pub branch: Option<branch::Episode>,
+    /// Branch episodes, merges and diff comparisons done.
+    pub branch_stats: branch::Counts,
+}
+
+/// One table under test: one of [`MEMS`], or a branch of one.
+#[derive(Clone, Debug)]
+pub struct Tab {
+    pub name: String,
+    pub kind: Kind,
+    /// Index into `World::o`.
+    pub oracle: usize,
+    pub exact_max: usize,
+    /// A branch: the index of its base in `World::tabs`.
+    pub base: Option<usize>,
 }
 
 /// One random search per table.
@@ -82,6 +99,43 @@ impl World {
         if trace_on() {
             eprintln!("[{}] {}", self.ops, msg());
         }
+    }
+
+    /// The tables of oracle `oi`.
+    fn tables_of(&self, oi: usize) -> Vec<usize> {
+        (0..self.tabs.len())
+            .filter(|t| self.tabs[*t].oracle == oi)
+            .collect()
+    }
+
+    /// The oracles of explicit-id tables (the base's and its branch's).
+    fn explicit_oracles(&self) -> Vec<usize> {
+        (0..self.o.len())
+            .filter(|oi| self.tabs.iter().any(|t| t.oracle == *oi && !t.kind.dedup()))
+            .collect()
+    }
+
+    /// A random memory of oracle `oi` to write; a branch's is often the one its base's
+    /// oracle got (`picked`, by oracle), so that merges meet conflicts.
+    fn pick_id(&mut self, oi: usize, picked: &[Option<i64>]) -> Option<i64> {
+        if let Some(ep) = &self.branch
+            && oi == ep.oracle
+            && let Some(Some(id)) = picked.get(ep.base_oracle)
+            && self.o[oi].rows.contains_key(id)
+            && self.rng.chance(0.4)
+        {
+            return Some(*id);
+        }
+        self.o[oi].random_id(&mut self.rng)
+    }
+
+    /// New connections (the writer and the second one).
+    fn reopen(&mut self) {
+        self.ops += 1;
+        self.trace(|| "reopen".into());
+        let path = self.path.clone();
+        self.w = open(&path);
+        self.r = open(&path);
     }
 
     fn tx_open(&self) -> bool {
@@ -124,8 +178,8 @@ impl World {
     /// write).
     fn integrity(&mut self, what: &str) {
         let ctx = format!("op {} after {what}", self.ops);
-        for m in MEMS {
-            assert_integrity(&self.w, m.name, &ctx);
+        for m in &self.tabs {
+            assert_integrity(&self.w, &m.name, &ctx);
         }
         self.integrity += 1;
     }
@@ -147,19 +201,29 @@ impl World {
         self.next_explicit += self.rng.below(3) as i64;
         let id = self.next_explicit;
         self.trace(|| format!("insert {id} ns={} expired={}", base.ns, base.expired));
-        self.o[EXPLICIT].insert(&self.w, id, base.clone());
-        for t in tables_of(EXPLICIT) {
-            self.insert_explicit(t, id, &base);
+        for oi in self.explicit_oracles() {
+            // A branch's new memory: its own next id, or the base's (new on both sides:
+            // renumbered by the merge).
+            let id =
+                if oi == EXPLICIT || (self.rng.chance(0.5) && !self.o[oi].rows.contains_key(&id)) {
+                    id
+                } else {
+                    self.o[oi].max_id() + 1
+                };
+            self.o[oi].insert(&self.w, id, base.clone());
+            for t in self.tables_of(oi) {
+                self.insert_explicit(t, id, &base);
+            }
         }
-        for t in 0..MEMS.len() {
-            if MEMS[t].kind.dedup() {
+        for t in 0..self.tabs.len() {
+            if self.tabs[t].kind.dedup() {
                 self.insert_dedup(t, &base);
             }
         }
     }
 
     fn insert_explicit(&mut self, t: usize, id: i64, row: &ORow) {
-        let name = MEMS[t].name;
+        let name = self.tabs[t].name.clone();
         self.w
             .execute(
                 &format!(
@@ -187,7 +251,7 @@ impl World {
     /// One INSERT into a dedup table, mostly without an id: its outcome is validated
     /// against brute force and applied to the oracle.
     fn insert_dedup(&mut self, t: usize, base: &ORow) {
-        let m = &MEMS[t];
+        let m = self.tabs[t].clone();
         let oi = m.oracle;
         let mut row = base.clone();
         // An exact duplicate (other case and spacing) of a memory, mostly of its namespace.
@@ -266,7 +330,7 @@ impl World {
             row.ns,
             if exact { "exact" } else { "HNSW" }
         );
-        let out = last_insert(&self.w, m.name)
+        let out = last_insert(&self.w, &m.name)
             .unwrap_or_else(|| panic!("{ctx}: subcog_last_insert is NULL right after it"));
         assert_eq!(
             out["id"].as_i64(),
@@ -347,7 +411,7 @@ impl World {
                 }
                 self.stats[t].superseded += 1;
                 self.o[oi].insert(&self.w, rowid, row);
-                self.o[oi].update(&self.w, old, |r| r.sup = Some(rowid));
+                self.o[oi].supersede(&self.w, old, rowid);
             }
             "inserted" => {
                 let check = exact || self.rng.chance(self.miss_sample);
@@ -378,10 +442,13 @@ impl World {
     fn update(&mut self) {
         self.ops += 1;
         let col = self.rng.below(5);
+        let mut picked = Vec::new();
         for oi in 0..self.o.len() {
-            let Some(id) = self.o[oi].random_id(&mut self.rng) else {
+            let Some(id) = self.pick_id(oi, &picked) else {
+                picked.push(None);
                 continue;
             };
+            picked.push(Some(id));
             let (name, val): (&str, rusqlite::types::Value) = match col {
                 0 => ("content", self.content().into()),
                 1 => ("namespace", self.rng.pick(NAMESPACES).to_string().into()),
@@ -405,14 +472,15 @@ impl World {
                 ),
                 _ => ("tags", tags_json(&self.rng.tags()).into()),
             };
-            self.trace(|| format!("update {} {id} {name}", ORACLES[oi]));
-            for t in tables_of(oi) {
+            self.trace(|| format!("update {} {id} {name}", self.o[oi].table));
+            for t in self.tables_of(oi) {
+                let table = &self.tabs[t].name;
                 self.w
                     .execute(
-                        &format!("UPDATE {} SET {name} = ?1 WHERE id = ?2", MEMS[t].name),
+                        &format!("UPDATE {table} SET {name} = ?1 WHERE id = ?2"),
                         params![val, id],
                     )
-                    .unwrap_or_else(|e| panic!("op {}: update {}: {e}", self.ops, MEMS[t].name));
+                    .unwrap_or_else(|e| panic!("op {}: update {table}: {e}", self.ops));
             }
             self.o[oi].update(&self.w, id, |r| match &val {
                 rusqlite::types::Value::Text(s) if name == "content" => r.content = s.clone(),
@@ -429,15 +497,19 @@ impl World {
 
     fn delete(&mut self) {
         self.ops += 1;
+        let mut picked = Vec::new();
         for oi in 0..self.o.len() {
-            let Some(id) = self.o[oi].random_id(&mut self.rng) else {
+            let Some(id) = self.pick_id(oi, &picked) else {
+                picked.push(None);
                 continue;
             };
-            self.trace(|| format!("delete {} {id}", ORACLES[oi]));
-            for t in tables_of(oi) {
+            picked.push(Some(id));
+            self.trace(|| format!("delete {} {id}", self.o[oi].table));
+            for t in self.tables_of(oi) {
+                let table = &self.tabs[t].name;
                 self.w
-                    .execute(&format!("DELETE FROM {} WHERE id = ?1", MEMS[t].name), [id])
-                    .unwrap_or_else(|e| panic!("op {}: delete {}: {e}", self.ops, MEMS[t].name));
+                    .execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])
+                    .unwrap_or_else(|e| panic!("op {}: delete {table}: {e}", self.ops));
             }
             self.o[oi].delete(&self.w, id);
         }
@@ -448,12 +520,18 @@ impl World {
         self.trace(|| "purge".into());
         for oi in 0..self.o.len() {
             let n = self.o[oi].purge(&self.w) as i64;
-            for t in tables_of(oi) {
+            for t in self.tables_of(oi) {
+                let table = self.tabs[t].name.clone();
+                if self.tabs[t].base.is_some() {
+                    // subcog_purge is refused on a branch: its command purges.
+                    self.exec(&format!("INSERT INTO {table}({table}) VALUES ('purge')"));
+                    continue;
+                }
                 let got: i64 = self
                     .w
-                    .query_row("SELECT subcog_purge(?1)", [MEMS[t].name], |r| r.get(0))
-                    .unwrap_or_else(|e| panic!("op {}: purge {}: {e}", self.ops, MEMS[t].name));
-                assert_eq!(got, n, "op {}: subcog_purge('{}')", self.ops, MEMS[t].name);
+                    .query_row("SELECT subcog_purge(?1)", [&table], |r| r.get(0))
+                    .unwrap_or_else(|e| panic!("op {}: purge {table}: {e}", self.ops));
+                assert_eq!(got, n, "op {}: subcog_purge('{table}')", self.ops);
             }
         }
     }
@@ -462,8 +540,8 @@ impl World {
     /// to the same value it is accepted.
     fn update_superseded_by(&mut self) {
         self.ops += 1;
-        let t = self.rng.below(MEMS.len());
-        let (name, oi) = (MEMS[t].name, MEMS[t].oracle);
+        let t = self.rng.below(self.tabs.len());
+        let (name, oi) = (self.tabs[t].name.clone(), self.tabs[t].oracle);
         let Some(id) = self.o[oi].random_id(&mut self.rng) else {
             return;
         };
@@ -499,7 +577,7 @@ impl World {
 
     fn command(&mut self, t: usize, cmd: &str) {
         self.ops += 1;
-        let name = MEMS[t].name;
+        let name = self.tabs[t].name.clone();
         self.exec(&format!("INSERT INTO {name}({name}) VALUES ('{cmd}')"));
     }
 
@@ -563,14 +641,14 @@ impl World {
             self.exec("ROLLBACK");
             self.rollbacks += 1;
             self.reload();
-            for t in 0..MEMS.len() {
-                if MEMS[t].kind.dedup() && self.inserted_in_tx[t] {
-                    let out = last_insert(&self.w, MEMS[t].name);
+            for t in 0..self.tabs.len() {
+                if self.tabs[t].kind.dedup() && self.inserted_in_tx[t] {
+                    let out = last_insert(&self.w, &self.tabs[t].name);
                     assert!(
                         out.is_none(),
                         "op {}: {}: subcog_last_insert after a ROLLBACK of that INSERT: {out:?}",
                         self.ops,
-                        MEMS[t].name
+                        self.tabs[t].name
                     );
                 }
             }
@@ -598,8 +676,8 @@ impl World {
                 )
                 .unwrap_or_else(|e| panic!("op {}: snapshot {}: {e}", self.ops, m.name));
         }
-        let rows = self.o.iter().map(|o| o.rows.clone()).collect();
-        self.snaps.push((name, rows));
+        let states = self.o[..ORACLES.len()].iter().map(Oracle::state).collect();
+        self.snaps.push((name, states));
     }
 
     /// A random table's rows as of a random snapshot, against the oracle's rows then (on
@@ -611,7 +689,7 @@ impl World {
         self.as_of_checks += 1;
         let i = self.rng.below(self.snaps.len());
         let t = self.rng.below(MEMS.len());
-        let (name, rows) = &self.snaps[i];
+        let (name, states) = &self.snaps[i];
         for m in &MEMS[t..=t] {
             let ctx = format!("op {}: {} as of {name}", self.ops, m.name);
             let got = checks::rows_of(
@@ -623,7 +701,7 @@ impl World {
                 ),
                 &ctx,
             );
-            let want = &rows[m.oracle];
+            let want = &states[m.oracle].rows;
             assert_eq!(got.len(), want.len(), "{ctx}: row count");
             for (id, row) in &got {
                 assert_eq!(Some(row), want.get(id), "{ctx}: memory {id}");
@@ -640,11 +718,11 @@ impl World {
         self.ops += 1;
         self.restores += 1;
         let i = self.rng.below(self.snaps.len());
-        let oi = self.rng.below(self.o.len());
+        let oi = self.rng.below(ORACLES.len());
         let name = self.snaps[i].0.clone();
         self.trace(|| format!("restore {name} (oracle {oi})"));
-        for t in tables_of(oi) {
-            let m = &MEMS[t];
+        for t in self.tables_of(oi) {
+            let m = &self.tabs[t];
             self.w
                 .query_row(
                     "SELECT subcog_restore(?1, ?2)",
@@ -653,8 +731,8 @@ impl World {
                 )
                 .unwrap_or_else(|e| panic!("op {}: restore {}: {e}", self.ops, m.name));
         }
-        let rows = self.snaps[i].1[oi].clone();
-        self.o[oi].replace_all(&self.w, &rows);
+        let state = self.snaps[i].1[oi].clone();
+        self.o[oi].replace_all(&self.w, &state);
     }
 
     /// A write in autocommit mode (its own transaction), then the integrity checks.
@@ -677,7 +755,7 @@ impl World {
         }
         if n >= 100 && self.rng.chance(0.5) {
             // Start from an empty pending list, so the sizes land on the thresholds.
-            for t in 0..MEMS.len() {
+            for t in 0..self.tabs.len() {
                 self.command(t, "optimize");
             }
             self.integrity("'optimize'");
@@ -709,7 +787,7 @@ impl World {
             } else if next(0.02 * rare) {
                 self.release();
             } else if next(0.004) {
-                let t = self.rng.below(MEMS.len());
+                let t = self.rng.below(self.tabs.len());
                 self.command(t, "optimize");
             } else if next(0.002) {
                 self.purge();
@@ -741,34 +819,31 @@ impl World {
     fn filler(&mut self, budget: usize) {
         let start = self.ops;
         while self.ops - start < budget {
-            match self.rng.below(20) {
+            match self.rng.below(21) {
                 0..=6 => self.autocommit_write(),
                 7..=14 => {
                     let n = 2 + self.rng.below(30);
                     self.transaction(n);
                 }
-                15 => {
-                    self.ops += 1;
-                    self.trace(|| "reopen".into());
-                    let path = self.path.clone();
-                    self.w = open(&path);
-                    self.r = open(&path);
-                }
+                15 => self.reopen(),
                 16 => {
                     self.purge();
                     self.integrity("subcog_purge");
                 }
-                18 => match self.rng.below(3) {
+                18 => match self.rng.below(4) {
                     0 => self.snapshot(),
                     1 => {
                         self.restore();
                         self.integrity("subcog_restore");
                         self.compare_rows();
                     }
+                    2 => self.diff_check(),
                     _ => self.as_of_check(),
                 },
+                19 if self.branch.is_none() => self.start_branch(),
+                19 => self.merge(),
                 17 => {
-                    let t = self.rng.below(MEMS.len());
+                    let t = self.rng.below(self.tabs.len());
                     let cmd = if self.rng.chance(0.8) {
                         "optimize"
                     } else {
@@ -779,6 +854,9 @@ impl World {
                 }
                 _ => self.check(),
             }
+        }
+        if self.branch.is_some() {
+            self.merge();
         }
     }
 }
@@ -823,6 +901,18 @@ pub fn run(seed: u64, extra_ops: usize, big: bool) -> World {
         snaps: Vec::new(),
         as_of_checks: 0,
         restores: 0,
+        tabs: MEMS
+            .iter()
+            .map(|m| Tab {
+                name: m.name.to_string(),
+                kind: m.kind,
+                oracle: m.oracle,
+                exact_max: m.exact_max,
+                base: None,
+            })
+            .collect(),
+        branch: None,
+        branch_stats: branch::Counts::default(),
     };
     let mut sizes: Vec<usize> = SIZES.to_vec();
     if big {

@@ -4,8 +4,10 @@
   next query after COMMIT, and a long-lived connection picks up another process's HNSW
   checkpoint (WAL and rollback-journal modes).
 * Crashes: a child process writing in a loop (inserts, updates, deletes, 'optimize',
-  snapshots, snapshot drops and restores to a snapshot) is killed with SIGKILL at random
-  moments, many times. After each kill the database opens, subcog_integrity() (which
+  snapshots, snapshot drops, restores to a snapshot, and a branch that lives across
+  transactions and kills: created at a snapshot or now, written to, some of its memories
+  changed in the table too, merged back under 'fail', 'ours' or 'theirs' and dropped) is
+  killed with SIGKILL at random moments, many times. After each kill the database opens, subcog_integrity() (which
   checks the history too) is clean, the row count is exactly that of the confirmed
   commits, and every memory whose COMMIT returned is found by id and by keyword with
   exactly its vector, and (HNSW being approximate) at least 99% of them among the 10
@@ -14,7 +16,9 @@
   committed ones, the table as of each snapshot holds exactly the ids alive when it was
   taken, as of the current version exactly the ids alive now, subcog_diff from the newest
   snapshot to now is the difference of those sets, and the last recorded change of a
-  sampled memory leaves it as it is.
+  sampled memory leaves it as it is. Merges took exactly what a three-way merge of the
+  committed writes takes (a 'fail' raised iff there were conflicts, and changed nothing),
+  and the branch, while it lives, holds exactly its ids and its subcog_integrity is clean.
 
 Runs the built extension ($SUBCOG_EXT) in /usr/bin/python3's sqlite3 (3.40.1), separate
 processes via subprocess. SUBCOG_CRASH_ROUNDS (default 16) sets the number of kills.
@@ -58,20 +62,73 @@ def connect(path):
 
 
 # The child: writes transactions forever, announcing each before and after COMMIT. Ops:
-# ["i", id] insert, ["d", id] delete, ["s", name] snapshot, ["x", name] snapshot dropped,
-# ["r", name] restore to that snapshot. A restore comes first in its transaction and
-# every transaction inserts after it, so the inserts tell whether it committed.
+# ["i", id] insert, ["u", id] update, ["d", id] delete, ["s", name] snapshot, ["x", name]
+# snapshot dropped, ["r", name] restore to that snapshot; the branch `b` of m, which lives
+# across transactions (and kills): ["b", at] created at snapshot `at` (None: now),
+# ["bi"|"bu"|"bd", id] insert into / update / delete from it, ["m", policy, failed] merged
+# into m (`failed`: the merge raised its conflict error) and dropped. A restore comes
+# first in its transaction and every transaction inserts after it, so the inserts tell
+# whether it committed.
 WRITER = textwrap.dedent(
     r"""
     import json, random, sqlite3, struct, sys
     path, ext, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     DIM = 8
     P_SNAPSHOT, P_DROP, P_RESTORE = 0.08, 0.02, 0.05
-    # Merges: P_MERGE and merge_hook() are the place for subcog_branch/subcog_merge
-    # (announced as their own ops, which the parent must then replay); none yet.
-    P_MERGE = 0.0
-    def merge_hook(conn, rng, ops):
-        pass
+    # Branch writes and merges: a branch is created (at a snapshot or now) with P_BRANCH,
+    # written to in every transaction while it exists (some ids on both sides, so merges
+    # meet conflicts), merged (policy fail, ours or theirs) and dropped with P_MERGE.
+    P_BRANCH, P_MERGE = 0.12, 0.3
+    def has_branch():
+        return conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'b'").fetchone()[0] > 0
+    def random_id(table):
+        row = conn.execute(f"SELECT id FROM {table} ORDER BY random() LIMIT 1").fetchone()
+        return row and row[0]
+    def merge_hook(ops, snaps):
+        global nxt
+        if not has_branch():
+            if rng.random() >= P_BRANCH:
+                return
+            at = rng.choice(snaps[-3:]) if snaps and rng.random() < 0.5 else None
+            if rng.random() < 0.5:
+                conn.execute("SELECT subcog_branch('m', 'b', ?)", (at,)).fetchone()
+            else:
+                fork = f", at='{at}'" if at else ""
+                conn.execute(f"CREATE VIRTUAL TABLE b USING memories(branch_of='m'{fork})")
+            ops.append(["b", at])
+        for _ in range(rng.randint(1, 4)):
+            r = rng.random()
+            if r < 0.4:
+                conn.execute("INSERT INTO b(id, content, embedding) VALUES (?, ?, ?)",
+                             (nxt, f"crash memory tok{nxt}", vec(nxt)))
+                ops.append(["bi", nxt]); nxt += 1
+                continue
+            i = random_id("b")
+            if i is None:
+                continue
+            if r < 0.75:
+                conn.execute("UPDATE b SET importance = ? WHERE id = ?", (rng.random(), i))
+                ops.append(["bu", i])
+            else:
+                conn.execute("DELETE FROM b WHERE id = ?", (i,)); ops.append(["bd", i])
+            if rng.random() < 0.3 and conn.execute("SELECT count(*) FROM m WHERE id = ?", (i,)).fetchone()[0]:
+                # The same memory changed in m too: a conflict at the merge.
+                if rng.random() < 0.7:
+                    conn.execute("UPDATE m SET importance = ? WHERE id = ?", (rng.random(), i))
+                    ops.append(["u", i])
+                else:
+                    conn.execute("DELETE FROM m WHERE id = ?", (i,)); ops.append(["d", i])
+        if rng.random() < P_MERGE:
+            policy = rng.choice(["fail", "ours", "theirs"])
+            try:
+                conn.execute("SELECT subcog_merge('b', 'm', ?)", (policy,)).fetchone()
+                failed = False
+            except sqlite3.OperationalError as e:
+                if policy != "fail" or "conflict" not in str(e):
+                    raise
+                failed = True
+            conn.execute("DROP TABLE b")
+            ops.append(["m", policy, failed])
     def vec(i):
         r = random.Random(i)
         return struct.pack(f"<{DIM}f", *[r.uniform(-1, 1) for _ in range(DIM)])
@@ -80,7 +137,10 @@ WRITER = textwrap.dedent(
     conn.enable_load_extension(True)
     conn.load_extension(ext)
     def next_free():
-        return conn.execute("SELECT coalesce(max(id), 0) + 1 FROM m_content").fetchone()[0]
+        # Never an id m had (a restore brings ids back), nor one a branch holds.
+        n = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM m_history").fetchone()[0]
+        return max(n, (conn.execute("SELECT max(id) FROM b").fetchone()[0] or 0) + 1
+                   if has_branch() else n)
     nxt = next_free()
     snaps = [r[0] for r in conn.execute(
         "SELECT name FROM subcog_snapshots('m') ORDER BY version, created_at")]
@@ -106,10 +166,10 @@ WRITER = textwrap.dedent(
             row = conn.execute("SELECT id FROM m ORDER BY random() LIMIT 1").fetchone()
             if row and row[0] not in [o[1] for o in ops]:
                 conn.execute("UPDATE m SET importance = ? WHERE id = ?", (rng.random(), row[0]))
+                ops.append(["u", row[0]])
         if rng.random() < 0.05:
             conn.execute("INSERT INTO m(m) VALUES ('optimize')")
-        if rng.random() < P_MERGE:
-            merge_hook(conn, rng, ops)
+        merge_hook(ops, new_snaps)
         if len(new_snaps) > 3 and rng.random() < P_DROP:
             name = new_snaps.pop(0)
             conn.execute("SELECT subcog_snapshot_drop('m', ?)", (name,)).fetchone()
@@ -127,23 +187,72 @@ WRITER = textwrap.dedent(
 )
 
 
-def replay(ops, alive, snaps):
-    """Applies one committed transaction's ops to the ids alive and the ids alive at each
-    snapshot, in the order the child ran them."""
-    for kind, arg in ops:
-        if kind == "i":
-            alive.add(arg)
-        elif kind == "d":
-            alive.discard(arg)
-        elif kind == "s":
-            snaps[arg] = frozenset(alive)
-        elif kind == "x":
-            del snaps[arg]
-        elif kind == "r":
-            alive.clear()
-            alive.update(snaps[arg])
-        else:
-            raise AssertionError(f"unknown op {kind!r}")
+class Expected:
+    """What the committed transactions leave: the memories alive (id -> the write that
+    made its row: two sides hold the same row iff they hold the same write), those alive
+    at each snapshot, and the branch `b` (None, or its rows at the fork and now)."""
+
+    def __init__(self):
+        self.alive, self.snaps, self.branch, self.writes = {}, {}, None, 0
+        self.done = {"r": 0, "s": 0, "x": 0, "m": 0, "conflicts": 0}
+
+    def write(self):
+        self.writes += 1
+        return self.writes
+
+    def replay(self, ops):
+        """Applies one committed transaction's ops, in the order the child ran them."""
+        alive, snaps = self.alive, self.snaps
+        for kind, arg, *rest in ops:
+            if kind in ("i", "u"):
+                alive[arg] = self.write()
+            elif kind == "d":
+                del alive[arg]
+            elif kind == "s":
+                snaps[arg] = dict(alive)
+            elif kind == "x":
+                del snaps[arg]
+            elif kind == "r":
+                alive.clear()
+                alive.update(snaps[arg])
+            elif kind == "b":
+                assert self.branch is None, ops
+                fork = dict(snaps[arg] if arg is not None else alive)
+                self.branch = {"fork": fork, "rows": dict(fork)}
+            elif kind in ("bi", "bu"):
+                self.branch["rows"][arg] = self.write()
+            elif kind == "bd":
+                del self.branch["rows"][arg]
+            elif kind == "m":
+                self.merge(arg, rest[0])
+            else:
+                raise AssertionError(f"unknown op {kind!r}")
+            self.done[kind] = self.done.get(kind, 0) + 1
+
+    def merge(self, policy, failed):
+        """The three-way merge of the branch into m (README, Branches and merge): a memory
+        the branch changed is taken unless m changed it too (to another row): a conflict,
+        which `fail` refuses (nothing changes), `ours` keeps and `theirs` takes."""
+        base, theirs, ours = self.branch["fork"], self.branch["rows"], self.alive
+        take, conflicts = [], []
+        for i in sorted(set(base) | set(theirs)):
+            if theirs.get(i) == base.get(i) or ours.get(i) == theirs.get(i):
+                continue
+            # New ids come from the same counter: m never holds a branch's new id.
+            assert i in base or i not in ours, (i, "would be renumbered")
+            (conflicts if i in base and ours.get(i) != base.get(i) else take).append(i)
+        assert failed == (policy == "fail" and bool(conflicts)), (policy, failed, conflicts)
+        self.done["conflicts"] += len(conflicts)
+        if failed:
+            take = []
+        elif policy == "theirs":
+            take += conflicts
+        for i in take:
+            if i in theirs:
+                ours[i] = theirs[i]
+            else:
+                del ours[i]
+        self.branch = None
 
 
 def check_history(conn, alive, snaps, sample):
@@ -176,6 +285,18 @@ def check_history(conn, alive, snaps, sample):
         assert json.loads(last[1])["content"] == f"crash memory tok{i}", (i, last)
 
 
+def check_branch(conn, branch):
+    """The branch exists iff one was created and not merged, holds the ids expected, and
+    its history agrees with it."""
+    exists = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'b'").fetchone()[0]
+    assert exists == (branch is not None), branch
+    if branch is not None:
+        report = json.loads(conn.execute("SELECT subcog_integrity('b')").fetchone()[0])
+        assert report["ok"], report
+        got = {r[0] for r in conn.execute("SELECT id FROM b")}
+        assert got == set(branch["rows"]), sorted(got ^ set(branch["rows"]))[:20]
+
+
 def check_found(conn, ids):
     """Each memory is there by id and keyword, with exactly its vector. Returns how many
     are missing from their own 10 nearest neighbours: HNSW is approximate (a graph can
@@ -202,9 +323,7 @@ def test_sigkill_during_writes_loses_no_committed_memory(tmp_path, journal):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     rng = random.Random(42 if journal == "wal" else 43)
-    alive = set()
-    snaps = {}  # snapshot name -> the ids alive when it was taken
-    done = {"r": 0, "s": 0, "x": 0}
+    want = Expected()
     checked = misses = 0
     rounds = int(os.environ.get("SUBCOG_CRASH_ROUNDS", "16"))
     for rnd in range(rounds):
@@ -234,10 +353,9 @@ def test_sigkill_during_writes_loses_no_committed_memory(tmp_path, journal):
             if present[0] == 1:
                 committed.append(unsure)
         for ops in committed:
-            replay(ops, alive, snaps)
-            for kind, _ in ops:
-                if kind in done:
-                    done[kind] += 1
+            want.replay(ops)
+        alive, snaps = set(want.alive), {n: set(s) for n, s in want.snaps.items()}
+        check_branch(conn, want.branch)
         count = conn.execute("SELECT count(*) FROM m").fetchone()[0]
         assert count == len(alive), (rnd, count, len(alive))
         sample = sorted(alive) if rnd == rounds - 1 else rng.sample(sorted(alive), min(40, len(alive)))
@@ -246,8 +364,9 @@ def test_sigkill_during_writes_loses_no_committed_memory(tmp_path, journal):
         checked += len(sample)
         conn.close()
     assert len(alive) > 100, "the writer made too little progress to test anything"
-    # Restores and snapshots did happen (and committed) between the kills.
-    assert done["r"] >= 3 and done["s"] >= 5, done
+    # Restores, snapshots and merges (some meeting conflicts) did happen and commit.
+    done = want.done
+    assert done["r"] >= 3 and done["s"] >= 5 and done["m"] >= 3 and done["conflicts"] >= 1, done
     assert misses <= checked // 100, f"KNN recall too low: {misses} of {checked} missed"
 
 

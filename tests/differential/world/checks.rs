@@ -11,7 +11,7 @@ impl World {
     // ---- checks ------------------------------------------------------------------------
 
     pub(super) fn probes(&mut self) -> Vec<Probe> {
-        (0..MEMS.len())
+        (0..self.tabs.len())
             .map(|_| Probe {
                 q: self.rng.vector(DIM),
                 k: 1 + self.rng.below(15),
@@ -27,7 +27,7 @@ impl World {
         let probes = self.probes();
         let views: Vec<&BTreeMap<i64, ORow>> = self.o.iter().map(|o| &o.rows).collect();
         let ctx = format!("op {} (writer)", self.ops);
-        let recall = compare(&self.w, &views, &probes, true, &ctx)
+        let recall = compare(&self.w, &self.tabs, &views, &probes, true, &ctx)
             .unwrap_or_else(|e| panic!("{ctx}: check failed: {e}"));
         for (t, (h, w)) in recall.into_iter().enumerate() {
             self.stats[t].hits += h;
@@ -36,12 +36,13 @@ impl World {
         let probes = self.probes();
         let ctx = format!("op {} (second connection)", self.ops);
         let r = (|| {
-            let owned: Vec<BTreeMap<i64, ORow>> = ORACLES
+            let owned: Vec<BTreeMap<i64, ORow>> = self
+                .o
                 .iter()
-                .map(|n| Oracle::read(&self.r, n))
+                .map(|o| Oracle::read(&self.r, &o.table))
                 .collect::<rusqlite::Result<_>>()?;
             let views: Vec<&BTreeMap<i64, ORow>> = owned.iter().collect();
-            compare(&self.r, &views, &probes, false, &ctx)
+            compare(&self.r, &self.tabs, &views, &probes, false, &ctx)
         })();
         match r {
             Ok(recall) => {
@@ -59,7 +60,7 @@ impl World {
 
     /// Every tracked column of every row of every table, as the oracle has it.
     pub(super) fn compare_rows(&self) {
-        for m in MEMS {
+        for m in &self.tabs {
             let ctx = format!("op {}: {} row by row", self.ops, m.name);
             let want = &self.o[m.oracle].rows;
             let got = rows_of(
@@ -84,12 +85,12 @@ impl World {
     /// Every row with a vector is found by a KNN of its own vector (k = 1; another row
     /// at distance 0 counts), superseded ones with `include_superseded = 1`.
     pub(super) fn own_vector_check(&mut self, ctx: &str) {
-        for (t, m) in MEMS.iter().enumerate() {
+        for (t, m) in self.tabs.iter().enumerate() {
             let rows = &self.o[m.oracle].rows;
             let mut n = 0;
             for (id, r) in rows {
                 let Some(v) = &r.v else { continue };
-                let got = knn(&self.w, m.name, v, 1, None, r.sup.is_some())
+                let got = knn(&self.w, &m.name, v, 1, None, r.sup.is_some())
                     .unwrap_or_else(|e| panic!("{ctx}: {}: KNN of {id}'s vector: {e}", m.name));
                 let own = cosine(v, v);
                 let found = got.first().is_some_and(|(g, d)| g == id || *d <= own);
@@ -171,16 +172,17 @@ pub(super) fn rows_of(c: &Connection, sql: &str, ctx: &str) -> Vec<(i64, ORow)> 
 
 fn compare(
     conn: &Connection,
+    tabs: &[Tab],
     views: &[&BTreeMap<i64, ORow>],
     probes: &[Probe],
     writer: bool,
     ctx: &str,
 ) -> rusqlite::Result<Vec<(usize, usize)>> {
     let mut recall = Vec::new();
-    for (t, m) in MEMS.iter().enumerate() {
+    for (t, m) in tabs.iter().enumerate() {
         let rows = views[m.oracle];
         let p = &probes[t];
-        let name = m.name;
+        let name = m.name.as_str();
         let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {name}"), [], |r| r.get(0))?;
         assert_eq!(n as usize, rows.len(), "{ctx}: row count of {name}");
         let want = brute_knn(rows, &p.q, p.k, p.ns, p.include);
