@@ -25,9 +25,11 @@ mod block;
 mod build;
 mod checkpoint;
 mod namespaces;
+mod quant;
 mod shared;
 
 use std::collections::HashSet;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -76,6 +78,9 @@ pub(crate) struct Ann {
     folded_size: usize,
     /// Contiguous copies of small vector sets for exact scans.
     blocks: block::Blocks,
+    /// The int8 codes of the snapshot's vectors, for exact scans of mid-size tables
+    /// ([`quant`]).
+    quant: Option<quant::QuantBlock>,
 }
 
 impl Drop for Ann {
@@ -114,6 +119,7 @@ impl Ann {
             folding: None,
             folded_size: 0,
             blocks: block::Blocks::default(),
+            quant: None,
         }
     }
 
@@ -205,6 +211,7 @@ impl Ann {
     /// Drops the graph and its state (the fold, if any, is joined already).
     fn drop_graph(&mut self) {
         self.blocks.clear();
+        self.quant = None;
         self.index = None;
         self.view = None;
         self.generation = 0;
@@ -328,6 +335,51 @@ impl Ann {
         })
     }
 
+    /// Exact KNN of the whole table (cosine, a snapshot of at most `scan_max` vectors) from the int8 block of the snapshot's vectors ([`quant`]): the ids whose
+    /// proven bound can reach the top `k`, their exact distances from their rows, and the
+    /// pending ids' vectors scanned exactly, as beside the graph. `None` when the block of
+    /// this generation is not read yet and cannot be now (inside a transaction: then the
+    /// graph answers).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn quant_scan(
+        &mut self,
+        store: &Store,
+        query: &[f32],
+        k: usize,
+        pending: &Rc<HashSet<i64>>,
+        superseded: Option<&Arc<HashSet<u64>>>,
+    ) -> Result<Option<Vec<Hit>>> {
+        let g = self.generation;
+        if self.quant.as_ref().is_none_or(|b| b.generation != g) {
+            self.quant = None;
+            if store.change_key()?.is_none() {
+                return Ok(None);
+            }
+            self.quant = Some(quant::QuantBlock::read(store, g, pending)?);
+        }
+        let Some(block) = self.quant.as_mut() else {
+            return Ok(None);
+        };
+        let ids = block.candidates(query, k, pending, superseded);
+        let (metric, dim) = (store.opts.metric, store.opts.dim);
+        let mut hits: Vec<Hit> = Vec::with_capacity(ids.len() + pending.len());
+        store.vectors_of(&ids, |id, blob| {
+            if let Some(v) = vector::decode_stored(blob, dim) {
+                hits.push((id, metric.distance(query, &v)));
+            }
+        })?;
+        if !pending.is_empty() {
+            store.pending_vectors_in(None, |id, blob| {
+                if let Some(v) = vector::decode_stored(blob, dim) {
+                    hits.push((id, metric.distance(query, &v)));
+                }
+            })?;
+        }
+        Ok(Some(top_k(hits, k)))
+    }
+
     /// Exact KNN by scanning stored vectors, optionally of one namespace.
     pub(crate) fn exact(
         store: &Store,
@@ -426,6 +478,14 @@ impl Ann {
         }
         if self.index.is_none() {
             return Self::exact(store, query, k, namespace);
+        }
+        if namespace.is_none()
+            && store.opts.metric == Metric::Cosine
+            && searched <= store.opts.scan_max
+            && self.generation != 0
+            && let Some(hits) = self.quant_scan(store, query, k, &pending, superseded.as_ref())?
+        {
+            return Ok(hits);
         }
         if namespace.is_some() && !self.ns.loaded {
             self.ns.load(store, &pending)?;
