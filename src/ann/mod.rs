@@ -81,6 +81,10 @@ pub(crate) struct Ann {
     /// The int8 codes of the snapshot's vectors, for exact scans of mid-size tables
     /// ([`quant`]).
     quant: Option<quant::QuantBlock>,
+    /// The generation whose first whole-table KNN in this connection walked the graph
+    /// instead of reading the int8 block: the block is read from the second on, so a
+    /// connection that answers one query and closes never pays for it.
+    quant_seen: Option<u64>,
 }
 
 impl Drop for Ann {
@@ -120,6 +124,7 @@ impl Ann {
             folded_size: 0,
             blocks: block::Blocks::default(),
             quant: None,
+            quant_seen: None,
         }
     }
 
@@ -338,8 +343,8 @@ impl Ann {
     /// Exact KNN of the whole table (cosine, a snapshot of at most `scan_max` vectors) from the int8 block of the snapshot's vectors ([`quant`]): the ids whose
     /// proven bound can reach the top `k`, their exact distances from their rows, and the
     /// pending ids' vectors scanned exactly, as beside the graph. `None` when the block of
-    /// this generation is not read yet and cannot be now (inside a transaction: then the
-    /// graph answers).
+    /// this generation is not read yet and cannot be now (inside a transaction), or on the
+    /// first such query of the generation in this connection: then the graph answers.
     ///
     /// # Errors
     /// SQLite errors.
@@ -355,6 +360,10 @@ impl Ann {
         if self.quant.as_ref().is_none_or(|b| b.generation != g) {
             self.quant = None;
             if store.change_key()?.is_none() {
+                return Ok(None);
+            }
+            if self.quant_seen != Some(g) {
+                self.quant_seen = Some(g);
                 return Ok(None);
             }
             self.quant = Some(quant::QuantBlock::read(store, g, pending)?);
