@@ -201,6 +201,14 @@ table_options! {
     exact_max: usize = 2048,
         "exact_max", Kind::Int { min: 0, max: 10_000_000 }, None,
         "searches over at most this many vectors (table or namespace) are exact scans";
+    /// A whole-table KNN on a cosine table with an HNSW snapshot, over more than
+    /// `exact_max` and at most this many vectors, is an exact scan of int8 codes of the
+    /// snapshot's vectors with a proven error bound per vector (the few that can reach the
+    /// top k get their exact distance) instead of the graph walk (`ann/quant.rs`).
+    /// Default 16384; 0 turns it off.
+    scan_max: usize = 16_384,
+        "scan_max", Kind::Int { min: 0, max: 10_000_000 }, None,
+        "whole-table KNN on a cosine table over more than `exact_max` and at most this many vectors is an exact scan of int8 codes instead of the HNSW walk (0 = off)";
 
     // ---- memory semantics: capture hygiene and ranking (see dedup.rs, redact.rs, rank.rs) ----
     /// What an INSERT of a duplicate does ([`DedupPolicy`]). Default `merge`.
@@ -641,6 +649,7 @@ mod tests {
             ("ef_search", "128"),
             ("auto_embed", "on"),
             ("exact_max", "2048"),
+            ("scan_max", "16384"),
             ("dedup", "merge"),
             ("dedup_threshold", "0.92"),
             ("secrets", "redact"),
@@ -660,7 +669,7 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(
             option_names(),
-            "dim, metric, m, ef_construction, ef_search, auto_embed, exact_max, dedup, \
+            "dim, metric, m, ef_construction, ef_search, auto_embed, exact_max, scan_max, dedup, \
              dedup_threshold, secrets, pii, recency_weight, recency_half_life, importance_weight, \
              hybrid_depth, hybrid_keyword_weight, hybrid_context_weight, hybrid_context_window, \
              history, history_keep"
@@ -729,6 +738,7 @@ mod tests {
             "ef_search = 100",
             "auto_embed=off",
             "exact_max=0",
+            "scan_max=5000",
             "dedup=skip",
             "dedup_threshold=0.95",
             "secrets=reject",
@@ -758,6 +768,7 @@ mod tests {
         assert_eq!((o.m, o.ef_construction, o.ef_search), (32, 200, 100));
         assert!(!o.auto_embed);
         assert_eq!(o.exact_max, 0);
+        assert_eq!(o.scan_max, 5000);
         assert_eq!(o.dedup, DedupPolicy::Skip);
         assert_eq!(o.dedup_threshold, 0.95);
         assert_eq!(o.secrets, SecretPolicy::Reject);

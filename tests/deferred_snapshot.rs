@@ -62,7 +62,7 @@ fn deferred_snapshot_is_consistent_through_savepoints_rollback_and_commit() {
     let path = path.to_string_lossy().into_owned();
     let c = open(&path);
     c.execute_batch(&format!(
-        "CREATE VIRTUAL TABLE m USING memories(dim={DIM}, auto_embed=off, exact_max=0)"
+        "CREATE VIRTUAL TABLE m USING memories(dim={DIM}, auto_embed=off, exact_max=0, scan_max=0)"
     ))
     .unwrap_or_else(|e| panic!("{e}"));
 

@@ -711,7 +711,7 @@ fn as_of_knn_above_exact_max_uses_a_graph_with_exact_distances() {
 
 fn as_of_knn_above_exact_max(optimize: bool) {
     let c = mem();
-    table(&c, ", dedup=off, exact_max=8");
+    table(&c, ", dedup=off, exact_max=8, scan_max=0");
     let mut rng = common::rng::Rng(5);
     let mut then: Vec<(i64, Vec<f32>)> = Vec::new();
     for i in 0..300 {

@@ -79,7 +79,7 @@ fn hnsw_stays_consistent_through_rollback_savepoint_and_checkpoint() {
     let dim = 16;
     let c = mem();
     c.execute_batch(&format!(
-        "CREATE VIRTUAL TABLE m USING memories(dim={dim}, auto_embed=off, exact_max=0)"
+        "CREATE VIRTUAL TABLE m USING memories(dim={dim}, auto_embed=off, exact_max=0, scan_max=0)"
     ))
     .unwrap_or_else(|e| panic!("{e}"));
     let mut rng = XorShift(0x9e3779b97f4a7c15);
@@ -182,7 +182,7 @@ fn second_connection_sees_commits_and_checkpoints_of_the_first() {
     let path = path.to_string_lossy().to_string();
     let a = open(&path);
     let b = open(&path);
-    a.execute_batch("PRAGMA journal_mode=WAL; CREATE VIRTUAL TABLE m USING memories(dim=8, auto_embed=off, exact_max=0)")
+    a.execute_batch("PRAGMA journal_mode=WAL; CREATE VIRTUAL TABLE m USING memories(dim=8, auto_embed=off, exact_max=0, scan_max=0)")
         .unwrap_or_else(|e| panic!("{e}"));
     let mut rng = XorShift(7);
     let mut items = Vec::new();

@@ -12,7 +12,7 @@ use rusqlite::{Connection, params};
 /// COMMIT) plus 200 pending rows from a second transaction.
 fn filled(c: &Connection, table: &str) {
     c.execute_batch(&format!(
-        "CREATE VIRTUAL TABLE {table} USING memories(dim=4, auto_embed=off, exact_max=0)"
+        "CREATE VIRTUAL TABLE {table} USING memories(dim=4, auto_embed=off, exact_max=0, scan_max=0)"
     ))
     .unwrap_or_else(|e| panic!("{e}"));
     c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));

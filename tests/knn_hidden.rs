@@ -17,7 +17,7 @@ const DIM: usize = 16;
 fn graph_walk_skips_superseded_memories_and_opt_in_keeps_them() {
     let c = mem();
     c.execute_batch(&format!(
-        "CREATE VIRTUAL TABLE m USING memories(dim={DIM}, exact_max=0, dedup_threshold=0.95)"
+        "CREATE VIRTUAL TABLE m USING memories(dim={DIM}, exact_max=0, scan_max=0, dedup_threshold=0.95)"
     ))
     .unwrap_or_else(|e| panic!("{e}"));
     let ins = |content: &str, v: &[f32]| -> i64 {

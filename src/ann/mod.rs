@@ -25,9 +25,11 @@ mod block;
 mod build;
 mod checkpoint;
 mod namespaces;
+mod quant;
 mod shared;
 
 use std::collections::HashSet;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -76,8 +78,13 @@ pub(crate) struct Ann {
     folded_size: usize,
     /// Contiguous copies of small vector sets for exact scans.
     blocks: block::Blocks,
-    /// Superseded ids for KNN walks that skip them.
-    superseded: block::Superseded,
+    /// The int8 codes of the snapshot's vectors, for exact scans of mid-size tables
+    /// ([`quant`]).
+    quant: Option<quant::QuantBlock>,
+    /// The generation whose first whole-table KNN in this connection walked the graph
+    /// instead of reading the int8 block: the block is read from the second on, so a
+    /// connection that answers one query and closes never pays for it.
+    quant_seen: Option<u64>,
 }
 
 impl Drop for Ann {
@@ -116,7 +123,8 @@ impl Ann {
             folding: None,
             folded_size: 0,
             blocks: block::Blocks::default(),
-            superseded: block::Superseded::default(),
+            quant: None,
+            quant_seen: None,
         }
     }
 
@@ -208,6 +216,7 @@ impl Ann {
     /// Drops the graph and its state (the fold, if any, is joined already).
     fn drop_graph(&mut self) {
         self.blocks.clear();
+        self.quant = None;
         self.index = None;
         self.view = None;
         self.generation = 0;
@@ -221,7 +230,7 @@ impl Ann {
     /// was dropped since), the graph is rebuilt from the stored vectors instead.
     fn ensure_loaded(&mut self, store: &Store) -> Result<()> {
         self.settle()?;
-        let (g, saved) = store.snapshot_state()?;
+        let (g, saved) = store.snapshot_state_kept()?;
         if self.index.is_some() && self.generation == g {
             return Ok(());
         }
@@ -290,7 +299,8 @@ impl Ann {
     /// Exact KNN over a set of at most `exact_max` stored vectors (the table, or one
     /// namespace; about `n` of them), scanned from its contiguous block
     /// ([`block::Blocks`]: kept between queries while nothing changed), or streamed from
-    /// the rows when a block of `n` vectors would pass the blocks' memory bound.
+    /// the rows when a block of `n` vectors would pass the blocks' memory bound. Ids in
+    /// `skip` (superseded memories, when known) are left out.
     fn exact_small(
         &mut self,
         store: &Store,
@@ -298,19 +308,85 @@ impl Ann {
         k: usize,
         namespace: Option<&str>,
         n: usize,
+        skip: Option<&HashSet<u64>>,
     ) -> Result<Vec<Hit>> {
         let dim = store.opts.dim;
         let metric = store.opts.metric;
         if !block::fits(n, dim) {
-            return Self::exact(store, query, k, namespace);
+            let mut hits = Self::exact(
+                store,
+                query,
+                k.saturating_add(skip.map_or(0, HashSet::len)),
+                namespace,
+            )?;
+            if let Some(skip) = skip {
+                hits.retain(|(id, _)| !skip.contains(&(*id as u64)));
+            }
+            hits.truncate(k);
+            return Ok(hits);
         }
         self.blocks.with(store, namespace, |b| {
+            let keep = |id: i64| skip.is_none_or(|s| !s.contains(&(id as u64)));
+            if metric == Metric::Cosine {
+                return screened_block_scan(query, k, &b.ids, &b.vecs, dim, keep);
+            }
             let mut scan = ExactScan::new(metric, query, k);
             for (id, v) in b.ids.iter().zip(b.vecs.chunks_exact(dim.max(1))) {
-                scan.offer(*id, v);
+                if keep(*id) {
+                    scan.offer(*id, v);
+                }
             }
             scan.finish()
         })
+    }
+
+    /// Exact KNN of the whole table (cosine, a snapshot of at most `scan_max` vectors) from the int8 block of the snapshot's vectors ([`quant`]): the ids whose
+    /// proven bound can reach the top `k`, their exact distances from their rows, and the
+    /// pending ids' vectors scanned exactly, as beside the graph. `None` when the block of
+    /// this generation is not read yet and cannot be now (inside a transaction), or on the
+    /// first such query of the generation in this connection: then the graph answers.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn quant_scan(
+        &mut self,
+        store: &Store,
+        query: &[f32],
+        k: usize,
+        pending: &Rc<HashSet<i64>>,
+        superseded: Option<&Arc<HashSet<u64>>>,
+    ) -> Result<Option<Vec<Hit>>> {
+        let g = self.generation;
+        if self.quant.as_ref().is_none_or(|b| b.generation != g) {
+            self.quant = None;
+            if store.change_key()?.is_none() {
+                return Ok(None);
+            }
+            if self.quant_seen != Some(g) {
+                self.quant_seen = Some(g);
+                return Ok(None);
+            }
+            self.quant = Some(quant::QuantBlock::read(store, g, pending)?);
+        }
+        let Some(block) = self.quant.as_mut() else {
+            return Ok(None);
+        };
+        let ids = block.candidates(query, k, pending, superseded);
+        let (metric, dim) = (store.opts.metric, store.opts.dim);
+        let mut hits: Vec<Hit> = Vec::with_capacity(ids.len() + pending.len());
+        store.vectors_of(&ids, |id, blob| {
+            if let Some(v) = vector::decode_stored(blob, dim) {
+                hits.push((id, metric.distance(query, &v)));
+            }
+        })?;
+        if !pending.is_empty() {
+            store.pending_vectors_in(None, |id, blob| {
+                if let Some(v) = vector::decode_stored(blob, dim) {
+                    hits.push((id, metric.distance(query, &v)));
+                }
+            })?;
+        }
+        Ok(Some(top_k(hits, k)))
     }
 
     /// Exact KNN by scanning stored vectors, optionally of one namespace.
@@ -391,31 +467,39 @@ impl Ann {
             Some(ns) => Some(store.count_capped(ns, cap)?),
             None => None,
         };
+        let superseded = if skip_superseded {
+            store.superseded_kept()?
+        } else {
+            None
+        };
         if let Some(n) = ns_count.filter(|n| *n <= store.opts.exact_max) {
-            return self.exact_small(store, query, k, namespace, n);
+            return self.exact_small(store, query, k, namespace, n, superseded.as_deref());
         }
         self.ensure_loaded(store)?;
-        let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
+        let pending = store.pending_kept()?;
         if self.ns.loaded {
             self.ns.resolve(store, &pending)?;
         }
         let searched =
             ns_count.unwrap_or_else(|| self.index.as_ref().map_or(0, |i| i.size()) + pending.len());
         if searched <= store.opts.exact_max {
-            return self.exact_small(store, query, k, namespace, searched);
+            return self.exact_small(store, query, k, namespace, searched, superseded.as_deref());
         }
         if self.index.is_none() {
             return Self::exact(store, query, k, namespace);
+        }
+        if namespace.is_none()
+            && store.opts.metric == Metric::Cosine
+            && searched <= store.opts.scan_max
+            && self.generation != 0
+            && let Some(hits) = self.quant_scan(store, query, k, &pending, superseded.as_ref())?
+        {
+            return Ok(hits);
         }
         if namespace.is_some() && !self.ns.loaded {
             self.ns.load(store, &pending)?;
         }
         let ns_filter: Option<Option<u32>> = namespace.map(|ns| self.ns.ids.get(ns).copied());
-        let superseded = if skip_superseded {
-            self.superseded.get(store)?
-        } else {
-            None
-        };
         let Some(index) = self.index.as_ref() else {
             return Self::exact(store, query, k, namespace);
         };
@@ -539,6 +623,60 @@ impl Ann {
                 .collect())
         })
     }
+}
+
+/// Exact cosine KNN over a block of vectors (`ids.len()` ids, `vecs`: `ids.len() * dim`
+/// float32), ids for which `keep` is false left out: up to `k` `(id, distance)` pairs,
+/// nearest first, ties by id, the distances [`Metric::distance`]'s.
+///
+/// Two passes: the float32 SIMD screen ([`vector::cosine_screen`], within `m` =
+/// [`vector::cosine_screen_margin`] of the exact distance) of every vector, then the
+/// exact distance only of the vectors whose screen is at most `s_k + 2m`, `s_k` the k-th
+/// smallest screen (and of those the screen cannot bound). Exact: the k vectors of the
+/// smallest screens have exact distances at most `s_k + m`, so the k-th exact distance
+/// `d_k <= s_k + m`; a vector with screen above `s_k + 2m` has an exact distance above
+/// `s_k + m >= d_k`, so it is not among the k nearest, nor tied with the k-th. About k
+/// exact distances per query instead of one per new best of a streaming scan.
+fn screened_block_scan(
+    query: &[f32],
+    k: usize,
+    ids: &[i64],
+    vecs: &[f32],
+    dim: usize,
+    keep: impl Fn(i64) -> bool,
+) -> Vec<Hit> {
+    if k == 0 || dim == 0 {
+        return Vec::new();
+    }
+    let screen = vector::cosine_screen();
+    let margin = vector::cosine_screen_margin(query.len());
+    // Screens, NaN where the screen cannot bound (or the id is left out: never kept below).
+    let mut screens: Vec<f32> = Vec::with_capacity(ids.len());
+    for (id, v) in ids.iter().zip(vecs.chunks_exact(dim)) {
+        let s = if keep(*id) {
+            screen(query, v).unwrap_or(f32::NEG_INFINITY)
+        } else {
+            f32::NAN
+        };
+        screens.push(s);
+    }
+    let mut finite: Vec<f32> = screens.iter().copied().filter(|s| s.is_finite()).collect();
+    let limit = if finite.len() > k {
+        let (_, kth, _) = finite.select_nth_unstable_by(k - 1, f32::total_cmp);
+        // (f32 rounding of this sum is far below the margin's factor-2 slack)
+        *kth + 2.0 * margin
+    } else {
+        f32::INFINITY
+    };
+    let metric = Metric::Cosine;
+    let mut hits: Vec<Hit> = Vec::with_capacity(k.saturating_mul(2));
+    for ((id, v), s) in ids.iter().zip(vecs.chunks_exact(dim)).zip(&screens) {
+        // NaN (left out) fails both tests; -inf (unbounded) passes.
+        if *s <= limit {
+            hits.push((*id, metric.distance(query, v)));
+        }
+    }
+    top_k(hits, k)
 }
 
 /// An exact KNN scan, one vector at a time. On a cosine table each vector is screened

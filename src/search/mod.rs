@@ -4,7 +4,7 @@
 pub(crate) mod rank;
 pub mod text;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::ann::Ann;
 use crate::error::{Error, Result};
@@ -100,7 +100,7 @@ pub fn keyword(store: &Store, query: &str, k: usize, ns: Option<&str>) -> Result
 ///
 /// 1. Candidates: each retriever's top `depth` rows among those `vis` lets a search
 ///    return (hidden rows, expired or superseded, take no place; they are read in one
-///    statement for the `depth + 16` rows each retriever fetches).
+///    statement, `Store::visible_of`, for the `depth + 16` rows each retriever fetches).
 /// 2. Own score of a row: `w * bm25 / best_bm25 + (1 - w) * cos`, where `bm25` is FTS5's
 ///    (sign flipped, 0 for rows the keyword side did not return) and `cos` the cosine
 ///    similarity of the row's stored vector to the query vector (0 without a vector).
@@ -168,10 +168,10 @@ pub fn hybrid(
         .collect();
     // A full list means the retriever may hold more rows than it gave.
     let deeper = keyword_hits.len() >= fetch || vector_hits.len() >= fetch;
-    let hidden = store.hidden_among(&fetched, vis.now, vis.include_superseded)?;
-    keyword_hits.retain(|(id, _)| !hidden.contains(id));
+    let shown = store.visible_of(&fetched, vis.now, vis.include_superseded)?;
+    keyword_hits.retain(|(id, _)| shown.contains(id));
     keyword_hits.truncate(depth);
-    vector_hits.retain(|(id, _)| !hidden.contains(id));
+    vector_hits.retain(|(id, _)| shown.contains(id));
     vector_hits.truncate(depth);
 
     // Keyword side, normalised by the best row's BM25 (FTS5's bm25 is negative).
@@ -196,13 +196,14 @@ pub fn hybrid(
     let (own, distance) = own_scores(store, &qv, &candidates, &pairs, &vector_hits, &keyword_part)?;
     let mut ranked = with_context(&own, &pairs, opts.hybrid_context_weight);
     // A hidden neighbour still lends its score as context, but is not a result.
-    let others: Vec<i64> = pairs
+    let others: HashSet<i64> = pairs
         .iter()
         .map(|&(_, n)| n)
         .filter(|n| !keyword_part.contains_key(n) && !vector_hits.iter().any(|h| h.0 == *n))
         .collect();
-    let hidden = store.hidden_among(&others, vis.now, vis.include_superseded)?;
-    ranked.retain(|(id, _)| !hidden.contains(id));
+    let others_list: Vec<i64> = others.iter().copied().collect();
+    let shown = store.visible_of(&others_list, vis.now, vis.include_superseded)?;
+    ranked.retain(|(id, _)| !others.contains(id) || shown.contains(id));
     let found = ranked
         .into_iter()
         .take(k)

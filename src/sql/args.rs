@@ -136,6 +136,7 @@ pub(super) fn query(tab: &MemoryTable, idx_num: i32, args: &Values<'_>) -> Resul
         namespace,
         ranking: rank,
         include_superseded,
+        ids_only: idx_num & bit::IDS_ONLY != 0,
     })
 }
 

@@ -28,6 +28,9 @@ pub(crate) struct MemCursor<'vtab> {
     row: Option<Stored>,
     /// Whether `row`'s `superseded_by` was read (searches read it with the row).
     superseded_known: bool,
+    /// The current result's id when the answer is lean (its row not read:
+    /// [`Answer::lean`]).
+    lean_id: Option<i64>,
     phantom: PhantomData<&'vtab MemoriesTab>,
 }
 
@@ -39,6 +42,7 @@ impl<'vtab> MemCursor<'vtab> {
             pos: 0,
             row: None,
             superseded_known: false,
+            lean_id: None,
             phantom: PhantomData,
         }
     }
@@ -62,6 +66,12 @@ impl<'vtab> MemCursor<'vtab> {
     /// Moves to the first result at or after `pos` whose row exists.
     fn settle(&mut self) -> Result<()> {
         self.row = None;
+        self.lean_id = None;
+        if self.answer.lean {
+            // Every result of a lean answer is visible; its row is not needed.
+            self.lean_id = self.answer.results.get(self.pos).map(|f| f.id);
+            return Ok(());
+        }
         while let Some(found) = self.answer.results.get(self.pos) {
             if let Some(stored) = self.answer.rows.remove(&found.id) {
                 self.row = Some(stored);
@@ -83,10 +93,12 @@ impl<'vtab> MemCursor<'vtab> {
 
     /// The value of column `i` of the current row (NULL past the end).
     fn column_value(&self, ctx: &mut Context, i: c_int) -> Result<()> {
+        if let Some(id) = self.lean_id {
+            return self.lean_column(ctx, i, id);
+        }
         let Some((r, superseded_by)) = &self.row else {
             return Ok(ctx.set_result(Null)?);
         };
-        let found = self.answer.results.get(self.pos);
         Ok(match i {
             col::ID => ctx.set_result(r.id),
             col::CONTENT => ctx.set_result(&r.content),
@@ -97,13 +109,7 @@ impl<'vtab> MemCursor<'vtab> {
             col::IMPORTANCE => ctx.set_result(r.importance),
             col::CREATED_AT => ctx.set_result(r.created_at),
             col::UPDATED_AT => ctx.set_result(r.updated_at),
-            col::EMBEDDING => {
-                if ctx.no_change() {
-                    return Ok(());
-                }
-                let blob = self.source().store.embedding_blob(r.id)?;
-                ctx.set_result(&blob)
-            }
+            col::EMBEDDING => return self.embedding(ctx, r.id),
             col::EXPIRES_AT => ctx.set_result(r.expires_at),
             col::SUPERSEDED_BY => {
                 if self.superseded_known {
@@ -112,6 +118,15 @@ impl<'vtab> MemCursor<'vtab> {
                 let by = self.source().store.superseded_by(r.id)?;
                 ctx.set_result(by.map(|(id, _)| id))
             }
+            _ => return self.result_column(ctx, i),
+        }?)
+    }
+
+    /// The columns that come from the result, not the row: `distance`, `score`, `k`,
+    /// `explain`, `as_of` (NULL for the other hidden columns).
+    fn result_column(&self, ctx: &mut Context, i: c_int) -> Result<()> {
+        let found = self.answer.results.get(self.pos);
+        Ok(match i {
             col::EXPLAIN => ctx.set_result(self.explain()),
             col::DISTANCE => ctx.set_result(found.and_then(|f| f.distance)),
             col::SCORE => ctx.set_result(found.and_then(|f| f.score)),
@@ -119,6 +134,45 @@ impl<'vtab> MemCursor<'vtab> {
             col::AS_OF => ctx.set_result(self.answer.as_of.as_ref().and_then(|a| a.version)),
             _ => ctx.set_result(Null),
         }?)
+    }
+
+    /// The stored embedding of memory `id` (left alone when SQLite says the column is
+    /// unchanged, in an UPDATE).
+    fn embedding(&self, ctx: &mut Context, id: i64) -> Result<()> {
+        if ctx.no_change() {
+            return Ok(());
+        }
+        let blob = self.source().store.embedding_blob(id)?;
+        Ok(ctx.set_result(&blob)?)
+    }
+
+    /// Column `i` of result `id` of a lean answer: the id and the result's own columns
+    /// directly; a stored column (which `colUsed` said the statement does not read) from
+    /// its row, read now.
+    fn lean_column(&self, ctx: &mut Context, i: c_int, id: i64) -> Result<()> {
+        match i {
+            col::ID => Ok(ctx.set_result(id)?),
+            col::EMBEDDING => self.embedding(ctx, id),
+            col::CONTENT..=col::UPDATED_AT | col::EXPIRES_AT | col::SUPERSEDED_BY => {
+                let store = &self.source().store;
+                let Some(r) = store.get(id)? else {
+                    return Ok(ctx.set_result(Null)?);
+                };
+                Ok(match i {
+                    col::CONTENT => ctx.set_result(&r.content),
+                    col::NAMESPACE => ctx.set_result(&r.namespace),
+                    col::TAGS => ctx.set_result(&r.tags),
+                    col::METADATA => ctx.set_result(&r.metadata),
+                    col::SOURCE => ctx.set_result(&r.source),
+                    col::IMPORTANCE => ctx.set_result(r.importance),
+                    col::CREATED_AT => ctx.set_result(r.created_at),
+                    col::UPDATED_AT => ctx.set_result(r.updated_at),
+                    col::EXPIRES_AT => ctx.set_result(r.expires_at),
+                    _ => ctx.set_result(store.superseded_by(id)?.map(|(by, _)| by)),
+                }?)
+            }
+            _ => self.result_column(ctx, i),
+        }
     }
 
     /// The `explain` column of the current result: NULL outside a search.
@@ -144,14 +198,17 @@ unsafe impl VTabCursor for MemCursor<'_> {
     ) -> rusqlite::Result<()> {
         guard(|| {
             let table = self.table();
-            // Searches see this transaction's writes, embeddings included.
-            table.flush()?;
             self.answer = Answer::default();
-            let query = args::query(table, idx_num, args)?;
-            self.answer = match args::as_of(table, idx_num, args)? {
-                None => table.query(query)?,
-                Some(target) => table.query_as_of(query, &target)?,
-            };
+            // One change key for the whole query: the kept reads ([`Store::pinned`]).
+            self.answer = table.store.pinned(|| {
+                // Searches see this transaction's writes, embeddings included.
+                table.flush()?;
+                let query = args::query(table, idx_num, args)?;
+                match args::as_of(table, idx_num, args)? {
+                    None => table.query(query),
+                    Some(target) => table.query_as_of(query, &target),
+                }
+            })?;
             self.pos = 0;
             self.settle()
         })
@@ -165,7 +222,7 @@ unsafe impl VTabCursor for MemCursor<'_> {
     }
 
     fn eof(&self) -> bool {
-        self.row.is_none()
+        self.row.is_none() && self.lean_id.is_none()
     }
 
     fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
@@ -173,6 +230,11 @@ unsafe impl VTabCursor for MemCursor<'_> {
     }
 
     fn rowid(&self) -> rusqlite::Result<i64> {
-        guard(|| Ok(self.row.as_ref().map_or(0, |(r, _)| r.id)))
+        guard(|| {
+            Ok(self
+                .lean_id
+                .or_else(|| self.row.as_ref().map(|(r, _)| r.id))
+                .unwrap_or(0))
+        })
     }
 }

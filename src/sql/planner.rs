@@ -55,6 +55,11 @@ pub mod bit {
     pub const INCLUDE_SUPERSEDED: i32 = 1024;
     /// `as_of = ?`: the scan or search runs against the table as of a version.
     pub const AS_OF: i32 = 2048;
+    /// The statement reads no stored column (only `id`/rowid, `embedding`, `distance`,
+    /// `score` and the hidden columns, from xBestIndex's `colUsed`,
+    /// [`super::ids_only`]): a search need not read its results' rows. Takes no argv
+    /// value.
+    pub const IDS_ONLY: i32 = 4096;
     /// All bits that take an argv value, in argv order: the bits of [`super::TERMS`].
     pub const ARGS: [i32; super::TERMS.len()] = {
         let mut a = [0; super::TERMS.len()];
@@ -258,6 +263,28 @@ fn estimate(search: i32, idx_num: i32) -> (f64, i64) {
     } else {
         (1_000_000.0, 100_000)
     }
+}
+
+/// Whether a statement whose `colUsed` (xBestIndex: bit `i` = column `i` read, bit 63 =
+/// some column from 63 on) is `col_used` reads none of the columns a search must read the
+/// stored row for: `content` to `updated_at`, `expires_at`, `superseded_by`. The id,
+/// `embedding` (read by id), `distance`, `score`, `explain` and the hidden columns come
+/// without it.
+pub fn ids_only(col_used: u64) -> bool {
+    const ROW: [i32; 10] = [
+        col::CONTENT,
+        col::NAMESPACE,
+        col::TAGS,
+        col::METADATA,
+        col::SOURCE,
+        col::IMPORTANCE,
+        col::CREATED_AT,
+        col::UPDATED_AT,
+        col::EXPIRES_AT,
+        col::SUPERSEDED_BY,
+    ];
+    let mask = ROW.iter().fold(1u64 << 63, |m, c| m | (1u64 << c));
+    col_used & mask == 0
 }
 
 /// `None` when a MATCH on one of our columns is not usable in this combination (the
@@ -549,6 +576,28 @@ mod tests {
             usable: false,
         }];
         assert!(plan(&terms, &[], false).is_none());
+    }
+
+    #[test]
+    fn ids_only_follows_the_row_columns() {
+        let bit = |c: i32| 1u64 << c;
+        assert!(ids_only(0));
+        assert!(ids_only(
+            bit(col::ID) | bit(col::DISTANCE) | bit(col::SCORE) | bit(col::K) | bit(col::EMBEDDING)
+        ));
+        assert!(ids_only(
+            bit(col::EXPLAIN) | bit(col::AS_OF) | bit(col::TABLE)
+        ));
+        for c in [
+            col::CONTENT,
+            col::UPDATED_AT,
+            col::EXPIRES_AT,
+            col::SUPERSEDED_BY,
+        ] {
+            assert!(!ids_only(bit(col::ID) | bit(c)), "column {c}");
+        }
+        assert!(!ids_only(1u64 << 63));
+        assert!(!ids_only(u64::MAX));
     }
 
     #[test]

@@ -238,7 +238,11 @@ unsafe impl<'vtab> VTab<'vtab> for MemoriesTab {
                     usage.set_omit(*omit);
                 }
             }
-            info.set_idx_num(d.idx_num);
+            let mut idx_num = d.idx_num;
+            if planner::ids_only(info.col_used()) {
+                idx_num |= planner::bit::IDS_ONLY;
+            }
+            info.set_idx_num(idx_num);
             info.set_idx_str(&d.idx_str);
             info.set_order_by_consumed(d.order_by_consumed);
             info.set_estimated_cost(d.cost);

@@ -2,7 +2,7 @@
 //! write-through of a row to the other shadow tables (FTS5, vectors, pending, links), as
 //! FTS5's `fts5_storage.c` writes its content table through to its index.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 
@@ -57,41 +57,6 @@ impl Store {
         while let Some(r) = rows.next()? {
             let row = read_row(r)?;
             out.insert(row.id, (row, r.get(10)?));
-        }
-        Ok(out)
-    }
-
-    /// Of `ids`, those a search hides at `now` (ms since the Unix epoch): the expired ones
-    /// (`expires_at <= now`, as [`Row::expired`]) and, unless `include_superseded`, those a
-    /// `supersedes` link points to (a non-NULL `superseded_by`, as [`Store::rows_of`]
-    /// reads it); one statement (`json_each` over the ids). Ids without a row are not
-    /// returned.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub(crate) fn hidden_among(
-        &self,
-        ids: &[i64],
-        now: i64,
-        include_superseded: bool,
-    ) -> Result<HashSet<i64>> {
-        let mut out = HashSet::new();
-        if ids.is_empty() {
-            return Ok(out);
-        }
-        let sql = self.sql(|| {
-            format!(
-                "SELECT c.id FROM json_each(?1) j JOIN {c} c ON c.id = j.value \
-                 WHERE c.expires_at <= ?2 \
-                 OR (?3 = 0 AND EXISTS (SELECT 1 FROM {l} WHERE dst = c.id AND kind = ?4))",
-                c = self.q.content,
-                l = self.q.links
-            )
-        });
-        let mut st = self.conn.prepare_cached(&sql)?;
-        let mut rows = st.query(params![id_list(ids), now, include_superseded, SUPERSEDES])?;
-        while let Some(r) = rows.next()? {
-            out.insert(r.get(0)?);
         }
         Ok(out)
     }

@@ -34,6 +34,7 @@ mod content;
 mod fts;
 pub(crate) mod history;
 pub(crate) mod integrity;
+mod kept;
 mod links;
 mod pending;
 mod schema;
@@ -82,6 +83,8 @@ pub(crate) struct Store {
     /// Set while a branch writes its working copy's changes through
     /// ([`Store::quietly`]): nothing is recorded.
     quiet: Cell<bool>,
+    /// Reads kept between queries while nothing changes ([`kept`]).
+    kept: kept::KeptCell,
 }
 
 /// Quoted, schema-qualified names of the shadow tables.
@@ -202,6 +205,7 @@ impl Store {
             history_op: Cell::new(None),
             df: RefCell::default(),
             quiet: Cell::new(false),
+            kept: RefCell::default(),
         };
         store.config_set("format", &FORMAT_VERSION.to_string())?;
         for (k, v) in store.opts.to_pairs() {
@@ -296,6 +300,7 @@ impl Store {
             history_op: Cell::new(None),
             df: RefCell::default(),
             quiet: Cell::new(false),
+            kept: RefCell::default(),
         })
     }
 

@@ -207,24 +207,13 @@ impl Store {
     /// reports, can undo them without a trace): this connection's
     /// `total_changes()` (every row it ever wrote, rolled back or not, in any table) and
     /// the schema's `PRAGMA data_version` (commits of every other connection and
-    /// process). For caches of stored vectors ([`crate::ann`]'s exact-scan blocks).
+    /// process). For caches of stored vectors ([`crate::ann`]'s exact-scan blocks) and the
+    /// reads [`Store::pinned`] keeps; inside [`Store::pinned`] it is taken once per query.
     ///
     /// # Errors
     /// SQLite errors.
     pub(crate) fn change_key(&self) -> Result<Option<(u64, i64)>> {
-        let writing = self
-            .conn
-            .transaction_state(Some(self.q.raw_schema.as_str()))?
-            == rusqlite::TransactionState::Write;
-        if !self.conn.is_autocommit() || writing {
-            return Ok(None);
-        }
-        let sql = self.sql(|| format!("PRAGMA {}.data_version", self.q.schema));
-        let version: i64 = self
-            .conn
-            .prepare_cached(&sql)?
-            .query_row([], |r| r.get(0))?;
-        Ok(Some((self.conn.total_changes(), version)))
+        self.kept_key()
     }
 }
 

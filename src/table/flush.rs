@@ -46,7 +46,7 @@ impl MemoryTable {
     fn flush_now(&self) -> Result<()> {
         let store = &self.store;
         self.awaiting.set(0);
-        if !store.has_unembedded()? {
+        if !store.has_unembedded_kept()? {
             return Ok(());
         }
         let near = self.near_dedup();

@@ -245,6 +245,7 @@ mod tests {
             namespace: None,
             ranking: Ranking::from_options(&TableOptions::default()),
             include_superseded: false,
+            ids_only: false,
         };
         let answer = t.query(query).unwrap_or_else(|e| panic!("{e}"));
         answer.results.iter().map(|f| f.id).collect()

@@ -42,6 +42,10 @@ pub(crate) enum Query {
         namespace: Option<String>,
         ranking: Ranking,
         include_superseded: bool,
+        /// The statement reads no stored column of the results (only `id`, `distance`,
+        /// `score` and the like, `sql::planner::bit::IDS_ONLY`): their rows need not be read,
+        /// only whether they are hidden.
+        ids_only: bool,
     },
     /// A plain scan: one id, or every id (of one namespace), in id order.
     Scan {
@@ -85,8 +89,11 @@ pub(crate) struct Answer {
     /// The hidden `k` column's value.
     pub(crate) k: Option<i64>,
     /// Set when the answer is as of a version (`AND as_of = ?`): every result's row is in
-    /// `rows`.
+    /// `rows` (unless `lean`).
     pub(crate) as_of: Option<AsOf>,
+    /// A search whose rows were not read (`ids_only`): every result is visible, `rows`
+    /// is empty and the cursor serves ids, distances and scores alone.
+    pub(crate) lean: bool,
 }
 
 impl MemoryTable {
@@ -127,6 +134,7 @@ impl MemoryTable {
                 namespace,
                 ranking,
                 include_superseded,
+                ids_only,
             } => {
                 let mut answer = self.search(
                     &search,
@@ -134,6 +142,7 @@ impl MemoryTable {
                     namespace.as_deref(),
                     ranking,
                     include_superseded,
+                    ids_only,
                 )?;
                 answer.k = k_column;
                 Ok(answer)
@@ -148,20 +157,29 @@ impl MemoryTable {
         ns: Option<&str>,
         rank: Ranking,
         include_superseded: bool,
+        ids_only: bool,
     ) -> Result<Answer> {
         let store = &self.store;
         let now = self.now();
         let need = rank.pool(k, search::MAX_K as usize);
+        // Without re-ranking a statement that reads no stored column needs the results'
+        // visibility only: kept sets outside transactions, else one lean statement.
+        let lean = ids_only && !rank.active();
+        let hidden = if lean { store.hidden_kept()? } else { None };
         // A KNN's first run takes a few candidates beyond the pool, so that hidden rows
         // among the nearest (superseded near duplicates sit next to their successors)
         // rarely force a second, deeper run: the graph walk costs the same, and the extra
-        // rows' vectors and rows come in the same two statements.
-        // A keyword search's first run does the same (the best `need` visible rows by BM25
-        // do not depend on how many are fetched); a hybrid search makes room for hidden
-        // rows itself (see `search::hybrid`).
+        // rows' vectors and rows come in the same two statements. Not needed when the
+        // search skips superseded memories itself (their ids kept, outside transactions).
+        // A keyword search's first run fetches as many beyond `k` (the best `need` visible
+        // rows by BM25 do not depend on how many are fetched); a hybrid search makes room
+        // for hidden rows itself (see `search::hybrid`).
         let mut extra = match search {
-            Search::Knn(_) | Search::Keyword(_) => need.min(16),
-            Search::Hybrid(_) => 0,
+            Search::Knn(_) if include_superseded || store.superseded_kept()?.is_none() => {
+                need.min(16)
+            }
+            Search::Keyword(_) => need.min(16),
+            _ => 0,
         };
         let (found, rows) = loop {
             let want = need.saturating_add(extra);
@@ -203,13 +221,32 @@ impl MemoryTable {
             };
             // A hybrid search drops hidden rows itself: it says whether going deeper helps.
             let exhausted = deeper.map_or(found.len() < want, |d| !d);
-            let ids: Vec<i64> = found.iter().map(|f| f.id).collect();
-            let mut rows = store.rows_of(&ids)?;
-            rows.retain(|_, (r, by)| !r.expired(now) && (include_superseded || by.is_none()));
-            let visible: Vec<Found> = found
-                .into_iter()
-                .filter(|f| rows.contains_key(&f.id))
-                .collect();
+            let (visible, rows): (Vec<Found>, HashMap<i64, Stored>) = if lean {
+                let visible = match &hidden {
+                    Some(h) => found
+                        .into_iter()
+                        .filter(|f| !h.hides(f.id, now, include_superseded))
+                        .collect(),
+                    None => {
+                        let ids: Vec<i64> = found.iter().map(|f| f.id).collect();
+                        let shown = store.visible_of(&ids, now, include_superseded)?;
+                        found
+                            .into_iter()
+                            .filter(|f| shown.contains(&f.id))
+                            .collect()
+                    }
+                };
+                (visible, HashMap::new())
+            } else {
+                let ids: Vec<i64> = found.iter().map(|f| f.id).collect();
+                let mut rows = store.rows_of(&ids)?;
+                rows.retain(|_, (r, by)| !r.expired(now) && (include_superseded || by.is_none()));
+                let visible = found
+                    .into_iter()
+                    .filter(|f| rows.contains_key(&f.id))
+                    .collect();
+                (visible, rows)
+            };
             if visible.len() >= need || exhausted || extra >= MAX_EXTRA {
                 break (visible, rows);
             }
@@ -231,6 +268,7 @@ impl MemoryTable {
             components,
             k: None,
             as_of: None,
+            lean,
         })
     }
 }

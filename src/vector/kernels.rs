@@ -357,3 +357,151 @@ pub fn ip_avx2(a: &[f32], b: &[f32]) -> f32 {
     // SAFETY: AVX2 and FMA were detected before this was handed out (see above).
     1.0 - unsafe { avx2::dot(a, b) }
 }
+
+/// `sum q_i x_i` of two int8 vectors of the same length, exactly (i32; `|q_i|, |x_i| <=
+/// 127` and at most 2^16 elements cannot overflow). `qb` (the query biased by 128 as u8)
+/// and `xsum` (`sum x_i`) are unused here (see `i8_dot_vnni`).
+pub fn i8_dot_portable(q: &[i8], _qb: &[u8], x: &[i8], _xsum: i32) -> i32 {
+    q.iter()
+        .zip(x)
+        .map(|(&a, &b)| i32::from(a) * i32::from(b))
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod i8x {
+    use std::arch::x86_64::*;
+
+    /// `sum q_i x_i`: 16 int8 widened to int16 per step, pairs multiplied and added into
+    /// int32 lanes (`vpmaddwd`: exact, |q_i x_i| <= 127^2).
+    #[target_feature(enable = "avx2")]
+    pub fn dot_avx2(q: &[i8], x: &[i8]) -> i32 {
+        let n = q.len().min(x.len());
+        let (pq, px) = (q.as_ptr(), x.as_ptr());
+        let (mut s0, mut s1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let mut i = 0;
+        // SAFETY: each load reads 16 bytes at i or i + 16 with i + 32 <= n (or i + 16 <= n
+        // below), inside both slices.
+        unsafe {
+            while i + 32 <= n {
+                let a0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pq.add(i) as *const __m128i));
+                let b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(px.add(i) as *const __m128i));
+                let a1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pq.add(i + 16) as *const __m128i));
+                let b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(px.add(i + 16) as *const __m128i));
+                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(a0, b0));
+                s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(a1, b1));
+                i += 32;
+            }
+            while i + 16 <= n {
+                let a0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pq.add(i) as *const __m128i));
+                let b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(px.add(i) as *const __m128i));
+                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(a0, b0));
+                i += 16;
+            }
+        }
+        let s = _mm256_add_epi32(s0, s1);
+        let lo = _mm256_castsi256_si128(s);
+        let hi = _mm256_extracti128_si256(s, 1);
+        let t = _mm_add_epi32(lo, hi);
+        let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b01_00_11_10));
+        let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b10_11_00_01));
+        let mut r = _mm_cvtsi128_si32(t);
+        for (a, b) in q[i..n].iter().zip(&x[i..n]) {
+            r += i32::from(*a) * i32::from(*b);
+        }
+        r
+    }
+
+    /// `sum qb_i x_i` (`qb` unsigned, `x` signed; `vpdpbusd`, 64 per step, exact: each
+    /// int32 lane adds at most `n / 16` products of magnitude <= 255 * 127).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub fn dot_vnni(qb: &[u8], x: &[i8]) -> i32 {
+        let n = qb.len().min(x.len());
+        let (pq, px) = (qb.as_ptr(), x.as_ptr());
+        let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        let mut i = 0;
+        // SAFETY: each load reads 64 bytes at i or i + 64 with i + 128 <= n (or i + 64 <=
+        // n below), inside both slices.
+        unsafe {
+            while i + 128 <= n {
+                let a0 = _mm512_loadu_si512(pq.add(i) as *const _);
+                let b0 = _mm512_loadu_si512(px.add(i) as *const _);
+                let a1 = _mm512_loadu_si512(pq.add(i + 64) as *const _);
+                let b1 = _mm512_loadu_si512(px.add(i + 64) as *const _);
+                s0 = _mm512_dpbusd_epi32(s0, a0, b0);
+                s1 = _mm512_dpbusd_epi32(s1, a1, b1);
+                i += 128;
+            }
+            while i + 64 <= n {
+                let a0 = _mm512_loadu_si512(pq.add(i) as *const _);
+                let b0 = _mm512_loadu_si512(px.add(i) as *const _);
+                s0 = _mm512_dpbusd_epi32(s0, a0, b0);
+                i += 64;
+            }
+        }
+        let mut r = _mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1));
+        for (a, b) in qb[i..n].iter().zip(&x[i..n]) {
+            r += i32::from(*a) * i32::from(*b);
+        }
+        r
+    }
+
+    /// [`dot_avx2`] of `q` with each vector of `codes` (`q.len()` codes each) into `out`.
+    #[target_feature(enable = "avx2")]
+    pub fn dots_avx2(q: &[i8], codes: &[i8], out: &mut [i32]) {
+        let dim = q.len().max(1);
+        for (o, x) in out.iter_mut().zip(codes.chunks_exact(dim)) {
+            *o = dot_avx2(q, x);
+        }
+    }
+
+    /// `sum (qb_j - 128) x_ij` of each vector of `codes` (`qb.len()` codes each; `sums[i] =
+    /// sum x_ij`) into `out`: [`dot_vnni`] inlined into one loop.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub fn dots_vnni(qb: &[u8], codes: &[i8], sums: &[i32], out: &mut [i32]) {
+        let dim = qb.len().max(1);
+        for ((o, x), s) in out.iter_mut().zip(codes.chunks_exact(dim)).zip(sums) {
+            *o = dot_vnni(qb, x) - 128 * *s;
+        }
+    }
+}
+
+/// SAFETY: handed out by `i8_dot` only after AVX2 was detected.
+#[cfg(all(test, target_arch = "x86_64"))]
+pub fn i8_dot_avx2(q: &[i8], _qb: &[u8], x: &[i8], _xsum: i32) -> i32 {
+    // SAFETY: AVX2 was detected before this was handed out (see above).
+    unsafe { i8x::dot_avx2(q, x) }
+}
+
+/// SAFETY: handed out by `i8_dot` only after AVX-512F, AVX-512BW and AVX-512 VNNI were
+/// detected. `sum (q_i + 128) x_i - 128 sum x_i = sum q_i x_i`, `qb_i = q_i + 128`.
+#[cfg(all(test, target_arch = "x86_64"))]
+pub fn i8_dot_vnni(_q: &[i8], qb: &[u8], x: &[i8], xsum: i32) -> i32 {
+    // SAFETY: AVX-512F/BW/VNNI were detected before this was handed out (see above).
+    let biased = unsafe { i8x::dot_vnni(qb, x) };
+    biased - 128 * xsum
+}
+
+/// `out[i] = sum q_j x_ij` for each vector `x_i` of `codes` (`out.len()` vectors of
+/// `q.len()` codes each), exactly; `qb` and `sums` as in `i8_dot_vnni`.
+pub fn i8_dots_portable(q: &[i8], qb: &[u8], codes: &[i8], sums: &[i32], out: &mut [i32]) {
+    let dim = q.len().max(1);
+    for ((o, x), s) in out.iter_mut().zip(codes.chunks_exact(dim)).zip(sums) {
+        *o = i8_dot_portable(q, qb, x, *s);
+    }
+}
+
+/// SAFETY: handed out by `i8_dots` only after AVX2 was detected.
+#[cfg(target_arch = "x86_64")]
+pub fn i8_dots_avx2(q: &[i8], _qb: &[u8], codes: &[i8], _sums: &[i32], out: &mut [i32]) {
+    // SAFETY: AVX2 was detected before this was handed out (see above).
+    unsafe { i8x::dots_avx2(q, codes, out) }
+}
+
+/// SAFETY: handed out by `i8_dots` only after AVX-512F, AVX-512BW and AVX-512 VNNI were
+/// detected.
+#[cfg(target_arch = "x86_64")]
+pub fn i8_dots_vnni(_q: &[i8], qb: &[u8], codes: &[i8], sums: &[i32], out: &mut [i32]) {
+    // SAFETY: AVX-512F/BW/VNNI were detected before this was handed out (see above).
+    unsafe { i8x::dots_vnni(qb, codes, sums, out) }
+}

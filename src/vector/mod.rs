@@ -226,6 +226,55 @@ pub(crate) fn cosine_screen_margin(dim: usize) -> f32 {
 
 mod kernels;
 
+/// An exact int8 dot product `sum q_i x_i` ([`i8_dot`]): `(q, qb, x, xsum)` with `qb_i =
+/// q_i + 128` (as u8) and `xsum = sum x_i`, which the VNNI kernel needs (it multiplies
+/// unsigned by signed bytes); the others ignore them.
+#[cfg(test)]
+pub(crate) type I8DotFn = fn(&[i8], &[u8], &[i8], i32) -> i32;
+
+/// The fastest exact int8 dot product this CPU runs (AVX-512 VNNI, else AVX2, else
+/// portable), chosen at run time; all give the same integer.
+#[cfg(test)]
+pub(crate) fn i8_dot() -> I8DotFn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if vnni() {
+            return kernels::i8_dot_vnni;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return kernels::i8_dot_avx2;
+        }
+    }
+    kernels::i8_dot_portable
+}
+
+/// [`i8_dot`] of one query with many vectors: `(q, qb, codes, sums, out)`, `out[i]` the
+/// dot product of `q` with the `i`-th vector of `codes` (`q.len()` codes each, `sums[i]`
+/// their sum).
+pub(crate) type I8DotsFn = fn(&[i8], &[u8], &[i8], &[i32], &mut [i32]);
+
+/// The batch form of [`i8_dot`] (one call per scan, the kernel inlined into its loop).
+pub(crate) fn i8_dots() -> I8DotsFn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if vnni() {
+            return kernels::i8_dots_vnni;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return kernels::i8_dots_avx2;
+        }
+    }
+    kernels::i8_dots_portable
+}
+
+/// Whether the CPU has AVX-512F, AVX-512BW and AVX-512 VNNI.
+#[cfg(target_arch = "x86_64")]
+fn vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
 /// Decodes a vector BLOB of `dim` little-endian float32 values.
 ///
 /// `what` names the value in error messages (e.g. `"column embedding"`).
@@ -408,6 +457,64 @@ pub(crate) fn clip(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every int8 kernel this CPU runs gives the exact integer, on extreme codes and on
+    /// lengths that are not multiples of the vector width.
+    #[test]
+    fn int8_kernels_are_exact() {
+        let mut kernels: Vec<I8DotFn> = vec![kernels::i8_dot_portable, i8_dot()];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                kernels.push(kernels::i8_dot_avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                kernels.push(kernels::i8_dot_vnni);
+            }
+        }
+        for len in [1usize, 7, 16, 63, 64, 127, 128, 384, 385, 1000] {
+            for pattern in 0..4 {
+                let code = |i: usize, a: usize| -> i8 {
+                    match pattern {
+                        0 => 127,
+                        1 => -127,
+                        2 => ((i * a % 255) as i32 - 127) as i8,
+                        _ => {
+                            if (i + a).is_multiple_of(2) {
+                                127
+                            } else {
+                                -127
+                            }
+                        }
+                    }
+                };
+                let q: Vec<i8> = (0..len).map(|i| code(i, 37)).collect();
+                let x: Vec<i8> = (0..len).map(|i| -code(i, 91)).collect();
+                let qb: Vec<u8> = q.iter().map(|&c| (i16::from(c) + 128) as u8).collect();
+                let xsum: i32 = x.iter().map(|&c| i32::from(c)).sum();
+                let want: i32 = q
+                    .iter()
+                    .zip(&x)
+                    .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                    .sum();
+                for (n, f) in kernels.iter().enumerate() {
+                    assert_eq!(
+                        f(&q, &qb, &x, xsum),
+                        want,
+                        "kernel {n}, len {len}, pattern {pattern}"
+                    );
+                }
+                // The batch kernel over three copies of x.
+                let codes: Vec<i8> = x.iter().chain(&x).chain(&x).copied().collect();
+                let mut out = [0i32; 3];
+                i8_dots()(&q, &qb, &codes, &[xsum; 3], &mut out);
+                assert_eq!(out, [want; 3], "batch, len {len}, pattern {pattern}");
+            }
+        }
+    }
 
     /// The screen of exact cosine scans stays within its margin of the f64 distance, on
     /// vectors of every magnitude the table accepts (components 2^-20 to 2^60), near-parallel,

@@ -10,11 +10,11 @@ use crate::common::rng::Rng;
 use crate::common::search::*;
 use crate::common::*;
 
-/// The auto-embedded tables: the defaults, and the defaults with a small `exact_max` so
-/// that the graph is searched. `(table, options, oracle table, exact_max)`.
+/// The auto-embedded tables: the defaults, and the defaults with a small `exact_max` (and
+/// no int8 scan, `scan_max=0`) so that the graph is searched. `(table, options, oracle table, exact_max)`.
 const A_MEMS: &[(&str, &str, &str, usize)] = &[
     ("a_default", "", "oa_default", 2048),
-    ("a_small", "exact_max=64", "oa_small", 64),
+    ("a_small", "exact_max=64, scan_max=0", "oa_small", 64),
 ];
 const A_NAMESPACES: &[&str] = &["a", "b"];
 const SUBJECTS: &[&str] = &["Alice", "Bob", "Carol", "Dave", "Erin", "Frank"];

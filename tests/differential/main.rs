@@ -6,10 +6,12 @@
 //! Tables, the default options first (what users run):
 //! * `m_default`: `memories(dim=8, exact_max=64)`: dedup `merge` at threshold 0.92, as
 //!   `memories()`; `exact_max` 64 instead of 2048 so that the graph is really searched
-//!   (also by the near-duplicate check) at the sizes a test can afford;
+//!   (by the near-duplicate check; a whole-table KNN between 64 and `scan_max` rows is
+//!   the exact int8 scan) at the sizes a test can afford;
 //! * `m_skip`: the same with `dedup=skip`;
 //! * `m_exact` / `m_ann`: rows given explicit ids (never deduplicated), one table always
-//!   exact (`exact_max=1000000`), one always HNSW (`exact_max=0`).
+//!   exact (`exact_max=1000000`), one always HNSW (`exact_max=0, scan_max=0`: no exact int8
+//!   scan of mid-size tables either).
 //!
 //! Transactions are sized to cross every fold and checkpoint threshold of src/ann/
 //! `maybe_checkpoint` (`Commit` max(1024, size/8), `Write` max(16384, size/2),
@@ -152,7 +154,7 @@ const MEMS: &[Mem] = &[
     },
     Mem {
         name: "m_ann",
-        options: "dim=8, auto_embed=off, exact_max=0, m=8, ef_construction=64, ef_search=32",
+        options: "dim=8, auto_embed=off, exact_max=0, scan_max=0, m=8, ef_construction=64, ef_search=32",
         kind: Kind::Ann,
         oracle: 2,
         exact_max: 0,

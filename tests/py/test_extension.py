@@ -153,7 +153,7 @@ def mem(conn, request):
     exact_max=0 (an extension option beyond the contract) so that even tiny searches go
     through the ANN index; if the option is unknown it is the default table again."""
     if request.param == "hnsw":
-        if not create_table(conn, "", optional="exact_max=0"):
+        if not create_table(conn, "", optional="exact_max=0, scan_max=0"):
             pytest.skip("extension has no exact_max option")
     else:
         conn.execute("CREATE VIRTUAL TABLE mem USING memories()")
@@ -528,7 +528,7 @@ def test_raw_keyword_syntax_error_is_sql_error(semantic):
     assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-@pytest.mark.parametrize("optional", ["", "exact_max=0"])
+@pytest.mark.parametrize("optional", ["", "exact_max=0, scan_max=0"])
 def test_namespace_filter_returns_k_rows_from_small_namespace(conn, optional):
     """200 rows of namespace A crowd the query; k=10 within B must still give 10 B rows.
 
@@ -749,7 +749,7 @@ def test_reopen_with_supplied_vectors_and_hnsw(tmp_path):
     vecs = [rand_vec(rng) for _ in range(300)]
     conn = open_db(path)
     create_table(conn, "metric=cosine, m=16, ef_construction=128, ef_search=64",
-                 optional="exact_max=0")  # force the HNSW path if the extension has one
+                 optional="exact_max=0, scan_max=0")  # force the HNSW path if the extension has one
     conn.execute("BEGIN")
     conn.executemany("INSERT INTO mem(content, embedding) VALUES (?, ?)",
                      [(f"v{i}", pack(v)) for i, v in enumerate(vecs)])
@@ -764,7 +764,7 @@ def test_reopen_with_supplied_vectors_and_hnsw(tmp_path):
     conn.close()
 
 
-@pytest.mark.parametrize("optional", ["", "exact_max=0"])
+@pytest.mark.parametrize("optional", ["", "exact_max=0, scan_max=0"])
 def test_second_connection_sees_committed_writes(tmp_path, optional):
     path = tmp_path / "two.db"
     a = open_db(path)
@@ -1095,7 +1095,7 @@ def test_rename_table_keeps_working_or_is_refused(tmp_path):
     conn.close()
 
 
-@pytest.mark.parametrize("optional", ["", "exact_max=0"])
+@pytest.mark.parametrize("optional", ["", "exact_max=0, scan_max=0"])
 def test_uncommitted_writes_are_invisible_to_other_connections(tmp_path, optional):
     path = tmp_path / "iso.db"
     a = open_db(path)
@@ -1145,7 +1145,7 @@ os._exit(0)  # no COMMIT, no close: like a crash
 """
 
 
-@pytest.mark.parametrize("optional", ["", "exact_max=0"])
+@pytest.mark.parametrize("optional", ["", "exact_max=0, scan_max=0"])
 def test_process_dying_mid_transaction_keeps_committed_state(tmp_path, optional):
     import subprocess
     import sys

@@ -263,7 +263,7 @@ def test_ttl_and_expires_at(conn):
 
 
 def test_expired_memories_never_come_back_from_any_search(conn):
-    conn.execute("CREATE VIRTUAL TABLE mem USING memories(dim=3, auto_embed=off, exact_max=0, "
+    conn.execute("CREATE VIRTUAL TABLE mem USING memories(dim=3, auto_embed=off, exact_max=0, scan_max=0, "
                  "dedup_threshold=1)")
     past = int(time.time() * 1000) - 1000
     live = []
