@@ -210,9 +210,20 @@ impl World {
                 } else {
                     self.o[oi].max_id() + 1
                 };
-            self.o[oi].insert(&self.w, id, base.clone());
+            // Never the very row the base gets in this op: the same row inserted on both
+            // sides within one millisecond is one memory to a merge, not a renumbering, so
+            // the two tables of an oracle could merge differently by timing alone.
+            let row = if oi == EXPLICIT {
+                base.clone()
+            } else {
+                ORow {
+                    content: format!("{} (branch)", base.content),
+                    ..base.clone()
+                }
+            };
+            self.o[oi].insert(&self.w, id, row.clone());
             for t in self.tables_of(oi) {
-                self.insert_explicit(t, id, &base);
+                self.insert_explicit(t, id, &row);
             }
         }
         for t in 0..self.tabs.len() {
