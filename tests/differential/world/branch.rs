@@ -109,7 +109,7 @@ fn row_is(v: &Json, want: Option<&ORow>) -> bool {
             v["content"].as_str() == Some(w.content.as_str())
                 && v["namespace"].as_str() == Some(w.ns.as_str())
                 && tags == w.tags
-                && !v["expires_at"].is_null() == w.expired
+                && v["expires_at"].is_null() != w.expired
         }
     }
 }
