@@ -803,12 +803,19 @@ fn whole_views(c: &Connection, t: &str, suffix: &str, queries: &[Vec<f32>]) -> V
 
 #[test]
 fn as_of_now_and_a_branch_at_now_equal_the_table() {
+    // The default dedup (near duplicates supersede: links to copy) first, then dedup=off.
+    for options in [", exact_max=8", ", dedup=off, exact_max=8"] {
+        as_of_now_and_a_branch_at_now_equal_the_table_with(options);
+    }
+}
+
+fn as_of_now_and_a_branch_at_now_equal_the_table_with(options: &str) {
     // The as-of copy and a branch's working copy are built in bulk; at the table's own
     // version they must show exactly the table: rows (and their superseded_by links),
     // vectors, KNN answers through the shared HNSW snapshot, BM25 scores. Also inside a
     // transaction (its uncommitted changes are part of the copy).
     let c = mem();
-    table(&c, ", dedup=off, exact_max=8");
+    table(&c, options);
     let mut rng = common::rng::Rng(11);
     let words = ["apple", "river", "stone", "cloud"];
     c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));

@@ -65,17 +65,21 @@ fn last_insert(ctx: &Context<'_>) -> Result<Option<String>> {
     };
     // A savepoint rolled back since (no xRollback for those) may have undone it.
     let store = crate::store::Store::connect(connection(ctx)?, &schema, &table)?;
-    let exists = if store.branch_info()?.is_some() {
-        // A branch stores only what it wrote: a duplicate it skipped is its base's row.
-        conn.query_row(
+    // A query on the table by rowid: the number of rows (0 or 1) it finds.
+    let read_through_table = |id: i64| -> Result<i64> {
+        Ok(conn.query_row(
             &format!(
                 "SELECT count(*) FROM {}.{} WHERE rowid = ?1",
                 quote(&schema),
                 quote(&table)
             ),
-            [outcome.id],
+            [id],
             |r| r.get::<_, i64>(0),
-        )? > 0
+        )?)
+    };
+    let exists = if store.branch_info()?.is_some() {
+        // A branch stores only what it wrote: a duplicate it skipped is its base's row.
+        read_through_table(outcome.id)? > 0
     } else {
         store.exists(outcome.id)?
     };
@@ -86,15 +90,7 @@ fn last_insert(ctx: &Context<'_>) -> Result<Option<String>> {
     if outcome.kind == "inserted" {
         // Any query on the table embeds (and near-duplicate checks) what awaits it; the
         // check's verdict is the `supersedes` link.
-        conn.query_row(
-            &format!(
-                "SELECT count(*) FROM {}.{} WHERE rowid = ?1",
-                quote(&schema),
-                quote(&table)
-            ),
-            [outcome.id],
-            |r| r.get::<_, i64>(0),
-        )?;
+        read_through_table(outcome.id)?;
         let link = store.supersedes(outcome.id)?;
         if let Some((older, similarity)) = link {
             outcome.kind = "superseded";
