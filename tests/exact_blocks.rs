@@ -228,3 +228,71 @@ fn int8_scan_of_mid_size_tables_is_exact() {
         .unwrap_or_else(|e| panic!("{e}"));
     check(&before, 20, "after ROLLBACK");
 }
+
+/// The pending ids' vectors, scanned beside the graph: from a block kept between
+/// queries (outside transactions) they give what the rows' stream gives (inside one),
+/// whole table and by namespace, and the block follows a pending row's new vector and a
+/// new pending row.
+#[test]
+fn pending_block_scans_like_the_rows() {
+    let c = common::mem();
+    c.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE m USING memories(dim={DIM}, exact_max=0, scan_max=0, dedup=off)"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut rng = Rng(23);
+    let add = |c: &Connection, id: i64, ns: &str, v: &[f32]| {
+        c.execute(
+            "INSERT INTO m(id, content, namespace, embedding) VALUES (?1, ?2, ?3, ?4)",
+            params![id, format!("memory {id}"), ns, blob(v)],
+        )
+        .unwrap_or_else(|e| panic!("insert {id}: {e}"));
+    };
+    c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
+    for id in 1..=400i64 {
+        add(&c, id, ["a", "b"][id as usize % 2], &rng.vector(DIM));
+    }
+    c.execute_batch("INSERT INTO m(m) VALUES ('optimize'); COMMIT")
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Rows after the snapshot stay pending (far below the checkpoint's threshold).
+    let mut pending = Vec::new();
+    for id in 401..=550i64 {
+        let v = rng.vector(DIM);
+        add(&c, id, ["a", "b", "c"][id as usize % 3], &v);
+        pending.push((id, v));
+    }
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM m_pending", [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(n, 150, "the new rows are pending");
+    let compare = |c: &Connection, what: &str| {
+        let mut rng = Rng(29);
+        for round in 0..40 {
+            let q = rng.vector(DIM);
+            let k = [1usize, 5, 10, 50][round % 4];
+            for ns in [None, Some("a"), Some("b"), Some("c"), Some("none")] {
+                let kept = knn(c, "m", &q, k, ns, false).unwrap_or_else(|e| panic!("{e}"));
+                c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
+                let rows = knn(c, "m", &q, k, ns, false).unwrap_or_else(|e| panic!("{e}"));
+                c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(kept, rows, "{what}: round {round}, k {k}, namespace {ns:?}");
+            }
+        }
+    };
+    compare(&c, "pending");
+    for (id, v) in pending.iter().step_by(7) {
+        assert_eq!(top1(&c, "m", v), *id, "a pending row finds itself");
+    }
+    // A pending row's new vector, and a new pending row, are seen at once.
+    let v = rng.vector(DIM);
+    c.execute(
+        "UPDATE m SET embedding = ?1 WHERE id = 420",
+        params![blob(&v)],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(top1(&c, "m", &v), 420);
+    let w = rng.vector(DIM);
+    add(&c, 600, "c", &w);
+    assert_eq!(top1(&c, "m", &w), 600);
+    compare(&c, "after writes");
+}

@@ -164,12 +164,14 @@ def main():
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--work", default=os.path.join(benchdata.ROOT, "target", "million"))
     ap.add_argument("--reuse", action="store_true", help="keep databases already loaded in --work")
+    ap.add_argument("--centres", type=int, default=1000,
+                    help="cluster centres (N / centres points per cluster: 1,000 per cluster is the 1M run's density)")
     a = ap.parse_args()
     engines = [e for e in a.engines.split(",") if e]
     os.makedirs(a.work, exist_ok=True)
     print(f"load average at the start: {os.getloadavg()}; N = {a.n:,}; engines {engines}", flush=True)
-    xs = clustered(a.n, 1)
-    qs = clustered(a.queries, 2)
+    xs = clustered(a.n, 1, a.centres)
+    qs = clustered(a.queries, 2, a.centres)
     qfile = os.path.join(a.work, "queries.npy")
     np.save(qfile, qs)
     contents = [f"{t} #{i}" for i, t in enumerate(benchdata.texts(a.n))]
@@ -187,6 +189,7 @@ def main():
             cfg.update({k: int(v) for k, v in conn.execute(
                 "SELECT key, value FROM m_config WHERE key IN ('m', 'ef_construction', 'ef_search')")})
             live, sup = live_ids(conn, contents)
+            r["pending"] = conn.execute("SELECT count(*) FROM m_pending").fetchone()[0]
             r.update(path=path, lib=EXT, superseded=sup, files=[path],
                      snapshot=conn.execute("SELECT sum(length(data)) FROM m_hnsw").fetchone()[0])
             if sup:  # exact over the searchable rows only, as corpus ids
@@ -326,7 +329,7 @@ def main():
     for e in run:  # after every connection closed (vectorlite writes its index file then)
         R[e]["bytes"] = file_bytes(*R[e]["files"])
     print(f"\nload average at the end: {os.getloadavg()}")
-    print(f"\n### A million memories: N = {a.n:,} clustered synthetic 384-d unit vectors, k = 10, "
+    print(f"\n### A million memories: N = {a.n:,} clustered synthetic 384-d unit vectors ({a.centres:,} centres), k = 10, "
           f"{a.queries} queries (full scans: {a.slow_queries}); HNSW M = {cfg['m']}, ef_construction = "
           f"{cfg['ef_construction']}, ef_search = {cfg['ef_search']}; raw float32 vectors {raw / 2**20:,.0f} MiB\n")
     print("| engine | ingest rows/s | file MiB | file / raw | KNN p50 ms | KNN p99 ms | recall@10 | "
@@ -346,6 +349,7 @@ def main():
         r = R[e]
         if "phases" in r:
             print(f"* {e}: {r['phases'] or 'one transaction'}" + (f"; {r['superseded']} superseded" if "superseded" in r else "")
+                  + (f"; {r['pending']:,} ids pending after 'optimize' (scanned exactly beside the graph)" if "pending" in r else "")
                   + (f"; HNSW snapshot {r['snapshot'] / 2**20:,.0f} MiB, RSS / snapshot "
                      f"{r['rss_mib'] * 2**20 / r['snapshot']:.2f}x" if r.get("snapshot") else "")
                   + (f"; hybrid p50 {r['hybrid_p50']:.2f} ms, p99 {r['hybrid_p99']:.2f} ms (excluding the "

@@ -54,12 +54,77 @@ impl Block {
     }
 }
 
-/// The blocks of one table on one connection, by namespace (`None`: the whole table).
+/// Bytes of the pending ids' block kept per table and connection (float32 vectors:
+/// 43,690 vectors of 384 dimensions). A larger pending list is streamed from its rows on
+/// every search, as inside transactions.
+const MAX_PENDING_BYTES: usize = 64 << 20;
+
+/// The stored vectors of the pending ids (those a search scans exactly beside the graph),
+/// each with its namespace.
+pub(super) struct PendingBlock {
+    pub(super) ids: Vec<i64>,
+    /// Index into `names` of each id's namespace.
+    pub(super) ns: Vec<u32>,
+    pub(super) names: Vec<String>,
+    /// `ids.len() * dim` float32.
+    pub(super) vecs: Vec<f32>,
+}
+
+impl PendingBlock {
+    /// Reads the pending ids' vectors and namespaces (one join); `None` once the block
+    /// passes [`MAX_PENDING_BYTES`] (the read stops there).
+    fn read(store: &Store) -> Result<Option<PendingBlock>> {
+        let dim = store.opts.dim;
+        let per = dim.saturating_mul(4).saturating_add(12);
+        let mut block = PendingBlock {
+            ids: Vec::new(),
+            ns: Vec::new(),
+            names: Vec::new(),
+            vecs: Vec::new(),
+        };
+        let mut index: HashMap<String, u32> = HashMap::new();
+        let mut v = vec![0f32; dim];
+        let mut fits = true;
+        store.pending_vectors_ns(|id, ns, blob| {
+            if !fits || !vector::decode_into(blob, &mut v) {
+                return;
+            }
+            if (block.ids.len() + 1).saturating_mul(per) > MAX_PENDING_BYTES {
+                fits = false;
+                return;
+            }
+            let slot = match index.get(ns) {
+                Some(i) => *i,
+                None => {
+                    let i = block.names.len() as u32;
+                    block.names.push(ns.to_string());
+                    index.insert(ns.to_string(), i);
+                    i
+                }
+            };
+            block.ids.push(id);
+            block.ns.push(slot);
+            block.vecs.extend_from_slice(&v);
+        })?;
+        Ok(fits.then_some(block))
+    }
+
+    /// The index of `namespace` in `names` (`Some(None)`: no pending id is in it), or
+    /// `None` for the whole table.
+    pub(super) fn namespace(&self, namespace: Option<&str>) -> Option<Option<u32>> {
+        namespace.map(|want| self.names.iter().position(|n| n == want).map(|i| i as u32))
+    }
+}
+
+/// The blocks of one table on one connection, by namespace (`None`: the whole table),
+/// and the pending ids' block.
 #[derive(Default)]
 pub(super) struct Blocks {
     key: Option<(u64, i64)>,
     sets: HashMap<Option<String>, Block>,
     bytes: usize,
+    /// The pending ids' block: `Some(None)` when it was too large to keep.
+    pending: Option<Option<PendingBlock>>,
 }
 
 impl Blocks {
@@ -74,12 +139,7 @@ impl Blocks {
         namespace: Option<&str>,
         f: impl FnOnce(&Block) -> T,
     ) -> Result<T> {
-        let key = store.change_key()?;
-        if key.is_none() || key != self.key {
-            self.sets.clear();
-            self.bytes = 0;
-            self.key = key;
-        }
+        let key = self.rekey(store)?;
         let name = namespace.map(str::to_string);
         if let Some(block) = self.sets.get(&name) {
             return Ok(f(block));
@@ -93,11 +153,45 @@ impl Blocks {
         Ok(out)
     }
 
+    /// Runs `f` over the pending ids' block, kept while nothing changed; `None` (and `f`
+    /// not run) inside a transaction, or when the block passes [`MAX_PENDING_BYTES`]:
+    /// then the caller streams the pending vectors from their rows.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(super) fn with_pending<T>(
+        &mut self,
+        store: &Store,
+        f: impl FnOnce(&PendingBlock) -> T,
+    ) -> Result<Option<T>> {
+        if self.rekey(store)?.is_none() {
+            return Ok(None);
+        }
+        if self.pending.is_none() {
+            self.pending = Some(PendingBlock::read(store)?);
+        }
+        Ok(self.pending.as_ref().and_then(Option::as_ref).map(f))
+    }
+
+    /// The change key now, every block dropped when it differs from the blocks' (or is
+    /// `None`: inside a transaction nothing is kept).
+    fn rekey(&mut self, store: &Store) -> Result<Option<(u64, i64)>> {
+        let key = store.change_key()?;
+        if key.is_none() || key != self.key {
+            self.sets.clear();
+            self.bytes = 0;
+            self.pending = None;
+            self.key = key;
+        }
+        Ok(key)
+    }
+
     /// Drops every block (the graph was dropped or rebuilt: cheap insurance, the key
     /// would catch any change anyway).
     pub(super) fn clear(&mut self) {
         self.sets.clear();
         self.bytes = 0;
+        self.pending = None;
         self.key = None;
     }
 }

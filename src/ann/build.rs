@@ -141,9 +141,23 @@ pub(super) fn relink(
     if index.capacity() < needed {
         index.reserve(needed)?;
     }
-    add_parallel(index, &again)?;
+    // A longer candidate list than the first insertion's finds these nodes' true
+    // neighbours, which then keep the links back to them more often.
+    let expansion = index.expansion_add();
+    index.change_expansion_add(
+        expansion
+            .saturating_mul(RELINK_EXPANSION)
+            .max(opts.ef_search),
+    );
+    let added = add_parallel(index, &again);
+    index.change_expansion_add(expansion);
+    added?;
     unreachable(index, &again, unit, opts)
 }
+
+/// Factor on `ef_construction` for the candidate list of a re-insertion ([`relink`]).
+/// Few nodes are re-inserted (0.03-2% of a graph), so a longer list costs little.
+const RELINK_EXPANSION: usize = 4;
 
 /// `f` over every item, on [`crate::settings::index_threads`] threads (each taking a contiguous chunk;
 /// on the caller's thread when one suffices or there are fewer than [`PARALLEL_MIN`]

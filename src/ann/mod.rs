@@ -328,7 +328,7 @@ impl Ann {
         self.blocks.with(store, namespace, |b| {
             let keep = |id: i64| skip.is_none_or(|s| !s.contains(&(id as u64)));
             if metric == Metric::Cosine {
-                return screened_block_scan(query, k, &b.ids, &b.vecs, dim, keep);
+                return screened_block_scan(query, k, &b.ids, &b.vecs, dim, |_, id| keep(id));
             }
             let mut scan = ExactScan::new(metric, query, k);
             for (id, v) in b.ids.iter().zip(b.vecs.chunks_exact(dim.max(1))) {
@@ -373,20 +373,69 @@ impl Ann {
         };
         let ids = block.candidates(query, k, pending, superseded);
         let (metric, dim) = (store.opts.metric, store.opts.dim);
-        let mut hits: Vec<Hit> = Vec::with_capacity(ids.len() + pending.len());
+        let mut hits: Vec<Hit> = Vec::with_capacity(ids.len() + k);
         store.vectors_of(&ids, |id, blob| {
             if let Some(v) = vector::decode_stored(blob, dim) {
                 hits.push((id, metric.distance(query, &v)));
             }
         })?;
-        if !pending.is_empty() {
-            store.pending_vectors_in(None, |id, blob| {
-                if let Some(v) = vector::decode_stored(blob, dim) {
-                    hits.push((id, metric.distance(query, &v)));
-                }
-            })?;
-        }
+        hits.extend(self.pending_hits(store, query, k, None, superseded, pending)?);
         Ok(Some(top_k(hits, k)))
+    }
+
+    /// The `k` pending ids nearest to `query` (of `namespace` when given), exactly:
+    /// scanned from the pending block ([`block::Blocks::with_pending`], kept between
+    /// queries while nothing changed, as the small tables' blocks), or streamed from
+    /// their rows inside a transaction or past the block's memory bound. Ids in
+    /// `superseded` are left out when scanning the block (as the graph walk leaves them
+    /// out); the rows' stream keeps them for the caller to drop. Distances are
+    /// [`Metric::distance`]'s, as for every other hit.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn pending_hits(
+        &mut self,
+        store: &Store,
+        query: &[f32],
+        k: usize,
+        namespace: Option<&str>,
+        superseded: Option<&Arc<HashSet<u64>>>,
+        pending: &HashSet<i64>,
+    ) -> Result<Vec<Hit>> {
+        if pending.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let (metric, dim) = (store.opts.metric, store.opts.dim);
+        let scanned = self.blocks.with_pending(store, |b| {
+            let want = b.namespace(namespace);
+            if want == Some(None) {
+                return Vec::new();
+            }
+            let keep = |i: usize| {
+                want.is_none_or(|w| Some(b.ns[i]) == w)
+                    && superseded.is_none_or(|s| !s.contains(&(b.ids[i] as u64)))
+            };
+            if metric == Metric::Cosine {
+                return screened_block_scan(query, k, &b.ids, &b.vecs, dim, |i, _| keep(i));
+            }
+            let mut scan = ExactScan::new(metric, query, k);
+            for (i, v) in b.vecs.chunks_exact(dim.max(1)).enumerate() {
+                if keep(i) {
+                    scan.offer(b.ids[i], v);
+                }
+            }
+            scan.finish()
+        })?;
+        if let Some(hits) = scanned {
+            return Ok(hits);
+        }
+        let mut hits: Vec<Hit> = Vec::new();
+        store.pending_vectors_in(namespace, |id, blob| {
+            if let Some(v) = vector::decode_stored(blob, dim) {
+                hits.push((id, metric.distance(query, &v)));
+            }
+        })?;
+        Ok(hits)
     }
 
     /// Exact KNN by scanning stored vectors, optionally of one namespace.
@@ -530,15 +579,14 @@ impl Ann {
                 }
             })?;
         }
-        if !pending.is_empty() {
-            // The pending ids' current vectors (of the namespace), in one join.
-            let (metric, dim) = (store.opts.metric, store.opts.dim);
-            store.pending_vectors_in(namespace, |id, blob| {
-                if let Some(v) = vector::decode_stored(blob, dim) {
-                    hits.push((id, metric.distance(query, &v)));
-                }
-            })?;
-        }
+        hits.extend(self.pending_hits(
+            store,
+            query,
+            k,
+            namespace,
+            superseded.as_ref(),
+            &pending,
+        )?);
         let hits = top_k(hits, k);
         if hits.len() < k.min(searched) {
             // The filter starved the graph walk: fall back to an exact scan.
@@ -626,7 +674,7 @@ impl Ann {
 }
 
 /// Exact cosine KNN over a block of vectors (`ids.len()` ids, `vecs`: `ids.len() * dim`
-/// float32), ids for which `keep` is false left out: up to `k` `(id, distance)` pairs,
+/// float32), vectors for which `keep(position, id)` is false left out: up to `k` `(id, distance)` pairs,
 /// nearest first, ties by id, the distances [`Metric::distance`]'s.
 ///
 /// Two passes: the float32 SIMD screen ([`vector::cosine_screen`], within `m` =
@@ -643,7 +691,7 @@ fn screened_block_scan(
     ids: &[i64],
     vecs: &[f32],
     dim: usize,
-    keep: impl Fn(i64) -> bool,
+    keep: impl Fn(usize, i64) -> bool,
 ) -> Vec<Hit> {
     if k == 0 || dim == 0 {
         return Vec::new();
@@ -652,8 +700,8 @@ fn screened_block_scan(
     let margin = vector::cosine_screen_margin(query.len());
     // Screens, NaN where the screen cannot bound (or the id is left out: never kept below).
     let mut screens: Vec<f32> = Vec::with_capacity(ids.len());
-    for (id, v) in ids.iter().zip(vecs.chunks_exact(dim)) {
-        let s = if keep(*id) {
+    for (i, (id, v)) in ids.iter().zip(vecs.chunks_exact(dim)).enumerate() {
+        let s = if keep(i, *id) {
             screen(query, v).unwrap_or(f32::NEG_INFINITY)
         } else {
             f32::NAN

@@ -14,10 +14,11 @@ use crate::{embedder, vector};
 /// Largest `k` accepted (sqlite-vec's cap as well).
 pub const MAX_K: i64 = 4096;
 
-/// Rows each retriever of a hybrid search fetches beyond its depth, so that hidden rows
-/// rarely leave it short of `depth` visible ones (the KNN's first run takes as many beyond
-/// `k`, [`crate::table`]'s read path).
-const HIDDEN_MARGIN: usize = 16;
+/// Rows a search fetches beyond what it must return, so that hidden rows (expired,
+/// superseded) rarely leave it short of visible ones and force a second, deeper run: each
+/// retriever of a hybrid search beyond its depth, a KNN or keyword search's first run
+/// beyond `k` ([`crate::table`]'s read path).
+pub(crate) const HIDDEN_MARGIN: usize = 16;
 
 /// Which rows a search may return.
 #[derive(Debug, Clone, Copy)]

@@ -34,6 +34,28 @@ pub(crate) struct MemCursor<'vtab> {
     phantom: PhantomData<&'vtab MemoriesTab>,
 }
 
+/// Sets column `i` from `r` when it is one of the row's plain stored fields (`content`
+/// to `updated_at`, `expires_at`) and says whether it was; the other columns (the id, the
+/// embedding, `superseded_by`, the result's own) are the caller's.
+///
+/// # Errors
+/// SQLite's, setting the result.
+fn stored_field(ctx: &mut Context, r: &crate::row::Row, i: c_int) -> rusqlite::Result<bool> {
+    match i {
+        col::CONTENT => ctx.set_result(&r.content),
+        col::NAMESPACE => ctx.set_result(&r.namespace),
+        col::TAGS => ctx.set_result(&r.tags),
+        col::METADATA => ctx.set_result(&r.metadata),
+        col::SOURCE => ctx.set_result(&r.source),
+        col::IMPORTANCE => ctx.set_result(r.importance),
+        col::CREATED_AT => ctx.set_result(r.created_at),
+        col::UPDATED_AT => ctx.set_result(r.updated_at),
+        col::EXPIRES_AT => ctx.set_result(r.expires_at),
+        _ => return Ok(false),
+    }?;
+    Ok(true)
+}
+
 impl<'vtab> MemCursor<'vtab> {
     pub(super) fn new() -> Self {
         MemCursor {
@@ -99,18 +121,12 @@ impl<'vtab> MemCursor<'vtab> {
         let Some((r, superseded_by)) = &self.row else {
             return Ok(ctx.set_result(Null)?);
         };
+        if stored_field(ctx, r, i)? {
+            return Ok(());
+        }
         Ok(match i {
             col::ID => ctx.set_result(r.id),
-            col::CONTENT => ctx.set_result(&r.content),
-            col::NAMESPACE => ctx.set_result(&r.namespace),
-            col::TAGS => ctx.set_result(&r.tags),
-            col::METADATA => ctx.set_result(&r.metadata),
-            col::SOURCE => ctx.set_result(&r.source),
-            col::IMPORTANCE => ctx.set_result(r.importance),
-            col::CREATED_AT => ctx.set_result(r.created_at),
-            col::UPDATED_AT => ctx.set_result(r.updated_at),
             col::EMBEDDING => return self.embedding(ctx, r.id),
-            col::EXPIRES_AT => ctx.set_result(r.expires_at),
             col::SUPERSEDED_BY => {
                 if self.superseded_known {
                     return Ok(ctx.set_result(*superseded_by)?);
@@ -158,18 +174,10 @@ impl<'vtab> MemCursor<'vtab> {
                 let Some(r) = store.get(id)? else {
                     return Ok(ctx.set_result(Null)?);
                 };
-                Ok(match i {
-                    col::CONTENT => ctx.set_result(&r.content),
-                    col::NAMESPACE => ctx.set_result(&r.namespace),
-                    col::TAGS => ctx.set_result(&r.tags),
-                    col::METADATA => ctx.set_result(&r.metadata),
-                    col::SOURCE => ctx.set_result(&r.source),
-                    col::IMPORTANCE => ctx.set_result(r.importance),
-                    col::CREATED_AT => ctx.set_result(r.created_at),
-                    col::UPDATED_AT => ctx.set_result(r.updated_at),
-                    col::EXPIRES_AT => ctx.set_result(r.expires_at),
-                    _ => ctx.set_result(store.superseded_by(id)?.map(|(by, _)| by)),
-                }?)
+                if stored_field(ctx, &r, i)? {
+                    return Ok(());
+                }
+                Ok(ctx.set_result(store.superseded_by(id)?.map(|(by, _)| by))?)
             }
             _ => self.result_column(ctx, i),
         }

@@ -176,9 +176,9 @@ impl MemoryTable {
         // for hidden rows itself (see `search::hybrid`).
         let mut extra = match search {
             Search::Knn(_) if include_superseded || store.superseded_kept()?.is_none() => {
-                need.min(16)
+                need.min(search::HIDDEN_MARGIN)
             }
-            Search::Keyword(_) => need.min(16),
+            Search::Keyword(_) => need.min(search::HIDDEN_MARGIN),
             _ => 0,
         };
         let (found, rows) = loop {
@@ -250,7 +250,9 @@ impl MemoryTable {
             if visible.len() >= need || exhausted || extra >= MAX_EXTRA {
                 break (visible, rows);
             }
-            extra = (extra * 2).max(k.min(MAX_EXTRA)).clamp(16, MAX_EXTRA);
+            extra = (extra * 2)
+                .max(k.min(MAX_EXTRA))
+                .clamp(search::HIDDEN_MARGIN, MAX_EXTRA);
         };
         let (mut results, mut components) = if rank.active() {
             rank.apply(found, now, |id| {
