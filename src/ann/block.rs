@@ -9,9 +9,10 @@
 
 use std::collections::HashMap;
 
+use super::quant::Codes;
 use crate::error::Result;
 use crate::store::Store;
-use crate::vector;
+use crate::vector::{self, Metric};
 
 /// Bytes of blocks kept per table and connection (float32 vectors; 2,048 vectors of 384
 /// dimensions are 3 MiB). A block that does not fit is read for the scan and dropped.
@@ -54,19 +55,23 @@ impl Block {
     }
 }
 
-/// Bytes of the pending ids' block kept per table and connection (float32 vectors:
-/// 43,690 vectors of 384 dimensions). A larger pending list is streamed from its rows on
-/// every search, as inside transactions.
+/// Bytes of the pending ids' block kept per table and connection (about 170,000 pending
+/// 384-d vectors of a cosine table as int8 codes, 43,000 as float32 otherwise). A larger
+/// pending list is streamed from its rows on every search, as inside transactions.
 const MAX_PENDING_BYTES: usize = 64 << 20;
 
 /// The stored vectors of the pending ids (those a search scans exactly beside the graph),
-/// each with its namespace.
+/// each with its namespace: int8 codes on a cosine table ([`Codes`]: the search screens
+/// them and reads the few candidates' exact vectors from their rows), float32 copies
+/// otherwise.
 pub(super) struct PendingBlock {
     pub(super) ids: Vec<i64>,
     /// Index into `names` of each id's namespace.
     pub(super) ns: Vec<u32>,
     pub(super) names: Vec<String>,
-    /// `ids.len() * dim` float32.
+    /// Cosine tables: the codes, one per id.
+    pub(super) codes: Option<Codes>,
+    /// Other metrics: `ids.len() * dim` float32.
     pub(super) vecs: Vec<f32>,
 }
 
@@ -75,11 +80,17 @@ impl PendingBlock {
     /// passes [`MAX_PENDING_BYTES`] (the read stops there).
     fn read(store: &Store) -> Result<Option<PendingBlock>> {
         let dim = store.opts.dim;
-        let per = dim.saturating_mul(4).saturating_add(12);
+        let cosine = store.opts.metric == Metric::Cosine;
+        let per = if cosine {
+            dim.saturating_add(32)
+        } else {
+            dim.saturating_mul(4).saturating_add(12)
+        };
         let mut block = PendingBlock {
             ids: Vec::new(),
             ns: Vec::new(),
             names: Vec::new(),
+            codes: cosine.then(|| Codes::new(dim)),
             vecs: Vec::new(),
         };
         let mut index: HashMap<String, u32> = HashMap::new();
@@ -104,7 +115,10 @@ impl PendingBlock {
             };
             block.ids.push(id);
             block.ns.push(slot);
-            block.vecs.extend_from_slice(&v);
+            match block.codes.as_mut() {
+                Some(c) => c.push(&v),
+                None => block.vecs.extend_from_slice(&v),
+            }
         })?;
         Ok(fits.then_some(block))
     }

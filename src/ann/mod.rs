@@ -385,8 +385,10 @@ impl Ann {
 
     /// The `k` pending ids nearest to `query` (of `namespace` when given), exactly:
     /// scanned from the pending block ([`block::Blocks::with_pending`], kept between
-    /// queries while nothing changed, as the small tables' blocks), or streamed from
-    /// their rows inside a transaction or past the block's memory bound. Ids in
+    /// queries while nothing changed, as the small tables' blocks: on a cosine table its
+    /// int8 codes give the few ids that can be among the `k` ([`quant::Codes`]) and their
+    /// rows the exact distances), or streamed from their rows inside a transaction or
+    /// past the block's memory bound. Ids in
     /// `superseded` are left out when scanning the block (as the graph walk leaves them
     /// out); the rows' stream keeps them for the caller to drop. Distances are
     /// [`Metric::distance`]'s, as for every other hit.
@@ -406,28 +408,46 @@ impl Ann {
             return Ok(Vec::new());
         }
         let (metric, dim) = (store.opts.metric, store.opts.dim);
-        let scanned = self.blocks.with_pending(store, |b| {
-            let want = b.namespace(namespace);
-            if want == Some(None) {
-                return Vec::new();
-            }
-            let keep = |i: usize| {
-                want.is_none_or(|w| Some(b.ns[i]) == w)
-                    && superseded.is_none_or(|s| !s.contains(&(b.ids[i] as u64)))
-            };
-            if metric == Metric::Cosine {
-                return screened_block_scan(query, k, &b.ids, &b.vecs, dim, |i, _| keep(i));
-            }
-            let mut scan = ExactScan::new(metric, query, k);
-            for (i, v) in b.vecs.chunks_exact(dim.max(1)).enumerate() {
-                if keep(i) {
-                    scan.offer(b.ids[i], v);
+        // Exact hits (float32 block), or the candidates whose exact distance comes from
+        // their rows (int8 codes).
+        let scanned = self
+            .blocks
+            .with_pending(store, |b| -> Result<Vec<Hit>, Vec<i64>> {
+                let want = b.namespace(namespace);
+                if want == Some(None) {
+                    return Ok(Vec::new());
                 }
+                let keep = |i: usize| {
+                    want.is_none_or(|w| Some(b.ns[i]) == w)
+                        && superseded.is_none_or(|s| !s.contains(&(b.ids[i] as u64)))
+                };
+                if let Some(codes) = &b.codes {
+                    return Err(codes
+                        .candidates(query, k, |i| !keep(i))
+                        .into_iter()
+                        .map(|i| b.ids[i])
+                        .collect());
+                }
+                let mut scan = ExactScan::new(metric, query, k);
+                for (i, v) in b.vecs.chunks_exact(dim.max(1)).enumerate() {
+                    if keep(i) {
+                        scan.offer(b.ids[i], v);
+                    }
+                }
+                Ok(scan.finish())
+            })?;
+        match scanned {
+            Some(Ok(hits)) => return Ok(hits),
+            Some(Err(ids)) => {
+                let mut hits: Vec<Hit> = Vec::with_capacity(ids.len());
+                store.vectors_of(&ids, |id, blob| {
+                    if let Some(v) = vector::decode_stored(blob, dim) {
+                        hits.push((id, metric.distance(query, &v)));
+                    }
+                })?;
+                return Ok(top_k(hits, k));
             }
-            scan.finish()
-        })?;
-        if let Some(hits) = scanned {
-            return Ok(hits);
+            None => {}
         }
         let mut hits: Vec<Hit> = Vec::new();
         store.pending_vectors_in(namespace, |id, blob| {

@@ -80,73 +80,47 @@ fn code(x: &[f32], codes: &mut Vec<i8>) -> Meta {
     }
 }
 
-/// The int8 block of one snapshot generation ([`QuantBlock::read`]).
-pub(super) struct QuantBlock {
-    /// The generation whose snapshot vectors these are.
-    pub(super) generation: u64,
+/// int8 codes of a set of vectors (the module docs' `c`, `s`, `|s c|`, `|u - s c|`), in
+/// the order they were added, and the exact-cosine candidate screen over them.
+#[derive(Default)]
+pub(super) struct Codes {
     dim: usize,
-    ids: Vec<i64>,
-    /// `ids.len() * dim` codes.
+    /// `len * dim` codes.
     codes: Vec<i8>,
     meta: Vec<Meta>,
     /// `meta[i].sum`, contiguous for the batch kernel.
     sums: Vec<i32>,
-    /// Per id: left out by the last search's pending and superseded sets (`excluded_for`).
-    excluded: Vec<bool>,
-    excluded_for: Option<ExcludedFor>,
 }
 
-/// The pending and superseded sets the marks of [`QuantBlock`] were made for.
-type ExcludedFor = (Rc<HashSet<i64>>, Option<Arc<HashSet<u64>>>);
-
-impl QuantBlock {
-    /// Codes every stored vector whose id is not in `pending`, for `generation`.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub(super) fn read(
-        store: &Store,
-        generation: u64,
-        pending: &HashSet<i64>,
-    ) -> Result<QuantBlock> {
-        let dim = store.opts.dim;
-        let mut b = QuantBlock {
-            generation,
+impl Codes {
+    /// No codes yet, for vectors of `dim` float32.
+    pub(super) fn new(dim: usize) -> Self {
+        Codes {
             dim,
-            ids: Vec::new(),
-            codes: Vec::new(),
-            meta: Vec::new(),
-            sums: Vec::new(),
-            excluded: Vec::new(),
-            excluded_for: None,
-        };
-        let mut v = vec![0f32; dim];
-        store.scan_vectors(None, |id, blob| {
-            if !pending.contains(&id) && vector::decode_into(blob, &mut v) {
-                b.ids.push(id);
-                let m = code(&v, &mut b.codes);
-                b.sums.push(m.sum);
-                b.meta.push(m);
-            }
-        })?;
-        Ok(b)
+            ..Codes::default()
+        }
     }
 
-    /// The ids that may be among the `k` nearest to `query` (cosine), every other held id
-    /// provably not: ids in `pending` or `superseded` are left out (the caller scans the
-    /// pending ones exactly).
+    /// Codes `v` (`[f32; dim]`) as the next vector.
+    pub(super) fn push(&mut self, v: &[f32]) {
+        let m = code(v, &mut self.codes);
+        self.sums.push(m.sum);
+        self.meta.push(m);
+    }
+
+    /// Positions of the vectors that may be among the `k` nearest to `query` by cosine
+    /// distance, every other position provably not (module docs); positions for which
+    /// `out` is true are left out.
     pub(super) fn candidates(
-        &mut self,
+        &self,
         query: &[f32],
         k: usize,
-        pending: &Rc<HashSet<i64>>,
-        superseded: Option<&Arc<HashSet<u64>>>,
-    ) -> Vec<i64> {
-        let n = self.ids.len();
+        out: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
+        let n = self.meta.len();
         if k == 0 || n == 0 || self.dim == 0 {
             return Vec::new();
         }
-        self.exclude(pending, superseded);
         let mut qcodes = Vec::with_capacity(self.dim);
         let qm = code(query, &mut qcodes);
         let qb: Vec<u8> = qcodes.iter().map(|&c| (i16::from(c) + 128) as u8).collect();
@@ -158,8 +132,8 @@ impl QuantBlock {
         // min-heap of them).
         let mut highs: Vec<f32> = Vec::with_capacity(n);
         let mut lows: BinaryHeap<Reverse<super::Far>> = BinaryHeap::with_capacity(k + 1);
-        for ((m, d), out) in self.meta.iter().zip(&dots).zip(&self.excluded) {
-            if *out {
+        for (i, (m, d)) in self.meta.iter().zip(&dots).enumerate() {
+            if out(i) {
                 highs.push(f32::NAN);
                 continue;
             }
@@ -181,11 +155,73 @@ impl QuantBlock {
             Some(Reverse(super::Far(kth))) if lows.len() >= k => *kth,
             _ => f32::NEG_INFINITY,
         };
-        self.ids
+        highs
             .iter()
-            .zip(&highs)
+            .enumerate()
             .filter(|(_, h)| **h >= limit)
-            .map(|(id, _)| *id)
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+/// The int8 block of one snapshot generation ([`QuantBlock::read`]).
+pub(super) struct QuantBlock {
+    /// The generation whose snapshot vectors these are.
+    pub(super) generation: u64,
+    ids: Vec<i64>,
+    codes: Codes,
+    /// Per id: left out by the last search's pending and superseded sets (`excluded_for`).
+    excluded: Vec<bool>,
+    excluded_for: Option<ExcludedFor>,
+}
+
+/// The pending and superseded sets the marks of [`QuantBlock`] were made for.
+type ExcludedFor = (Rc<HashSet<i64>>, Option<Arc<HashSet<u64>>>);
+
+impl QuantBlock {
+    /// Codes every stored vector whose id is not in `pending`, for `generation`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub(super) fn read(
+        store: &Store,
+        generation: u64,
+        pending: &HashSet<i64>,
+    ) -> Result<QuantBlock> {
+        let dim = store.opts.dim;
+        let mut b = QuantBlock {
+            generation,
+            ids: Vec::new(),
+            codes: Codes::new(dim),
+            excluded: Vec::new(),
+            excluded_for: None,
+        };
+        let mut v = vec![0f32; dim];
+        store.scan_vectors(None, |id, blob| {
+            if !pending.contains(&id) && vector::decode_into(blob, &mut v) {
+                b.ids.push(id);
+                b.codes.push(&v);
+            }
+        })?;
+        Ok(b)
+    }
+
+    /// The ids that may be among the `k` nearest to `query` (cosine), every other held id
+    /// provably not: ids in `pending` or `superseded` are left out (the caller scans the
+    /// pending ones exactly).
+    pub(super) fn candidates(
+        &mut self,
+        query: &[f32],
+        k: usize,
+        pending: &Rc<HashSet<i64>>,
+        superseded: Option<&Arc<HashSet<u64>>>,
+    ) -> Vec<i64> {
+        self.exclude(pending, superseded);
+        let excluded = &self.excluded;
+        self.codes
+            .candidates(query, k, |i| excluded.get(i).copied().unwrap_or(true))
+            .into_iter()
+            .map(|i| self.ids[i])
             .collect()
     }
 

@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::Store;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Size of one `<table>_hnsw` chunk, in bytes.
 const CHUNK: usize = 1 << 20;
@@ -119,22 +119,64 @@ impl Store {
     /// Reads the serialized HNSW snapshot (empty if none) into one buffer of its exact
     /// size (sized first with `length()`, which SQLite answers from the record header),
     /// so a snapshot of hundreds of MB is copied once, without reallocations.
+    ///
+    /// Each chunk is read with SQLite's incremental BLOB I/O straight into its place in
+    /// the buffer (one handle moved from chunk to chunk, `sqlite3_blob_reopen`), not
+    /// assembled in a value first and copied again.
     pub(crate) fn hnsw_blob(&self) -> Result<Vec<u8>> {
+        // The size first (from the record headers: no chunk is read), as the buffer's
+        // capacity. Then the chunk list is stepped while the chunks are read, so that one
+        // statement holds one read transaction for all of them (the BLOB handle reads on
+        // the same connection); should a commit have landed in between, the buffer grows.
         let len_sql =
             self.sql(|| format!("SELECT coalesce(sum(length(data)), 0) FROM {}", self.q.hnsw));
         let total: i64 = self
             .conn
             .prepare_cached(&len_sql)?
             .query_row([], |r| r.get(0))?;
-        let sql = self.sql(|| format!("SELECT data FROM {} ORDER BY chunk", self.q.hnsw));
-        let mut st = self.conn.prepare_cached(&sql)?;
-        let mut rows = st.query([])?;
-        let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        let reserve = |out: &mut Vec<u8>, n: usize| {
+            out.try_reserve_exact(n)
+                .map_err(|e| Error::Index(format!("HNSW snapshot of {n} more bytes: {e}")))
+        };
+        let mut out: Vec<u8> = Vec::new();
+        reserve(&mut out, usize::try_from(total).unwrap_or(0))?;
         advise_huge_pages(&mut out);
+        let list = self.sql(|| {
+            format!(
+                "SELECT chunk, length(data) FROM {} ORDER BY chunk",
+                self.q.hnsw
+            )
+        });
+        let mut st = self.conn.prepare_cached(&list)?;
+        let mut rows = st.query([])?;
+        let table = format!("{}_hnsw", self.table);
+        let mut blob: Option<rusqlite::blob::Blob<'_>> = None;
         while let Some(r) = rows.next()? {
-            if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)? {
-                out.extend_from_slice(b);
+            let chunk: i64 = r.get(0)?;
+            let len = usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+            if out.capacity() - out.len() < len {
+                reserve(&mut out, len)?;
             }
+            match blob.as_mut() {
+                Some(b) => b.reopen(chunk)?,
+                None => {
+                    blob = Some(self.conn.blob_open(
+                        self.q.raw_schema.as_str(),
+                        table.as_str(),
+                        "data",
+                        chunk,
+                        true,
+                    )?);
+                }
+            }
+            let Some(b) = blob.as_ref() else {
+                continue;
+            };
+            let at = out.len();
+            b.raw_read_at_exact(&mut out.spare_capacity_mut()[..len], 0)?;
+            // SAFETY: `raw_read_at_exact` initialised the `len` bytes after `at` (it fails
+            // otherwise), and the capacity was checked above to hold them.
+            unsafe { out.set_len(at + len) };
         }
         Ok(out)
     }
