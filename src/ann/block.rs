@@ -1,6 +1,7 @@
 //! Contiguous copies of small vector sets (a table or a namespace of at most `exact_max`
 //! vectors) for exact scans: one `[f32; n * dim]` block scanned with the SIMD screen
-//! instead of one B-tree row read and decode per vector on every query.
+//! instead of one B-tree row read and decode per vector on every query. Likewise the
+//! pending ids' vectors, which every graph search scans exactly ([`PendingBlock`]).
 //!
 //! A block is kept only while [`Store::change_key`] is unchanged: outside any transaction
 //! (in autocommit mode), with no row written by this connection and no commit by another
@@ -139,6 +140,9 @@ pub(super) struct Blocks {
     bytes: usize,
     /// The pending ids' block: `Some(None)` when it was too large to keep.
     pending: Option<Option<PendingBlock>>,
+    /// Whether a search under `key` streamed the pending ids (the block is read at the
+    /// second).
+    pending_seen: bool,
 }
 
 impl Blocks {
@@ -168,8 +172,11 @@ impl Blocks {
     }
 
     /// Runs `f` over the pending ids' block, kept while nothing changed; `None` (and `f`
-    /// not run) inside a transaction, or when the block passes [`MAX_PENDING_BYTES`]:
-    /// then the caller streams the pending vectors from their rows.
+    /// not run) inside a transaction, at the first search after a change, or when the
+    /// block passes [`MAX_PENDING_BYTES`]: then the caller streams the pending vectors
+    /// from their rows. The block is read at the second search after a change (reading and
+    /// coding it costs about two streams), so searches between writes (store, recall,
+    /// store, ...) keep the plain stream.
     ///
     /// # Errors
     /// SQLite errors.
@@ -182,6 +189,10 @@ impl Blocks {
             return Ok(None);
         }
         if self.pending.is_none() {
+            if !self.pending_seen {
+                self.pending_seen = true;
+                return Ok(None);
+            }
             self.pending = Some(PendingBlock::read(store)?);
         }
         Ok(self.pending.as_ref().and_then(Option::as_ref).map(f))
@@ -195,6 +206,7 @@ impl Blocks {
             self.sets.clear();
             self.bytes = 0;
             self.pending = None;
+            self.pending_seen = false;
             self.key = key;
         }
         Ok(key)
@@ -206,6 +218,7 @@ impl Blocks {
         self.sets.clear();
         self.bytes = 0;
         self.pending = None;
+        self.pending_seen = false;
         self.key = None;
     }
 }
