@@ -63,6 +63,93 @@ fn screened_scan_matches_brute_force_with_ties_and_every_magnitude() {
     }
 }
 
+/// From its second scan on, a kept block is screened through its int8 codes: on a default
+/// table whose near duplicates superseded older rows (hidden from searches), every scan,
+/// first or later, whole table or namespace, with or without the superseded rows, equals
+/// brute force in f64 over the rows it may return (ids, order, distances).
+#[test]
+fn coded_block_scan_is_exact_and_skips_hidden_rows() {
+    let c = common::mem();
+    c.execute_batch(&format!("CREATE VIRTUAL TABLE m USING memories(dim={DIM})"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut rng = Rng(31);
+    let add = |c: &Connection, ns: &str, v: &[f32]| {
+        c.execute(
+            "INSERT INTO m(content, namespace, embedding) VALUES (?1, ?2, ?3)",
+            params![format!("memory {}", rng_text(v)), ns, blob(v)],
+        )
+        .unwrap_or_else(|e| panic!("insert: {e}"));
+    };
+    let mut vs: Vec<Vec<f32>> = Vec::new();
+    for i in 0..300 {
+        let scale = 2f32.powi(rng.below(5) as i32 * 8 - 16);
+        let v: Vec<f32> = rng.vector(DIM).iter().map(|x| x * scale).collect();
+        add(&c, ["a", "b"][i % 2], &v);
+        vs.push(v);
+    }
+    // Near duplicates (cosine about 0.9999) of 40 of them, in the same namespace.
+    for i in (0..300).step_by(7).take(40) {
+        let v: Vec<f32> = vs[i].iter().map(|x| x * 1.01 + 1e-3 * x.abs()).collect();
+        add(&c, ["a", "b"][i % 2], &v);
+    }
+    let rows = |hidden: bool, ns: Option<&str>| -> Vec<(i64, Vec<f32>)> {
+        let mut st = c
+            .prepare(
+                "SELECT id, embedding FROM m WHERE (?1 OR superseded_by IS NULL) \
+                 AND (?2 IS NULL OR namespace = ?2)",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        st.query_map(params![hidden, ns], |r| {
+            let b: Vec<u8> = r.get(1)?;
+            Ok((
+                r.get::<_, i64>(0)?,
+                b.chunks_exact(4)
+                    .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+                    .collect(),
+            ))
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect::<rusqlite::Result<_>>()
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let superseded: i64 = c
+        .query_row(
+            "SELECT count(*) FROM m WHERE superseded_by IS NOT NULL AND include_superseded = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        superseded >= 30,
+        "near duplicates superseded rows: {superseded}"
+    );
+    for hidden in [false, true] {
+        for ns in [None, Some("a"), Some("b")] {
+            let items = rows(hidden, ns);
+            for round in 0..30 {
+                let q = rng.vector(DIM);
+                let k = [1usize, 5, 10, 50][round % 4];
+                for pass in 0..3 {
+                    // pass 0 may read the block, pass 1 codes it, pass 2 reuses the codes
+                    let got = knn(&c, "m", &q, k, ns, hidden).unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(
+                        got,
+                        brute(&items, &q, k),
+                        "hidden {hidden}, namespace {ns:?}, round {round}, k {k}, pass {pass}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn rng_text(v: &[f32]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.3}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[test]
 fn blocks_follow_every_change() {
     let dir = temp_dir("exact-blocks");

@@ -1,6 +1,7 @@
 //! Contiguous copies of small vector sets (a table or a namespace of at most `exact_max`
 //! vectors) for exact scans: one `[f32; n * dim]` block scanned with the SIMD screen
-//! instead of one B-tree row read and decode per vector on every query. Likewise the
+//! (from its second scan on, through its int8 codes: [`Block::codes`]) instead of one
+//! B-tree row read and decode per vector on every query. Likewise the
 //! pending ids' vectors, which every graph search scans exactly ([`PendingBlock`]).
 //!
 //! A block is kept only while [`Store::change_key`] is unchanged: outside any transaction
@@ -8,6 +9,7 @@
 //! since it was read. Inside a transaction every scan reads the rows (a ROLLBACK TO would
 //! otherwise leave a block holding rolled-back vectors).
 
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 
 use super::quant::Codes;
@@ -15,15 +17,22 @@ use crate::error::Result;
 use crate::store::Store;
 use crate::vector::{self, Metric};
 
-/// Bytes of blocks kept per table and connection (float32 vectors; 2,048 vectors of 384
-/// dimensions are 3 MiB). A block that does not fit is read for the scan and dropped.
+/// Bytes of blocks kept per table and connection (float32 vectors and their int8 codes;
+/// 2,048 vectors of 384 dimensions are 3.8 MiB). A block that does not fit is read for
+/// the scan and dropped.
 const MAX_BYTES: usize = 16 << 20;
+
+/// Bytes a block of `n` vectors of `dim` float32 takes with its codes: per vector `4 dim`
+/// (float32) + `dim` (int8 codes) + 8 (id) + 20 (the codes' scale, bounds and sum).
+fn block_bytes(n: usize, dim: usize) -> usize {
+    n.saturating_mul(dim.saturating_mul(5).saturating_add(28))
+}
 
 /// Whether a block of `n` vectors of `dim` float32 can be kept ([`MAX_BYTES`]); larger
 /// sets (an `exact_max` raised far above its default) are streamed from their rows, so a
 /// scan never allocates more than this bound.
 pub(super) fn fits(n: usize, dim: usize) -> bool {
-    n.saturating_mul(dim.saturating_mul(4).saturating_add(8)) <= MAX_BYTES
+    block_bytes(n, dim) <= MAX_BYTES
 }
 
 /// The stored vectors of one set, in rowid order of the scan.
@@ -31,6 +40,14 @@ pub(super) struct Block {
     pub(super) ids: Vec<i64>,
     /// `ids.len() * dim` float32.
     pub(super) vecs: Vec<f32>,
+    /// int8 codes of `vecs` ([`Codes`], cosine tables), made at the block's second scan.
+    codes: OnceCell<Codes>,
+    /// Scans of this block so far (counted until the codes exist).
+    scans: Cell<u32>,
+    /// Whether each position's id is in the set of hidden (superseded) ids the scans skip:
+    /// both are kept under the same change key, so the set cannot change while the block
+    /// lives.
+    hidden: OnceCell<Vec<bool>>,
 }
 
 impl Block {
@@ -40,6 +57,9 @@ impl Block {
         let mut block = Block {
             ids: Vec::new(),
             vecs: Vec::new(),
+            codes: OnceCell::new(),
+            scans: Cell::new(0),
+            hidden: OnceCell::new(),
         };
         let mut v = vec![0f32; dim];
         store.scan_vectors(namespace, |id, blob| {
@@ -51,8 +71,46 @@ impl Block {
         Ok(block)
     }
 
-    fn bytes(&self) -> usize {
-        self.vecs.len() * 4 + self.ids.len() * 8
+    /// Bytes kept, counting the codes a second scan makes ([`block_bytes`]; the `hidden`
+    /// flags, one byte per vector, are within its slack).
+    fn bytes(&self, dim: usize) -> usize {
+        block_bytes(self.ids.len(), dim)
+    }
+
+    /// The int8 codes of the block's vectors (`[f32; dim]` each), from its second scan
+    /// on; `None` at the first. A cosine scan screens the codes ([`Codes::candidates`])
+    /// and computes the exact distance of the few candidates from `vecs`: a quarter of the
+    /// memory read per query. The first scan of a block read after a change screens the
+    /// float32 vectors instead: coding costs about as much as reading the block, which a
+    /// connection writing between its searches would pay at every search, and a block
+    /// used inside a transaction (read for one scan, not kept) is never coded.
+    pub(super) fn codes(&self, dim: usize) -> Option<&Codes> {
+        if let Some(c) = self.codes.get() {
+            return Some(c);
+        }
+        let seen = self.scans.get();
+        self.scans.set(seen.saturating_add(1));
+        if seen == 0 || dim == 0 {
+            return None;
+        }
+        Some(self.codes.get_or_init(|| {
+            let mut c = Codes::new(dim);
+            for v in self.vecs.chunks_exact(dim) {
+                c.push(v);
+            }
+            c
+        }))
+    }
+
+    /// Whether the id at each position is in `skip` (the hidden ids of the kept read
+    /// state), computed once per block (see `hidden`).
+    pub(super) fn hidden(&self, skip: &std::collections::HashSet<u64>) -> &[bool] {
+        self.hidden.get_or_init(|| {
+            self.ids
+                .iter()
+                .map(|id| skip.contains(&(*id as u64)))
+                .collect()
+        })
     }
 }
 
@@ -164,8 +222,9 @@ impl Blocks {
         }
         let block = Block::read(store, namespace)?;
         let out = f(&block);
-        if key.is_some() && self.bytes + block.bytes() <= MAX_BYTES {
-            self.bytes += block.bytes();
+        let bytes = block.bytes(store.opts.dim);
+        if key.is_some() && self.bytes + bytes <= MAX_BYTES {
+            self.bytes += bytes;
             self.sets.insert(name, block);
         }
         Ok(out)

@@ -328,6 +328,20 @@ impl Ann {
         self.blocks.with(store, namespace, |b| {
             let keep = |id: i64| skip.is_none_or(|s| !s.contains(&(id as u64)));
             if metric == Metric::Cosine {
+                if let Some(codes) = b.codes(dim) {
+                    let hidden = skip.map(|s| b.hidden(s));
+                    let hits = codes
+                        .candidates(query, k, |i| {
+                            hidden.is_some_and(|h| h.get(i).copied().unwrap_or(true))
+                        })
+                        .into_iter()
+                        .filter_map(|i| {
+                            let v = b.vecs.get(i * dim..(i + 1) * dim)?;
+                            Some((*b.ids.get(i)?, metric.distance(query, v)))
+                        })
+                        .collect();
+                    return top_k(hits, k);
+                }
                 return screened_block_scan(query, k, &b.ids, &b.vecs, dim, |_, id| keep(id));
             }
             let mut scan = ExactScan::new(metric, query, k);

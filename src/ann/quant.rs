@@ -1,7 +1,8 @@
 //! The exact scan of mid-size cosine tables: int8 codes of the vectors the HNSW snapshot
 //! holds, screened with a proven error bound per vector, and the exact distance of the few
-//! whose bound can still reach the top k. The same codes ([`Codes`]) screen the pending
-//! ids' vectors of larger tables ([`super::block::PendingBlock`]).
+//! whose bound can still reach the top k. The same codes ([`Codes`]) screen the small
+//! sets' kept blocks from their second scan on ([`super::block::Block::codes`]) and the
+//! pending ids' vectors of larger tables ([`super::block::PendingBlock`]).
 //!
 //! **What it holds.** For the snapshot of one `generation`, every id that was not pending
 //! when the block was read, with its stored vector `x` as int8 codes of `u = x / |x|`:
