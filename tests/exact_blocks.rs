@@ -9,7 +9,7 @@ mod common;
 use common::oracle::cosine;
 use common::rng::Rng;
 use common::search::knn;
-use common::{blob, open, temp_dir};
+use common::{blob, open, temp_dir, unblob};
 use rusqlite::{Connection, params};
 
 const DIM: usize = 8;
@@ -20,6 +20,26 @@ fn brute(items: &[(i64, Vec<f32>)], q: &[f32], k: usize) -> Vec<(i64, f32)> {
     d.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
     d.truncate(k);
     d
+}
+
+/// Runs the KNN `passes` times (the first may read the block, later ones are served from
+/// it) and checks each against [`brute`] over `items`, the rows the search may return.
+#[allow(clippy::too_many_arguments)]
+fn assert_scans(
+    c: &Connection,
+    items: &[(i64, Vec<f32>)],
+    q: &[f32],
+    k: usize,
+    ns: Option<&str>,
+    include_superseded: bool,
+    passes: usize,
+    what: &str,
+) {
+    let want = brute(items, q, k);
+    for pass in 0..passes {
+        let got = knn(c, "m", q, k, ns, include_superseded).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got, want, "{what}, k {k}, pass {pass}");
+    }
 }
 
 fn top1(c: &Connection, table: &str, q: &[f32]) -> i64 {
@@ -51,15 +71,8 @@ fn screened_scan_matches_brute_force_with_ties_and_every_magnitude() {
     for round in 0..60 {
         let q = rng.vector(DIM);
         let k = [1usize, 5, 10, 50][round % 4];
-        for pass in 0..2 {
-            // pass 1 is served from the block kept by pass 0
-            let got = knn(&c, "m", &q, k, None, false).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(
-                got,
-                brute(&items, &q, k),
-                "round {round}, k {k}, pass {pass}"
-            );
-        }
+        // pass 1 is served from the block kept by pass 0
+        assert_scans(&c, &items, &q, k, None, false, 2, &format!("round {round}"));
     }
 }
 
@@ -73,24 +86,25 @@ fn coded_block_scan_is_exact_and_skips_hidden_rows() {
     c.execute_batch(&format!("CREATE VIRTUAL TABLE m USING memories(dim={DIM})"))
         .unwrap_or_else(|e| panic!("{e}"));
     let mut rng = Rng(31);
-    let add = |c: &Connection, ns: &str, v: &[f32]| {
+    // No id given, so the near-duplicate check runs on every INSERT.
+    let add = |c: &Connection, n: usize, ns: &str, v: &[f32]| {
         c.execute(
             "INSERT INTO m(content, namespace, embedding) VALUES (?1, ?2, ?3)",
-            params![format!("memory {}", rng_text(v)), ns, blob(v)],
+            params![format!("memory {n}"), ns, blob(v)],
         )
-        .unwrap_or_else(|e| panic!("insert: {e}"));
+        .unwrap_or_else(|e| panic!("insert {n}: {e}"));
     };
     let mut vs: Vec<Vec<f32>> = Vec::new();
     for i in 0..300 {
         let scale = 2f32.powi(rng.below(5) as i32 * 8 - 16);
         let v: Vec<f32> = rng.vector(DIM).iter().map(|x| x * scale).collect();
-        add(&c, ["a", "b"][i % 2], &v);
+        add(&c, i, ["a", "b"][i % 2], &v);
         vs.push(v);
     }
     // Near duplicates (cosine about 0.9999) of 40 of them, in the same namespace.
     for i in (0..300).step_by(7).take(40) {
         let v: Vec<f32> = vs[i].iter().map(|x| x * 1.01 + 1e-3 * x.abs()).collect();
-        add(&c, ["a", "b"][i % 2], &v);
+        add(&c, 1000 + i, ["a", "b"][i % 2], &v);
     }
     let rows = |hidden: bool, ns: Option<&str>| -> Vec<(i64, Vec<f32>)> {
         let mut st = c
@@ -100,13 +114,7 @@ fn coded_block_scan_is_exact_and_skips_hidden_rows() {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         st.query_map(params![hidden, ns], |r| {
-            let b: Vec<u8> = r.get(1)?;
-            Ok((
-                r.get::<_, i64>(0)?,
-                b.chunks_exact(4)
-                    .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-                    .collect(),
-            ))
+            Ok((r.get::<_, i64>(0)?, unblob(&r.get::<_, Vec<u8>>(1)?)))
         })
         .unwrap_or_else(|e| panic!("{e}"))
         .collect::<rusqlite::Result<_>>()
@@ -129,25 +137,12 @@ fn coded_block_scan_is_exact_and_skips_hidden_rows() {
             for round in 0..30 {
                 let q = rng.vector(DIM);
                 let k = [1usize, 5, 10, 50][round % 4];
-                for pass in 0..3 {
-                    // pass 0 may read the block, pass 1 codes it, pass 2 reuses the codes
-                    let got = knn(&c, "m", &q, k, ns, hidden).unwrap_or_else(|e| panic!("{e}"));
-                    assert_eq!(
-                        got,
-                        brute(&items, &q, k),
-                        "hidden {hidden}, namespace {ns:?}, round {round}, k {k}, pass {pass}"
-                    );
-                }
+                // pass 0 may read the block, pass 1 codes it, pass 2 reuses the codes
+                let what = format!("hidden {hidden}, namespace {ns:?}, round {round}");
+                assert_scans(&c, &items, &q, k, ns, hidden, 3, &what);
             }
         }
     }
-}
-
-fn rng_text(v: &[f32]) -> String {
-    v.iter()
-        .map(|x| format!("{x:.3}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[test]

@@ -22,17 +22,20 @@ use crate::vector::{self, Metric};
 /// the scan and dropped.
 const MAX_BYTES: usize = 16 << 20;
 
-/// Bytes a block of `n` vectors of `dim` float32 takes with its codes: per vector `4 dim`
-/// (float32) + `dim` (int8 codes) + 8 (id) + 20 (the codes' scale, bounds and sum).
-fn block_bytes(n: usize, dim: usize) -> usize {
-    n.saturating_mul(dim.saturating_mul(5).saturating_add(28))
+/// Bytes a block of `n` vectors of `dim` float32 takes: per vector `4 dim` (float32) + 8
+/// (id), and on a cosine table (`coded`) its codes too: `dim` (int8) + 20 (the codes'
+/// scale, bounds and sum) + 1 (the hidden flag).
+fn block_bytes(n: usize, dim: usize, coded: bool) -> usize {
+    let per = dim.saturating_mul(4).saturating_add(8);
+    let codes = if coded { dim.saturating_add(21) } else { 0 };
+    n.saturating_mul(per.saturating_add(codes))
 }
 
-/// Whether a block of `n` vectors of `dim` float32 can be kept ([`MAX_BYTES`]); larger
-/// sets (an `exact_max` raised far above its default) are streamed from their rows, so a
-/// scan never allocates more than this bound.
-pub(super) fn fits(n: usize, dim: usize) -> bool {
-    block_bytes(n, dim) <= MAX_BYTES
+/// Whether a block of `n` vectors of `dim` float32 under `metric` can be kept
+/// ([`MAX_BYTES`]); larger sets (an `exact_max` raised far above its default) are
+/// streamed from their rows, so a scan never allocates more than this bound.
+pub(super) fn fits(n: usize, dim: usize, metric: Metric) -> bool {
+    block_bytes(n, dim, metric == Metric::Cosine) <= MAX_BYTES
 }
 
 /// The stored vectors of one set, in rowid order of the scan.
@@ -42,8 +45,8 @@ pub(super) struct Block {
     pub(super) vecs: Vec<f32>,
     /// int8 codes of `vecs` ([`Codes`], cosine tables), made at the block's second scan.
     codes: OnceCell<Codes>,
-    /// Scans of this block so far (counted until the codes exist).
-    scans: Cell<u32>,
+    /// Whether the block was scanned once (the codes are made at the second scan).
+    scanned: Cell<bool>,
     /// Whether each position's id is in the set of hidden (superseded) ids the scans skip:
     /// both are kept under the same change key, so the set cannot change while the block
     /// lives.
@@ -58,7 +61,7 @@ impl Block {
             ids: Vec::new(),
             vecs: Vec::new(),
             codes: OnceCell::new(),
-            scans: Cell::new(0),
+            scanned: Cell::new(false),
             hidden: OnceCell::new(),
         };
         let mut v = vec![0f32; dim];
@@ -71,10 +74,10 @@ impl Block {
         Ok(block)
     }
 
-    /// Bytes kept, counting the codes a second scan makes ([`block_bytes`]; the `hidden`
-    /// flags, one byte per vector, are within its slack).
-    fn bytes(&self, dim: usize) -> usize {
-        block_bytes(self.ids.len(), dim)
+    /// Bytes kept, counting the codes a second scan makes on a cosine table
+    /// ([`block_bytes`]).
+    fn bytes(&self, dim: usize, metric: Metric) -> usize {
+        block_bytes(self.ids.len(), dim, metric == Metric::Cosine)
     }
 
     /// The int8 codes of the block's vectors (`[f32; dim]` each), from its second scan
@@ -88,9 +91,7 @@ impl Block {
         if let Some(c) = self.codes.get() {
             return Some(c);
         }
-        let seen = self.scans.get();
-        self.scans.set(seen.saturating_add(1));
-        if seen == 0 || dim == 0 {
+        if !self.scanned.replace(true) || dim == 0 {
             return None;
         }
         Some(self.codes.get_or_init(|| {
@@ -222,7 +223,7 @@ impl Blocks {
         }
         let block = Block::read(store, namespace)?;
         let out = f(&block);
-        let bytes = block.bytes(store.opts.dim);
+        let bytes = block.bytes(store.opts.dim, store.opts.metric);
         if key.is_some() && self.bytes + bytes <= MAX_BYTES {
             self.bytes += bytes;
             self.sets.insert(name, block);

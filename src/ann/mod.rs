@@ -312,7 +312,7 @@ impl Ann {
     ) -> Result<Vec<Hit>> {
         let dim = store.opts.dim;
         let metric = store.opts.metric;
-        if !block::fits(n, dim) {
+        if !block::fits(n, dim, metric) {
             let mut hits = Self::exact(
                 store,
                 query,
