@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 
+use usearch::Index;
+
 use super::build::{add_parallel, relink, unreachable};
 use super::{Ann, unit_vector};
 use crate::error::{Error, Result};
@@ -59,7 +61,7 @@ impl Ann {
         // is adding); a checkpoint that runs joins the fold first (`ensure_loaded`).
         let size = match self.folding {
             Some(_) => self.folded_size,
-            None => self.index.as_ref().map_or(0, |i| i.size()),
+            None => self.graph_size(),
         };
         let threshold = match when {
             Checkpoint::Commit => (size / 8).max(1024),
@@ -259,11 +261,21 @@ impl Ann {
         pending: &HashSet<i64>,
     ) -> Result<(usize, usize, usize, usize)> {
         self.ensure_loaded(store)?;
-        let Some(index) = self.index.as_ref() else {
-            return Err(Error::Index("graph not loaded".into()));
-        };
-        let dim = store.opts.dim;
         let unit = self.unit;
+        let checked = self.with_graph(store, |index| {
+            Self::check_graph(index, store, pending, unit)
+        })?;
+        checked.unwrap_or_else(|| Err(Error::Index("graph not loaded".into())))
+    }
+
+    /// [`Ann::snapshot_check`] of the graph `index`, `unit`: holding unit binary16 copies.
+    fn check_graph(
+        index: &Index,
+        store: &Store,
+        pending: &HashSet<i64>,
+        unit: bool,
+    ) -> Result<(usize, usize, usize, usize)> {
+        let dim = store.opts.dim;
         let (mut missing, mut stale, mut present) = (0usize, 0usize, 0usize);
         let mut buf = vec![0f32; dim];
         store.scan_vectors(None, |id, blob| {

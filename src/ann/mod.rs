@@ -1,8 +1,9 @@
 //! Nearest-neighbour search that is exactly as consistent as the table.
 //!
-//! The HNSW graph (usearch) lives in memory, one view per connection of one copy per process
-//! ([`shared`]), loaded from the
-//! snapshot in `<table>_hnsw`. It is never trusted on its own:
+//! The HNSW graph (usearch) lives in memory, one copy per process of the snapshot in
+//! `<table>_hnsw`, searched through views shared by the process's connections
+//! ([`shared`]); a connection that writes the graph holds its own copy. It is never
+//! trusted on its own:
 //!
 //! * **Invariant.** For every id *not* in `<table>_pending`, the snapshot of the current
 //!   `generation` holds exactly the row's current vector and namespace (or nothing, if the
@@ -47,15 +48,18 @@ pub type Hit = (i64, f32);
 
 /// The in-memory HNSW graph of one table on one connection.
 pub(crate) struct Ann {
-    /// Declared before `view`: dropped first, as it may point into it. Shared (`Arc`)
-    /// only with the background fold ([`Ann::fold`]), which runs on an owned graph
-    /// (never a view) and is joined ([`Ann::settle`]) before anything else touches it.
+    /// This connection's own graph: built here, or the snapshot copied to take
+    /// additions ([`Ann::thaw`]). Shared (`Arc`) only with the background fold
+    /// ([`Ann::fold`]), which is joined ([`Ann::settle`]) before anything else touches
+    /// it. At most one of `index` and `snapshot` is set; neither: not loaded.
     index: Option<Arc<Index>>,
-    /// The snapshot bytes `index` is a zero-copy view of (usearch `view_from_buffer`),
-    /// until the first checkpoint turns the view into an owned, writable graph. Shared
-    /// with the other connections of the process that view the same snapshot
-    /// ([`shared`]); each has its own view of them.
-    view: Option<Arc<Vec<u8>>>,
+    /// The stored snapshot, searched through views borrowed for one search at a time
+    /// ([`shared::Snapshot::with_view`]) and shared with the other connections of the
+    /// process that read the same generation, until the first checkpoint copies it into
+    /// `index`.
+    snapshot: Option<Arc<shared::Snapshot>>,
+    /// The number of nodes of `snapshot`'s graph.
+    snapshot_size: usize,
     generation: u64,
     /// The graph holds unit-length binary16 copies of the vectors and compares them by
     /// `1 - a.b` (cosine tables whose snapshot was built so: config `hnsw_vectors` =
@@ -114,7 +118,8 @@ impl Ann {
     pub(crate) fn new() -> Self {
         Ann {
             index: None,
-            view: None,
+            snapshot: None,
+            snapshot_size: 0,
             generation: 0,
             unit: false,
             ns: Namespaces::default(),
@@ -218,7 +223,8 @@ impl Ann {
         self.blocks.clear();
         self.quant = None;
         self.index = None;
-        self.view = None;
+        self.snapshot = None;
+        self.snapshot_size = 0;
         self.generation = 0;
         self.ns = Namespaces::default();
     }
@@ -231,7 +237,7 @@ impl Ann {
     fn ensure_loaded(&mut self, store: &Store) -> Result<()> {
         self.settle()?;
         let (g, saved) = store.snapshot_state_kept()?;
-        if self.index.is_some() && self.generation == g {
+        if self.loaded() && self.generation == g {
             return Ok(());
         }
         self.invalidate();
@@ -240,49 +246,94 @@ impl Ann {
         }
         let unit = g != 0 && store.opts.metric == Metric::Cosine && store.hnsw_unit()?;
         let unit = unit || (g == 0 && store.opts.metric == Metric::Cosine);
-        let mut index = Self::new_index(store, unit)?;
-        let mut view = None;
         if g != 0 {
             let key = shared::SnapshotKey::new(&store.database_file()?, &store.table, g);
-            let blob = shared::snapshot_bytes(key, || store.hnsw_blob())?;
-            if !blob.is_empty() {
-                // SAFETY: `blob` is kept in `self.view` for as long as `index` lives
-                // (`index` is dropped first: field order, `invalidate`, `thaw`); the
-                // buffer is never written (an `Arc<Vec<u8>>` hands out shared references
-                // only) and is freed only when its last holder drops it.
-                unsafe { index.view_from_buffer(&blob) }.map_err(|e| {
-                    Error::Corrupt(format!(
-                        "memories table {}: the HNSW snapshot in {}_hnsw does not load ({}); \
-                         rebuild it with INSERT INTO {}({}) VALUES ('rebuild')",
-                        store.table,
-                        store.table,
-                        e.what(),
-                        store.table,
-                        store.table
-                    ))
-                })?;
-                // Loading restores the saved search expansion and the built-in metric;
-                // use the table's and ours.
-                index.change_expansion_search(store.opts.ef_search);
-                install_metric(&mut index, store.opts.metric, unit, store.opts.dim);
-                view = Some(blob);
+            let snapshot = shared::snapshot(key, || store.hnsw_blob())?;
+            if !snapshot.bytes().is_empty() {
+                self.snapshot_size =
+                    snapshot.with_view(|b| Self::view_of(store, unit, b), |view| view.size())?;
+                self.snapshot = Some(snapshot);
+                self.unit = unit;
+                self.generation = g;
+                return Ok(());
             }
         }
-        self.index = Some(Arc::new(index));
-        self.view = view;
+        self.index = Some(Arc::new(Self::new_index(store, unit)?));
         self.unit = unit;
         self.generation = g;
         Ok(())
     }
 
-    /// Turns a zero-copy view of the snapshot into an owned graph that takes additions.
+    /// A zero-copy usearch view of the snapshot `bytes` (usearch `view_from_buffer`)
+    /// searching with the table's metric; `unit`: a graph of unit binary16 vectors.
+    /// Only [`shared::Snapshot::with_view`] calls it, with the bytes it keeps.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the bytes do not load; usearch errors.
+    fn view_of(store: &Store, unit: bool, bytes: &[u8]) -> Result<Index> {
+        let mut index = Self::new_index(store, unit)?;
+        // SAFETY: `bytes` are a `shared::Snapshot`'s, which keeps this view in its idle
+        // list or lends it for one search borrowing the snapshot, and drops every view
+        // before the bytes (field order); the bytes are never written after the
+        // snapshot is made.
+        unsafe { index.view_from_buffer(bytes) }.map_err(|e| {
+            Error::Corrupt(format!(
+                "memories table {}: the HNSW snapshot in {}_hnsw does not load ({}); \
+                 rebuild it with INSERT INTO {}({}) VALUES ('rebuild')",
+                store.table,
+                store.table,
+                e.what(),
+                store.table,
+                store.table
+            ))
+        })?;
+        // Loading restores the saved search expansion and the built-in metric; use the
+        // table's and ours.
+        index.change_expansion_search(store.opts.ef_search);
+        install_metric(&mut index, store.opts.metric, unit, store.opts.dim);
+        Ok(index)
+    }
+
+    /// Whether a graph is loaded (the snapshot's, or an own one).
+    fn loaded(&self) -> bool {
+        self.index.is_some() || self.snapshot.is_some()
+    }
+
+    /// The number of nodes of the loaded graph (0 when none is).
+    fn graph_size(&self) -> usize {
+        match (&self.index, &self.snapshot) {
+            (Some(index), _) => index.size(),
+            (None, Some(_)) => self.snapshot_size,
+            (None, None) => 0,
+        }
+    }
+
+    /// `f` on the loaded graph: the own one, or a view of the snapshot no other search
+    /// uses meanwhile. `None` when no graph is loaded.
+    ///
+    /// # Errors
+    /// Making a new view of the snapshot ([`Ann::view_of`]).
+    fn with_graph<R>(&self, store: &Store, f: impl FnOnce(&Index) -> R) -> Result<Option<R>> {
+        if let Some(index) = &self.index {
+            return Ok(Some(f(index)));
+        }
+        let Some(snapshot) = &self.snapshot else {
+            return Ok(None);
+        };
+        let unit = self.unit;
+        snapshot
+            .with_view(|b| Self::view_of(store, unit, b), f)
+            .map(Some)
+    }
+
+    /// Copies the snapshot into an own graph that takes additions.
     fn thaw(&mut self, store: &Store) -> Result<()> {
-        let Some(buf) = self.view.take() else {
+        let Some(snapshot) = self.snapshot.take() else {
             return Ok(());
         };
-        self.index = None;
+        self.snapshot_size = 0;
         let mut index = Self::new_index(store, self.unit)?;
-        let r = index.load_from_buffer(&buf);
+        let r = index.load_from_buffer(snapshot.bytes());
         if let Err(e) = r {
             self.invalidate();
             return Err(Error::Index(format!(
@@ -563,12 +614,11 @@ impl Ann {
         if self.ns.loaded {
             self.ns.resolve(store, &pending)?;
         }
-        let searched =
-            ns_count.unwrap_or_else(|| self.index.as_ref().map_or(0, |i| i.size()) + pending.len());
+        let searched = ns_count.unwrap_or_else(|| self.graph_size() + pending.len());
         if searched <= store.opts.exact_max {
             return self.exact_small(store, query, k, namespace, searched, superseded.as_deref());
         }
-        if self.index.is_none() {
+        if !self.loaded() {
             return Self::exact(store, query, k, namespace);
         }
         if namespace.is_none()
@@ -583,27 +633,31 @@ impl Ann {
             self.ns.load(store, &pending)?;
         }
         let ns_filter: Option<Option<u32>> = namespace.map(|ns| self.ns.ids.get(ns).copied());
-        let Some(index) = self.index.as_ref() else {
-            return Self::exact(store, query, k, namespace);
-        };
         let gq = self.graph_vector(query);
         let mut hits: Vec<Hit> = Vec::new();
-        if index.size() > 0 && ns_filter != Some(None) {
+        if self.graph_size() > 0 && ns_filter != Some(None) {
             // A binary16 graph cannot order vectors closer than its rounding: take
             // twice k (at least k + 10) candidates and let the exact distances decide.
             let candidates = if self.unit { (2 * k).max(k + 10) } else { k };
             let ef = ef.max(candidates);
-            if index.expansion_search() != ef {
-                index.change_expansion_search(ef);
-            }
-            let matches = index.filtered_search(&gq, candidates, |key: u64| {
-                !pending.contains(&(key as i64))
-                    && superseded.as_ref().is_none_or(|s| !s.contains(&key))
-                    && match ns_filter {
-                        None => true,
-                        Some(want) => self.ns.of.get(&key).copied() == want,
-                    }
+            let ns_of = &self.ns.of;
+            let walk = self.with_graph(store, |index| {
+                if index.expansion_search() != ef {
+                    index.change_expansion_search(ef);
+                }
+                index.filtered_search(&gq, candidates, |key: u64| {
+                    !pending.contains(&(key as i64))
+                        && superseded.as_ref().is_none_or(|s| !s.contains(&key))
+                        && match ns_filter {
+                            None => true,
+                            Some(want) => ns_of.get(&key).copied() == want,
+                        }
+                })
             })?;
+            let Some(matches) = walk else {
+                return Self::exact(store, query, k, namespace);
+            };
+            let matches = matches?;
             // Exact distances from the stored vectors, so both paths rank alike.
             let ids: Vec<i64> = matches.keys.iter().map(|&key| key as i64).collect();
             let (metric, dim) = (store.opts.metric, store.opts.dim);
@@ -649,7 +703,8 @@ impl Ann {
     ) -> Result<Vec<Vec<i64>>> {
         let none = || vec![Vec::new(); queries.len()];
         self.ensure_loaded(store)?;
-        if self.index.as_ref().is_none_or(|i| i.size() == 0) {
+        let size = self.graph_size();
+        if size == 0 {
             return Ok(none());
         }
         let pending: HashSet<i64> = store.pending_ids()?.into_iter().collect();
@@ -658,13 +713,7 @@ impl Ann {
         } else {
             self.ns.load(store, &pending)?;
         }
-        let Some(index) = self.index.as_ref() else {
-            return Ok(none());
-        };
         let ef = ef.max(k);
-        if index.expansion_search() != ef {
-            index.change_expansion_search(ef);
-        }
         // binary16 rounding of unit vectors moves 1 - a.b by far less than 0.01 at 384-d.
         let limit = max_distance + if self.unit { 0.01 } else { 0.0 };
         let jobs: Vec<(Option<u32>, std::borrow::Cow<'_, [f32]>)> = queries
@@ -675,35 +724,41 @@ impl Ann {
         // Every node in one namespace (a table without namespaces, a bulk load): the plain
         // walk visits the same nodes without calling the filter per node; its few pending
         // hits are dropped after it (the caller compares pending vectors exactly anyway).
-        let one_namespace = self.ns.ids.len() == 1 && of.len() == index.size();
-        par_map(&jobs, |(want, gq)| -> Result<Vec<i64>> {
-            let Some(want) = *want else {
-                return Ok(Vec::new());
-            };
-            let keep = |key: u64| -> bool {
-                !pending.contains(&(key as i64)) && of.get(&key).copied() == Some(want)
-            };
-            let m = if one_namespace {
-                let mut m = index.search(gq, k)?;
-                let (keys, distances): (Vec<u64>, Vec<f32>) = m
-                    .keys
+        let one_namespace = self.ns.ids.len() == 1 && of.len() == size;
+        let walks = self.with_graph(store, |index| {
+            if index.expansion_search() != ef {
+                index.change_expansion_search(ef);
+            }
+            par_map(&jobs, |(want, gq)| -> Result<Vec<i64>> {
+                let Some(want) = *want else {
+                    return Ok(Vec::new());
+                };
+                let keep = |key: u64| -> bool {
+                    !pending.contains(&(key as i64)) && of.get(&key).copied() == Some(want)
+                };
+                let m = if one_namespace {
+                    let mut m = index.search(gq, k)?;
+                    let (keys, distances): (Vec<u64>, Vec<f32>) = m
+                        .keys
+                        .iter()
+                        .zip(&m.distances)
+                        .filter(|(key, _)| keep(**key))
+                        .map(|(key, d)| (*key, *d))
+                        .unzip();
+                    (m.keys, m.distances) = (keys, distances);
+                    m
+                } else {
+                    index.filtered_search(gq, k, keep)?
+                };
+                Ok(m.keys
                     .iter()
                     .zip(&m.distances)
-                    .filter(|(key, _)| keep(**key))
-                    .map(|(key, d)| (*key, *d))
-                    .unzip();
-                (m.keys, m.distances) = (keys, distances);
-                m
-            } else {
-                index.filtered_search(gq, k, keep)?
-            };
-            Ok(m.keys
-                .iter()
-                .zip(&m.distances)
-                .filter(|(_, d)| **d <= limit)
-                .map(|(key, _)| *key as i64)
-                .collect())
-        })
+                    .filter(|(_, d)| **d <= limit)
+                    .map(|(key, _)| *key as i64)
+                    .collect())
+            })
+        })?;
+        walks.unwrap_or_else(|| Ok(none()))
     }
 }
 
