@@ -67,6 +67,30 @@ def test_shell_dot_commands_and_sql(db_path):
     assert "unknown mode" in p.stderr and "unknown command .frobnicate" in p.stderr
 
 
+def test_new_databases_get_8k_pages_existing_ones_keep_theirs(tmp_path):
+    """Files the binary creates have 8,192-byte pages (a 1,536-byte vector row fits five
+    times, not twice); a file made elsewhere keeps its page size and works as before."""
+    new = tmp_path / "new.db"
+    run("import", new, REPO / "examples/memories.jsonl", "-q")
+    c = sqlite3.connect(new)
+    assert c.execute("PRAGMA page_size").fetchone()[0] == 8192
+    assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    c.close()
+    old = tmp_path / "old.db"
+    c = sqlite3.connect(old)
+    c.execute("PRAGMA page_size = 4096")
+    c.execute("CREATE TABLE other(x)")
+    c.commit()
+    c.close()
+    run("import", old, REPO / "examples/memories.jsonl", "-q")
+    c = sqlite3.connect(old)
+    assert c.execute("PRAGMA page_size").fetchone()[0] == 4096
+    c.close()
+    rows = json.loads(run("sql", old, "SELECT count(*) AS n FROM memories",
+                          "--mode", "json").stdout)
+    assert rows[0]["n"] > 100
+
+
 def test_import_export_roundtrip(tmp_path, db_path):
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(json.dumps(m) for m in MEMORIES) + "\n\n")
