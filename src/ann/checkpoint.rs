@@ -262,7 +262,7 @@ impl Ann {
     ) -> Result<(usize, usize, usize, usize)> {
         self.ensure_loaded(store)?;
         let unit = self.unit;
-        let checked = self.with_graph(store, |index| {
+        let checked = self.with_graph(store, store.opts.ef_search, |index| {
             Self::check_graph(index, store, pending, unit)
         })?;
         checked.unwrap_or_else(|| Err(Error::Index("graph not loaded".into())))

@@ -58,8 +58,6 @@ pub(crate) struct Ann {
     /// process that read the same generation, until the first checkpoint copies it into
     /// `index`.
     snapshot: Option<Arc<shared::Snapshot>>,
-    /// The number of nodes of `snapshot`'s graph.
-    snapshot_size: usize,
     generation: u64,
     /// The graph holds unit-length binary16 copies of the vectors and compares them by
     /// `1 - a.b` (cosine tables whose snapshot was built so: config `hnsw_vectors` =
@@ -119,7 +117,6 @@ impl Ann {
         Ann {
             index: None,
             snapshot: None,
-            snapshot_size: 0,
             generation: 0,
             unit: false,
             ns: Namespaces::default(),
@@ -224,7 +221,6 @@ impl Ann {
         self.quant = None;
         self.index = None;
         self.snapshot = None;
-        self.snapshot_size = 0;
         self.generation = 0;
         self.ns = Namespaces::default();
     }
@@ -250,8 +246,9 @@ impl Ann {
             let key = shared::SnapshotKey::new(&store.database_file()?, &store.table, g);
             let snapshot = shared::snapshot(key, || store.hnsw_blob())?;
             if !snapshot.bytes().is_empty() {
-                self.snapshot_size =
-                    snapshot.with_view(|b| Self::view_of(store, unit, b), |view| view.size())?;
+                // A first view now: bytes that do not load fail here, and it gives the
+                // snapshot its node count.
+                snapshot.with_view(|b| Self::view_of(store, unit, b), |_| ())?;
                 self.snapshot = Some(snapshot);
                 self.unit = unit;
                 self.generation = g;
@@ -287,9 +284,8 @@ impl Ann {
                 store.table
             ))
         })?;
-        // Loading restores the saved search expansion and the built-in metric; use the
-        // table's and ours.
-        index.change_expansion_search(store.opts.ef_search);
+        // Loading restores the built-in metric; use ours. (The search expansion is set by
+        // each borrower: `Ann::with_graph`.)
         install_metric(&mut index, store.opts.metric, unit, store.opts.dim);
         Ok(index)
     }
@@ -303,26 +299,39 @@ impl Ann {
     fn graph_size(&self) -> usize {
         match (&self.index, &self.snapshot) {
             (Some(index), _) => index.size(),
-            (None, Some(_)) => self.snapshot_size,
+            (None, Some(snapshot)) => snapshot.nodes().unwrap_or(0),
             (None, None) => 0,
         }
     }
 
-    /// `f` on the loaded graph: the own one, or a view of the snapshot no other search
-    /// uses meanwhile. `None` when no graph is loaded.
+    /// `f` on the loaded graph, its search expansion set to `ef` first: the own graph,
+    /// or a view of the snapshot no other search uses meanwhile (a view keeps the `ef` of
+    /// whoever borrowed it last, so every borrower sets its own). `None` when no graph
+    /// is loaded.
     ///
     /// # Errors
     /// Making a new view of the snapshot ([`Ann::view_of`]).
-    fn with_graph<R>(&self, store: &Store, f: impl FnOnce(&Index) -> R) -> Result<Option<R>> {
+    fn with_graph<R>(
+        &self,
+        store: &Store,
+        ef: usize,
+        f: impl FnOnce(&Index) -> R,
+    ) -> Result<Option<R>> {
+        let run = |index: &Index| {
+            if index.expansion_search() != ef {
+                index.change_expansion_search(ef);
+            }
+            f(index)
+        };
         if let Some(index) = &self.index {
-            return Ok(Some(f(index)));
+            return Ok(Some(run(index)));
         }
         let Some(snapshot) = &self.snapshot else {
             return Ok(None);
         };
         let unit = self.unit;
         snapshot
-            .with_view(|b| Self::view_of(store, unit, b), f)
+            .with_view(|b| Self::view_of(store, unit, b), run)
             .map(Some)
     }
 
@@ -331,7 +340,6 @@ impl Ann {
         let Some(snapshot) = self.snapshot.take() else {
             return Ok(());
         };
-        self.snapshot_size = 0;
         let mut index = Self::new_index(store, self.unit)?;
         let r = index.load_from_buffer(snapshot.bytes());
         if let Err(e) = r {
@@ -641,10 +649,7 @@ impl Ann {
             let candidates = if self.unit { (2 * k).max(k + 10) } else { k };
             let ef = ef.max(candidates);
             let ns_of = &self.ns.of;
-            let walk = self.with_graph(store, |index| {
-                if index.expansion_search() != ef {
-                    index.change_expansion_search(ef);
-                }
+            let walk = self.with_graph(store, ef, |index| {
                 index.filtered_search(&gq, candidates, |key: u64| {
                     !pending.contains(&(key as i64))
                         && superseded.as_ref().is_none_or(|s| !s.contains(&key))
@@ -725,10 +730,7 @@ impl Ann {
         // walk visits the same nodes without calling the filter per node; its few pending
         // hits are dropped after it (the caller compares pending vectors exactly anyway).
         let one_namespace = self.ns.ids.len() == 1 && of.len() == size;
-        let walks = self.with_graph(store, |index| {
-            if index.expansion_search() != ef {
-                index.change_expansion_search(ef);
-            }
+        let walks = self.with_graph(store, ef, |index| {
             par_map(&jobs, |(want, gq)| -> Result<Vec<i64>> {
                 let Some(want) = *want else {
                     return Ok(Vec::new());

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use usearch::Index;
 
@@ -31,6 +31,8 @@ pub(crate) struct Snapshot {
     /// Views of `bytes` no search is using. Declared before `bytes`: dropped first, as
     /// they point into it.
     idle: Mutex<Vec<Index>>,
+    /// The graph's node count, from the first view made.
+    nodes: OnceLock<usize>,
     /// The serialized graph (usearch's format), as read from `<table>_hnsw`. Never
     /// written after construction.
     bytes: Vec<u8>,
@@ -41,6 +43,7 @@ impl Snapshot {
     pub(crate) fn new(bytes: Vec<u8>) -> Self {
         Snapshot {
             idle: Mutex::new(Vec::new()),
+            nodes: OnceLock::new(),
             bytes,
         }
     }
@@ -48,6 +51,12 @@ impl Snapshot {
     /// The serialized graph.
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The graph's node count, once a view was made ([`Snapshot::with_view`]); `None`
+    /// before.
+    pub(crate) fn nodes(&self) -> Option<usize> {
+        self.nodes.get().copied()
     }
 
     /// Runs `f` on a view of the snapshot that nothing else uses meanwhile: an idle one,
@@ -66,7 +75,12 @@ impl Snapshot {
         let idle = self.idle().pop();
         let view = match idle {
             Some(view) => view,
-            None => make(&self.bytes)?,
+            None => {
+                let view = make(&self.bytes)?;
+                // Every view of these bytes has this size; the first one sets it.
+                let _ = self.nodes.set(view.size());
+                view
+            }
         };
         /// Puts the view back when the search is done (or unwinds).
         struct Lent<'a> {
@@ -226,11 +240,13 @@ mod tests {
             Ok(view)
         };
         let nearest = |view: &Index| view.search(&[3.2, 0.0, 1.0, 2.0], 1).unwrap().keys;
+        assert_eq!(snapshot.nodes(), None);
         // One search after another: one view.
         for _ in 0..3 {
             assert_eq!(snapshot.with_view(make, nearest).unwrap(), vec![3]);
         }
         assert_eq!((made.load(Ordering::SeqCst), snapshot.idle_views()), (1, 1));
+        assert_eq!(snapshot.nodes(), Some(8));
         // A search while another holds the view gets a second one.
         let both = snapshot
             .with_view(make, |a| {
