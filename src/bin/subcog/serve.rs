@@ -5,8 +5,9 @@
 //! JSON-RPC exchange answered with `application/json`), mounted at `/mcp` in an axum
 //! router next to a plain `GET /health`. In front of `/mcp` sits one layer
 //! ([`authenticate`]): it resolves `Authorization: Bearer <token>` against the tokens
-//! file (401 otherwise), refuses a `Content-Length` above the body limit (413; rmcp also
-//! enforces the limit while reading a body without one), bounds each request's time
+//! file (401 otherwise), reads the body up to the body limit (413 above it, after reading
+//! on a bounded amount so the client sees the reply; rmcp checks the limit again), bounds
+//! each request's time
 //! (408), attaches the token's [`Principal`] to the request, and logs one line per
 //! request with the token's name. rmcp hands the request's parts to the tools, which
 //! check the principal's namespaces ([`crate::mcp`]). The tokens file is read again on
@@ -89,6 +90,11 @@ async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next: Nex
         Ok(p) => p,
         Err(r) => {
             tracing::warn!(target: "subcog::access", %method, status = 401, "refused: {}", r.message());
+            // Read the body away first (bounded), as for a 413: see `drain_limit`.
+            let drained = tokio::time::timeout(gate.request_timeout, async {
+                let _ = read_body(req, (0, drain_limit(gate.max_body))).await;
+            });
+            let _ = drained.await;
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -98,27 +104,16 @@ async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next: Nex
         }
     };
     let name = principal.name.clone();
-    let length = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = length
-        && n > gate.max_body as u64
-    {
-        tracing::warn!(target: "subcog::access", token = %name, %method, status = 413, bytes = n, "refused: body too large");
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "413 Payload Too Large: the request body has {n} bytes; this server takes at \
-                 most {} (subcog serve --max-body)",
-                gate.max_body
-            ),
-        )
-            .into_response();
-    }
     req.extensions_mut().insert(principal);
-    let response = match tokio::time::timeout(gate.request_timeout, next.run(req)).await {
+    let limits = (gate.max_body, drain_limit(gate.max_body));
+    let response = match tokio::time::timeout(gate.request_timeout, async {
+        match read_body(req, limits).await {
+            Ok(req) => next.run(req).await,
+            Err(refusal) => refusal.into_response(&name, &method, gate.max_body),
+        }
+    })
+    .await
+    {
         Ok(r) => r,
         Err(_) => (
             StatusCode::REQUEST_TIMEOUT,
@@ -139,6 +134,110 @@ async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next: Nex
         "request"
     );
     response
+}
+
+/// Bytes of an over-limit body read and thrown away before the 413, beyond the limit
+/// itself: four times the limit, between 1 MiB and 64 MiB.
+///
+/// Replying while the client is still sending and then closing makes the kernel reset the
+/// connection over the unread bytes, and a reset can destroy the 413 before the client reads
+/// it ("server disconnected without a response"). Reading the rest of a moderately
+/// oversized body (in constant memory, within `--request-timeout`) lets the client finish
+/// and see the reply; a body larger than this still gets the 413 and a closed connection.
+fn drain_limit(max_body: usize) -> u64 {
+    (max_body as u64).saturating_mul(4).clamp(1 << 20, 64 << 20)
+}
+
+/// Why a request's body was not handed on.
+enum BodyRefusal {
+    /// More than the limit: the declared `Content-Length`, or the bytes read so far.
+    TooLarge { bytes: u64, declared: bool },
+    /// The client's body ended in an error (a broken chunked encoding, a reset).
+    Unreadable(String),
+}
+
+impl BodyRefusal {
+    fn into_response(self, name: &str, method: &axum::http::Method, max_body: usize) -> Response {
+        match self {
+            BodyRefusal::TooLarge { bytes, declared } => {
+                tracing::warn!(target: "subcog::access", token = %name, %method, status = 413, bytes, "refused: body too large");
+                let has = if declared {
+                    format!("has {bytes} bytes")
+                } else {
+                    format!("has more than {max_body} bytes")
+                };
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "413 Payload Too Large: the request body {has}; this server takes at \
+                         most {max_body} (subcog serve --max-body)"
+                    ),
+                )
+                    .into_response()
+            }
+            BodyRefusal::Unreadable(e) => {
+                tracing::warn!(target: "subcog::access", token = %name, %method, status = 400, "refused: unreadable body");
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("400 Bad Request: the request body could not be read: {e}"),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+/// Reads a request's body into memory, at most `max_body` bytes (from the
+/// `(max_body, drain)` pair), and gives the request back with it.
+///
+/// A body over the limit (declared by `Content-Length` or found while reading a chunked one)
+/// is read on and discarded up to `drain` more bytes, so that the client can finish sending
+/// and read the 413 (see [`drain_limit`]); memory stays bounded by `max_body` either way.
+///
+/// # Errors
+/// [`BodyRefusal::TooLarge`] over the limit, [`BodyRefusal::Unreadable`] when the body
+/// itself fails.
+async fn read_body(req: Request, (max_body, drain): (usize, u64)) -> Result<Request, BodyRefusal> {
+    use axum::body::{Body, HttpBody};
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (parts, mut body) = req.into_parts();
+    let limit = max_body as u64;
+    let mut kept: Vec<u8> = Vec::new();
+    let mut seen: u64 = 0;
+    let over_from_start = declared.is_some_and(|n| n > limit);
+    if over_from_start && declared.is_some_and(|n| n > limit.saturating_add(drain)) {
+        // Too large to wait for: refuse now (the connection is closed after the reply).
+        return Err(BodyRefusal::TooLarge {
+            bytes: declared.unwrap_or(limit),
+            declared: true,
+        });
+    }
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| BodyRefusal::Unreadable(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len() as u64);
+        if seen > limit.saturating_add(drain) {
+            break;
+        }
+        if !over_from_start && seen <= limit {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if over_from_start || seen > limit {
+        return Err(BodyRefusal::TooLarge {
+            bytes: declared.unwrap_or(seen),
+            declared: declared.is_some(),
+        });
+    }
+    Ok(Request::from_parts(parts, Body::from(kept)))
 }
 
 /// `GET /health`: the server is up (no token needed, nothing about the data).
