@@ -91,6 +91,34 @@ def test_new_databases_get_8k_pages_existing_ones_keep_theirs(tmp_path):
     assert rows[0]["n"] > 100
 
 
+def test_connections_read_through_a_memory_map_unless_turned_off(tmp_path):
+    """The binary's connections set PRAGMA mmap_size (1 GiB); SUBCOG_MMAP_SIZE overrides it,
+    0 turns it off, and a value that is not a byte count is a clear error."""
+    db = tmp_path / "m.db"
+    run("import", db, REPO / "examples/memories.jsonl", "-q")
+
+    def mmap(value):
+        env = child_env()
+        if value is not None:
+            env["SUBCOG_MMAP_SIZE"] = value
+        return run("sql", db, "PRAGMA mmap_size", "--mode", "json", env=env, check=False)
+
+    p = mmap(None)
+    assert json.loads(p.stdout)[0]["mmap_size"] == 1 << 30, p.stdout
+    assert json.loads(mmap("0").stdout)[0]["mmap_size"] == 0
+    assert json.loads(mmap("65536").stdout)[0]["mmap_size"] == 65536
+    for bad in ["-1", "lots"]:
+        p = mmap(bad)
+        assert p.returncode != 0 and "SUBCOG_MMAP_SIZE" in p.stderr and "bytes" in p.stderr, (
+            bad, p.returncode, p.stderr)
+    # Searches answer the same with and without the map.
+    q = "SELECT id FROM memories WHERE memories MATCH 'coffee' AND k = 5"
+    env = child_env()
+    on = run("sql", db, q, "--mode", "json", env=env).stdout
+    env["SUBCOG_MMAP_SIZE"] = "0"
+    assert run("sql", db, q, "--mode", "json", env=env).stdout == on
+
+
 def test_import_export_roundtrip(tmp_path, db_path):
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(json.dumps(m) for m in MEMORIES) + "\n\n")
