@@ -573,17 +573,23 @@ impl World {
                 self.ops
             ),
         }
-        self.w
-            .execute(
-                &format!("UPDATE {name} SET superseded_by = ?1 WHERE id = ?2"),
-                params![cur, id],
-            )
-            .unwrap_or_else(|e| {
-                panic!(
-                    "op {}: {name}: UPDATE of superseded_by to its own value {cur:?}: {e}",
-                    self.ops
+        // The accepted UPDATE still writes the row (`updated_at`, a history entry), so it
+        // goes to every table of the oracle: tables sharing an oracle must stay alike to
+        // the millisecond (their branches' merge plans compare `updated_at`).
+        for t in self.tables_of(oi) {
+            let name = &self.tabs[t].name;
+            self.w
+                .execute(
+                    &format!("UPDATE {name} SET superseded_by = ?1 WHERE id = ?2"),
+                    params![cur, id],
                 )
-            });
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "op {}: {name}: UPDATE of superseded_by to its own value {cur:?}: {e}",
+                        self.ops
+                    )
+                });
+        }
     }
 
     fn command(&mut self, t: usize, cmd: &str) {
