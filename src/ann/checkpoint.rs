@@ -9,8 +9,8 @@ use usearch::Index;
 use super::build::{add_parallel, relink, unreachable};
 use super::{Ann, unit_vector};
 use crate::error::{Error, Result};
-use crate::store::Store;
-use crate::vector::{self, Metric};
+use crate::store::{GraphVectors, Store};
+use crate::vector;
 
 /// When a checkpoint is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,8 +140,9 @@ impl Ann {
         let Some(index) = self.index.as_ref() else {
             return Ok(Vec::new());
         };
-        let lost = unreachable(index, &items, self.unit, &store.opts)?;
-        relink(index, &items, &lost, self.unit, &store.opts)
+        let unit = self.vectors.unit();
+        let lost = unreachable(index, &items, unit, &store.opts)?;
+        relink(index, &items, &lost, unit, &store.opts)
     }
 
     /// Serializes the graph into `<table>_hnsw` as the snapshot of `generation`.
@@ -151,7 +152,7 @@ impl Ann {
         };
         let mut buf = vec![0u8; index.serialized_length()];
         index.save_to_buffer(&mut buf)?;
-        store.save_hnsw(&buf, generation, self.unit)
+        store.save_hnsw(&buf, generation, self.vectors)
     }
 
     /// Folds the pending ids into the graph under a new generation; writes the snapshot
@@ -192,7 +193,7 @@ impl Ann {
                 }
             }
         }
-        if self.unit {
+        if self.vectors.unit() {
             items.iter_mut().for_each(|(_, v)| *v = unit_vector(v));
         }
         let generation = random_generation();
@@ -221,8 +222,9 @@ impl Ann {
     /// SQLite or usearch errors.
     pub(crate) fn rebuild(&mut self, store: &Store) -> Result<()> {
         self.invalidate();
-        let unit = store.opts.metric == Metric::Cosine;
-        let index = Self::new_index(store, unit)?;
+        let vectors = GraphVectors::for_new_graph(store.opts.metric);
+        let unit = vectors.unit();
+        let index = Self::new_index(store, vectors)?;
         let mut items: Vec<(u64, Vec<f32>)> = Vec::new();
         store.scan_vectors(None, |id, blob| {
             if let Some(v) = vector::decode_stored(blob, store.opts.dim) {
@@ -234,7 +236,7 @@ impl Ann {
         let lost = unreachable(&index, &items, unit, &store.opts)?;
         let unreachable = relink(&index, &items, &lost, unit, &store.opts)?;
         self.index = Some(std::sync::Arc::new(index));
-        self.unit = unit;
+        self.vectors = vectors;
         let generation = random_generation();
         let r = self
             .save(store, generation)
@@ -261,19 +263,19 @@ impl Ann {
         pending: &HashSet<i64>,
     ) -> Result<(usize, usize, usize, usize)> {
         self.ensure_loaded(store)?;
-        let unit = self.unit;
+        let vectors = self.vectors;
         let checked = self.with_graph(store, store.opts.ef_search, |index| {
-            Self::check_graph(index, store, pending, unit)
+            Self::check_graph(index, store, pending, vectors)
         })?;
         checked.unwrap_or_else(|| Err(Error::Index("graph not loaded".into())))
     }
 
-    /// [`Ann::snapshot_check`] of the graph `index`, `unit`: holding unit binary16 copies.
+    /// [`Ann::snapshot_check`] of the graph `index`, holding `vectors`.
     fn check_graph(
         index: &Index,
         store: &Store,
         pending: &HashSet<i64>,
-        unit: bool,
+        vectors: GraphVectors,
     ) -> Result<(usize, usize, usize, usize)> {
         let dim = store.opts.dim;
         let (mut missing, mut stale, mut present) = (0usize, 0usize, 0usize);
@@ -290,15 +292,20 @@ impl Ann {
             present += 1;
             let same = matches!(index.get(key, &mut buf), Ok(n) if n >= 1)
                 && vector::decode_stored(blob, dim).is_some_and(|v| {
-                    if unit {
+                    match vectors {
                         // binary16 keeps 11 significant bits (relative error <= 2^-11);
                         // below 2^-14 usearch's conversion may flush to zero.
-                        unit_vector(&v)
+                        GraphVectors::UnitF16 => unit_vector(&v)
                             .iter()
                             .zip(&buf)
-                            .all(|(x, y)| (x - y).abs() <= x.abs() / 1024.0 + 1.0 / 16384.0)
-                    } else {
-                        v == buf
+                            .all(|(x, y)| (x - y).abs() <= x.abs() / 1024.0 + 1.0 / 16384.0),
+                        // usearch codes `trunc(127 u_i)` and reads back `code / 127`: off by
+                        // less than 1/127 each.
+                        GraphVectors::UnitI8 => unit_vector(&v)
+                            .iter()
+                            .zip(&buf)
+                            .all(|(x, y)| (x - y).abs() <= 1.0 / 127.0 + 1e-6),
+                        GraphVectors::Float => v == buf,
                     }
                 });
             if !same {

@@ -39,7 +39,7 @@ pub(crate) use checkpoint::Checkpoint;
 use namespaces::Namespaces;
 
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{GraphVectors, Store};
 use crate::vector::{self, Metric};
 use build::par_map;
 
@@ -59,13 +59,12 @@ pub(crate) struct Ann {
     /// `index`.
     snapshot: Option<Arc<shared::Snapshot>>,
     generation: u64,
-    /// The graph holds unit-length binary16 copies of the vectors and compares them by
-    /// `1 - a.b` (cosine tables whose snapshot was built so: config `hnsw_vectors` =
-    /// `unit_f16`): half the bytes to load and a third of the arithmetic of a float32
-    /// cosine. Exact distances are recomputed from the stored float32 vectors, so only
-    /// the graph walk sees the rounding (relative 2^-11). Otherwise (L2 and IP tables,
-    /// snapshots of older versions) it holds the float32 vectors as stored.
-    unit: bool,
+    /// What the graph holds for each vector ([`GraphVectors`], config `hnsw_vectors`):
+    /// for cosine tables the int8 codes of the unit vectors (a quarter of the float32
+    /// bytes; older snapshots: binary16, half), for L2 and IP tables the float32 vectors
+    /// as stored. Exact distances are recomputed from the stored float32 vectors, so
+    /// only the graph walk sees the rounding.
+    vectors: GraphVectors,
     ns: Namespaces,
     /// Writes since the pending list was last counted: an upper bound on its growth, so
     /// that `Checkpoint::Write` counts it (an O(pending) query) only when it could be due.
@@ -118,7 +117,7 @@ impl Ann {
             index: None,
             snapshot: None,
             generation: 0,
-            unit: false,
+            vectors: GraphVectors::Float,
             ns: Namespaces::default(),
             writes_uncounted: 0,
             pending_counted: 0,
@@ -178,30 +177,30 @@ impl Ann {
         }
     }
 
-    /// A new empty graph; `unit`: holds unit binary16 vectors compared by `1 - a.b`
-    /// (cosine only), else float32 under the table's metric.
-    fn new_index(store: &Store, unit: bool) -> Result<Index> {
+    /// A new empty graph holding `vectors` (unit codes for cosine tables only).
+    fn new_index(store: &Store, vectors: GraphVectors) -> Result<Index> {
         let o = &store.opts;
         let mut index = Index::new(&IndexOptions {
             dimensions: o.dim,
             metric: metric_kind(o.metric),
-            quantization: if unit {
-                ScalarKind::F16
-            } else {
-                ScalarKind::F32
+            quantization: match vectors {
+                GraphVectors::Float => ScalarKind::F32,
+                GraphVectors::UnitF16 => ScalarKind::F16,
+                GraphVectors::UnitI8 => ScalarKind::I8,
             },
             connectivity: o.m,
             expansion_add: o.ef_construction,
             expansion_search: o.ef_search,
             multi: false,
         })?;
-        install_metric(&mut index, o.metric, unit, o.dim);
+        install_metric(&mut index, o.metric, vectors, o.dim);
         Ok(index)
     }
 
-    /// The vector as the graph holds it: scaled to unit length when [`Ann::unit`].
+    /// The vector as the graph takes it: scaled to unit length for a unit graph (usearch
+    /// converts it to the graph's scalar type).
     fn graph_vector<'a>(&self, v: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
-        if self.unit {
+        if self.vectors.unit() {
             std::borrow::Cow::Owned(unit_vector(v))
         } else {
             std::borrow::Cow::Borrowed(v)
@@ -240,35 +239,40 @@ impl Ann {
         if saved != g {
             return self.rebuild(store);
         }
-        let unit = g != 0 && store.opts.metric == Metric::Cosine && store.hnsw_unit()?;
-        let unit = unit || (g == 0 && store.opts.metric == Metric::Cosine);
+        let vectors = if g == 0 {
+            GraphVectors::for_new_graph(store.opts.metric)
+        } else if store.opts.metric == Metric::Cosine {
+            store.hnsw_vectors()?
+        } else {
+            GraphVectors::Float
+        };
         if g != 0 {
             let key = shared::SnapshotKey::new(&store.database_file()?, &store.table, g);
             let snapshot = shared::snapshot(key, || store.hnsw_blob())?;
             if !snapshot.bytes().is_empty() {
                 // A first view now: bytes that do not load fail here, and it gives the
                 // snapshot its node count.
-                snapshot.with_view(|b| Self::view_of(store, unit, b), |_| ())?;
+                snapshot.with_view(|b| Self::view_of(store, vectors, b), |_| ())?;
                 self.snapshot = Some(snapshot);
-                self.unit = unit;
+                self.vectors = vectors;
                 self.generation = g;
                 return Ok(());
             }
         }
-        self.index = Some(Arc::new(Self::new_index(store, unit)?));
-        self.unit = unit;
+        self.index = Some(Arc::new(Self::new_index(store, vectors)?));
+        self.vectors = vectors;
         self.generation = g;
         Ok(())
     }
 
     /// A zero-copy usearch view of the snapshot `bytes` (usearch `view_from_buffer`)
-    /// searching with the table's metric; `unit`: a graph of unit binary16 vectors.
+    /// searching with the table's metric over a graph holding `vectors`.
     /// Only [`shared::Snapshot::with_view`] calls it, with the bytes it keeps.
     ///
     /// # Errors
     /// [`Error::Corrupt`] when the bytes do not load; usearch errors.
-    fn view_of(store: &Store, unit: bool, bytes: &[u8]) -> Result<Index> {
-        let mut index = Self::new_index(store, unit)?;
+    fn view_of(store: &Store, vectors: GraphVectors, bytes: &[u8]) -> Result<Index> {
+        let mut index = Self::new_index(store, vectors)?;
         // SAFETY: `bytes` are a `shared::Snapshot`'s, which keeps this view in its idle
         // list or lends it for one search borrowing the snapshot, and drops every view
         // before the bytes (field order); the bytes are never written after the
@@ -286,7 +290,7 @@ impl Ann {
         })?;
         // Loading restores the built-in metric; use ours. (The search expansion is set by
         // each borrower: `Ann::with_graph`.)
-        install_metric(&mut index, store.opts.metric, unit, store.opts.dim);
+        install_metric(&mut index, store.opts.metric, vectors, store.opts.dim);
         Ok(index)
     }
 
@@ -329,9 +333,9 @@ impl Ann {
         let Some(snapshot) = &self.snapshot else {
             return Ok(None);
         };
-        let unit = self.unit;
+        let vectors = self.vectors;
         snapshot
-            .with_view(|b| Self::view_of(store, unit, b), run)
+            .with_view(|b| Self::view_of(store, vectors, b), run)
             .map(Some)
     }
 
@@ -340,7 +344,7 @@ impl Ann {
         let Some(snapshot) = self.snapshot.take() else {
             return Ok(());
         };
-        let mut index = Self::new_index(store, self.unit)?;
+        let mut index = Self::new_index(store, self.vectors)?;
         let r = index.load_from_buffer(snapshot.bytes());
         if let Err(e) = r {
             self.invalidate();
@@ -350,7 +354,7 @@ impl Ann {
             )));
         }
         index.change_expansion_search(store.opts.ef_search);
-        install_metric(&mut index, store.opts.metric, self.unit, store.opts.dim);
+        install_metric(&mut index, store.opts.metric, self.vectors, store.opts.dim);
         self.index = Some(Arc::new(index));
         Ok(())
     }
@@ -644,9 +648,14 @@ impl Ann {
         let gq = self.graph_vector(query);
         let mut hits: Vec<Hit> = Vec::new();
         if self.graph_size() > 0 && ns_filter != Some(None) {
-            // A binary16 graph cannot order vectors closer than its rounding: take
-            // twice k (at least k + 10) candidates and let the exact distances decide.
-            let candidates = if self.unit { (2 * k).max(k + 10) } else { k };
+            // A graph of int8 or binary16 codes cannot order vectors closer than its
+            // rounding: take twice k (at least k + 10) candidates and let the exact
+            // distances decide.
+            let candidates = if self.vectors.unit() {
+                (2 * k).max(k + 10)
+            } else {
+                k
+            };
             let ef = ef.max(candidates);
             let ns_of = &self.ns.of;
             let walk = self.with_graph(store, ef, |index| {
@@ -719,8 +728,15 @@ impl Ann {
             self.ns.load(store, &pending)?;
         }
         let ef = ef.max(k);
-        // binary16 rounding of unit vectors moves 1 - a.b by far less than 0.01 at 384-d.
-        let limit = max_distance + if self.unit { 0.01 } else { 0.0 };
+        // The codes' rounding: binary16 moves 1 - a.b by far less than 0.01 at 384-d;
+        // int8 codes (`trunc(127 u_i)`) moved it by at most 0.0103 (mean +0.0028) over
+        // 34,160 pairs of MiniLM vectors with cosine >= 0.9 (BENCHMARKS.md): twice that.
+        let limit = max_distance
+            + match self.vectors {
+                GraphVectors::Float => 0.0,
+                GraphVectors::UnitF16 => 0.01,
+                GraphVectors::UnitI8 => 0.02,
+            };
         let jobs: Vec<(Option<u32>, std::borrow::Cow<'_, [f32]>)> = queries
             .iter()
             .map(|(ns, q)| (self.ns.ids.get(*ns).copied(), self.graph_vector(q)))
@@ -907,9 +923,25 @@ fn unit_vector(v: &[f32]) -> Vec<f32> {
 
 /// Makes the graph compute distances with our kernels (SIMD chosen at run time; usearch
 /// built without its SIMD kernels computes them with scalar code): `1 - a.b` over
-/// binary16 for `unit` graphs, else [`Metric::graph_distance`] over float32.
-fn install_metric(index: &mut Index, metric: Metric, unit: bool, dim: usize) {
-    if unit {
+/// binary16 and the cosine of the int8 codes for unit graphs, else
+/// [`Metric::graph_distance`] over float32.
+fn install_metric(index: &mut Index, metric: Metric, vectors: GraphVectors, dim: usize) {
+    if vectors == GraphVectors::UnitI8 {
+        let f = vector::i8_cos_distance();
+        index.change_metric::<i8>(Box::new(move |a: *const i8, b: *const i8| {
+            // SAFETY: usearch passes two vectors of the index's `dim` int8 codes (the index
+            // is I8: `new_index`).
+            let (a, b) = unsafe {
+                (
+                    std::slice::from_raw_parts(a, dim),
+                    std::slice::from_raw_parts(b, dim),
+                )
+            };
+            f(a, b)
+        }));
+        return;
+    }
+    if vectors == GraphVectors::UnitF16 {
         let f = vector::half_ip_distance();
         index.change_metric::<usearch::f16>(Box::new(
             move |a: *const usearch::f16, b: *const usearch::f16| {

@@ -39,6 +39,7 @@ mod links;
 mod pending;
 mod schema;
 mod snapshot;
+pub(crate) use snapshot::GraphVectors;
 mod vectors;
 
 use std::cell::{Cell, RefCell};

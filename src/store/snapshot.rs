@@ -6,6 +6,48 @@ use rusqlite::{OptionalExtension, params};
 use super::Store;
 use crate::error::{Error, Result};
 
+/// What the HNSW graph holds for each vector: config `hnsw_vectors`, written with every
+/// snapshot so that a snapshot is read back as it was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GraphVectors {
+    /// The float32 vectors as stored, compared by the table's metric (L2 and IP tables, and
+    /// cosine snapshots of versions before unit vectors): `f32`, or no key.
+    Float,
+    /// Unit-length binary16 copies compared by `1 - a.b` (cosine snapshots written before
+    /// int8 graphs): `unit_f16`.
+    UnitF16,
+    /// usearch's int8 codes of the unit vectors (`trunc(127 u_i)`, 1 byte per dimension)
+    /// compared by the cosine of the codes ([`crate::vector::i8_cos_distance`]): `unit_i8`.
+    /// What cosine tables build now.
+    UnitI8,
+}
+
+impl GraphVectors {
+    /// What a new graph of a table with this metric holds.
+    pub(crate) fn for_new_graph(metric: crate::vector::Metric) -> Self {
+        if metric == crate::vector::Metric::Cosine {
+            GraphVectors::UnitI8
+        } else {
+            GraphVectors::Float
+        }
+    }
+
+    /// Whether the graph holds unit-length copies (not the stored vectors themselves), so
+    /// that its distances only approximate the exact ones.
+    pub(crate) fn unit(self) -> bool {
+        self != GraphVectors::Float
+    }
+
+    /// The `hnsw_vectors` value.
+    fn tag(self) -> &'static str {
+        match self {
+            GraphVectors::Float => "f32",
+            GraphVectors::UnitF16 => "unit_f16",
+            GraphVectors::UnitI8 => "unit_i8",
+        }
+    }
+}
+
 /// Size of one `<table>_hnsw` chunk, in bytes.
 const CHUNK: usize = 1 << 20;
 
@@ -98,11 +140,22 @@ impl Store {
         Ok(file.unwrap_or_default())
     }
 
-    /// Whether the stored snapshot holds unit-length binary16 vectors (config
-    /// `hnsw_vectors` = `unit_f16`; absent in older databases, whose snapshots hold the
-    /// float32 vectors as stored).
-    pub(crate) fn hnsw_unit(&self) -> Result<bool> {
-        Ok(self.config_get("hnsw_vectors")?.as_deref() == Some("unit_f16"))
+    /// What the stored snapshot holds (config `hnsw_vectors`; absent in older databases,
+    /// whose snapshots hold the float32 vectors as stored).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a value this version does not know; SQLite errors.
+    pub(crate) fn hnsw_vectors(&self) -> Result<GraphVectors> {
+        match self.config_get("hnsw_vectors")?.as_deref() {
+            None | Some("f32") => Ok(GraphVectors::Float),
+            Some("unit_f16") => Ok(GraphVectors::UnitF16),
+            Some("unit_i8") => Ok(GraphVectors::UnitI8),
+            Some(other) => Err(Error::Corrupt(format!(
+                "memories table {}: {}_config hnsw_vectors is {other:?}; expected f32, \
+                 unit_f16 or unit_i8 (a newer subcog wrote it?)",
+                self.table, self.table
+            ))),
+        }
     }
 
     /// Advances the HNSW generation without writing the snapshot, and empties the
@@ -182,14 +235,19 @@ impl Store {
     }
 
     /// Replaces the HNSW snapshot with the one stored in `src` (another table's store,
-    /// on its own connection), tagged `generation` (`unit`: as for [`Store::save_hnsw`]):
+    /// on its own connection), tagged `generation` and `vectors` (as [`Store::save_hnsw`]):
     /// the same bytes in the same 1 MiB chunks as `save_hnsw(&src.hnsw_blob()?, ..)`
     /// writes, streamed chunk by chunk instead of read whole first (a snapshot is about
     /// 1 KB per 384-d vector).
     ///
     /// # Errors
     /// SQLite errors.
-    pub(crate) fn save_hnsw_from(&self, src: &Store, generation: u64, unit: bool) -> Result<()> {
+    pub(crate) fn save_hnsw_from(
+        &self,
+        src: &Store,
+        generation: u64,
+        vectors: GraphVectors,
+    ) -> Result<()> {
         self.conn
             .execute(&self.sql(|| format!("DELETE FROM {}", self.q.hnsw)), [])?;
         let put = self.sql(|| format!("INSERT INTO {}(chunk, data) VALUES (?1, ?2)", self.q.hnsw));
@@ -226,16 +284,21 @@ impl Store {
         }
         self.config_set("generation", &(generation as i64).to_string())?;
         self.config_set("hnsw_saved", &(generation as i64).to_string())?;
-        self.config_set("hnsw_vectors", if unit { "unit_f16" } else { "f32" })?;
+        self.config_set("hnsw_vectors", vectors.tag())?;
         Ok(())
     }
 
-    /// Replaces the HNSW snapshot with `data`, tagged `generation` (`unit`: it holds
-    /// unit-length binary16 vectors, else float32 as stored), inside the caller's
+    /// Replaces the HNSW snapshot with `data`, tagged `generation` and with what its graph
+    /// holds (`vectors`, config `hnsw_vectors`), inside the caller's
     /// transaction. The pending list is left alone: a checkpoint empties it itself
     /// ([`Store::clear_pending`]), while writing a deferred snapshot at COMMIT must keep
     /// the ids that became pending after the deferred checkpoint.
-    pub(crate) fn save_hnsw(&self, data: &[u8], generation: u64, unit: bool) -> Result<()> {
+    pub(crate) fn save_hnsw(
+        &self,
+        data: &[u8],
+        generation: u64,
+        vectors: GraphVectors,
+    ) -> Result<()> {
         self.conn
             .execute(&self.sql(|| format!("DELETE FROM {}", self.q.hnsw)), [])?;
         let sql = self.sql(|| format!("INSERT INTO {}(chunk, data) VALUES (?1, ?2)", self.q.hnsw));
@@ -245,7 +308,7 @@ impl Store {
         }
         self.config_set("generation", &(generation as i64).to_string())?;
         self.config_set("hnsw_saved", &(generation as i64).to_string())?;
-        self.config_set("hnsw_vectors", if unit { "unit_f16" } else { "f32" })?;
+        self.config_set("hnsw_vectors", vectors.tag())?;
         Ok(())
     }
 }
@@ -279,7 +342,7 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         let want = store();
-        want.save_hnsw(&data, 7, true)
+        want.save_hnsw(&data, 7, GraphVectors::UnitI8)
             .unwrap_or_else(|e| panic!("{e}"));
         // Sources stored in 1 MiB chunks, and in odd ones (re-chunked on the way).
         let odd = store();
@@ -293,16 +356,16 @@ mod tests {
         }
         for src in [&want, &odd] {
             let dst = store();
-            dst.save_hnsw_from(src, 7, true)
+            dst.save_hnsw_from(src, 7, GraphVectors::UnitI8)
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(chunks(&dst), chunks(&want));
             assert_eq!(dst.hnsw_blob().unwrap_or_default(), data);
             assert_eq!(dst.snapshot_state().unwrap_or_default(), (7, 7));
-            assert!(dst.hnsw_unit().unwrap_or_default());
+            assert_eq!(dst.hnsw_vectors().ok(), Some(GraphVectors::UnitI8));
         }
         // Nothing stored: nothing written.
         let dst = store();
-        dst.save_hnsw_from(&store(), 3, false)
+        dst.save_hnsw_from(&store(), 3, GraphVectors::Float)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(chunks(&dst).is_empty());
     }

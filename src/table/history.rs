@@ -610,7 +610,7 @@ pub(crate) fn copy_at(
         vectors
     };
     if shared {
-        copy.save_hnsw_from(store, generation, store.hnsw_unit()?)?;
+        copy.save_hnsw_from(store, generation, store.hnsw_vectors()?)?;
     }
     copy.conn().execute_batch("COMMIT")?;
     let table = MemoryTable::new(copy, "main");

@@ -319,6 +319,38 @@ mod avx512 {
     }
 }
 
+/// The cosine distance `1 - a.b / (|a| |b|)` from the exact integer sums `(a.b, a.a, b.b)`
+/// of two int8 vectors; 1 when either is zero.
+fn cos_from_i32(ab: i32, aa: i32, bb: i32) -> f32 {
+    let n = f64::from(aa) * f64::from(bb);
+    if n > 0.0 {
+        (1.0 - f64::from(ab) / n.sqrt()) as f32
+    } else {
+        1.0
+    }
+}
+
+/// The cosine distance of two int8 vectors (the codes usearch makes of unit vectors,
+/// `trunc(127 u_i)`), portable.
+pub fn i8_cos_portable(a: &[i8], b: &[i8]) -> f32 {
+    let (mut ab, mut aa, mut bb) = (0i32, 0i32, 0i32);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (i32::from(*x), i32::from(*y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    cos_from_i32(ab, aa, bb)
+}
+
+/// SAFETY: handed out by `i8_cos_distance` only after AVX2 was detected.
+#[cfg(target_arch = "x86_64")]
+pub fn i8_cos_avx2(a: &[i8], b: &[i8]) -> f32 {
+    // SAFETY: AVX2 was detected before this was handed out (see above).
+    let (ab, aa, bb) = unsafe { i8x::dot3_avx2(a, b) };
+    cos_from_i32(ab, aa, bb)
+}
+
 /// SAFETY: handed out by `half_ip_distance` only after AVX-512F was detected.
 #[cfg(target_arch = "x86_64")]
 pub fn half_ip_avx512(a: &[u16], b: &[u16]) -> f32 {
@@ -444,6 +476,45 @@ mod i8x {
             r += i32::from(*a) * i32::from(*b);
         }
         r
+    }
+
+    /// `(a.b, a.a, b.b)` of two int8 vectors in one pass (`vpmaddwd`, exact int32: at most
+    /// 2^16 products of magnitude <= 127^2 per sum).
+    #[target_feature(enable = "avx2")]
+    pub fn dot3_avx2(a: &[i8], b: &[i8]) -> (i32, i32, i32) {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut ab, mut aa, mut bb) = (
+            _mm256_setzero_si256(),
+            _mm256_setzero_si256(),
+            _mm256_setzero_si256(),
+        );
+        let mut i = 0;
+        // SAFETY: each load reads 16 bytes at i with i + 16 <= n, inside both slices.
+        unsafe {
+            while i + 16 <= n {
+                let x = _mm256_cvtepi8_epi16(_mm_loadu_si128(pa.add(i) as *const __m128i));
+                let y = _mm256_cvtepi8_epi16(_mm_loadu_si128(pb.add(i) as *const __m128i));
+                ab = _mm256_add_epi32(ab, _mm256_madd_epi16(x, y));
+                aa = _mm256_add_epi32(aa, _mm256_madd_epi16(x, x));
+                bb = _mm256_add_epi32(bb, _mm256_madd_epi16(y, y));
+                i += 16;
+            }
+        }
+        let sum = |s: __m256i| -> i32 {
+            let t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b01_00_11_10));
+            let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b10_11_00_01));
+            _mm_cvtsi128_si32(t)
+        };
+        let (mut rab, mut raa, mut rbb) = (sum(ab), sum(aa), sum(bb));
+        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+            let (x, y) = (i32::from(*x), i32::from(*y));
+            rab += x * y;
+            raa += x * x;
+            rbb += y * y;
+        }
+        (rab, raa, rbb)
     }
 
     /// [`dot_avx2`] of `q` with each vector of `codes` (`q.len()` codes each) into `out`.

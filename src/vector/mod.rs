@@ -147,6 +147,24 @@ pub(crate) fn half_ip_distance() -> HalfDistanceFn {
     kernels::half_ip_portable
 }
 
+/// A distance function over two int8 vectors.
+pub(crate) type I8DistanceFn = fn(&[i8], &[i8]) -> f32;
+
+/// The cosine distance `1 - a.b / (|a| |b|)` of two int8 vectors (the HNSW graph of cosine
+/// tables holds usearch's int8 codes of unit vectors, `trunc(127 u_i)`, whose norms differ
+/// from 127 by a few percent: hence the norms, not a plain `1 - a.b / 127^2`); the three
+/// sums are exact integers. AVX2 when the CPU has it (chosen at run time), else portable;
+/// both give the same value.
+pub(crate) fn i8_cos_distance() -> I8DistanceFn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return kernels::i8_cos_avx2;
+        }
+    }
+    kernels::i8_cos_portable
+}
+
 /// binary16 bits to f32 (exact: every binary16 value is a float32 value).
 pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
@@ -457,6 +475,54 @@ pub(crate) fn clip(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The int8 cosine distance: every kernel this CPU runs gives the portable value, on
+    /// extreme codes, odd lengths and zero vectors, and it is the f64 cosine of the codes.
+    #[test]
+    fn int8_cosine_kernels_agree() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) % 255) as i64 - 127
+        };
+        let fast = i8_cos_distance();
+        for len in [1usize, 15, 16, 17, 100, 384, 1000] {
+            for zero in [false, true] {
+                let a: Vec<i8> = (0..len).map(|_| next() as i8).collect();
+                let b: Vec<i8> = (0..len)
+                    .map(|i| {
+                        if zero {
+                            0
+                        } else if i % 3 == 0 {
+                            -127
+                        } else {
+                            next() as i8
+                        }
+                    })
+                    .collect();
+                let want = kernels::i8_cos_portable(&a, &b);
+                assert_eq!(fast(&a, &b).to_bits(), want.to_bits(), "len {len}");
+                let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+                for (x, y) in a.iter().zip(&b) {
+                    let (x, y) = (f64::from(*x), f64::from(*y));
+                    ab += x * y;
+                    aa += x * x;
+                    bb += y * y;
+                }
+                let exact = if aa * bb > 0.0 {
+                    1.0 - ab / (aa * bb).sqrt()
+                } else {
+                    1.0
+                };
+                assert!(
+                    (f64::from(want) - exact).abs() < 1e-6,
+                    "len {len}: {want} vs {exact}"
+                );
+            }
+        }
+    }
 
     /// Every int8 kernel this CPU runs gives the exact integer, on extreme codes and on
     /// lengths that are not multiples of the vector width.
