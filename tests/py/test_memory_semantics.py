@@ -409,6 +409,57 @@ def test_secrets_reject_and_allow(conn):
 
 # ---------------------------------------------------------------- upgrade
 
+def test_binary16_graph_of_an_earlier_version_still_serves_then_rebuilds_as_int8(tmp_path):
+    """tests/fixtures/unit_f16.db: mem(dim=8, auto_embed=off, exact_max=0, scan_max=0,
+    dedup=off), 400 random vectors (ids 1-400), its HNSW snapshot written by the previous
+    release with binary16 unit vectors (hnsw_vectors = unit_f16). This release builds int8
+    graphs; the old snapshot must still be searched (exact distances from the stored
+    vectors), extended, checked, and turned into an int8 graph by 'rebuild'."""
+    import random
+    path = tmp_path / "unit_f16.db"
+    shutil.copy(FIXTURES / "unit_f16.db", path)
+    c = open_db(str(path))
+
+    def tag():
+        return c.execute("SELECT value FROM mem_config WHERE key = 'hnsw_vectors'").fetchone()[0]
+
+    def ok():
+        return json.loads(c.execute("SELECT subcog_integrity('mem')").fetchone()[0])["ok"]
+
+    rng = random.Random(3)
+
+    def recall():
+        rows = {i: struct.unpack("<8f", b) for i, b in
+                c.execute("SELECT id, embedding FROM mem")}
+        cos = lambda a, b: sum(x * y for x, y in zip(a, b)) / (  # noqa: E731
+            sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
+        hit = 0
+        for _ in range(40):
+            q = [rng.gauss(0, 1) for _ in range(8)]
+            want = sorted(rows, key=lambda i: -cos(q, rows[i]))[:10]
+            got = [r[0] for r in c.execute(
+                "SELECT id FROM mem WHERE embedding MATCH ? AND k = 10", (pack(q),))]
+            hit += len(set(got) & set(want))
+        return hit / 400
+
+    assert tag() == "unit_f16"
+    assert recall() >= 0.98 and ok()
+    # Writes extend the old graph (it stays binary16 until rebuilt).
+    c.execute("BEGIN")
+    for i in range(401, 461):
+        c.execute("INSERT INTO mem(id, content, embedding) VALUES (?, ?, ?)",
+                  (i, f"note {i}", pack([rng.gauss(0, 1) for _ in range(8)])))
+    c.execute("INSERT INTO mem(mem) VALUES ('optimize')")
+    c.execute("COMMIT")
+    assert tag() == "unit_f16" and recall() >= 0.98 and ok()
+    c.execute("INSERT INTO mem(mem) VALUES ('rebuild')")
+    assert tag() == "unit_i8" and recall() >= 0.98 and ok()
+    c.close()
+    c = open_db(str(path))
+    assert tag() == "unit_i8" and recall() >= 0.98 and ok()
+    c.close()
+
+
 def test_format_1_database_is_upgraded_in_place(tmp_path):
     path = tmp_path / "format1.db"
     shutil.copy(FIXTURES / "format1.db", path)
