@@ -44,7 +44,7 @@ pub(super) fn add_parallel(index: &Index, items: &[(u64, Vec<f32>)]) -> Result<(
     })
 }
 
-/// Candidates of the reachability check: a k = 1 search over a binary16 graph takes
+/// Candidates of the reachability check: a k = 1 search over a graph of unit codes (int8 or binary16) takes
 /// k + 10 = 11 candidates ([`Ann::search_ef`]), so a node among the first 11 its own
 /// vector finds is returned by that search.
 const REACH_CANDIDATES: usize = 11;

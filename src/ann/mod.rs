@@ -700,7 +700,7 @@ impl Ann {
     /// Graph candidates for a batch of near-duplicate checks ([`crate::table::dedup`]): for each
     /// `(namespace, query)`, the ids of that namespace the graph walk (candidate list `ef`,
     /// at most `k` results) puts within `max_distance` of the query by graph distance
-    /// (plus the binary16 rounding), nearest first. Pending ids are skipped: the caller
+    /// (plus the codes' rounding), nearest first. Pending ids are skipped: the caller
     /// compares the pending vectors itself, exactly. The walks run on [`crate::settings::index_threads`]
     /// threads. Unlike [`Ann::search`] this never scans a namespace exactly, so a check
     /// costs a short walk whatever the table's size, and it is approximate only there.

@@ -22,7 +22,7 @@ pub(crate) const FLUSH_BATCH: usize = 256;
 const NEAR_DUP_CANDIDATES: usize = 8;
 
 /// HNSW candidate list of the near-duplicate check's graph walk (see
-/// [`crate::ann::Ann::search_ef`]); the binary16 graph raises it to k + 10 = 18 candidates.
+/// [`crate::ann::Ann::search_ef`]); a graph of unit codes (int8, or binary16) raises it to k + 10 = 18 candidates.
 const NEAR_DUP_EF: usize = 24;
 
 /// `(id, [f32; dim])` pairs.

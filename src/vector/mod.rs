@@ -127,8 +127,8 @@ pub(crate) type DistanceFn = fn(&[f32], &[f32]) -> f32;
 /// A distance function over two vectors of IEEE-754 binary16 values (as bits).
 pub(crate) type HalfDistanceFn = fn(&[u16], &[u16]) -> f32;
 
-/// The inner-product distance `1 - a.b` over binary16 vectors (the HNSW graph of cosine
-/// tables holds unit vectors in binary16): AVX-512F, else F16C + AVX2 + FMA, when the CPU
+/// The inner-product distance `1 - a.b` over binary16 vectors (the HNSW graphs of cosine
+/// tables that earlier versions saved hold unit vectors in binary16): AVX-512F, else F16C + AVX2 + FMA, when the CPU
 /// has them (chosen at run time), else a portable conversion. AVX-512 took ~15% off the
 /// CPU time of a 30k bulk load against AVX2 (AMD EPYC, benches/py/perf_targets.py).
 pub(crate) fn half_ip_distance() -> HalfDistanceFn {
