@@ -7,8 +7,7 @@
 //! ([`authenticate`]): it resolves `Authorization: Bearer <token>` against the tokens
 //! file (401 otherwise), reads the body up to the body limit (413 above it, after reading
 //! on a bounded amount so the client sees the reply; rmcp checks the limit again), bounds
-//! each request's time
-//! (408), attaches the token's [`Principal`] to the request, and logs one line per
+//! each request's time (408), attaches the token's [`Principal`] to the request, and logs one line per
 //! request with the token's name. rmcp hands the request's parts to the tools, which
 //! check the principal's namespaces ([`crate::mcp`]). The tokens file is read again on
 //! SIGHUP; SIGTERM and SIGINT stop the server after the requests in flight.
