@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchdata  # noqa: E402
+from million import live_ids  # noqa: E402
 
 CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "bench-cache")
 
@@ -75,19 +76,13 @@ def main():
     if not a.reuse:
         for ext, path in zip(a.ext, paths):
             load(ext, path, texts, xs)
-    index = {t: i for i, t in enumerate(texts)}
     qn = qv / np.linalg.norm(qv, axis=1, keepdims=True)
     tables = []
     for ext, path in zip(a.ext, paths):
         c = sqlite3.connect(path)
         c.enable_load_extension(True)
         c.load_extension(ext)
-        live, sup = {}, 0
-        for rid, content, s in c.execute("SELECT id, content, superseded_by IS NOT NULL FROM m"):
-            if s:
-                sup += 1
-            elif content in index:
-                live[rid] = index[content]
+        live, sup = live_ids(c, texts)
         ids = np.array(sorted(live))
         x = xs[[live[i] for i in ids]]
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
