@@ -168,3 +168,57 @@ fn memories_keyword_search_matches_fts5_bm25() {
         }
     }
 }
+
+/// The table's `'optimize'` merges the FTS5 index into one segment (as FTS5's own
+/// `'optimize'`), and keyword search returns the same rows and scores before and after.
+#[test]
+fn optimize_merges_the_keyword_index_into_one_segment() {
+    let c = mem();
+    c.execute_batch("CREATE VIRTUAL TABLE m USING memories(dim=8)")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut r = Rng(9);
+    // One transaction per batch: each commit writes at least one new FTS5 segment.
+    for batch in 0..12i64 {
+        c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..100i64 {
+            let content = format!("{} b{batch}n{i}", text(&mut r));
+            let v: Vec<f32> = (0..8).map(|_| r.unit() as f32 - 0.5).collect();
+            c.execute(
+                "INSERT INTO m(content, embedding) VALUES (?1, ?2)",
+                params![content, common::blob(&v)],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let segments = |c: &Connection| common::int(c, "SELECT count(DISTINCT segid) FROM m_fts_idx");
+    assert!(
+        segments(&c) > 1,
+        "the loads left {} segment(s)",
+        segments(&c)
+    );
+    let queries: Vec<String> = (0..40).map(|_| query(&mut r)).collect();
+    let search = |c: &Connection| -> Vec<Vec<(i64, f64)>> {
+        queries
+            .iter()
+            .map(|q| {
+                rows(
+                    c,
+                    "SELECT id, score FROM m WHERE content MATCH ?1 AND k = ?2",
+                    q,
+                    20,
+                )
+            })
+            .collect()
+    };
+    let before = search(&c);
+    c.execute_batch("INSERT INTO m(m) VALUES ('optimize')")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(segments(&c), 1);
+    assert_eq!(search(&c), before);
+    common::assert_integrity(&c, "m", "after 'optimize'");
+    c.execute_batch("INSERT INTO m(m) VALUES ('rebuild')")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(segments(&c), 1);
+    assert_eq!(search(&c), before);
+}

@@ -9,10 +9,11 @@ use crate::row;
 use crate::store::Store;
 
 impl MemoryTable {
-    /// Runs the command `name` (case-insensitive): `rebuild` rebuilds the FTS5 index, the
-    /// dedup hashes and the HNSW graph from the content and vector tables (and drops
-    /// orphan vectors and links); `optimize` folds the pending vectors into the HNSW
-    /// snapshot now; `purge` deletes every expired memory and applies `history_keep`;
+    /// Runs the command `name` (case-insensitive): `rebuild` rebuilds the FTS5 index (merged
+    /// into one segment), the dedup hashes and the HNSW graph from the content and vector
+    /// tables (and drops orphan vectors and links); `optimize` merges the FTS5 index's
+    /// segments into one ([`Store::optimize_fts`]) and folds the pending vectors into the
+    /// HNSW snapshot now; `purge` deletes every expired memory and applies `history_keep`;
     /// `restore:<version or snapshot>` restores the table to that version
     /// ([`MemoryTable::restore`]); `merge:<fail|ours|theirs>:<branch>` merges a branch of
     /// this table into it ([`MemoryTable::merge_branch`]). On a branch, see
@@ -37,6 +38,7 @@ impl MemoryTable {
                 store.delete_orphan_vectors()?;
                 store.delete_orphan_links()?;
                 store.rebuild_fts()?;
+                store.optimize_fts()?;
                 store.rehash(&store.stale_hashes()?)?;
                 self.ann.borrow_mut().rebuild(store)
             }
@@ -50,6 +52,7 @@ impl MemoryTable {
             }
             "optimize" => {
                 self.flush()?;
+                self.store.optimize_fts()?;
                 self.ann
                     .borrow_mut()
                     .maybe_checkpoint(&self.store, Checkpoint::Force)
