@@ -110,6 +110,82 @@ fn every_change_is_recorded_in_its_transaction() {
     assert_integrity(&c, "mem", "after recording");
 }
 
+/// The `after` of an insert or update is not stored (it is the next change's `before`,
+/// or the current row), yet `subcog_history` shows it; rows written with their `after`
+/// (earlier builds) read as stored; the integrity check still finds a history that does
+/// not lead to the table.
+#[test]
+fn insert_and_update_after_images_are_derived_not_stored() {
+    let c = mem();
+    table(&c, ", dedup=off");
+    let a = put(&c, "alpha fact", [1.0, 0.0, 0.0, 0.0]);
+    c.execute("UPDATE mem SET content = 'alpha fixed' WHERE id = ?1", [a])
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.execute("UPDATE mem SET tags = '[\"x\"]' WHERE id = ?1", [a])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b = put(&c, "beta fact", [0.0, 1.0, 0.0, 0.0]);
+    c.execute("DELETE FROM mem WHERE id = ?1", [b])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        int(
+            &c,
+            "SELECT count(*) FROM mem_history WHERE op IN ('insert', 'update') AND after IS NULL"
+        ),
+        4,
+        "no insert or update stores its after-image"
+    );
+    let history = |id: i64| -> Vec<(String, Option<String>, Option<String>)> {
+        let mut st = c
+            .prepare("SELECT change, before, after FROM subcog_history('mem', ?1)")
+            .unwrap_or_else(|e| panic!("{e}"));
+        st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|r| r.collect())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let h = history(a);
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert_eq!(h[0].2, h[1].1, "insert's after = the first update's before");
+    assert_eq!(h[1].2, h[2].1, "update's after = the next update's before");
+    let now: String = c
+        .query_row(
+            "SELECT json_object('content', content, 'tags', tags) FROM mem WHERE id = ?1",
+            [a],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let last: serde_json::Value =
+        serde_json::from_str(h[2].2.as_deref().unwrap_or("null")).unwrap_or_default();
+    let now: serde_json::Value = serde_json::from_str(&now).unwrap_or_default();
+    assert_eq!(
+        (&last["content"], &last["tags"]),
+        (&now["content"], &now["tags"]),
+        "the last change's after is the current row"
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(h[0].2.as_deref().unwrap_or("null")).unwrap_or_default();
+    assert_eq!(first["content"], "alpha fact");
+    let hb = history(b);
+    assert_eq!(hb.len(), 2);
+    assert_eq!(hb[0].2, hb[1].1, "insert's after = the delete's before");
+    assert_eq!(hb[1].2, None, "a delete leaves nothing");
+    assert_integrity(&c, "mem", "with derived after-images");
+    // A row with its after-image stored (as earlier builds wrote them) reads as stored.
+    let stored = h[0].2.clone().unwrap_or_default();
+    c.execute(
+        "UPDATE mem_history SET after = ?1 WHERE id = ?2 AND op = 'insert'",
+        params![stored, a],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(history(a), h);
+    assert_integrity(&c, "mem", "with a stored after-image");
+    // A history that does not lead to the table is still found: the current row removed
+    // behind the table's back (the last change is an update, its after not stored).
+    c.execute("DELETE FROM mem_content WHERE id = ?1", [a])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = common::report(&c, "mem");
+    assert_eq!(report["counts"]["history_mismatches"], 1, "{report}");
+}
+
 #[test]
 fn history_off_records_nothing_and_says_so() {
     let c = mem();

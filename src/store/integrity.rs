@@ -159,39 +159,59 @@ fn check_rows(store: &Store, r: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// The history against the table: per memory, consecutive changes chain and the last
-/// change's `after` is the current row.
+/// The history against the table: per memory, consecutive changes chain (a change's
+/// `after` is the next one's `before`) and the last change leaves the current row. An
+/// `after` not stored ([`super::history::after_elided`]) says only that the memory exists
+/// after the change: the next `before` must be a row, or the memory must exist now.
 fn check_history(store: &Store, r: &mut Report) -> Result<()> {
     if !store.history_on() {
         return Ok(());
     }
     r.count("history_changes", store.history_len()?, |_| None);
+    /// What a change left: a stored row (or absence), or an elided row (some row).
+    enum Left {
+        Stored(Option<String>),
+        Elided,
+    }
     let mut bad = 0i64;
     let mut first_bad: Option<i64> = None;
-    let mut last: Option<(i64, Option<String>)> = None;
+    let mut last: Option<(i64, Left)> = None;
     let mut flag = |id: i64, bad: &mut i64| {
         *bad += 1;
         first_bad.get_or_insert(id);
     };
-    let mut close = |prev: Option<(i64, Option<String>)>, bad: &mut i64| -> Result<()> {
-        if let Some((id, after)) = prev {
+    let mut close = |prev: Option<(i64, Left)>, bad: &mut i64| -> Result<()> {
+        if let Some((id, left)) = prev {
             let now = store.get(id)?.map(|row| super::history::row_json(&row));
-            if now != after {
+            let ok = match left {
+                Left::Stored(after) => now == after,
+                Left::Elided => now.is_some(),
+            };
+            if !ok {
                 flag(id, bad);
             }
         }
         Ok(())
     };
-    store.row_chain(|id, before, after| {
+    store.row_chain(|id, op, before, after| {
         match last.take() {
-            Some((prev, prev_after)) if prev == id => {
-                if prev_after != before {
+            Some((prev, left)) if prev == id => {
+                let ok = match left {
+                    Left::Stored(prev_after) => prev_after == before,
+                    Left::Elided => before.is_some(),
+                };
+                if !ok {
                     bad += 1;
                 }
             }
             other => close(other, &mut bad)?,
         }
-        last = Some((id, after));
+        let left = if super::history::after_elided(op, after.as_deref()) {
+            Left::Elided
+        } else {
+            Left::Stored(after)
+        };
+        last = Some((id, left));
         Ok(())
     })?;
     close(last.take(), &mut bad)?;

@@ -50,6 +50,11 @@ struct AWorld {
     outcomes: Vec<[usize; 3]>,
     /// Per table: links found at a sync (batched near-duplicate checks).
     batched_links: Vec<usize>,
+    /// Per table: the earlier `(content, namespace)` of each memory updated since the last
+    /// sync. Every query flushes (an UPDATE's own row lookup too), so a link found between
+    /// two syncs may predate an update of either memory: it is checked against every state
+    /// each had since the last sync.
+    revised: Vec<std::collections::HashMap<i64, Vec<(String, String)>>>,
     strict: Vec<usize>,
     own_vector: Vec<usize>,
     ops: usize,
@@ -143,21 +148,60 @@ impl AWorld {
             let Some(n) = n else {
                 panic!("{ctx}: {old} is superseded by {new}, which does not exist");
             };
-            assert_eq!(
-                o.ns, n.ns,
-                "{ctx}: {new} supersedes {old} of another namespace"
-            );
             assert!(new > old, "{ctx}: {new} supersedes the newer {old}");
-            let sim = similarity(
-                o.v.as_deref().unwrap_or_default(),
-                n.v.as_deref().unwrap_or_default(),
-            );
+            // Same namespace and similarity >= the threshold, in some state each memory
+            // had since the last sync (the current one unless an endpoint was updated).
+            let (o_now, n_now) = (o.clone(), n.clone());
+            let old_states = self.states(t, old, o_now.v.clone(), &o_now.ns);
+            let new_states = self.states(t, new, n_now.v.clone(), &n_now.ns);
+            let best = old_states
+                .iter()
+                .flat_map(|(ov, ons)| {
+                    new_states
+                        .iter()
+                        .filter(move |(_, nns)| nns == ons)
+                        .map(move |(nv, _)| similarity(ov, nv))
+                })
+                .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+            let Some(sim) = best else {
+                panic!("{ctx}: {new} supersedes {old} of another namespace");
+            };
             assert!(
                 sim >= THRESHOLD - f64::from(TOL),
                 "{ctx}: {new} supersedes {old} at similarity {sim}"
             );
             self.o[t].update(&self.w, old, |r| r.sup = Some(new));
             self.batched_links[t] += 1;
+        }
+        self.revised[t].clear();
+    }
+
+    /// The `(vector, namespace)` states memory `id` of table `t` had since the last sync:
+    /// `now` (its current vector and namespace) and, when it was updated meanwhile, each
+    /// earlier content (embedded with `embed()`, as the table embedded it) and namespace.
+    fn states(
+        &self,
+        t: usize,
+        id: i64,
+        now: Option<Vec<f32>>,
+        ns: &str,
+    ) -> Vec<(Vec<f32>, String)> {
+        let mut out = vec![(now.unwrap_or_default(), ns.to_string())];
+        for (content, ns) in self.revised[t].get(&id).into_iter().flatten() {
+            let v: Vec<u8> = self
+                .w
+                .query_row("SELECT embed(?1)", [content], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("auto op {}: embed: {e}", self.ops));
+            out.push((unblob(&v), ns.clone()));
+        }
+        out
+    }
+
+    /// Notes memory `id`'s content and namespace before an update (see `revised`).
+    fn revise(&mut self, t: usize, id: i64) {
+        if let Some(r) = self.o[t].rows.get(&id) {
+            let was = (r.content.clone(), r.ns.clone());
+            self.revised[t].entry(id).or_default().push(was);
         }
     }
 
@@ -314,6 +358,7 @@ impl AWorld {
                 0 => {
                     // Re-embedded (deferred) from the new content.
                     let c = sentence(&mut self.rng);
+                    self.revise(t, id);
                     self.exec_p(
                         &format!("UPDATE {name} SET content = ?1 WHERE id = ?2"),
                         &c,
@@ -326,6 +371,7 @@ impl AWorld {
                 }
                 1 => {
                     let ns = self.rng.pick(A_NAMESPACES).to_string();
+                    self.revise(t, id);
                     self.exec_p(
                         &format!("UPDATE {name} SET namespace = ?1 WHERE id = ?2"),
                         &ns,
@@ -461,6 +507,8 @@ impl AWorld {
             for o in &mut self.o {
                 o.reload(&self.w);
             }
+            // The rolled back updates left nothing a later link could predate.
+            self.revised.iter_mut().for_each(|r| r.clear());
         }
         self.integrity(if commit { "COMMIT" } else { "ROLLBACK" });
         for t in 0..A_MEMS.len() {
@@ -550,6 +598,7 @@ pub fn run(seed: u64) {
         in_tx: false,
         outcomes: vec![[0; 3]; A_MEMS.len()],
         batched_links: vec![0; A_MEMS.len()],
+        revised: vec![Default::default(); A_MEMS.len()],
         strict: vec![0; A_MEMS.len()],
         own_vector: vec![0; A_MEMS.len()],
         ops: 0,

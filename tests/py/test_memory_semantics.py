@@ -164,6 +164,27 @@ def test_near_duplicate_supersedes_the_older_memory(conn):
     assert ok["ok"] and ok["counts"]["links"] == 1, ok
 
 
+def test_a_supersession_stays_when_the_superseded_memory_is_edited_later(conn):
+    """The near-duplicate check links the new memory to the old one as they are when it
+    runs (every query flushes it first, an UPDATE's own row lookup too); editing the old
+    memory afterwards keeps the link: the edit is not a new memory."""
+    conn.execute("CREATE VIRTUAL TABLE mem USING memories(dim=3, auto_embed=off, "
+                 "dedup_threshold=0.95)")
+    conn.execute("BEGIN")
+    a, _ = insert(conn, content="first wording", embedding=pack(unit([1, 0, 0])))
+    # (no subcog_last_insert here: it would run b's check at once)
+    b = conn.execute("INSERT INTO mem(content, embedding) VALUES ('second wording', ?)",
+                     (pack(unit([1, 0.2, 0])),)).lastrowid
+    # the UPDATE's lookup of row a runs b's check first (cos 0.98 to a), then a changes
+    conn.execute("UPDATE mem SET content = 'unrelated now', embedding = ? WHERE id = ?",
+                 (pack(unit([0, 0, 1])), a))
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT id, superseded_by FROM mem ORDER BY id").fetchall() == [
+        (a, b), (b, None)]
+    ok = json.loads(conn.execute("SELECT subcog_integrity('mem')").fetchone()[0])
+    assert ok["ok"], ok
+
+
 def test_superseded_by_is_read_only(conn):
     conn.execute("CREATE VIRTUAL TABLE mem USING memories(dim=3, auto_embed=off)")
     a, _ = insert(conn, content="x", embedding=pack(unit([1, 0, 0])))
