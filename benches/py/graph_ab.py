@@ -10,6 +10,7 @@ Used for the int8 graphs (BENCHMARKS.md, "Cosine graphs of int8 codes"):
     .venv/bin/python benches/py/graph_ab.py --ext OLD/libsubcog --ext target/release/libsubcog \
         --n 100000 --work /tmp/graph_ab
 
+`--page-size 8192` loads files with the page size the `subcog` binary gives its files.
 Each `--ext` must be a libsubcog in its own directory (SQLite names the entry point after
 the file). The loads run one after the other, in the order given.
 """
@@ -30,13 +31,15 @@ from million import live_ids  # noqa: E402
 CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "target", "bench-cache")
 
 
-def load(ext, path, texts, xs):
+def load(ext, path, texts, xs, page_size):
     for f in (path, path + "-wal", path + "-shm"):
         if os.path.exists(f):
             os.remove(f)
     c = sqlite3.connect(path, isolation_level=None)
     c.enable_load_extension(True)
     c.load_extension(ext)
+    if page_size:
+        c.execute(f"PRAGMA page_size = {int(page_size)}")
     c.execute("PRAGMA journal_mode = WAL")
     c.execute("PRAGMA synchronous = NORMAL")
     c.execute("CREATE VIRTUAL TABLE m USING memories()")
@@ -62,6 +65,9 @@ def main():
     ap.add_argument("--work", default="/tmp/graph_ab")
     ap.add_argument("--cache", default=CACHE)
     ap.add_argument("--reuse", action="store_true", help="skip the loads, measure the files")
+    ap.add_argument("--page-size", type=int, default=0,
+                    help="PRAGMA page_size of the new files (0: SQLite's default, 4,096; the subcog "
+                         "binary creates its files with 8,192)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     xs = benchdata.corpus_embeddings(a.n, a.cache)
@@ -75,7 +81,7 @@ def main():
     print(f"load average {os.getloadavg()[0]:.2f}")
     if not a.reuse:
         for ext, path in zip(a.ext, paths):
-            load(ext, path, texts, xs)
+            load(ext, path, texts, xs, a.page_size)
     qn = qv / np.linalg.norm(qv, axis=1, keepdims=True)
     tables = []
     for ext, path in zip(a.ext, paths):
