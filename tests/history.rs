@@ -117,7 +117,7 @@ fn every_change_is_recorded_in_its_transaction() {
 #[test]
 fn insert_and_update_after_images_are_derived_not_stored() {
     let c = mem();
-    table(&c, ", dedup=off");
+    table(&c, "");
     let a = put(&c, "alpha fact", [1.0, 0.0, 0.0, 0.0]);
     c.execute("UPDATE mem SET content = 'alpha fixed' WHERE id = ?1", [a])
         .unwrap_or_else(|e| panic!("{e}"));

@@ -333,6 +333,14 @@ fn cos_from_i32(ab: i32, aa: i32, bb: i32) -> f32 {
 /// The cosine distance of two int8 vectors (the codes usearch makes of unit vectors,
 /// `trunc(127 u_i)`), portable.
 pub fn i8_cos_portable(a: &[i8], b: &[i8]) -> f32 {
+    let (ab, aa, bb) = i8_dot3_portable(a, b);
+    cos_from_i32(ab, aa, bb)
+}
+
+/// `(a.b, a.a, b.b)` of two int8 vectors (exact int32 up to 2^16 elements), portable: the
+/// fallback kernel and the SIMD kernels' tails.
+#[inline]
+pub fn i8_dot3_portable(a: &[i8], b: &[i8]) -> (i32, i32, i32) {
     let (mut ab, mut aa, mut bb) = (0i32, 0i32, 0i32);
     for (x, y) in a.iter().zip(b) {
         let (x, y) = (i32::from(*x), i32::from(*y));
@@ -340,7 +348,7 @@ pub fn i8_cos_portable(a: &[i8], b: &[i8]) -> f32 {
         aa += x * x;
         bb += y * y;
     }
-    cos_from_i32(ab, aa, bb)
+    (ab, aa, bb)
 }
 
 /// SAFETY: handed out by `i8_cos_distance` only after AVX2 was detected.
@@ -516,14 +524,8 @@ mod i8x {
             let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b10_11_00_01));
             _mm_cvtsi128_si32(t)
         };
-        let (mut rab, mut raa, mut rbb) = (sum(ab), sum(aa), sum(bb));
-        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
-            let (x, y) = (i32::from(*x), i32::from(*y));
-            rab += x * y;
-            raa += x * x;
-            rbb += y * y;
-        }
-        (rab, raa, rbb)
+        let (tab, taa, tbb) = super::i8_dot3_portable(&a[i..n], &b[i..n]);
+        (sum(ab) + tab, sum(aa) + taa, sum(bb) + tbb)
     }
 
     /// `(a.b, a.a, b.b)` of two int8 vectors in one pass with `vpdpbusd` (unsigned x
@@ -556,16 +558,12 @@ mod i8x {
             }
         }
         let (sa, sb) = (_mm512_reduce_add_epi32(sa), _mm512_reduce_add_epi32(sb));
-        let mut rab = _mm512_reduce_add_epi32(uab) - 128 * sb;
-        let mut raa = _mm512_reduce_add_epi32(uaa) - 128 * sa;
-        let mut rbb = _mm512_reduce_add_epi32(ubb) - 128 * sb;
-        for (x, y) in a[i..n].iter().zip(&b[i..n]) {
-            let (x, y) = (i32::from(*x), i32::from(*y));
-            rab += x * y;
-            raa += x * x;
-            rbb += y * y;
-        }
-        (rab, raa, rbb)
+        let (tab, taa, tbb) = super::i8_dot3_portable(&a[i..n], &b[i..n]);
+        (
+            _mm512_reduce_add_epi32(uab) - 128 * sb + tab,
+            _mm512_reduce_add_epi32(uaa) - 128 * sa + taa,
+            _mm512_reduce_add_epi32(ubb) - 128 * sb + tbb,
+        )
     }
 
     /// [`dot_avx2`] of `q` with each vector of `codes` (`q.len()` codes each) into `out`.
