@@ -51,7 +51,7 @@ const B: f64 = 0.75;
 /// negative (FTS5's sign: lower is better).
 pub(crate) const SKIPPED: f64 = 1.0;
 
-/// Registers `subcog_bm25` on `conn`'s FTS5. Returns `false` when the connection's SQLite
+/// Registers `subcog_bm25` and [`super::postings`]' `subcog_postings` on `conn`'s FTS5. Returns `false` when the connection's SQLite
 /// has no FTS5 (no `fts5()` function): keyword search then cannot run anyway.
 pub(crate) fn register(conn: &Connection) -> bool {
     // SAFETY: `conn.handle()` is a valid open database for the duration of this call
@@ -92,6 +92,7 @@ pub(crate) fn register(conn: &Connection) -> bool {
         let name = c"subcog_bm25";
         debug_assert_eq!(name.to_str().ok(), Some(NAME));
         create(api, name.as_ptr(), ptr::null_mut(), Some(bm25_topk), None) == ffi::SQLITE_OK
+            && super::postings::create(api)
     }
 }
 

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use rusqlite::params;
 
-use super::{Store, bm25};
+use rusqlite::OptionalExtension;
+
+use super::{Store, bm25, postings};
 use crate::error::{Error, Result};
 use crate::vector;
 
@@ -27,6 +29,20 @@ fn or_query(words: &[&str]) -> String {
         .map(|w| format!("\"{w}\""))
         .collect::<Vec<_>>()
         .join(" OR ")
+}
+
+/// The words of `query` when it is exactly [`or_query`]'s form, `"w1" OR "w2" ..`, each
+/// word a run of alphanumeric characters (what [`crate::search::text`] makes of free text,
+/// and `subcog_fts_query` returns); `None` for any other FTS5 query.
+fn or_words(query: &str) -> Option<Vec<&str>> {
+    query
+        .split(" OR ")
+        .map(|p| {
+            p.strip_prefix('"')
+                .and_then(|p| p.strip_suffix('"'))
+                .filter(|w| !w.is_empty() && w.chars().all(char::is_alphanumeric))
+        })
+        .collect()
 }
 
 impl Store {
@@ -92,9 +108,12 @@ impl Store {
     /// Keyword search: FTS5 `query`, best BM25 first, at most `limit` rows, optionally in
     /// one namespace. Returns `(id, bm25)`; FTS5's bm25 is negative, lower is better.
     ///
-    /// Ranked by [`bm25::NAME`] (FTS5's own BM25, computed in full only for rows that can
-    /// be among the best `limit`: the same rows and scores as `bm25()`), registered on
-    /// this connection at its first use; FTS5's `bm25()` where it cannot be.
+    /// An OR of quoted words (`subcog_fts_query`'s form) is ranked term at a time
+    /// ([`postings`], as [`Store::keyword_words`]); any other query by [`bm25::NAME`]
+    /// (FTS5's own BM25, computed in full only for rows that can be among the best
+    /// `limit`). Both give the rows and scores of `ORDER BY bm25() LIMIT limit`. The
+    /// functions are registered on this connection at their first use; FTS5's `bm25()`
+    /// ranks where they cannot be.
     ///
     /// # Errors
     /// FTS5 syntax errors, prefixed with what was searched.
@@ -104,6 +123,14 @@ impl Store {
         namespace: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(i64, f64)>> {
+        // `subcog_fts_query`'s form (an OR of quoted words) is ranked term at a time.
+        if let Some(words) = or_words(query)
+            && let Some(hits) =
+                self.keyword_postings(query, namespace, limit, postings::MAX_POSTINGS)?
+        {
+            debug_assert_eq!(or_query(&words), query);
+            return Ok(hits);
+        }
         match self.keyword_ranked(query, namespace, limit, true) {
             Err(Error::Sqlite(e)) if e.to_string().contains("no such function") => {
                 if bm25::register(&self.conn) {
@@ -117,12 +144,15 @@ impl Store {
     }
 
     /// Keyword search for free text already reduced to its `words` (alphanumeric runs,
-    /// [`crate::search::text`]): the rows of `"w1" OR "w2" ..`, best BM25 first, at most
-    /// `limit`: exactly [`Store::keyword`]'s rows and scores for that OR query.
+    /// [`crate::search::text`]): the rows of `"w1" OR "w2" ..`, best BM25 first (ties by
+    /// rowid), at most `limit`: exactly [`Store::keyword`]'s rows and scores for that OR
+    /// query.
     ///
-    /// Outside transactions the words' document frequencies come from a per-connection
-    /// cache (valid while nothing changed, [`Store::change_key`]) and are handed to
-    /// [`bm25`], which then skips its own pass over each word's rows.
+    /// Term at a time ([`postings`]): each word's doclist is walked once and only the rows
+    /// that can reach the best `limit` have their length read. Past
+    /// [`postings::MAX_POSTINGS`] the rows are streamed through [`bm25`] instead, the
+    /// words' document frequencies then coming, outside transactions, from a
+    /// per-connection cache (valid while nothing changed, [`Store::change_key`]).
     ///
     /// # Errors
     /// As [`Store::keyword`].
@@ -132,7 +162,21 @@ impl Store {
         namespace: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(i64, f64)>> {
+        self.keyword_words_capped(words, namespace, limit, postings::MAX_POSTINGS)
+    }
+
+    /// [`Store::keyword_words`], streaming when the postings pass `max_postings`.
+    fn keyword_words_capped(
+        &self,
+        words: &[&str],
+        namespace: Option<&str>,
+        limit: usize,
+        max_postings: usize,
+    ) -> Result<Vec<(i64, f64)>> {
         let all = or_query(words);
+        if let Some(hits) = self.keyword_postings(&all, namespace, limit, max_postings)? {
+            return Ok(hits);
+        }
         let Some(key) = self.change_key()? else {
             return self.keyword(&all, namespace, limit);
         };
@@ -147,6 +191,94 @@ impl Store {
             }
             r => r,
         }
+    }
+
+    /// `query` (an OR of words) ranked term at a time ([`postings::top_k`]); `None` when
+    /// its postings pass [`postings::MAX_POSTINGS`] or the function cannot be registered.
+    fn keyword_postings(
+        &self,
+        query: &str,
+        namespace: Option<&str>,
+        limit: usize,
+        max_postings: usize,
+    ) -> Result<Option<Vec<(i64, f64)>>> {
+        if limit == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let found = match self.postings_of(query, max_postings) {
+            Err(Error::Sqlite(e)) if e.to_string().contains("no such function") => {
+                if !bm25::register(&self.conn) {
+                    return Ok(None);
+                }
+                self.postings_of(query, max_postings)?
+            }
+            r => r?,
+        };
+        let blob = match found {
+            None => return Ok(Some(Vec::new())),
+            Some(None) => return Ok(None),
+            Some(Some(b)) => b,
+        };
+        let Some(p) = postings::Postings::decode(&blob) else {
+            return Err(Error::Index(format!(
+                "{}: keyword search: a malformed {} result",
+                self.table,
+                postings::NAME
+            )));
+        };
+        let size_sql = self.sql(|| format!("SELECT sz FROM {} WHERE id = ?1", self.q.fts_docsize));
+        let mut size = self.conn.prepare_cached(&size_sql)?;
+        let in_ns_sql = self.sql(|| {
+            format!(
+                "SELECT 1 FROM {} WHERE id = ?1 AND namespace = ?2",
+                self.q.content
+            )
+        });
+        let mut in_ns = match namespace {
+            Some(_) => Some(self.conn.prepare_cached(&in_ns_sql)?),
+            None => None,
+        };
+        let hits = postings::top_k(&p, limit, |id| {
+            if let (Some(st), Some(ns)) = (in_ns.as_mut(), namespace)
+                && !st.exists(params![id, ns])?
+            {
+                return Ok(None);
+            }
+            let sz: Option<Vec<u8>> = size.query_row([id], |r| r.get(0)).optional()?;
+            match sz {
+                Some(sz) => postings::docsize_total(&sz).map(Some),
+                None => Err(Error::Index(format!(
+                    "{}: keyword search: row {id} has no length in FTS5's _docsize",
+                    self.table
+                ))),
+            }
+        })?;
+        Ok(Some(hits))
+    }
+
+    /// `subcog_postings` of `query`'s OR: `None` when nothing matches, `Some(None)` past
+    /// `max` postings, else the encoded postings.
+    fn postings_of(&self, query: &str, max: usize) -> Result<Option<Option<Vec<u8>>>> {
+        let sql = self.sql(|| {
+            format!(
+                "SELECT {name}({bare}, ?2) FROM {fts} WHERE {bare} MATCH ?1 LIMIT 1",
+                name = postings::NAME,
+                bare = self.q.fts_bare,
+                fts = self.q.fts
+            )
+        });
+        let wrap = |e: rusqlite::Error| match e {
+            rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such function") => {
+                Error::Sqlite(e)
+            }
+            e => Error::invalid(format!("content MATCH '{}': {e}", vector::clip(query))),
+        };
+        let mut st = self.conn.prepare_cached(&sql).map_err(Error::Sqlite)?;
+        st.query_row(params![query, max.min(i64::MAX as usize) as i64], |r| {
+            r.get::<_, Option<Vec<u8>>>(0)
+        })
+        .optional()
+        .map_err(wrap)
     }
 
     /// The document frequency of each of `words`, from the cache when it is valid for
@@ -320,7 +452,76 @@ mod tests {
     }
 
     #[test]
-    fn cached_frequencies_give_the_plain_or_query_result() {
+    fn or_words_takes_only_the_plain_or_form() {
+        assert_eq!(or_words("\"a\" OR \"b2\""), Some(vec!["a", "b2"]));
+        assert_eq!(or_words("\"ü\""), Some(vec!["ü"]));
+        for q in [
+            "a OR b",
+            "\"a b\"",
+            "\"a\" AND \"b\"",
+            "\"\"",
+            "\"a\" OR",
+            "content:\"a\"",
+        ] {
+            assert_eq!(or_words(q), None, "{q}");
+        }
+    }
+
+    /// Words FTS5's tokenizer splits, folds or drops: the term-at-a-time ranking still
+    /// gives `bm25()`'s rows and scores, through `keyword` and `keyword_words` alike.
+    #[test]
+    fn unusual_words_rank_as_bm25_does() {
+        let texts: Vec<String> = [
+            "café crème",
+            "cafe creme",
+            "x½y z",
+            "½ alone",
+            "ǅemal ǆ",
+            "naïve naive naive",
+            "straße strasse",
+            "ﬁne ﬁle",
+            "résumé",
+            "plain words here",
+            "x y",
+            "²³ numbers",
+        ]
+        .iter()
+        .cycle()
+        .take(60)
+        .enumerate()
+        .map(|(i, t)| format!("{t} r{i}"))
+        .collect();
+        let s = store(&texts);
+        for q in [
+            vec!["café", "naive"],
+            vec!["½"],
+            vec!["x½y", "z"],
+            vec!["ǆemal", "ǅ"],
+            vec!["strasse", "straße"],
+            vec!["ﬁne"],
+            vec!["²³"],
+            vec!["résumé", "resume"],
+            vec!["nothing", "matches"],
+            vec!["r1", "r1"],
+        ] {
+            for ns in [None, Some("a")] {
+                for k in [1usize, 5, 100] {
+                    let want = s
+                        .keyword_ranked(&or_query(&q), ns, k, false)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let got = s.keyword_words(&q, ns, k).unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(got, want, "{q:?} {ns:?} k {k}");
+                    let got = s
+                        .keyword(&or_query(&q), ns, k)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(got, want, "{q:?} {ns:?} k {k}, keyword");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn term_at_a_time_and_streamed_give_the_plain_or_query_result() {
         // Zipf-like words: "w0" is in most rows, "w40" in few.
         let mut r = 7u64;
         let texts: Vec<String> = (0..4000)
@@ -351,12 +552,18 @@ mod tests {
                     let want = s
                         .keyword_ranked(&or_query(&ws), ns, k, false)
                         .unwrap_or_else(|e| panic!("{e}"));
-                    // Twice: the second run reads the cached document frequencies.
+                    // Term at a time over the postings.
+                    let got = s
+                        .keyword_words(&ws, ns, k)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(got, want, "{ws:?} {ns:?} k {k}");
+                    // Past the cap: streamed, twice (the second run reads the cached
+                    // document frequencies).
                     for _ in 0..2 {
                         let got = s
-                            .keyword_words(&ws, ns, k)
+                            .keyword_words_capped(&ws, ns, k, 10)
                             .unwrap_or_else(|e| panic!("{e}"));
-                        assert_eq!(got, want, "{ws:?} {ns:?} k {k}");
+                        assert_eq!(got, want, "{ws:?} {ns:?} k {k}, streamed");
                     }
                 }
             }
@@ -376,11 +583,13 @@ mod tests {
         let want = s
             .keyword_ranked(&or_query(&ws), None, 5, false)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            s.keyword_words(&ws, None, 5)
-                .unwrap_or_else(|e| panic!("{e}")),
-            want
-        );
+        for cap in [10, postings::MAX_POSTINGS] {
+            assert_eq!(
+                s.keyword_words_capped(&ws, None, 5, cap)
+                    .unwrap_or_else(|e| panic!("{e}")),
+                want
+            );
+        }
         assert_eq!(want.first().map(|h| h.0), Some(9999));
     }
 }

@@ -37,6 +37,7 @@ pub(crate) mod integrity;
 mod kept;
 mod links;
 mod pending;
+pub(crate) mod postings;
 mod schema;
 mod snapshot;
 pub(crate) use snapshot::GraphVectors;
@@ -96,6 +97,8 @@ struct Names {
     content: String,
     fts: String,
     fts_bare: String,
+    /// FTS5's own `<table>_fts_docsize`: each row's length in tokens.
+    fts_docsize: String,
     vectors: String,
     pending: String,
     hnsw: String,
@@ -131,6 +134,7 @@ impl Names {
             content: n("content"),
             fts: n("fts"),
             fts_bare: quote(&format!("{table}_fts")),
+            fts_docsize: n("fts_docsize"),
             vectors: n("vectors"),
             pending: n("pending"),
             hnsw: n("hnsw"),
