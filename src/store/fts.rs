@@ -31,6 +31,17 @@ fn or_query(words: &[&str]) -> String {
         .join(" OR ")
 }
 
+/// What [`Store::postings_of`] found.
+enum Walked {
+    /// The OR matches no row.
+    NoMatch,
+    /// More postings than the cap: stream instead.
+    OverCap,
+    Postings(postings::Postings),
+    /// Not this build's encoding (never expected).
+    Malformed,
+}
+
 /// The words of `query` when it is exactly [`or_query`]'s form, `"w1" OR "w2" ..`, each
 /// word a run of alphanumeric characters (what [`crate::search::text`] makes of free text,
 /// and `subcog_fts_query` returns); `None` for any other FTS5 query.
@@ -214,17 +225,17 @@ impl Store {
             }
             r => r?,
         };
-        let blob = match found {
-            None => return Ok(Some(Vec::new())),
-            Some(None) => return Ok(None),
-            Some(Some(b)) => b,
-        };
-        let Some(p) = postings::Postings::decode(&blob) else {
-            return Err(Error::Index(format!(
-                "{}: keyword search: a malformed {} result",
-                self.table,
-                postings::NAME
-            )));
+        let p = match found {
+            Walked::NoMatch => return Ok(Some(Vec::new())),
+            Walked::OverCap => return Ok(None),
+            Walked::Postings(p) => p,
+            Walked::Malformed => {
+                return Err(Error::Index(format!(
+                    "{}: keyword search: a malformed {} result",
+                    self.table,
+                    postings::NAME
+                )));
+            }
         };
         let size_sql = self.sql(|| format!("SELECT sz FROM {} WHERE id = ?1", self.q.fts_docsize));
         let mut size = self.conn.prepare_cached(&size_sql)?;
@@ -238,7 +249,7 @@ impl Store {
             Some(_) => Some(self.conn.prepare_cached(&in_ns_sql)?),
             None => None,
         };
-        let hits = postings::top_k(&p, limit, |id| {
+        let hits = postings::top_k(p, limit, |id| {
             if let (Some(st), Some(ns)) = (in_ns.as_mut(), namespace)
                 && !st.exists(params![id, ns])?
             {
@@ -256,9 +267,8 @@ impl Store {
         Ok(Some(hits))
     }
 
-    /// `subcog_postings` of `query`'s OR: `None` when nothing matches, `Some(None)` past
-    /// `max` postings, else the encoded postings.
-    fn postings_of(&self, query: &str, max: usize) -> Result<Option<Option<Vec<u8>>>> {
+    /// `subcog_postings` of `query`'s OR, decoded from SQLite's copy of the result.
+    fn postings_of(&self, query: &str, max: usize) -> Result<Walked> {
         let sql = self.sql(|| {
             format!(
                 "SELECT {name}({bare}, ?2) FROM {fts} WHERE {bare} MATCH ?1 LIMIT 1",
@@ -275,9 +285,16 @@ impl Store {
         };
         let mut st = self.conn.prepare_cached(&sql).map_err(Error::Sqlite)?;
         st.query_row(params![query, max.min(i64::MAX as usize) as i64], |r| {
-            r.get::<_, Option<Vec<u8>>>(0)
+            Ok(match r.get_ref(0)? {
+                rusqlite::types::ValueRef::Null => Walked::OverCap,
+                v => match postings::Postings::decode(v.as_blob()?) {
+                    Some(p) => Walked::Postings(p),
+                    None => Walked::Malformed,
+                },
+            })
         })
         .optional()
+        .map(|w| w.unwrap_or(Walked::NoMatch))
         .map_err(wrap)
     }
 

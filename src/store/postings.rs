@@ -43,12 +43,21 @@ const POSTING_BYTES: usize = 12;
 
 /// What `subcog_postings` returns, decoded: the table's row count and total tokens (as
 /// FTS5's `xRowCount` and `xColumnTotalSize(-1)`), and per phrase of the query its
-/// `(rowid, instances)` pairs in ascending rowid order.
-#[derive(Debug, Default)]
+/// postings in ascending rowid order.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Postings {
     pub(crate) rows: i64,
     pub(crate) tokens: i64,
-    pub(crate) phrases: Vec<Vec<(i64, u32)>>,
+    pub(crate) phrases: Vec<Vec<Entry>>,
+}
+
+/// One posting: the row, the phrase (its index in the query) and the phrase's instances
+/// in the row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Entry {
+    pub(crate) id: i64,
+    pub(crate) phrase: u32,
+    pub(crate) f: u32,
 }
 
 /// Registers `subcog_postings` on an `fts5_api` (called by [`super::bm25::register`]).
@@ -272,15 +281,24 @@ impl Postings {
             if b.len().saturating_sub(at) / POSTING_BYTES < m {
                 return None;
             }
-            let mut list = Vec::with_capacity(m);
-            for _ in 0..m {
-                let id = i64::from_ne_bytes(take(b, &mut at)?);
-                let f = u32::from_ne_bytes(take(b, &mut at)?);
-                list.push((id, f));
-            }
+            let phrase = phrases.len() as u32;
+            let list: Vec<Entry> = b
+                .get(at..at + m * POSTING_BYTES)?
+                .chunks_exact(POSTING_BYTES)
+                .map(|c| {
+                    let (id, f) = c.split_at(8);
+                    Entry {
+                        id: i64::from_ne_bytes(id.try_into().unwrap_or_default()),
+                        phrase,
+                        f: u32::from_ne_bytes(f.try_into().unwrap_or_default()),
+                    }
+                })
+                .collect();
+            at += m * POSTING_BYTES;
             // FTS5 walks a doclist in ascending rowid order; sort if a build ever does not.
-            if !list.is_sorted_by_key(|p| p.0) {
-                list.sort_unstable_by_key(|p| p.0);
+            let mut list = list;
+            if !list.is_sorted_by_key(|p| p.id) {
+                list.sort_unstable_by_key(|p| p.id);
             }
             phrases.push(list);
         }
@@ -326,64 +344,36 @@ impl Ord for Ordered {
     }
 }
 
-/// One posting in the merged order: rowid, then phrase.
-#[derive(Clone, Copy)]
-struct Entry {
-    id: i64,
-    phrase: u32,
-    f: u32,
-}
-
-/// Merges two runs sorted by (rowid, phrase) whose phrases are all lower in `a` than in
-/// `b`: on equal rowids `a`'s entry comes first, so a row's entries stay in phrase order.
+/// Merges two runs sorted by (rowid, phrase) into `out`.
 fn merge(a: &[Entry], b: &[Entry], out: &mut Vec<Entry>) {
     out.clear();
     out.reserve(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
-        if b[j].id < a[i].id {
-            out.push(b[j]);
-            j += 1;
-        } else {
-            out.push(a[i]);
-            i += 1;
-        }
+        // Branch-free: which side comes next is unpredictable.
+        let from_b = (b[j].id, b[j].phrase) < (a[i].id, a[i].phrase);
+        out.push(if from_b { b[j] } else { a[i] });
+        j += usize::from(from_b);
+        i += usize::from(!from_b);
     }
     out.extend_from_slice(&a[i..]);
     out.extend_from_slice(&b[j..]);
 }
 
-/// Every posting of `p` sorted by (rowid, phrase): adjacent runs merged pairwise, in
-/// about log2(phrases) sequential passes.
-fn merged(p: &Postings) -> Vec<Entry> {
-    let mut runs: Vec<Vec<Entry>> = p
-        .phrases
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            l.iter()
-                .map(|&(id, f)| Entry {
-                    id,
-                    phrase: i as u32,
-                    f,
-                })
-                .collect()
-        })
-        .collect();
+/// Every posting sorted by (rowid, phrase), so that a row's entries are adjacent and in
+/// phrase order. The two shortest runs are merged first (as in Huffman coding): a
+/// question's few common words hold most postings, and are then moved about once or
+/// twice instead of once per pass.
+fn merged(mut runs: Vec<Vec<Entry>>) -> Vec<Entry> {
+    runs.retain(|r| !r.is_empty());
     while runs.len() > 1 {
-        let mut next = Vec::with_capacity(runs.len().div_ceil(2));
-        let mut it = runs.into_iter();
-        while let Some(a) = it.next() {
-            match it.next() {
-                Some(b) => {
-                    let mut out = Vec::new();
-                    merge(&a, &b, &mut out);
-                    next.push(out);
-                }
-                None => next.push(a),
-            }
-        }
-        runs = next;
+        runs.sort_unstable_by_key(|r| std::cmp::Reverse(r.len()));
+        let (Some(a), Some(b)) = (runs.pop(), runs.pop()) else {
+            break;
+        };
+        let mut out = Vec::new();
+        merge(&a, &b, &mut out);
+        runs.push(out);
     }
     runs.pop().unwrap_or_default()
 }
@@ -400,7 +390,7 @@ const FIRST_CANDIDATES: usize = 256;
 /// # Errors
 /// What `length` returns.
 pub(crate) fn top_k(
-    p: &Postings,
+    p: Postings,
     k: usize,
     mut length: impl FnMut(i64) -> Result<Option<i64>>,
 ) -> Result<Vec<(i64, f64)>> {
@@ -413,7 +403,7 @@ pub(crate) fn top_k(
         .map(|l| idf_of(p.rows, l.len() as i64))
         .collect();
     let avgdl = p.tokens as f64 / p.rows as f64;
-    let all = merged(p);
+    let all = merged(p.phrases);
     // Each row: (bound, rowid, its entries' range). The bound is the score at the least
     // length the row can have, its largest instance count.
     let mut docs: Vec<(f64, i64, u32, u32)> = Vec::new();
@@ -541,7 +531,11 @@ mod tests {
                 for id in 1..=rows {
                     if next(&mut r) % 100 < share {
                         let f = 1 + (next(&mut r) % (lengths[id as usize] as u64).min(4)) as u32;
-                        l.push((id, f));
+                        l.push(Entry {
+                            id,
+                            phrase: phrases.len() as u32,
+                            f,
+                        });
                     }
                 }
                 phrases.push(l);
@@ -571,10 +565,10 @@ mod tests {
                     .iter()
                     .enumerate()
                     .filter_map(|(i, l)| {
-                        l.iter().find(|x| x.0 == id).map(|x| Entry {
+                        l.iter().find(|x| x.id == id).map(|x| Entry {
                             id,
                             phrase: i as u32,
-                            f: x.1,
+                            f: x.f,
                         })
                     })
                     .collect();
@@ -585,7 +579,7 @@ mod tests {
             want.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
             for k in [1usize, 7, 300, 5000] {
                 let mut calls = 0;
-                let got = top_k(&p, k, |id| {
+                let got = top_k(p.clone(), k, |id| {
                     calls += 1;
                     Ok(admit(id))
                 })
@@ -622,7 +616,8 @@ mod tests {
             b.extend_from_slice(&n.to_ne_bytes());
         }
         let p = Postings::decode(&b).unwrap_or_default();
-        assert_eq!(p.phrases, vec![vec![(3, 1), (7, 2)]]);
+        let e = |id, f| Entry { id, phrase: 0, f };
+        assert_eq!(p.phrases, vec![vec![e(3, 1), e(7, 2)]]);
         assert!(Postings::decode(&b[..b.len() - 1]).is_none());
         let mut longer = b.clone();
         longer.push(0);
