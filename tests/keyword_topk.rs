@@ -3,7 +3,9 @@
 //! bit-identical scores, while skipping the length lookup of rows that cannot make the top
 //! k. Checked on a plain FTS5 table over a small vocabulary (so OR queries match most rows
 //! and scores tie), and on a default `memories` table's keyword search against FTS5's
-//! `bm25()` over its own shadow index, with and without a namespace.
+//! `bm25()` over its own shadow index, with and without a namespace: its OR queries are
+//! ranked term at a time (`subcog_postings`, `store/postings.rs`), so the same rows, order
+//! and scores hold for that path too.
 
 mod common;
 
@@ -221,4 +223,46 @@ fn optimize_merges_the_keyword_index_into_one_segment() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(segments(&c), 1);
     assert_eq!(search(&c), before);
+}
+
+/// `subcog_postings(fts, max)` on a plain FTS5 table: every phrase's postings as a BLOB
+/// (row and token counts, then per phrase its count and `(rowid i64, instances u32)`),
+/// NULL past `max`, and a clear error for a bad `max`.
+#[test]
+fn postings_function_returns_each_phrase_and_respects_its_cap() {
+    let c = mem();
+    c.execute_batch(
+        "CREATE VIRTUAL TABLE f USING fts5(content);
+         INSERT INTO f(rowid, content) VALUES (1, 'alpha bravo alpha'), (2, 'bravo'),
+             (5, 'charlie alpha');",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sql = "SELECT subcog_postings(f, ?2) FROM f WHERE f MATCH ?1 LIMIT 1";
+    let blob: Vec<u8> = c
+        .query_row(sql, params!["\"alpha\" OR \"delta\"", 100], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let i64_at =
+        |b: &[u8], at: usize| i64::from_ne_bytes(b[at..at + 8].try_into().unwrap_or_default());
+    let u32_at =
+        |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap_or_default());
+    assert_eq!(
+        (i64_at(&blob, 0), i64_at(&blob, 8), u32_at(&blob, 16)),
+        (3, 6, 2)
+    );
+    // "alpha": rows 1 (twice) and 5; "delta": none.
+    assert_eq!(u32_at(&blob, 20), 2);
+    assert_eq!((i64_at(&blob, 24), u32_at(&blob, 32)), (1, 2));
+    assert_eq!((i64_at(&blob, 36), u32_at(&blob, 44)), (5, 1));
+    assert_eq!(u32_at(&blob, 48), 0);
+    assert_eq!(blob.len(), 52);
+    let capped: Option<Vec<u8>> = c
+        .query_row(sql, params!["\"alpha\" OR \"bravo\"", 3], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(capped, None, "4 postings, cap 3");
+    let e = c
+        .query_row(sql, params!["alpha", -1], |r| r.get::<_, Vec<u8>>(0))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("max must be >= 0"), "{e}");
 }
