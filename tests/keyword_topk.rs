@@ -226,7 +226,8 @@ fn optimize_merges_the_keyword_index_into_one_segment() {
 }
 
 /// `subcog_postings(fts, max)` on a plain FTS5 table: every phrase's postings as a BLOB
-/// (row and token counts, then per phrase its count and `(rowid i64, instances u32)`),
+/// (row and token counts, then per phrase its count and `(rowid i64, instances u32, end
+/// of the last instance u32)`),
 /// NULL past `max`, and a clear error for a bad `max`.
 #[test]
 fn postings_function_returns_each_phrase_and_respects_its_cap() {
@@ -249,12 +250,18 @@ fn postings_function_returns_each_phrase_and_respects_its_cap() {
         (i64_at(&blob, 0), i64_at(&blob, 8), u32_at(&blob, 16)),
         (3, 6, 2)
     );
-    // "alpha": rows 1 (twice) and 5; "delta": none.
+    // "alpha": rows 1 (twice, the last at token 2) and 5 (token 1); "delta": none.
     assert_eq!(u32_at(&blob, 20), 2);
-    assert_eq!((i64_at(&blob, 24), u32_at(&blob, 32)), (1, 2));
-    assert_eq!((i64_at(&blob, 36), u32_at(&blob, 44)), (5, 1));
-    assert_eq!(u32_at(&blob, 48), 0);
-    assert_eq!(blob.len(), 52);
+    assert_eq!(
+        (i64_at(&blob, 24), u32_at(&blob, 32), u32_at(&blob, 36)),
+        (1, 2, 3)
+    );
+    assert_eq!(
+        (i64_at(&blob, 40), u32_at(&blob, 48), u32_at(&blob, 52)),
+        (5, 1, 2)
+    );
+    assert_eq!(u32_at(&blob, 56), 0);
+    assert_eq!(blob.len(), 60);
     let capped: Option<Vec<u8>> = c
         .query_row(sql, params!["\"alpha\" OR \"bravo\"", 3], |r| r.get(0))
         .unwrap_or_else(|e| panic!("{e}"));

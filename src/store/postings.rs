@@ -7,9 +7,11 @@
 //! question. Here the OR query is only opened: `subcog_postings(fts, max)` is evaluated on
 //! its first row and walks each phrase's own doclist with FTS5's `xQueryPhrase` (the pass
 //! FTS5's `bm25()` makes anyway to count a phrase's rows), recording `(rowid, instances)`
-//! per phrase. [`top_k`] then merges the lists, bounds every row's score from its
-//! instance counts alone (as `subcog_bm25` does: a row holds at least `max f(i)` tokens,
-//! and each term falls as the length grows), and computes the exact score, with the row's
+//! and where its last instance ends, per phrase. [`top_k`] then merges the lists, bounds
+//! every row's score by its score at the least length the row can have (each term falls
+//! as the length grows; a row holds at least as many tokens as a phrase has instances
+//! and at least up to the end of its last instance, offsets being token positions), and
+//! computes the exact score, with the row's
 //! length from `<table>_fts_docsize`, only for rows taken in order of falling bound until
 //! the bound falls below the k-th exact score. The result is `ORDER BY bm25(fts), rowid
 //! LIMIT k`: the same rows, the same order (ties by rowid, as FTS5 visits them) and
@@ -38,8 +40,9 @@ pub(crate) const MAX_POSTINGS: usize = 4 << 20;
 const K1: f64 = 1.2;
 const B: f64 = 0.75;
 
-/// Bytes of one posting in the function's result: rowid (i64) and instances (u32).
-const POSTING_BYTES: usize = 12;
+/// Bytes of one posting in the function's result: rowid (i64), instances (u32) and the
+/// token position just past the last instance (u32).
+const POSTING_BYTES: usize = 16;
 
 /// What `subcog_postings` returns, decoded: the table's row count and total tokens (as
 /// FTS5's `xRowCount` and `xColumnTotalSize(-1)`), and per phrase of the query its
@@ -58,6 +61,9 @@ pub(crate) struct Entry {
     pub(crate) id: i64,
     pub(crate) phrase: u32,
     pub(crate) f: u32,
+    /// The token offset just past the phrase's last instance in its column: the row has
+    /// at least this many tokens.
+    pub(crate) end: u32,
 }
 
 /// Registers `subcog_postings` on an `fts5_api` (called by [`super::bm25::register`]).
@@ -85,7 +91,9 @@ pub(crate) unsafe fn create(api: *mut ffi::fts5_api) -> bool {
 /// The walk's state, handed to `xQueryPhrase`'s callback.
 struct Walk<'a> {
     api: &'a ffi::Fts5ExtensionApi,
-    out: Vec<(i64, u32)>,
+    /// Tokens in the phrase being walked.
+    size: u32,
+    out: Vec<(i64, u32, u32)>,
     total: usize,
     max: usize,
     over: bool,
@@ -123,14 +131,16 @@ unsafe extern "C" fn visit(
             return rc;
         }
         let mut n: u32 = 0;
+        let mut end: u32 = 0;
         while col >= 0 {
             n = n.saturating_add(1);
+            end = end.max(u32::try_from(off).unwrap_or(0).saturating_add(w.size));
             // SAFETY: as above; `it` was set by xPhraseFirst on this context.
             unsafe { next(fts, &mut it, &mut col, &mut off) };
         }
         // SAFETY: valid context.
         let id = unsafe { rowid(fts) };
-        w.out.push((id, n));
+        w.out.push((id, n, end));
         w.total += 1;
         ffi::SQLITE_OK
     }));
@@ -180,7 +190,7 @@ unsafe extern "C" fn postings_fn(
 /// Walks every phrase of the query; `None` past the cap (`max`, the first argument,
 /// at most [`MAX_POSTINGS`]). The result: `rows` (i64), `tokens` (i64), the phrase count
 /// (u32), then per phrase its posting count (u32) and its postings (rowid i64,
-/// instances u32), native byte order.
+/// instances u32, end of the last instance u32), native byte order.
 ///
 /// # Safety
 /// `api`, `fts` and `n_val`/`args` as FTS5 passes them to an auxiliary function.
@@ -192,10 +202,11 @@ unsafe fn collect(
 ) -> std::result::Result<Option<Vec<u8>>, String> {
     // SAFETY: as this function's contract.
     let api = unsafe { &*api };
-    let (Some(rows), Some(total), Some(phrases), Some(query_phrase)) = (
+    let (Some(rows), Some(total), Some(phrases), Some(phrase_size), Some(query_phrase)) = (
         api.xRowCount,
         api.xColumnTotalSize,
         api.xPhraseCount,
+        api.xPhraseSize,
         api.xQueryPhrase,
     ) else {
         return Err(format!("{NAME}: FTS5 lacks the phrase API"));
@@ -223,6 +234,7 @@ unsafe fn collect(
     let n_phrase = unsafe { phrases(fts) }.max(0);
     let mut walk = Walk {
         api,
+        size: 1,
         out: Vec::new(),
         total: 0,
         max,
@@ -234,6 +246,8 @@ unsafe fn collect(
     bytes.extend_from_slice(&(n_phrase as u32).to_ne_bytes());
     for i in 0..n_phrase {
         walk.out.clear();
+        // SAFETY: valid context; `i` < the phrase count.
+        walk.size = u32::try_from(unsafe { phrase_size(fts, i) }).unwrap_or(0);
         // SAFETY: `i` < the phrase count; `walk` outlives the call, which invokes
         // `visit` with it synchronously and keeps no pointer to it.
         let rc = unsafe {
@@ -252,9 +266,10 @@ unsafe fn collect(
         }
         bytes.reserve(4 + walk.out.len() * POSTING_BYTES);
         bytes.extend_from_slice(&(walk.out.len() as u32).to_ne_bytes());
-        for (id, n) in &walk.out {
+        for (id, n, end) in &walk.out {
             bytes.extend_from_slice(&id.to_ne_bytes());
             bytes.extend_from_slice(&n.to_ne_bytes());
+            bytes.extend_from_slice(&end.to_ne_bytes());
         }
     }
     Ok(Some(bytes))
@@ -286,11 +301,13 @@ impl Postings {
                 .get(at..at + m * POSTING_BYTES)?
                 .chunks_exact(POSTING_BYTES)
                 .map(|c| {
-                    let (id, f) = c.split_at(8);
+                    let (id, rest) = c.split_at(8);
+                    let (f, end) = rest.split_at(4);
                     Entry {
                         id: i64::from_ne_bytes(id.try_into().unwrap_or_default()),
                         phrase,
                         f: u32::from_ne_bytes(f.try_into().unwrap_or_default()),
+                        end: u32::from_ne_bytes(end.try_into().unwrap_or_default()),
                     }
                 })
                 .collect();
@@ -405,7 +422,7 @@ pub(crate) fn top_k(
     let avgdl = p.tokens as f64 / p.rows as f64;
     let all = merged(p.phrases);
     // Each row: (bound, rowid, its entries' range). The bound is the score at the least
-    // length the row can have, its largest instance count.
+    // length the row can have: its largest instance count, or the end of its last instance.
     let mut docs: Vec<(f64, i64, u32, u32)> = Vec::new();
     let mut at = 0;
     while at < all.len() {
@@ -413,7 +430,7 @@ pub(crate) fn top_k(
         let mut end = at;
         let mut least = 0u32;
         while end < all.len() && all[end].id == id {
-            least = least.max(all[end].f);
+            least = least.max(all[end].f).max(all[end].end);
             end += 1;
         }
         let bound = score(&all[at..end], &idf, avgdl, f64::from(least));
@@ -531,10 +548,14 @@ mod tests {
                 for id in 1..=rows {
                     if next(&mut r) % 100 < share {
                         let f = 1 + (next(&mut r) % (lengths[id as usize] as u64).min(4)) as u32;
+                        // The last instance ends somewhere in the row.
+                        let end = (f + (next(&mut r) % lengths[id as usize] as u64) as u32)
+                            .min(lengths[id as usize] as u32);
                         l.push(Entry {
                             id,
                             phrase: phrases.len() as u32,
                             f,
+                            end,
                         });
                     }
                 }
@@ -569,6 +590,7 @@ mod tests {
                             id,
                             phrase: i as u32,
                             f: x.f,
+                            end: x.end,
                         })
                     })
                     .collect();
@@ -611,13 +633,19 @@ mod tests {
         b.extend_from_slice(&50i64.to_ne_bytes());
         b.extend_from_slice(&1u32.to_ne_bytes());
         b.extend_from_slice(&2u32.to_ne_bytes());
-        for (id, n) in [(7i64, 2u32), (3, 1)] {
+        for (id, n, end) in [(7i64, 2u32, 9u32), (3, 1, 4)] {
             b.extend_from_slice(&id.to_ne_bytes());
             b.extend_from_slice(&n.to_ne_bytes());
+            b.extend_from_slice(&end.to_ne_bytes());
         }
         let p = Postings::decode(&b).unwrap_or_default();
-        let e = |id, f| Entry { id, phrase: 0, f };
-        assert_eq!(p.phrases, vec![vec![e(3, 1), e(7, 2)]]);
+        let e = |id, f, end| Entry {
+            id,
+            phrase: 0,
+            f,
+            end,
+        };
+        assert_eq!(p.phrases, vec![vec![e(3, 1, 4), e(7, 2, 9)]]);
         assert!(Postings::decode(&b[..b.len() - 1]).is_none());
         let mut longer = b.clone();
         longer.push(0);

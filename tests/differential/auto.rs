@@ -465,7 +465,14 @@ impl AWorld {
                 .map(|(id, _)| *id)
                 .collect();
             want_kw.sort_unstable();
-            let got_kw = keyword(&self.w, name, word, ns, include)
+            // Quoted, the OR-of-words form: ranked term at a time (`subcog_postings`);
+            // bare, streamed through `subcog_bm25`. Both must find every visible match.
+            let query = if self.rng.chance(0.5) {
+                format!("\"{word}\"")
+            } else {
+                word.to_string()
+            };
+            let got_kw = keyword(&self.w, name, &query, ns, include)
                 .unwrap_or_else(|e| panic!("{ctx}: keyword: {e}"));
             assert_eq!(got_kw, want_kw, "{ctx}: keyword '{word}'");
             // Hybrid: every row visible, as many as there are (up to k).
