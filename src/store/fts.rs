@@ -142,6 +142,16 @@ impl Store {
             debug_assert_eq!(or_query(&words), query);
             return Ok(hits);
         }
+        self.keyword_streamed(query, namespace, limit)
+    }
+
+    /// [`Store::keyword`] through [`bm25`], streamed: FTS5 calls it once per matching row.
+    fn keyword_streamed(
+        &self,
+        query: &str,
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(i64, f64)>> {
         match self.keyword_ranked(query, namespace, limit, true) {
             Err(Error::Sqlite(e)) if e.to_string().contains("no such function") => {
                 if bm25::register(&self.conn) {
@@ -189,7 +199,7 @@ impl Store {
             return Ok(hits);
         }
         let Some(key) = self.change_key()? else {
-            return self.keyword(&all, namespace, limit);
+            return self.keyword_streamed(&all, namespace, limit);
         };
         let dfs = self.document_frequencies(key, words)?;
         match self.keyword_scored(&all, namespace, limit, &dfs) {
@@ -197,7 +207,7 @@ impl Store {
                 if bm25::register(&self.conn) {
                     self.keyword_scored(&all, namespace, limit, &dfs)
                 } else {
-                    self.keyword(&all, namespace, limit)
+                    self.keyword_streamed(&all, namespace, limit)
                 }
             }
             r => r,
