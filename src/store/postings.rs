@@ -6,21 +6,20 @@
 //! through the SQL layer, about 0.25 us per row, 10-15% of a 100,000-memory table per
 //! question. Here the OR query is only opened: `subcog_postings(fts, max)` is evaluated on
 //! its first row and walks each phrase's own doclist with FTS5's `xQueryPhrase` (the pass
-//! FTS5's `bm25()` makes anyway to count a phrase's rows), recording `(rowid, instances)`
-//! and where its last instance ends, per phrase. [`top_k`] then merges the lists, bounds
-//! every row's score by its score at the least length the row can have (each term falls
-//! as the length grows; a row holds at least as many tokens as a phrase has instances
-//! and at least up to the end of its last instance, offsets being token positions), and
-//! computes the exact score, with the row's
-//! length from `<table>_fts_docsize`, only for rows taken in order of falling bound until
-//! the bound falls below the k-th exact score. The result is `ORDER BY bm25(fts), rowid
-//! LIMIT k`: the same rows, the same order (ties by rowid, as FTS5 visits them) and
-//! bit-identical scores (the same terms added in the same phrase order; absent phrases add
-//! `+0.0` in FTS5's sum, which changes no bit).
+//! FTS5's `bm25()` makes anyway to count a phrase's rows), recording per phrase the row,
+//! its instances and where the last one ends. [`top_k`] then merges the lists and bounds
+//! every row's score by its score at the least length the row can have: each term falls
+//! as the length grows, and a row holds at least as many tokens as a phrase has instances,
+//! and at least up to the end of its last instance (offsets are token positions). It
+//! computes the exact score, with the row's length from `<table>_fts_docsize`, only for
+//! rows taken in order of falling bound, until the bound falls below the k-th exact
+//! score. The result is `ORDER BY bm25(fts), rowid LIMIT k`: the same rows, the same order
+//! (ties by rowid, as FTS5 visits them) and bit-identical scores (the same terms added in
+//! the same phrase order; absent phrases add `+0.0` in FTS5's sum, which changes no bit).
 //!
-//! The walk allocates one `(rowid, instances)` pair per posting; past [`MAX_POSTINGS`]
-//! the function returns NULL and the caller streams the rows through `subcog_bm25`
-//! instead, so no query allocates without bound.
+//! The walk records 16 bytes per posting; past [`MAX_POSTINGS`] the function returns NULL
+//! and the caller streams the rows through `subcog_bm25` instead, so no query allocates
+//! without bound.
 
 use std::collections::BinaryHeap;
 use std::ffi::{CStr, c_int, c_void};
@@ -32,7 +31,7 @@ use crate::error::{Error, Result};
 /// The function's name in SQL.
 pub(crate) const NAME: &str = "subcog_postings";
 
-/// Most postings (summed over the query's phrases) one call records: 4 Mi pairs, 48 MiB of
+/// Most postings (summed over the query's phrases) one call records: 4 Mi, 64 MiB of
 /// result; an OR of common words over more than a few million rows streams instead.
 pub(crate) const MAX_POSTINGS: usize = 4 << 20;
 
