@@ -47,6 +47,13 @@ pub(crate) const NAME: &str = "subcog_bm25";
 const K1: f64 = 1.2;
 const B: f64 = 0.75;
 
+/// One phrase's BM25 term for `f` instances in a row of `d` tokens, mean length `avgdl`:
+/// `idf * f * (k1 + 1) / (f + k1 * (1 - b + b * d / avgdl))`, in `fts5Bm25Function`'s
+/// order of operations (so sums of it are bit-identical to FTS5's).
+pub(super) fn term(idf: f64, f: f64, d: f64, avgdl: f64) -> f64 {
+    idf * ((f * (K1 + 1.0)) / (f + K1 * (1.0 - B + B * d / avgdl)))
+}
+
 /// What a row that cannot be among the best `k` gets: after every real score, which is
 /// negative (FTS5's sign: lower is better).
 pub(crate) const SKIPPED: f64 = 1.0;
@@ -107,8 +114,9 @@ struct Query {
     freq: Vec<f64>,
 }
 
-/// An `f64` with a total order (scores are finite).
-struct Ordered(f64);
+/// An `f64` with a total order (scores and bounds are finite).
+#[derive(Clone, Copy)]
+pub(super) struct Ordered(pub(super) f64);
 impl PartialEq for Ordered {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other).is_eq()
@@ -155,18 +163,30 @@ unsafe extern "C" fn bm25_topk(
     unsafe {
         match r {
             Ok(s) => ffi::sqlite3_result_double(ctx, s),
-            Err(msg) => {
-                let msg = msg.replace('\0', " ");
-                ffi::sqlite3_result_error(ctx, msg.as_ptr().cast(), msg.len() as c_int);
-            }
+            Err(msg) => result_error(ctx, &msg),
         }
     }
 }
 
 fn fail(what: &str, rc: c_int) -> String {
+    fail_in(NAME, what, rc)
+}
+
+/// `"<function>: <what>: <SQLite's text for rc>"`.
+pub(super) fn fail_in(function: &str, what: &str, rc: c_int) -> String {
     // SAFETY: sqlite3_errstr returns a static string for any code.
     let s = unsafe { CStr::from_ptr(ffi::sqlite3_errstr(rc)) };
-    format!("{NAME}: {what}: {}", s.to_string_lossy())
+    format!("{function}: {what}: {}", s.to_string_lossy())
+}
+
+/// Sets an auxiliary function's error result (NULs, which SQLite would cut at, replaced).
+///
+/// # Safety
+/// `ctx` is the valid result context of the current call.
+pub(super) unsafe fn result_error(ctx: *mut ffi::sqlite3_context, msg: &str) {
+    let msg = msg.replace('\0', " ");
+    // SAFETY: as this function's contract; SQLite copies the message.
+    unsafe { ffi::sqlite3_result_error(ctx, msg.as_ptr().cast(), msg.len() as c_int) };
 }
 
 /// The score of the current row (see the module doc).
@@ -239,7 +259,7 @@ impl Query {
     fn sum(&self, d: f64) -> f64 {
         let mut score = 0.0;
         for (idf, f) in self.idf.iter().zip(&self.freq) {
-            score += idf * ((f * (K1 + 1.0)) / (f + K1 * (1.0 - B + B * d / self.avgdl)));
+            score += term(*idf, *f, d, self.avgdl);
         }
         score
     }
@@ -247,7 +267,7 @@ impl Query {
 
 /// FTS5's idf of a phrase found in `hits` of `rows` rows: `ln((N - n + 0.5) / (n + 0.5))`,
 /// at least 1e-6 (`fts5Bm25GetData`).
-fn idf_of(rows: i64, hits: i64) -> f64 {
+pub(super) fn idf_of(rows: i64, hits: i64) -> f64 {
     let x = ((rows - hits) as f64 + 0.5) / (hits as f64 + 0.5);
     let x = x.ln();
     if x <= 0.0 { 1e-6 } else { x }

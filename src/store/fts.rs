@@ -465,14 +465,7 @@ mod tests {
 
     use rusqlite::Connection;
 
-    /// splitmix64.
-    fn next(x: &mut u64) -> u64 {
-        *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = *x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+    use crate::store::test_rng::next;
 
     #[test]
     fn or_words_takes_only_the_plain_or_form() {

@@ -38,6 +38,17 @@ mod kept;
 mod links;
 mod pending;
 pub(crate) mod postings;
+#[cfg(test)]
+mod test_rng {
+    /// splitmix64: the store's unit tests' random numbers.
+    pub(super) fn next(x: &mut u64) -> u64 {
+        *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
 mod schema;
 mod snapshot;
 pub(crate) use snapshot::GraphVectors;

@@ -22,10 +22,11 @@
 //! without bound.
 
 use std::collections::BinaryHeap;
-use std::ffi::{CStr, c_int, c_void};
+use std::ffi::{c_int, c_void};
 
 use rusqlite::ffi;
 
+use super::bm25::{self, Ordered, idf_of};
 use crate::error::{Error, Result};
 
 /// The function's name in SQL.
@@ -34,10 +35,6 @@ pub(crate) const NAME: &str = "subcog_postings";
 /// Most postings (summed over the query's phrases) one call records: 4 Mi, 64 MiB of
 /// result; an OR of common words over more than a few million rows streams instead.
 pub(crate) const MAX_POSTINGS: usize = 4 << 20;
-
-/// FTS5's `bm25()` constants (`fts5_aux.c`, `fts5Bm25Function`).
-const K1: f64 = 1.2;
-const B: f64 = 0.75;
 
 /// Bytes of one posting in the function's result: rowid (i64), instances (u32) and the
 /// token position just past the last instance (u32).
@@ -147,9 +144,7 @@ unsafe extern "C" fn visit(
 }
 
 fn fail(what: &str, rc: c_int) -> String {
-    // SAFETY: sqlite3_errstr returns a static string for any code.
-    let s = unsafe { CStr::from_ptr(ffi::sqlite3_errstr(rc)) };
-    format!("{NAME}: {what}: {}", s.to_string_lossy())
+    bm25::fail_in(NAME, what, rc)
 }
 
 /// FTS5 calls this for the first row of the OR query (`LIMIT 1`). Never unwinds into
@@ -178,10 +173,7 @@ unsafe extern "C" fn postings_fn(
                 ffi::SQLITE_TRANSIENT(),
             ),
             Ok(None) => ffi::sqlite3_result_null(ctx),
-            Err(msg) => {
-                let msg = msg.replace('\0', " ");
-                ffi::sqlite3_result_error(ctx, msg.as_ptr().cast(), msg.len() as c_int);
-            }
+            Err(msg) => bm25::result_error(ctx, &msg),
         }
     }
 }
@@ -326,38 +318,14 @@ impl Postings {
     }
 }
 
-/// FTS5's idf of a phrase found in `hits` of `rows` rows: `ln((N - n + 0.5) / (n + 0.5))`,
-/// at least 1e-6 (`fts5Bm25GetData`).
-fn idf_of(rows: i64, hits: i64) -> f64 {
-    let x = ((rows - hits) as f64 + 0.5) / (hits as f64 + 0.5);
-    let x = x.ln();
-    if x <= 0.0 { 1e-6 } else { x }
-}
-
 /// A row's positive BM25 sum for a length of `d` tokens: its entries in phrase order,
 /// term by term as `fts5Bm25Function` adds them.
 fn score(terms: &[Entry], idf: &[f64], avgdl: f64, d: f64) -> f64 {
     let mut score = 0.0;
     for t in terms {
-        let f = f64::from(t.f);
-        score += idf[t.phrase as usize] * ((f * (K1 + 1.0)) / (f + K1 * (1.0 - B + B * d / avgdl)));
+        score += bm25::term(idf[t.phrase as usize], f64::from(t.f), d, avgdl);
     }
     score
-}
-
-/// An `f64` with a total order (scores and bounds are finite).
-#[derive(Clone, Copy, PartialEq)]
-struct Ordered(f64);
-impl Eq for Ordered {}
-impl PartialOrd for Ordered {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Ordered {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
 }
 
 /// Merges two runs sorted by (rowid, phrase) into `out`.
@@ -520,15 +488,7 @@ pub(crate) fn docsize_total(sz: &[u8]) -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// splitmix64.
-    fn next(x: &mut u64) -> u64 {
-        *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = *x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+    use crate::store::test_rng::next;
 
     /// Against brute force (every admitted row scored, sorted by score then rowid), with
     /// flat and skewed frequencies, rows left out, and more candidates than the first
