@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::ann::Ann;
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{Hidden, Store};
 use crate::{embedder, vector};
 
 /// Largest `k` accepted (sqlite-vec's cap as well).
@@ -169,7 +169,9 @@ pub fn hybrid(
         .collect();
     // A full list means the retriever may hold more rows than it gave.
     let deeper = keyword_hits.len() >= fetch || vector_hits.len() >= fetch;
-    let shown = store.visible_of(&fetched, vis.now, vis.include_superseded)?;
+    // Outside transactions the hidden ids are kept sets: no statement per search.
+    let hidden = store.hidden_kept()?;
+    let shown = visible(store, hidden.as_ref(), &fetched, vis)?;
     keyword_hits.retain(|(id, _)| shown.contains(id));
     keyword_hits.truncate(depth);
     vector_hits.retain(|(id, _)| shown.contains(id));
@@ -203,7 +205,7 @@ pub fn hybrid(
         .filter(|n| !keyword_part.contains_key(n) && !vector_hits.iter().any(|h| h.0 == *n))
         .collect();
     let others_list: Vec<i64> = others.iter().copied().collect();
-    let shown = store.visible_of(&others_list, vis.now, vis.include_superseded)?;
+    let shown = visible(store, hidden.as_ref(), &others_list, vis)?;
     ranked.retain(|(id, _)| !others.contains(id) || shown.contains(id));
     let found = ranked
         .into_iter()
@@ -215,6 +217,28 @@ pub fn hybrid(
         })
         .collect();
     Ok(Hybrid { found, deeper })
+}
+
+/// The ids among `ids` (rows that exist: the retrievers' hits and the neighbours read
+/// from the content table) that `vis` lets a search return: from the kept sets when
+/// `hidden` holds them, else one statement ([`Store::visible_of`]).
+///
+/// # Errors
+/// SQLite errors.
+fn visible(
+    store: &Store,
+    hidden: Option<&Hidden>,
+    ids: &[i64],
+    vis: Visibility,
+) -> Result<HashSet<i64>> {
+    match hidden {
+        Some(h) => Ok(ids
+            .iter()
+            .copied()
+            .filter(|&id| !h.hides(id, vis.now, vis.include_superseded))
+            .collect()),
+        None => store.visible_of(ids, vis.now, vis.include_superseded),
+    }
 }
 
 /// What [`hybrid`] found.

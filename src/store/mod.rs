@@ -51,6 +51,7 @@ mod test_rng {
 }
 mod schema;
 mod snapshot;
+pub(crate) use kept::Hidden;
 pub(crate) use snapshot::GraphVectors;
 mod vectors;
 
