@@ -8,7 +8,7 @@ mod common;
 
 use common::rng::XorShift;
 use common::search::knn;
-use common::{blob, mem};
+use common::{blob, mem, ok_ids};
 use rusqlite::params;
 
 const DIM: usize = 16;
@@ -100,4 +100,69 @@ fn graph_walk_skips_superseded_memories_and_opt_in_keeps_them() {
         visible.contains(&old[0]) && !visible.contains(&new[0]),
         "{visible:?}"
     );
+}
+
+/// Hybrid search's keyword side keeps its best `hybrid_depth` *visible* rows even when
+/// more hidden rows than its margin (16) outrank them by BM25: outside transactions it
+/// skips the hidden ones as it ranks. With the keyword weight 1 and no context, the
+/// results are exactly the keyword side's rows.
+#[test]
+fn hybrid_keyword_side_keeps_its_best_visible_rows_past_many_hidden_ones() {
+    let c = mem();
+    c.execute_batch(
+        "CREATE VIRTUAL TABLE m USING memories(hybrid_keyword_weight=1, hybrid_context_weight=0)",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut rng = XorShift(7);
+    let ins = |rng: &mut XorShift, content: &str| -> i64 {
+        c.execute(
+            "INSERT INTO m(content, embedding) VALUES (?1, ?2)",
+            params![content, blob(&rng.unit_vector(384))],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        c.last_insert_rowid()
+    };
+    let mut visible = Vec::new();
+    for i in 0..200 {
+        ins(&mut rng, &format!("filler note {i} about the weather"));
+    }
+    // 30 hidden rows rank first ("zebra" three times in a short text): 20 superseded by
+    // a filler row, 10 expired.
+    for i in 0..30 {
+        let id = ins(&mut rng, &format!("zebra zebra zebra {i}"));
+        if i < 20 {
+            c.query_row(
+                "SELECT subcog_link('m', ?1, ?2, 'supersedes')",
+                params![1 + i, id],
+                |_| Ok(()),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        } else {
+            c.execute("UPDATE m SET expires_at = 1 WHERE id = ?1", [id])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    // 12 visible rows mention it once in a longer text, the first 10 more briefly.
+    for i in 0..12 {
+        let pad = if i < 10 {
+            ""
+        } else {
+            " and a much longer tail of other words"
+        };
+        visible.push(ins(
+            &mut rng,
+            &format!("a zebra seen near the river {i}{pad}"),
+        ));
+    }
+    let want: Vec<i64> = visible[..10].to_vec();
+    let hybrid = |c: &rusqlite::Connection| -> Vec<i64> {
+        let mut got = ok_ids(c, "SELECT id FROM m WHERE m MATCH 'zebra' AND k = 10", []);
+        got.sort_unstable();
+        got
+    };
+    assert_eq!(hybrid(&c), want, "outside a transaction");
+    // Inside a transaction (nothing kept: each row scored in full is checked).
+    c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(hybrid(&c), want, "inside a transaction");
+    c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
 }

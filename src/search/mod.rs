@@ -100,8 +100,10 @@ pub fn keyword(store: &Store, query: &str, k: usize, ns: Option<&str>) -> Result
 /// `depth`, `w` (keyword weight), `g` (context weight) and the context window.
 ///
 /// 1. Candidates: each retriever's top `depth` rows among those `vis` lets a search
-///    return (hidden rows, expired or superseded, take no place; they are read in one
-///    statement, `Store::visible_of`, for the `depth + 16` rows each retriever fetches).
+///    return (hidden rows, expired or superseded, take no place: the keyword side skips
+///    them as it ranks, the graph walk skips superseded ones outside transactions and
+///    otherwise fetches `depth + 16` rows; the rest are dropped after, from the kept sets
+///    or in one statement, `Store::visible_of`).
 /// 2. Own score of a row: `w * bm25 / best_bm25 + (1 - w) * cos`, where `bm25` is FTS5's
 ///    (sign flipped, 0 for rows the keyword side did not return) and `cos` the cosine
 ///    similarity of the row's stored vector to the query vector (0 without a vector).
@@ -148,19 +150,35 @@ pub fn hybrid(
     let depth = depth.max(1);
     let words = text::query_words(text);
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    // Each retriever fetches a few rows beyond `depth`, so that hidden rows (expired,
-    // superseded) take no candidate's place: it keeps its best `depth` visible rows.
-    let fetch = depth.saturating_add(HIDDEN_MARGIN);
+    // Each retriever keeps its best `depth` visible rows: hidden rows (expired,
+    // superseded) take no candidate's place. The keyword side skips them as it ranks
+    // (from the kept sets outside transactions, else one statement per row it scores in
+    // full); the graph walk skips superseded ones where they are kept. The walk fetches a
+    // few rows beyond `depth` for what it cannot skip.
+    let hidden = store.hidden_kept()?;
+    let hides = |id: i64| -> Result<bool> {
+        Ok(match &hidden {
+            Some(h) => h.hides(id, vis.now, vis.include_superseded),
+            None => !store
+                .visible_of(&[id], vis.now, vis.include_superseded)?
+                .contains(&id),
+        })
+    };
+    let fetch_words = depth;
+    let fetch_vectors = match &hidden {
+        Some(h) if h.expiring.is_empty() => depth,
+        _ => depth.saturating_add(HIDDEN_MARGIN),
+    };
     let mut keyword_hits = if words.is_empty() {
         Vec::new()
     } else {
-        store.keyword_words(&words, ns, fetch)?
+        store.keyword_words(&words, ns, fetch_words, Some(&hides))?
     };
     let qv = embedder::get()?.embed(text)?;
     let mut vector_hits = if vis.include_superseded {
-        ann.search(store, &qv, fetch, ns)?
+        ann.search(store, &qv, fetch_vectors, ns)?
     } else {
-        ann.search_visible(store, &qv, fetch, ns)?
+        ann.search_visible(store, &qv, fetch_vectors, ns)?
     };
     let fetched: Vec<i64> = keyword_hits
         .iter()
@@ -168,9 +186,7 @@ pub fn hybrid(
         .chain(vector_hits.iter().map(|h| h.0))
         .collect();
     // A full list means the retriever may hold more rows than it gave.
-    let deeper = keyword_hits.len() >= fetch || vector_hits.len() >= fetch;
-    // Outside transactions the hidden ids are kept sets: no statement per search.
-    let hidden = store.hidden_kept()?;
+    let deeper = keyword_hits.len() >= fetch_words || vector_hits.len() >= fetch_vectors;
     let shown = visible(store, hidden.as_ref(), &fetched, vis)?;
     keyword_hits.retain(|(id, _)| shown.contains(id));
     keyword_hits.truncate(depth);

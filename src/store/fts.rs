@@ -134,7 +134,7 @@ impl Store {
         // `subcog_fts_query`'s form (an OR of quoted words) is ranked term at a time.
         if is_or_query(query)
             && let Some(hits) =
-                self.keyword_postings(query, namespace, limit, postings::MAX_POSTINGS)?
+                self.keyword_postings(query, namespace, limit, None, postings::MAX_POSTINGS)?
         {
             return Ok(hits);
         }
@@ -171,6 +171,12 @@ impl Store {
     /// words' document frequencies then coming, outside transactions, from a
     /// per-connection cache (valid while nothing changed, [`Store::change_key`]).
     ///
+    /// `skip(rowid)` names rows the caller will not use (hidden ones: expired,
+    /// superseded): term at a time they take no place, so the result is the best `limit`
+    /// rows not skipped, and their lengths are never read. The streamed path fetches
+    /// [`crate::search::HIDDEN_MARGIN`] rows beyond `limit` and drops the skipped ones
+    /// (fewer than `limit` come back when more than that many of the best are skipped).
+    ///
     /// # Errors
     /// As [`Store::keyword`].
     pub(crate) fn keyword_words(
@@ -178,8 +184,9 @@ impl Store {
         words: &[&str],
         namespace: Option<&str>,
         limit: usize,
+        skip: Option<&dyn Fn(i64) -> Result<bool>>,
     ) -> Result<Vec<(i64, f64)>> {
-        self.keyword_words_capped(words, namespace, limit, postings::MAX_POSTINGS)
+        self.keyword_words_capped(words, namespace, limit, skip, postings::MAX_POSTINGS)
     }
 
     /// [`Store::keyword_words`], streaming when the postings pass `max_postings`.
@@ -188,35 +195,61 @@ impl Store {
         words: &[&str],
         namespace: Option<&str>,
         limit: usize,
+        skip: Option<&dyn Fn(i64) -> Result<bool>>,
         max_postings: usize,
     ) -> Result<Vec<(i64, f64)>> {
         let all = or_query(words);
-        if let Some(hits) = self.keyword_postings(&all, namespace, limit, max_postings)? {
+        if let Some(hits) = self.keyword_postings(&all, namespace, limit, skip, max_postings)? {
             return Ok(hits);
         }
+        let Some(skip) = skip else {
+            return self.keyword_words_streamed(&all, words, namespace, limit);
+        };
+        let fetch = limit.saturating_add(crate::search::HIDDEN_MARGIN);
+        let hits = self.keyword_words_streamed(&all, words, namespace, fetch)?;
+        let mut kept = Vec::with_capacity(limit);
+        for h in hits {
+            if kept.len() < limit && !skip(h.0)? {
+                kept.push(h);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// The OR query `all` of `words` streamed through [`bm25`], the words' document
+    /// frequencies cached outside transactions.
+    fn keyword_words_streamed(
+        &self,
+        all: &str,
+        words: &[&str],
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(i64, f64)>> {
         let Some(key) = self.change_key()? else {
-            return self.keyword_streamed(&all, namespace, limit);
+            return self.keyword_streamed(all, namespace, limit);
         };
         let dfs = self.document_frequencies(key, words)?;
-        match self.keyword_scored(&all, namespace, limit, &dfs) {
+        match self.keyword_scored(all, namespace, limit, &dfs) {
             Err(Error::Sqlite(e)) if e.to_string().contains("no such function") => {
                 if bm25::register(&self.conn) {
-                    self.keyword_scored(&all, namespace, limit, &dfs)
+                    self.keyword_scored(all, namespace, limit, &dfs)
                 } else {
-                    self.keyword_streamed(&all, namespace, limit)
+                    self.keyword_streamed(all, namespace, limit)
                 }
             }
             r => r,
         }
     }
 
-    /// `query` (an OR of words) ranked term at a time ([`postings::top_k`]); `None` when
-    /// its postings pass [`postings::MAX_POSTINGS`] or the function cannot be registered.
+    /// `query` (an OR of words) ranked term at a time ([`postings::top_k`]), leaving out
+    /// the rows `skip` names; `None` when its postings pass [`postings::MAX_POSTINGS`] or
+    /// the function cannot be registered.
     fn keyword_postings(
         &self,
         query: &str,
         namespace: Option<&str>,
         limit: usize,
+        skip: Option<&dyn Fn(i64) -> Result<bool>>,
         max_postings: usize,
     ) -> Result<Option<Vec<(i64, f64)>>> {
         if limit == 0 {
@@ -256,6 +289,11 @@ impl Store {
             None => None,
         };
         let hits = postings::top_k(p, limit, |id| {
+            if let Some(skip) = skip
+                && skip(id)?
+            {
+                return Ok(None);
+            }
             if let (Some(st), Some(ns)) = (in_ns.as_mut(), namespace)
                 && !st.exists(params![id, ns])?
             {
@@ -521,7 +559,9 @@ mod tests {
                     let want = s
                         .keyword_ranked(&or_query(&q), ns, k, false)
                         .unwrap_or_else(|e| panic!("{e}"));
-                    let got = s.keyword_words(&q, ns, k).unwrap_or_else(|e| panic!("{e}"));
+                    let got = s
+                        .keyword_words(&q, ns, k, None)
+                        .unwrap_or_else(|e| panic!("{e}"));
                     assert_eq!(got, want, "{q:?} {ns:?} k {k}");
                     let got = s
                         .keyword(&or_query(&q), ns, k)
@@ -566,17 +606,37 @@ mod tests {
                         .unwrap_or_else(|e| panic!("{e}"));
                     // Term at a time over the postings.
                     let got = s
-                        .keyword_words(&ws, ns, k)
+                        .keyword_words(&ws, ns, k, None)
                         .unwrap_or_else(|e| panic!("{e}"));
                     assert_eq!(got, want, "{ws:?} {ns:?} k {k}");
                     // Past the cap: streamed, twice (the second run reads the cached
                     // document frequencies).
                     for _ in 0..2 {
                         let got = s
-                            .keyword_words_capped(&ws, ns, k, 10)
+                            .keyword_words_capped(&ws, ns, k, None, 10)
                             .unwrap_or_else(|e| panic!("{e}"));
                         assert_eq!(got, want, "{ws:?} {ns:?} k {k}, streamed");
                     }
+                    // Skipped rows take no place: term at a time the best k of the
+                    // others; streamed, the others among the best k + HIDDEN_MARGIN.
+                    let skip = |id: i64| -> Result<bool> { Ok(id % 3 == 0) };
+                    let skipped = |n: usize| -> Vec<(i64, f64)> {
+                        let mut all = s
+                            .keyword_ranked(&or_query(&ws), ns, n, false)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        all.retain(|h| h.0 % 3 != 0);
+                        all.truncate(k);
+                        all
+                    };
+                    let got = s
+                        .keyword_words(&ws, ns, k, Some(&skip))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(got, skipped(texts.len()), "{ws:?} {ns:?} k {k}, skip");
+                    let got = s
+                        .keyword_words_capped(&ws, ns, k, Some(&skip), 10)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let margin = k + crate::search::HIDDEN_MARGIN;
+                    assert_eq!(got, skipped(margin), "{ws:?} {ns:?} k {k}, skip, streamed");
                 }
             }
         }
@@ -597,7 +657,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         for cap in [10, postings::MAX_POSTINGS] {
             assert_eq!(
-                s.keyword_words_capped(&ws, None, 5, cap)
+                s.keyword_words_capped(&ws, None, 5, None, cap)
                     .unwrap_or_else(|e| panic!("{e}")),
                 want
             );
