@@ -102,10 +102,10 @@ fn graph_walk_skips_superseded_memories_and_opt_in_keeps_them() {
     );
 }
 
-/// Hybrid search's keyword side keeps its best `hybrid_depth` *visible* rows even when
-/// more hidden rows than its margin (16) outrank them by BM25: outside transactions it
-/// skips the hidden ones as it ranks. With the keyword weight 1 and no context, the
-/// results are exactly the keyword side's rows.
+/// Hybrid search's keyword side keeps its best `hybrid_depth` *visible* rows (and a keyword
+/// search its best `k`) even when more hidden rows than its margin (16) outrank them by
+/// BM25: outside transactions it skips the hidden ones as it ranks. With the keyword weight
+/// 1 and no context, the hybrid's results are exactly the keyword side's rows.
 #[test]
 fn hybrid_keyword_side_keeps_its_best_visible_rows_past_many_hidden_ones() {
     let c = mem();
@@ -160,9 +160,20 @@ fn hybrid_keyword_side_keeps_its_best_visible_rows_past_many_hidden_ones() {
         got.sort_unstable();
         got
     };
+    // A keyword search of the same word (its first run fetches 16 rows beyond k, then runs
+    // deeper until 10 are visible).
+    let keyword = |c: &rusqlite::Connection| -> Vec<i64> {
+        ok_ids(
+            c,
+            "SELECT id FROM m WHERE content MATCH subcog_fts_query('zebra') AND k = 10",
+            [],
+        )
+    };
     assert_eq!(hybrid(&c), want, "outside a transaction");
+    assert_eq!(keyword(&c), want, "keyword, outside a transaction");
     // Inside a transaction (nothing kept: each row scored in full is checked).
     c.execute_batch("BEGIN").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(hybrid(&c), want, "inside a transaction");
+    assert_eq!(keyword(&c), want, "keyword, inside a transaction");
     c.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
 }
