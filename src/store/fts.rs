@@ -141,6 +141,26 @@ impl Store {
         self.keyword_streamed(query, namespace, limit)
     }
 
+    /// Runs `f`, a statement calling our FTS5 auxiliary functions ([`bm25::NAME`],
+    /// [`postings::NAME`]). They are registered when the extension is loaded; should this
+    /// connection lack them ("no such function"), they are registered and `f` runs once
+    /// more. `None` when they cannot be (the connection's SQLite has no FTS5 API).
+    ///
+    /// # Errors
+    /// `f`'s other errors.
+    fn with_fts_functions<T>(&self, f: impl Fn() -> Result<T>) -> Result<Option<T>> {
+        match f() {
+            Err(Error::Sqlite(e)) if e.to_string().contains("no such function") => {
+                if bm25::register(&self.conn) {
+                    f().map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+            r => r.map(Some),
+        }
+    }
+
     /// [`Store::keyword`] through [`bm25`], streamed: FTS5 calls it once per matching row.
     fn keyword_streamed(
         &self,
@@ -148,15 +168,9 @@ impl Store {
         namespace: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(i64, f64)>> {
-        match self.keyword_ranked(query, namespace, limit, true) {
-            Err(Error::Sqlite(e)) if e.to_string().contains("no such function") => {
-                if bm25::register(&self.conn) {
-                    self.keyword_ranked(query, namespace, limit, true)
-                } else {
-                    self.keyword_ranked(query, namespace, limit, false)
-                }
-            }
-            r => r,
+        match self.with_fts_functions(|| self.keyword_ranked(query, namespace, limit, true))? {
+            Some(hits) => Ok(hits),
+            None => self.keyword_ranked(query, namespace, limit, false),
         }
     }
 
@@ -229,15 +243,9 @@ impl Store {
             return self.keyword_streamed(all, namespace, limit);
         };
         let dfs = self.document_frequencies(key, words)?;
-        match self.keyword_scored(all, namespace, limit, &dfs) {
-            Err(Error::Sqlite(e)) if e.to_string().contains("no such function") => {
-                if bm25::register(&self.conn) {
-                    self.keyword_scored(all, namespace, limit, &dfs)
-                } else {
-                    self.keyword_streamed(all, namespace, limit)
-                }
-            }
-            r => r,
+        match self.with_fts_functions(|| self.keyword_scored(all, namespace, limit, &dfs))? {
+            Some(hits) => Ok(hits),
+            None => self.keyword_streamed(all, namespace, limit),
         }
     }
 
@@ -255,14 +263,8 @@ impl Store {
         if limit == 0 {
             return Ok(Some(Vec::new()));
         }
-        let found = match self.postings_of(query, max_postings) {
-            Err(Error::Sqlite(e)) if e.to_string().contains("no such function") => {
-                if !bm25::register(&self.conn) {
-                    return Ok(None);
-                }
-                self.postings_of(query, max_postings)?
-            }
-            r => r?,
+        let Some(found) = self.with_fts_functions(|| self.postings_of(query, max_postings))? else {
+            return Ok(None);
         };
         let p = match found {
             Walked::NoMatch => return Ok(Some(Vec::new())),
