@@ -102,8 +102,8 @@ pub fn keyword(store: &Store, query: &str, k: usize, ns: Option<&str>) -> Result
 /// 1. Candidates: each retriever's top `depth` rows among those `vis` lets a search
 ///    return (hidden rows, expired or superseded, take no place: the keyword side skips
 ///    them as it ranks, the graph walk skips superseded ones outside transactions and
-///    otherwise fetches `depth + 16` rows; the rest are dropped after, from the kept sets
-///    or in one statement, `Store::visible_of`).
+///    otherwise fetches `depth + 16` rows; the walk's other hidden rows are dropped after,
+///    from the kept sets or in one statement, `Store::visible_of`).
 /// 2. Own score of a row: `w * bm25 / best_bm25 + (1 - w) * cos`, where `bm25` is FTS5's
 ///    (sign flipped, 0 for rows the keyword side did not return) and `cos` the cosine
 ///    similarity of the row's stored vector to the query vector (0 without a vector).
@@ -180,15 +180,11 @@ pub fn hybrid(
     } else {
         ann.search_visible(store, &qv, fetch_vectors, ns)?
     };
-    let fetched: Vec<i64> = keyword_hits
-        .iter()
-        .map(|h| h.0)
-        .chain(vector_hits.iter().map(|h| h.0))
-        .collect();
     // A full list means the retriever may hold more rows than it gave.
     let deeper = keyword_hits.len() >= fetch_words || vector_hits.len() >= fetch_vectors;
+    // The keyword side returned visible rows only; the walk's hidden ones go now.
+    let fetched: Vec<i64> = vector_hits.iter().map(|h| h.0).collect();
     let shown = visible(store, hidden.as_ref(), &fetched, vis)?;
-    keyword_hits.retain(|(id, _)| shown.contains(id));
     keyword_hits.truncate(depth);
     vector_hits.retain(|(id, _)| shown.contains(id));
     vector_hits.truncate(depth);
